@@ -1,0 +1,127 @@
+"""Per-epoch measurements: alive filters, sparsity, structural parameters and FLOPs, accuracy.
+
+Structural counts are those of the network with removed filters physically deleted: a removed filter
+takes with it its bias, its BatchNorm channel and the matching input channel of the next layer (for a
+linear layer after a flatten, the H*W input features of that channel).
+
+FLOPs follow torch's ``FlopCounterMode`` convention, so they equal what it measures on the compact
+model: 2 per multiply-accumulate of convolutions and linear layers, for one input example, forward
+pass. Bias additions, BatchNorm, pooling and activations are not counted.
+
+Parameters count every trainable parameter of the compact network (conv and linear weights and biases,
+BatchNorm weight and bias); BatchNorm running statistics are buffers, not parameters.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .models import LayerInfo, Structure
+
+# Metric names every tool relies on (tracking, report, tests).
+TEST_ACCURACY = "test_accuracy"
+TRAIN_LOSS = "train_loss"
+PENALTY = "penalty"
+TOTAL_SPARSITY = "total_sparsity"
+PARAMS = "params"
+FLOPS = "flops"
+FILTERS_ALIVE = "filters_alive/{}"
+SPARSITY = "sparsity/{}"
+
+
+@torch.no_grad()
+def removed_filters(info: LayerInfo) -> torch.Tensor:
+    """Boolean vector over a conv's filters: True where the filter is removed (all its values zero)."""
+    conv = info.module
+    zero = conv.weight.flatten(1).abs().amax(1) == 0
+    if conv.bias is not None:
+        zero &= conv.bias == 0
+    if info.bn is not None and info.bn.affine:
+        zero &= (info.bn.weight == 0) & (info.bn.bias == 0)
+    return zero
+
+
+def alive_filters(structure: Structure) -> dict[str, int]:
+    """Alive filters of every eligible conv layer, by layer name."""
+    return {name: int((~removed_filters(structure.by_name[name])).sum()) for name in structure.eligible}
+
+
+def _widths(structure: Structure, alive: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """(input channels or features, outputs) of every conv and linear layer after physical removal."""
+    widths = {}
+    for info in structure.layers:
+        m = info.module
+        full_in = m.in_channels if info.kind == "conv" else m.in_features
+        out = m.out_channels if info.kind == "conv" else m.out_features
+        if info.source is not None:
+            full_in = alive[info.source] * info.per_channel
+        if info.kind == "conv" and info.name in alive:
+            out = alive[info.name]
+        widths[info.name] = (full_in, out)
+    return widths
+
+
+def structural_params(structure: Structure, alive: Mapping[str, int]) -> int:
+    """Trainable parameters of the network with removed filters deleted."""
+    total = 0
+    widths = _widths(structure, alive)
+    for info in structure.layers:
+        cin, cout = widths[info.name]
+        m = info.module
+        if info.kind == "conv":
+            kh, kw = m.kernel_size
+            total += cout * (cin // m.groups) * kh * kw + (cout if m.bias is not None else 0)
+            if info.bn is not None and info.bn.affine:
+                total += 2 * cout
+        else:
+            total += cout * cin + (cout if m.bias is not None else 0)
+    return total
+
+
+def structural_flops(structure: Structure, alive: Mapping[str, int]) -> int:
+    """Forward FLOPs for one example of the network with removed filters deleted (FlopCounterMode's count)."""
+    total = 0
+    widths = _widths(structure, alive)
+    for info in structure.layers:
+        cin, cout = widths[info.name]
+        m = info.module
+        if info.kind == "conv":
+            kh, kw = m.kernel_size
+            total += 2 * cout * (cin // m.groups) * kh * kw * info.out_hw
+        else:
+            total += 2 * cout * cin
+    return total
+
+
+def all_filters(structure: Structure) -> dict[str, int]:
+    return {name: structure.by_name[name].module.out_channels for name in structure.eligible}
+
+
+def filter_metrics(structure: Structure) -> dict[str, float]:
+    """Alive filters and sparsity per layer, total filter sparsity, structural params and FLOPs."""
+    alive = alive_filters(structure)
+    total = all_filters(structure)
+    out: dict[str, float] = {}
+    for name in structure.eligible:
+        out[FILTERS_ALIVE.format(name)] = alive[name]
+        out[SPARSITY.format(name)] = 1.0 - alive[name] / total[name]
+    out[TOTAL_SPARSITY] = 1.0 - sum(alive.values()) / sum(total.values())
+    out[PARAMS] = structural_params(structure, alive)
+    out[FLOPS] = structural_flops(structure, alive)
+    return out
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches) -> float:
+    """Top-1 accuracy over an iterable of (inputs, labels) batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long)
+    seen = 0
+    for x, y in batches:
+        correct = correct + (model(x).argmax(1) == y).sum().cpu()
+        seen += y.numel()
+    model.train(was_training)
+    return float(correct) / max(seen, 1)

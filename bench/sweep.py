@@ -1,0 +1,183 @@
+"""Ray Tune runs every sweep: the only module that imports ray.
+
+Each trial (method x swept value x seed) is one Tune trial running :func:`bench.trainer.train` in a Ray
+actor, logging to its own MLflow child run and reporting every epoch to Tune. The dataset is put in Ray's
+object store once (``tune.with_parameters``) and read zero-copy by every trial on the node. Actors are
+reused between trials. A failed trial is a row in the results, never the end of the sweep.
+
+Without ``--ray-address`` (or ``RAY_ADDRESS``) a local Ray starts with the command and stops with it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from . import metrics as M  # noqa: E402
+from .config import SweepConfig, TrialConfig  # noqa: E402
+from .data import Dataset  # noqa: E402
+from .tracking import TrackingInfo, TrialRun  # noqa: E402
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be reached or cannot run the sweep."""
+
+
+@dataclass
+class TrialOutcome:
+    name: str
+    status: str                       # FINISHED / FAILED
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def trial_params(trial: TrialConfig) -> dict[str, Any]:
+    """The short flat params of a trial's MLflow run."""
+    t = trial.train
+    params: dict[str, Any] = {"method": trial.method, "seed": trial.seed, "model": t.model, "dataset": t.dataset,
+                              "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "momentum": t.momentum,
+                              "weight_decay": t.weight_decay, "zeroing": trial.zeroing,
+                              "limit_train": t.limit_train, "limit_test": t.limit_test}
+    params.update(trial.options)  # the swept value (lam / ratio) and the method's options
+    if trial.sweep_axis is not None:
+        params["sweep_axis"] = trial.sweep_axis
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, threads: int) -> None:
+    """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch."""
+    import torch
+
+    from .trainer import resolve_device, train
+
+    torch.set_num_threads(max(1, threads))
+    trial = TrialConfig.from_dict(config["trial"])
+    device = str(resolve_device(trial.train.device))
+    run = TrialRun(tracking, trial.name, trial_params(trial),
+                   {"trial": trial.to_dict(), "trial_key": trial.key, "device": device,
+                    "data": {"name": data.name, "source": data.source, "train": len(data.train_x),
+                             "test": len(data.test_x)}},
+                   trial.key, device)
+
+    def report(epoch: int, values: dict[str, float]) -> None:
+        run.log_epoch(epoch, values)
+        tune.report({**values, "epoch": epoch, "mlflow_run_id": run.run_id})
+
+    try:
+        train(trial, data, report)
+    except KeyboardInterrupt as err:
+        run.finish("KILLED", err)
+        raise
+    except BaseException as err:
+        run.finish("FAILED", err)
+        raise
+    run.finish("FINISHED")
+
+
+class _Progress(tune.Callback):
+    """One line per trial epoch on the driver: trial, epoch, accuracy, filters left."""
+
+    def __init__(self, trials: list[TrialConfig], write: Callable[[str], None]) -> None:
+        self.total = len(trials)
+        self.epochs = trials[0].train.epochs if trials else 0
+        self.write = write
+        self.done = 0
+        self.start = time.monotonic()
+
+    def _name(self, trial) -> str:
+        return TrialConfig.from_dict(trial.config["trial"]).name
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        layers = [k.split("/", 1)[1] for k in result if k.startswith("filters_alive/")]
+        filters = " ".join(f"{layer} {int(result[f'filters_alive/{layer}'])}" for layer in layers)
+        self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/{self.epochs}  "
+                   f"acc {result[M.TEST_ACCURACY]:.4f}  loss {result[M.TRAIN_LOSS]:.4f}  "
+                   f"sparsity {result[M.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
+                   f"({result.get('epoch_time_s', 0):.1f}s/epoch)")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.write(f"[{self._elapsed()}] done   {self._name(trial)}  ({self.done}/{self.total} trials)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self.done}/{self.total} trials); "
+                   f"error in {trial.storage.trial_fs_path if trial.storage else '?'}")
+
+    def _elapsed(self) -> str:
+        s = int(time.monotonic() - self.start)
+        return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` or start a local Ray; returns True when a local Ray was started."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            return False
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
+        return True
+    except Exception as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ClusterError(f"cannot start or join {where}: {type(err).__name__}: {err}") from None
+
+
+def cluster_gpus() -> float:
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, tracking: TrackingInfo,
+              write: Callable[[str], None] = print) -> list[TrialOutcome]:
+    """Run every trial on Ray Tune; returns one outcome per trial (finished or failed)."""
+    started_here = connect(sweep.ray_address)
+    try:
+        gpus = sweep.gpus_per_trial
+        if gpus is None:
+            gpus = 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
+        cpus = sweep.cpus_per_trial
+        trainable = tune.with_resources(
+            tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus))),
+            {"cpu": cpus, "gpu": gpus})
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None,
+                                        trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
+                                        trial_dirname_creator=lambda t: f"{t.trial_id}"),
+            run_config=tune.RunConfig(name=f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
+                                      storage_path=os.path.abspath(sweep.storage_path), verbose=0,
+                                      callbacks=[_Progress(trials, write)],
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        grid = tuner.fit()
+        outcomes = []
+        for result in grid:
+            name = TrialConfig.from_dict(result.config["trial"]).name
+            if result.error is not None:
+                outcomes.append(TrialOutcome(name, "FAILED", dict(result.metrics or {}), _error_text(result.error)))
+            else:
+                outcomes.append(TrialOutcome(name, "FINISHED", dict(result.metrics or {})))
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()
+        sys.stdout.flush()
+
+
+def _error_text(error: BaseException) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__

@@ -1,0 +1,203 @@
+"""MLflow records: the only module that imports mlflow.
+
+Layout of what a sweep writes:
+- one experiment (``--experiment``), created once by the driver before any trial starts (concurrent first
+  creation breaks sqlite stores);
+- one parent run per sweep (tag ``bench.kind=sweep``) with the sweep's settings as params and the full
+  sweep config as ``sweep.json``;
+- one nested child run per trial (tag ``mlflow.parentRunId``, ``bench.kind=trial``, ``bench.trial_key``)
+  with short flat params (``method``, the swept parameter such as ``lam``, ``seed``, ``model``,
+  ``dataset``, ``epochs``, ...), per-epoch metrics at ``step=epoch``, provenance tags (library versions,
+  git commit, device) and the resolved trial config as ``config.json``.
+
+The default store is sqlite at an absolute path (``<cwd>/mlflow.db``): Ray trials run in their own
+working directories, so a relative URI would scatter stores. Artifacts of a sqlite store go beside the
+database, in ``mlartifacts/``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from . import __version__
+
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "bench.kind"
+TRIAL_KEY_TAG = "bench.trial_key"
+SWEEP_TAG = "bench.sweep_run_id"
+ERROR_TAG = "bench.error"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unwritable path)."""
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else sqlite at an absolute ``<cwd>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def normalize_uri(uri: str) -> str:
+    """Make file-backed URIs absolute (trials run in other working directories)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):]
+        if path and not path.startswith("/"):
+            return f"sqlite:///{(Path.cwd() / path).resolve()}"
+        return uri
+    if parsed.scheme in ("", "file"):
+        raise TrackingError(f"tracking URI {uri!r}: use sqlite:///PATH.db or http://HOST:PORT "
+                            "(MLflow's file store is deprecated)")
+    return uri
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any trial starts, if the store cannot be reached or written."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"MLflow server at {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as err:
+            raise TrackingError(f"cannot reach the MLflow tracking server at {uri}: {err}. Start one with "
+                                f"`mlflow server --host {parsed.hostname} --port {parsed.port}` or pick "
+                                "another --tracking-uri") from None
+    elif parsed.scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingError(f"cannot create the folder of the tracking database {db}: {err}") from None
+        if not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"cannot write the tracking database {db}: {db.parent} is not writable")
+
+
+def _client(uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=uri)
+
+
+def provenance(device: str | None = None) -> dict[str, str]:
+    """Library versions, the project version and git commit, the host and the device."""
+    import ray
+    import torch
+    import torchvision
+
+    tags = {
+        "bench.version": __version__,
+        "bench.torch": torch.__version__,
+        "bench.torchvision": torchvision.__version__,
+        "bench.ray": ray.__version__,
+        "bench.mlflow": mlflow.__version__,
+        "bench.python": platform.python_version(),
+        "bench.host": platform.node(),
+    }
+    commit = _git_commit()
+    if commit:
+        tags["bench.git_commit"] = commit
+    if device:
+        tags["bench.device"] = device
+    return tags
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class TrackingInfo:
+    """What a trial needs to log into the sweep's store (picklable, sent to Ray workers)."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+def prepare_experiment(uri: str, experiment: str) -> str:
+    """Create (or find) the experiment once, on the driver; returns its id."""
+    client = _client(uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise TrackingError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another "
+                                    "--experiment")
+            return found.experiment_id
+        location = None
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return client.create_experiment(experiment, artifact_location=location)
+    except TrackingError:
+        raise
+    except Exception as err:  # MlflowException, sqlalchemy errors, connection errors
+        raise TrackingError(f"cannot use the MLflow store {uri}: {type(err).__name__}: {err}") from None
+
+
+def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any],
+                    sweep_config: Mapping[str, Any]) -> str:
+    client = _client(uri)
+    run = client.create_run(experiment_id, run_name=name, tags={KIND_TAG: "sweep", **provenance()})
+    client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
+    client.log_dict(run.info.run_id, dict(sweep_config), "sweep.json")
+    return run.info.run_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
+    client = _client(uri)
+    if error:
+        client.set_tag(run_id, ERROR_TAG, error[-5000:])
+    client.set_terminated(run_id, status)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else f"{value}"
+    return text[:500]
+
+
+class TrialRun:
+    """The child run of one trial: params and config at start, metrics per epoch, a final status."""
+
+    def __init__(self, info: TrackingInfo, name: str, params: Mapping[str, Any], config: Mapping[str, Any],
+                 trial_key: str, device: str) -> None:
+        self.client = _client(info.uri)
+        tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: "trial", TRIAL_KEY_TAG: trial_key,
+                **provenance(device)}
+        run = self.client.create_run(info.experiment_id, run_name=name, tags=tags)
+        self.run_id = run.info.run_id
+        self.client.log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
+        self.client.log_dict(self.run_id, dict(config), "config.json")
+
+    def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, epoch) for k, v in values.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow's per-request limit
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+    def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        if error is not None:
+            text = "".join(traceback.format_exception(error))
+            self.client.set_tag(self.run_id, ERROR_TAG, text[-5000:])
+        self.client.set_terminated(self.run_id, status)
+
+
+__all__ = ["TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "default_tracking_uri",
+           "end_run", "normalize_uri", "prepare_experiment", "provenance", "start_sweep_run"]

@@ -1,0 +1,193 @@
+"""THE training loop: one loop for every method, which it knows only through the method interface.
+
+Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward, gradient masks,
+optimizer step, filter masks re-applied (removed filters stay exactly zero, momentum included), the
+zeroing rule's per-step part and the method's ``after_step`` hook.
+
+Per epoch: the method's ``on_epoch_end`` hook, the zeroing rule's epoch part (before evaluation, as in
+Berthelier et al.), then the metrics of ``metrics.py`` and the test accuracy, handed to ``report``.
+
+Data path (DESIGN.md): the dataset is one uint8 tensor on the training device; each epoch draws a
+permutation and batches are slices of it, normalised on the device. A trial is a pure function of its
+config and seed: on CPU the same config and seed give identical metrics.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import metrics as M
+from .config import TrialConfig
+from .data import Dataset
+from .models import build_model, describe
+from .zeroing import FilterMasks, parse_zeroing
+
+
+class TrialDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor over ``array`` without copying on CPU (arrays from Ray's object store are read-only;
+    the trainer only reads them), copied once onto another device."""
+    if not array.flags.writeable:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(array)
+    else:
+        t = torch.from_numpy(array)
+    return t.to(device)
+
+
+class Batches:
+    """Normalises uint8 batches on the device: (x / 255 - mean) / std, per channel."""
+
+    def __init__(self, data: Dataset, device: torch.device) -> None:
+        self.device = device
+        self.train_x = as_tensor(data.train_x, device)
+        self.train_y = as_tensor(data.train_y, device)
+        self.test_x = as_tensor(data.test_x, device)
+        self.test_y = as_tensor(data.test_y, device)
+        c = len(data.mean)
+        self.scale = (1.0 / (255.0 * torch.tensor(data.std, device=device))).view(1, c, 1, 1)
+        self.shift = (-torch.tensor(data.mean, device=device) / torch.tensor(data.std, device=device)).view(1, c, 1, 1)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+    def test(self, batch_size: int):
+        for i in range(0, len(self.test_x), batch_size):
+            yield self.normalise(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]
+
+
+class TrialState:
+    """What a method's hooks may use (methods never import ``bench``)."""
+
+    def __init__(self, model: nn.Module, masks: FilterMasks, batches: Batches, config: TrialConfig,
+                 generator: torch.Generator) -> None:
+        self.model = model
+        self.masks = masks
+        self.config = config
+        self.epoch = 0
+        self.epochs = config.train.epochs
+        self.step = 0
+        self.device = batches.device
+        self._batches = batches
+        self._generator = generator
+        self.extra_metrics: dict[str, float] = {}
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Eligible conv layers, model order."""
+        return self.masks.layers
+
+    def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n random training examples (normalised) from the trial's own generator."""
+        idx = torch.randint(len(self._batches.train_x), (n,), generator=self._generator).to(self.device)
+        return self._batches.normalise(self._batches.train_x[idx]), self._batches.train_y[idx]
+
+    def remove(self, layer: str, filters) -> list[int]:
+        """Remove filters of ``layer`` through the masks (they stay zero); returns the indices removed."""
+        return self.masks.remove(layer, filters)
+
+    def alive(self, layer: str) -> torch.Tensor:
+        return self.masks.alive(layer)
+
+    def evaluate(self) -> float:
+        """Test accuracy of the model as it is now."""
+        return M.accuracy(self.model, self._batches.test(self.config.train.eval_batch_size))
+
+    def log(self, **values: float) -> None:
+        """Extra metrics recorded with this epoch (e.g. accuracy right after a pruning step)."""
+        self.extra_metrics.update({k: float(v) for k, v in values.items()})
+
+
+def train(config: TrialConfig, data: Dataset,
+          report: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+    """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics."""
+    tc = config.train
+    seed_everything(config.seed)
+    device = resolve_device(tc.device)
+    method = config.build_method()
+    rule = parse_zeroing(config.zeroing, getattr(method.hparams, "norm_scale", "filters"))
+    model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
+    structure = describe(model, data.input_shape)
+    optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    masks = FilterMasks(structure, optimizer)
+    rule.prepare(masks)
+    batches = Batches(data, device)
+    generator = torch.Generator().manual_seed(config.seed)
+    state = TrialState(model, masks, batches, config, generator)
+    weight = method.penalty_weight
+    n = len(batches.train_x)
+    last: dict[str, float] = {}
+
+    for epoch in range(1, tc.epochs + 1):
+        state.epoch = epoch
+        state.extra_metrics = {}
+        start = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        perm = torch.randperm(n, generator=generator).to(device)
+        for i in range(0, n, tc.batch_size):
+            idx = perm[i:i + tc.batch_size]
+            x, y = batches.normalise(batches.train_x[idx]), batches.train_y[idx]
+            out = model(x)
+            task = F.cross_entropy(out, y)
+            loss = task + weight * method.penalty(model) if weight else task
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            masks.mask_grads()
+            optimizer.step()
+            masks.apply()
+            rule.after_step(masks)
+            method.after_step(model, state)
+            state.step += 1
+            loss_sum += task.detach() * len(idx)
+            correct += (out.detach().argmax(1) == y).sum()
+        method.on_epoch_end(model, state)
+        rule.on_epoch_end(masks)
+        train_time = time.perf_counter() - start
+
+        train_loss = float(loss_sum) / n
+        if not math.isfinite(train_loss):
+            raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} "
+                                f"({config.method} {method.hparams}); lower the learning rate or the penalty")
+        with torch.no_grad():
+            penalty = float(method.penalty(model)) if method.has_penalty else 0.0
+        last = {
+            M.TEST_ACCURACY: state.evaluate(),
+            "train_accuracy": float(correct) / n,
+            M.TRAIN_LOSS: train_loss,
+            M.PENALTY: penalty,
+            **M.filter_metrics(structure),
+            "epoch_time_s": train_time,
+            **state.extra_metrics,
+        }
+        if report is not None:
+            report(epoch, last)
+    return last

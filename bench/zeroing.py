@@ -1,0 +1,274 @@
+"""Zeroing rules and filter masks: removed filters stay exactly zero.
+
+A filter is *removed* when its weights, its bias and (when a BatchNorm follows) that BN channel's weight
+and bias are exactly zero (METHODS.md). :class:`FilterMasks` keeps them there: after every optimizer step
+the trainer calls :meth:`FilterMasks.apply`, which multiplies the removed slices of each parameter *and of
+its optimizer state* (momentum, Adam moments) by zero in place, so momentum cannot resurrect a filter.
+Gradients are masked too (:meth:`FilterMasks.mask_grads`) so nothing flows into a removed filter.
+
+Rules (specs as on the command line)
+------------------------------------
+- ``cumulative:T[:global|layer]`` (Berthelier et al. 2020, Sec. III-C): at the end of every epoch take the
+  kernel pseudo-norms N of all alive filters (of every eligible layer for ``global``, the default; of each
+  layer separately for ``layer``), normalise them to sum to 1, sort ascending, and remove the filters whose
+  cumulative sum is <= T. The paper uses T = 0.01.
+- ``threshold:EPS`` (Wen et al. 2016, "stabilizing sparsity"): after every optimizer step, eligible conv
+  weights with |w| < EPS are set to zero; a filter whose weights are then all zero is removed.
+- ``none``.
+
+Every rule goes through :meth:`FilterMasks.remove`, which never removes the last alive filter of a layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from methods.kernel_norms import NORM_SCALES, layer_kernel_norms
+
+from .models import Structure
+
+
+class ZeroingSpecError(ValueError):
+    """A ``--zeroing`` value that does not parse."""
+
+
+class FilterMasks:
+    """One alive-mask per eligible conv layer, tied to the parameters a removed filter must zero."""
+
+    def __init__(self, structure: Structure, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.structure = structure
+        self.optimizer = optimizer
+        self.layers = structure.eligible
+        self._params: dict[str, list[nn.Parameter]] = {}
+        self._masks: dict[str, torch.Tensor] = {}
+        self._dirty: dict[str, bool] = {}
+        for name in self.layers:
+            info = structure.by_name[name]
+            conv, bn = info.module, info.bn
+            params = [conv.weight] + ([conv.bias] if conv.bias is not None else [])
+            if bn is not None and bn.affine:
+                params += [bn.weight, bn.bias]
+            self._params[name] = params
+            self._masks[name] = torch.ones(conv.out_channels, device=conv.weight.device, dtype=conv.weight.dtype)
+            self._dirty[name] = False
+
+    # -- queries -------------------------------------------------------------------------------------
+    def alive(self, layer: str) -> torch.Tensor:
+        """Boolean vector: which filters of ``layer`` are alive."""
+        return self._masks[layer] > 0
+
+    def mask(self, layer: str) -> torch.Tensor:
+        return self._masks[layer]
+
+    def weight(self, layer: str) -> torch.Tensor:
+        return self.structure.by_name[layer].module.weight
+
+    # -- acting --------------------------------------------------------------------------------------
+    def remove(self, layer: str, filters: Sequence[int] | torch.Tensor) -> list[int]:
+        """Remove filters of ``layer`` (indices or a boolean vector); returns the indices removed.
+
+        The last alive filter of a layer is never removed: when a request would remove every alive filter,
+        the one with the largest kernel norm is kept.
+        """
+        if layer not in self._masks:
+            raise KeyError(f"{layer!r} is not an eligible conv layer; eligible: {', '.join(self.layers)}")
+        mask = self._masks[layer]
+        request = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
+        if isinstance(filters, torch.Tensor) and filters.dtype == torch.bool:
+            request |= filters.to(mask.device)
+        else:
+            idx = torch.as_tensor(list(filters) if not isinstance(filters, torch.Tensor) else filters,
+                                  dtype=torch.long, device=mask.device)
+            if idx.numel() and (idx.min() < 0 or idx.max() >= mask.shape[0]):
+                raise IndexError(f"filter index out of range for {layer!r} with {mask.shape[0]} filters")
+            request[idx] = True
+        alive = mask > 0
+        request &= alive
+        if not request.any():
+            return []
+        if not (alive & ~request).any():  # would empty the layer: keep its strongest filter
+            norms = layer_kernel_norms(self.weight(layer).detach(), "none").masked_fill(~alive, -1.0)
+            request[norms.argmax()] = False
+        mask.masked_fill_(request, 0.0)
+        self._dirty[layer] = True
+        self._apply_layer(layer)
+        return request.nonzero().flatten().tolist()
+
+    def mark_all_dirty(self) -> None:
+        """Apply every layer's mask at each step (for rules that remove filters without a host sync)."""
+        for name in self.layers:
+            self._dirty[name] = True
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        """Zero removed filters (parameters and optimizer state) in place; call after each optimizer step."""
+        for name in self.layers:
+            if self._dirty[name]:
+                self._apply_layer(name)
+
+    @torch.no_grad()
+    def mask_grads(self) -> None:
+        """Zero the gradients of removed filters; call between backward() and the optimizer step."""
+        for name in self.layers:
+            if not self._dirty[name]:
+                continue
+            mask = self._masks[name]
+            for p in self._params[name]:
+                if p.grad is not None:
+                    p.grad.mul_(_shaped(mask, p))
+
+    @torch.no_grad()
+    def _apply_layer(self, name: str) -> None:
+        mask = self._masks[name]
+        for p in self._params[name]:
+            m = _shaped(mask, p)
+            p.mul_(m)
+            if self.optimizer is not None:
+                for value in self.optimizer.state.get(p, {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                        value.mul_(m)
+
+
+def _shaped(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (p.dim() - 1)))
+
+
+# -- rules ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ZeroingRule:
+    """Base rule: does nothing. ``spec`` is the canonical command-line form."""
+
+    @property
+    def spec(self) -> str:
+        return "none"
+
+    def prepare(self, masks: FilterMasks) -> None:
+        """Called once before training."""
+
+    def after_step(self, masks: FilterMasks) -> None:
+        """Called after every optimizer step, after the masks are applied."""
+
+    def on_epoch_end(self, masks: FilterMasks) -> None:
+        """Called at the end of every epoch, before evaluation."""
+
+
+@dataclass(frozen=True)
+class NoZeroing(ZeroingRule):
+    pass
+
+
+@dataclass(frozen=True)
+class Cumulative(ZeroingRule):
+    t: float = 0.01
+    scope: str = "global"
+    norm_scale: str = "filters"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.t < 1.0:
+            raise ZeroingSpecError(f"cumulative threshold t must be in (0, 1), got {self.t}")
+        if self.scope not in ("global", "layer"):
+            raise ZeroingSpecError(f"cumulative scope must be 'global' or 'layer', got {self.scope!r}")
+        if self.norm_scale not in NORM_SCALES:
+            raise ZeroingSpecError(f"norm_scale must be one of {NORM_SCALES}, got {self.norm_scale!r}")
+
+    @property
+    def spec(self) -> str:
+        return f"cumulative:{self.t:g}" + (":layer" if self.scope == "layer" else "")
+
+    @torch.no_grad()
+    def on_epoch_end(self, masks: FilterMasks) -> None:
+        norms = [layer_kernel_norms(masks.weight(n), self.norm_scale) for n in masks.layers]
+        alive = [masks.alive(n) for n in masks.layers]
+        for name, remove in zip(masks.layers, cumulative_selection(norms, alive, self.t, self.scope)):
+            if remove.any():
+                masks.remove(name, remove)
+
+
+def cumulative_selection(norms: Sequence[torch.Tensor], alive: Sequence[torch.Tensor], t: float,
+                         scope: str = "global") -> list[torch.Tensor]:
+    """Which alive filters the cumulative rule removes: one boolean vector per layer.
+
+    ``norms[l]`` holds layer l's kernel pseudo-norms, ``alive[l]`` its alive mask. Among alive filters
+    (globally or per layer), norms are normalised to sum to 1 and sorted ascending; filters whose
+    cumulative sum is <= t are selected. Computed in float64 so the boundary is deterministic. Does not
+    apply the last-filter rule: :meth:`FilterMasks.remove` does.
+    """
+    if scope == "layer":
+        return [cumulative_selection([n], [a], t, "global")[0] for n, a in zip(norms, alive)]
+    flat = torch.cat([n.detach().double().flatten().cpu() for n in norms])
+    live = torch.cat([a.flatten().cpu() for a in alive])
+    selected = torch.zeros_like(live)
+    total = flat[live].sum()
+    if live.any() and total > 0:
+        idx = live.nonzero().flatten()
+        share = flat[idx] / total
+        order = torch.argsort(share, stable=True)
+        below = torch.cumsum(share[order], 0) <= t
+        selected[idx[order[below]]] = True
+    return list(torch.split(selected, [n.numel() for n in norms]))
+
+
+@dataclass(frozen=True)
+class Threshold(ZeroingRule):
+    eps: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise ZeroingSpecError(f"threshold eps must be > 0, got {self.eps}")
+
+    @property
+    def spec(self) -> str:
+        return f"threshold:{self.eps:g}"
+
+    def prepare(self, masks: FilterMasks) -> None:
+        masks.mark_all_dirty()  # filters may be removed at any step, without a host sync
+
+    @torch.no_grad()
+    def after_step(self, masks: FilterMasks) -> None:
+        for name in masks.layers:
+            threshold_layer(masks.weight(name), masks.mask(name), self.eps)
+        masks.apply()
+
+
+@torch.no_grad()
+def threshold_layer(weight: torch.Tensor, mask: torch.Tensor, eps: float) -> None:
+    """Zero weights with |w| < eps in place and clear ``mask`` for filters left all zero.
+
+    Without a host sync: if every alive filter would be emptied, the strongest one keeps its weights
+    (the last filter of a layer is never removed).
+    """
+    small = weight.abs() < eps
+    emptied = small.flatten(1).all(1) & (mask > 0)
+    survivors = ((mask > 0) & ~emptied).any()
+    norms = (weight.abs().flatten(1).sum(1) * mask)
+    keep = torch.zeros_like(emptied)
+    keep.scatter_(0, norms.argmax().view(1), (~survivors).view(1))
+    small &= ~keep.view(-1, *([1] * (weight.dim() - 1)))
+    weight.masked_fill_(small, 0.0)
+    mask.mul_((~(emptied & ~keep)).to(mask.dtype))
+
+
+def parse_zeroing(spec: str, norm_scale: str = "filters") -> ZeroingRule:
+    """Parse ``none``, ``cumulative:T[:global|layer]`` or ``threshold:EPS``.
+
+    ``norm_scale`` is the kernel pseudo-norm scaling the cumulative rule uses (the method's, when it has one).
+    """
+    parts = spec.strip().lower().split(":")
+    kind, args = parts[0], parts[1:]
+    try:
+        if kind == "none" and not args:
+            return NoZeroing()
+        if kind == "cumulative" and 1 <= len(args) <= 2:
+            return Cumulative(float(args[0]), args[1] if len(args) == 2 else "global", norm_scale)
+        if kind == "threshold" and len(args) == 1:
+            return Threshold(float(args[0]))
+    except ValueError as err:
+        if isinstance(err, ZeroingSpecError):
+            raise
+        raise ZeroingSpecError(f"cannot parse zeroing rule {spec!r}: {err}") from None
+    raise ZeroingSpecError(f"cannot parse zeroing rule {spec!r}; expected 'none', 'cumulative:T[:global|layer]' "
+                           "(e.g. cumulative:0.01) or 'threshold:EPS' (e.g. threshold:1e-4)")
