@@ -23,11 +23,11 @@ class L1(Method):
     formula = "sum(N)"
     default_zeroing = "cumulative:0.01"
     sweep_axis = "lam"
-    default_grid = (0.05, 0.2, 0.5)
+    default_grid = (0.02, 0.05, 0.2)
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
-        lam: float = option(0.2, "penalty strength: loss = task_loss + lam * sum(N)", min=0.0)
+        lam: float = option(0.05, "penalty strength: loss = task_loss + lam * sum(N)", min=0.0)
         norm_scale: str = option("filters", "divide each filter's l1 norm by its layer's filter count (eq. 2) or not",
                                  choices=NORM_SCALES)
 

@@ -29,7 +29,7 @@ class L1OverL2(Method):
     formula = "sum(N) / sqrt(sum(N**2) + eps)"
     default_zeroing = "cumulative:0.01"
     sweep_axis = "lam"
-    default_grid = (0.05, 0.2, 0.5)
+    default_grid = (0.05, 0.2, 1.0)
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):

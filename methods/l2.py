@@ -23,11 +23,11 @@ class L2(Method):
     formula = "sqrt(sum(N**2) + eps)"
     default_zeroing = "cumulative:0.01"
     sweep_axis = "lam"
-    default_grid = (0.05, 0.2, 0.5)
+    default_grid = (0.05, 0.5, 2.0)
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
-        lam: float = option(0.2, "penalty strength: loss = task_loss + lam * ||N||_2", min=0.0)
+        lam: float = option(0.5, "penalty strength: loss = task_loss + lam * ||N||_2", min=0.0)
         norm_scale: str = option("filters", "divide each filter's l1 norm by its layer's filter count (eq. 2) or not",
                                  choices=NORM_SCALES)
         eps: float = option(1e-12, "added under the square root so the gradient is finite at N = 0", min=0.0)

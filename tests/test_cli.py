@@ -1,0 +1,110 @@
+"""`bench` commands: bad input is a clear error before any work starts; `bench list`; dry runs."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from bench.cli import main
+from conftest import write_mnist
+
+QUICK = ["--epochs", "1", "--dataset", "synthetic", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_nothing_started(tmp_path):
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--methods", "l1l2,foo"], "unknown method 'foo'; valid methods: l1, l1l2, l2, none"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, vgg11"),
+    (["--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: cifar10, fashion-mnist, mnist, synthetic"),
+    (["--lambdas", "0.1,-0.5"], "method 'l1l2': option 'lam' must be >= 0.0, got -0.5"),
+    (["--epochs", "0"], "epochs must be >= 1, got 0"),
+    (["--zeroing", "cumulative"], "cannot parse zeroing rule 'cumulative'"),
+    (["--zeroing", "cumulative:1.5"], "cumulative threshold t must be in (0, 1)"),
+    (["--zeroing", "l9=none"], "not among the methods of this sweep"),
+    (["--option", "l1l2.gamma=2"], "method 'l1l2': unknown option(s) gamma; valid options: eps, lam, norm_scale"),
+    (["--lr", "-1"], "learning rate must be > 0"),
+    (["--methods", "l1,l1"], "a method is listed twice"),
+    (["--model", "vgg11", "--dataset", "mnist"], "dataset 'mnist' not found"),
+])
+def test_bad_input_is_a_clear_error_before_any_work(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, *argv)
+    assert code == 2
+    assert message in err
+    assert_nothing_started(tmp_path)
+
+
+def test_model_that_cannot_take_the_dataset(capsys, tmp_path):
+    write_mnist(tmp_path / "data")
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", "--model", "vgg11", "--dataset", "mnist",
+                           "--data-dir", str(tmp_path / "data"), "--epochs", "1")
+    assert code == 2 and "model 'vgg11' cannot take 'mnist' inputs" in err and "32x32" in err
+
+
+def test_missing_and_corrupt_data_files_are_named(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", "--dataset", "mnist", "--data-dir",
+                           str(tmp_path / "nowhere"), "--epochs", "1")
+    assert code == 2 and str(tmp_path / "nowhere") in err and "not found" in err
+    write_mnist(tmp_path / "d", compress=False)
+    bad = tmp_path / "d" / "t10k-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:1000])
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", "--dataset", "mnist", "--data-dir",
+                           str(tmp_path / "d"), "--epochs", "1")
+    assert code == 2 and str(bad) in err and "truncated" in err
+    assert_nothing_started(tmp_path)
+
+
+def test_unparseable_numbers_are_argparse_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--lambdas", "0.1,abc"])
+    assert exc.value.code == 2
+    assert "expected comma-separated numbers" in capsys.readouterr().err
+
+
+def test_unreachable_tracking_server(capsys, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # free, and nothing listens on it once closed
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, "--tracking-uri", f"http://127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach the MLflow tracking server at http://127.0.0.1:{port}" in err
+
+
+def test_config_file_sits_between_defaults_and_command_line(capsys, tmp_path):
+    (tmp_path / "sweep.toml").write_text('methods = ["l1", "l1l2"]\nlambdas = [0.3, 0.7]\nepochs = 3\n'
+                                         'dataset = "synthetic"\n[options.l1l2]\nnorm_scale = "none"\n')
+    code, out, _ = run_cli(capsys, "run", "--config", "sweep.toml", "--lambdas", "0.9", "--dry-run")
+    assert code == 0
+    assert "4 trials" not in out and "2 trials" in out
+    assert "l1l2-lam0.9-s0" in out and "'norm_scale': 'none'" in out and "3 epochs" in out
+    (tmp_path / "bad.toml").write_text("epoch = 3\n")
+    code, _, err = run_cli(capsys, "run", "--config", "bad.toml")
+    assert code == 2 and "unknown key(s) epoch" in err
+
+
+def test_dry_run_lists_method_x_value_x_seed(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--methods", "none,l1l2,l1", "--lambdas", "0.1,0.2", "--seeds", "0,1",
+                           "--zeroing", "l1=threshold:1e-4", *QUICK, "--dry-run")
+    assert code == 0 and "10 trials" in out
+    assert "l1-lam0.2-zthreshold0.0001-s1" in out and "none-s1" in out and "l1l2-lam0.1-s0" in out
+    assert_nothing_started(tmp_path)
+
+
+def test_list_shows_methods_models_and_datasets(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("none", "l1", "l2", "l1l2", "lenet5", "vgg11", "fashion-mnist", "mnist", "cifar10", "synthetic"):
+        assert f"  {name} " in out
+    assert "cumulative:0.01" in out and ".norm_scale='filters'" in out

@@ -1,0 +1,92 @@
+"""`bench run` end to end: a real local Ray runs the trials, a real sqlite MLflow store records them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench import metrics as M
+from bench.data import DEBIAN_FASHION_MNIST
+from bench.models import build_model, describe
+
+pytestmark = pytest.mark.slow
+
+HAVE_FASHION = DEBIAN_FASHION_MNIST.is_dir()
+DATASET = ["--limit-train", "1000", "--limit-test", "300"] if HAVE_FASHION else ["--dataset", "synthetic"]
+
+
+def bench(cwd: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = bench(cwd, "run", "--methods", "none,l1l2,l1,l2", "--lambdas", "0.5", "--epochs", "2",
+                 "--device", "cpu", *DATASET)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-fashion-mnist" if HAVE_FASHION else "lenet5-synthetic")
+    runs = client.search_runs([experiment.experiment_id])
+    return cwd, proc, client, runs
+
+
+def test_one_child_run_per_trial_under_one_parent(sweep):
+    cwd, proc, client, runs = sweep
+    parents = [r for r in runs if r.data.tags.get("bench.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("bench.kind") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.params["method"] for c in children) == ["l1", "l1l2", "l2", "none"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    sweep_json = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep.json")).read_text())
+    assert sweep_json["methods"] == ["none", "l1l2", "l1", "l2"] and sweep_json["train"]["epochs"] == 2
+
+
+def test_params_tags_and_config_artifact(sweep):
+    cwd, proc, client, runs = sweep
+    child = next(r for r in runs if r.data.params.get("method") == "l1l2")
+    p = child.data.params
+    assert p["lam"] == "0.5" and p["seed"] == "0" and p["model"] == "lenet5" and p["epochs"] == "2"
+    assert p["dataset"] == ("fashion-mnist" if HAVE_FASHION else "synthetic") and p["zeroing"] == "cumulative:0.01"
+    for tag in ("bench.torch", "bench.ray", "bench.mlflow", "bench.version", "bench.device", "bench.trial_key"):
+        assert child.data.tags.get(tag), tag
+    config = json.loads(Path(client.download_artifacts(child.info.run_id, "config.json")).read_text())
+    assert config["trial"]["method"] == "l1l2" and config["trial"]["options"]["lam"] == 0.5
+    assert config["trial_key"] == child.data.tags["bench.trial_key"]
+    assert (cwd / "mlartifacts").is_dir()  # artifacts beside the database, not in a trial's folder
+
+
+def test_per_epoch_metrics_at_step_epoch(sweep):
+    cwd, proc, client, runs = sweep
+    model = build_model("lenet5", (1, 28, 28), 10)
+    structure = describe(model, (1, 28, 28))
+    for run in (r for r in runs if r.data.tags.get("bench.kind") == "trial"):
+        rid = run.info.run_id
+        for key in (M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+                    "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"):
+            history = client.get_metric_history(rid, key)
+            assert sorted(m.step for m in history) == [1, 2], (run.data.params["method"], key)
+        last = run.data.metrics
+        alive = {"conv1": int(last["filters_alive/conv1"]), "conv2": int(last["filters_alive/conv2"])}
+        assert last[M.FLOPS] == M.structural_flops(structure, alive)
+        assert last[M.PARAMS] == M.structural_params(structure, alive)
+        assert last[M.TOTAL_SPARSITY] == pytest.approx(1 - sum(alive.values()) / 70)
+        assert 0.1 < last[M.TEST_ACCURACY] <= 1.0
+
+
+def test_progress_and_summary_on_stdout(sweep):
+    cwd, proc, client, runs = sweep
+    out = proc.stdout
+    assert "epoch   1/2" in out and "epoch   2/2" in out and "filters conv1" in out
+    assert "(4/4 trials)" in out
+    assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out

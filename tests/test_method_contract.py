@@ -1,0 +1,76 @@
+"""The contract every registered method meets. Registering a method enrols it here: no test edits."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench import metrics as M
+from bench.config import build_sweep
+from bench.data import make_synthetic
+from bench.models import build_model
+from bench.trainer import train
+from bench.zeroing import parse_zeroing
+from methods import MethodError, get_method, list_methods
+from methods.base import Method
+
+DATA = make_synthetic((1, 28, 28), n_train=256, n_test=128)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_builds_with_defaults_and_describes_itself(name):
+    cls = get_method(name)
+    assert issubclass(cls, Method) and cls.name == name
+    for attr in ("description", "paper", "formula"):
+        assert getattr(cls, attr), f"{name} has no {attr}"
+    method = cls()
+    parse_zeroing(cls.default_zeroing)
+    if cls.sweep_axis is not None:
+        assert cls.default_grid, f"{name} has no default grid"
+        for value in cls.default_grid:
+            cls(**{cls.sweep_axis: value})
+    for f in dataclasses.fields(cls.Hparams):
+        assert f.metadata.get("help"), f"{name}.{f.name} has no help text"
+    assert method.swept_value() == (None if cls.sweep_axis is None else getattr(method.hparams, cls.sweep_axis))
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_penalty_is_a_differentiable_scalar(name):
+    method = get_method(name)()
+    model = build_model("lenet5", (1, 28, 28), 10)
+    value = method.penalty(model)
+    assert isinstance(value, torch.Tensor) and value.dim() == 0 and torch.isfinite(value)
+    if method.has_penalty:
+        value.backward()
+        assert model.conv1.weight.grad is not None and torch.isfinite(model.conv1.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_validates_its_options(name):
+    cls = get_method(name)
+    with pytest.raises(MethodError, match="unknown option"):
+        cls(no_such_option=1)
+    if cls.sweep_axis == "lam":
+        with pytest.raises(MethodError):
+            cls(lam=-1.0)
+    if cls.sweep_axis == "ratio":
+        for bad in (0.0, 1.0, 1.5):
+            with pytest.raises(MethodError):
+                cls(ratio=bad)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(name):
+    cls = get_method(name)
+    grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+    cfg = build_sweep({"methods": [name], "epochs": 2, "dataset": "synthetic", "device": "cpu", **grid}).trials()[0]
+    rows = []
+    train(cfg, DATA, lambda epoch, m: rows.append(m))
+    assert len(rows) == 2
+    base_keys = {M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+                 "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"}
+    assert base_keys <= set(rows[0]) and base_keys <= set(rows[1])
+    for layer in ("conv1", "conv2"):
+        assert rows[1][f"filters_alive/{layer}"] <= rows[0][f"filters_alive/{layer}"]
+        assert rows[1][f"filters_alive/{layer}"] >= 1

@@ -1,0 +1,90 @@
+"""Structural parameters and FLOPs with removed filters deleted, against hand counts and FlopCounterMode."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import metrics as M
+from bench.models import build_model, describe
+from bench.zeroing import FilterMasks
+
+
+def measured_flops(model, input_shape) -> int:
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    return counter.get_total_flops()
+
+
+def test_lenet_dense_counts_by_hand():
+    model = build_model("lenet5", (1, 28, 28), 10)
+    s = describe(model, (1, 28, 28))
+    m = M.filter_metrics(s)
+    # conv1 20@5x5 on 1 channel, conv2 50@5x5 on 20, fc1 800 -> 500, fc2 500 -> 10
+    assert m[M.PARAMS] == (20 * 25 + 20) + (50 * 20 * 25 + 50) + (800 * 500 + 500) + (500 * 10 + 10) == 431080
+    # conv1 out 24x24, conv2 out 8x8; 2 FLOPs per multiply-accumulate
+    assert m[M.FLOPS] == 2 * (20 * 25 * 576 + 50 * 20 * 25 * 64 + 800 * 500 + 500 * 10)
+    assert m[M.PARAMS] == sum(p.numel() for p in model.parameters())
+    assert m[M.FLOPS] == measured_flops(model, (1, 28, 28))
+    assert m[M.TOTAL_SPARSITY] == 0.0 and m["filters_alive/conv1"] == 20 and m["filters_alive/conv2"] == 50
+
+
+def test_lenet_with_removed_filters_by_hand():
+    model = build_model("lenet5", (1, 28, 28), 10)
+    s = describe(model, (1, 28, 28))
+    masks = FilterMasks(s)
+    masks.remove("conv1", [0, 3, 7])      # 17 left
+    masks.remove("conv2", [1, 2])         # 48 left
+    m = M.filter_metrics(s)
+    assert m["filters_alive/conv1"] == 17 and m["filters_alive/conv2"] == 48
+    assert m["sparsity/conv1"] == pytest.approx(3 / 20) and m["sparsity/conv2"] == pytest.approx(2 / 50)
+    assert m[M.TOTAL_SPARSITY] == pytest.approx(5 / 70)
+    # a removed conv1 filter also deletes conv2's input channel; a removed conv2 filter deletes 4x4 fc1 inputs
+    params = (17 * 25 + 17) + (48 * 17 * 25 + 48) + (48 * 16 * 500 + 500) + (500 * 10 + 10)
+    flops = 2 * (17 * 25 * 576 + 48 * 17 * 25 * 64 + 48 * 16 * 500 + 500 * 10)
+    assert m[M.PARAMS] == params == 410400
+    assert m[M.FLOPS] == flops == 3878800
+    # the same network built narrow has exactly these counts
+    narrow = build_model("lenet5", (1, 28, 28), 10, widths=(17, 48))
+    assert sum(p.numel() for p in narrow.parameters()) == params
+    assert measured_flops(narrow, (1, 28, 28)) == flops
+
+
+def test_vgg11_counts_agree_with_a_narrow_vgg11():
+    model = build_model("vgg11", (3, 32, 32), 10)
+    s = describe(model, (3, 32, 32))
+    dense = M.filter_metrics(s)
+    assert dense[M.PARAMS] == sum(p.numel() for p in model.parameters())
+    assert dense[M.FLOPS] == measured_flops(model, (3, 32, 32))
+    masks = FilterMasks(s)
+    removed = {"conv1": 10, "conv2": 1, "conv4": 100, "conv8": 511}
+    g = torch.Generator().manual_seed(0)
+    for layer, k in removed.items():
+        masks.remove(layer, torch.randperm(masks.mask(layer).numel(), generator=g)[:k])
+    m = M.filter_metrics(s)
+    widths = [w - removed.get(f"conv{i + 1}", 0) for i, w in enumerate(model.widths)]
+    narrow = build_model("vgg11", (3, 32, 32), 10, widths=widths)
+    assert m[M.PARAMS] == sum(p.numel() for p in narrow.parameters())
+    assert m[M.FLOPS] == measured_flops(narrow, (3, 32, 32))
+    assert m["filters_alive/conv8"] == 1
+    assert m[M.TOTAL_SPARSITY] == pytest.approx(sum(removed.values()) / sum(model.widths))
+
+
+def test_filter_with_zero_weights_but_live_bias_counts_as_alive():
+    model = build_model("lenet5", (1, 28, 28), 10)
+    s = describe(model, (1, 28, 28))
+    with torch.no_grad():
+        model.conv1.weight[4].zero_()
+    assert M.alive_filters(s)["conv1"] == 20
+    with torch.no_grad():
+        model.conv1.bias[4] = 0.0
+    assert M.alive_filters(s)["conv1"] == 19
+
+
+def test_lenet_structure_on_cifar_shaped_inputs():
+    model = build_model("lenet5", (3, 32, 32), 10)
+    m = M.filter_metrics(describe(model, (3, 32, 32)))
+    assert m[M.PARAMS] == sum(p.numel() for p in model.parameters())
+    assert model.fc1.in_features == 50 * 5 * 5
+    assert m[M.FLOPS] == measured_flops(model, (3, 32, 32))

@@ -1,0 +1,83 @@
+"""The trainer on synthetic data: metric keys, learning, reproducibility, zeroing, divergence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import metrics as M
+from bench.config import TrainSettings, TrialConfig, build_sweep
+from bench.data import make_synthetic
+from bench.trainer import TrialDiverged, train
+
+DATA = make_synthetic((1, 28, 28), n_train=512, n_test=256)
+
+
+def trial(method="l1l2", lam=0.5, epochs=2, zeroing=None, seed=0, **train_kw) -> TrialConfig:
+    sweep = build_sweep({"methods": [method], "lambdas": [lam], "epochs": epochs, "dataset": "synthetic",
+                         "device": "cpu", "seeds": [seed], **({"zeroing": {"*": zeroing}} if zeroing else {}),
+                         **train_kw})
+    return sweep.trials()[0]
+
+
+def run(cfg: TrialConfig) -> list[dict]:
+    rows: list[dict] = []
+    train(cfg, DATA, lambda epoch, m: rows.append({"epoch": epoch, **m}))
+    return rows
+
+
+def test_reports_every_epoch_with_the_documented_metrics():
+    rows = run(trial(epochs=3))
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for key in (M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+                "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"):
+        assert all(key in r and math.isfinite(r[key]) for r in rows), key
+
+
+def test_learns_the_synthetic_task():
+    rows = run(trial(method="none", epochs=3))
+    assert rows[-1][M.TEST_ACCURACY] > 0.5  # 10 classes: chance is 0.1
+    assert rows[-1][M.TRAIN_LOSS] < rows[0][M.TRAIN_LOSS]
+    assert rows[-1][M.PENALTY] == 0.0 and rows[-1][M.TOTAL_SPARSITY] == 0.0
+
+
+def test_same_config_and_seed_give_identical_metrics_on_cpu():
+    a, b = run(trial(seed=3)), run(trial(seed=3))
+    strip = [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in b]
+    c = run(trial(seed=4))
+    assert c[-1][M.TRAIN_LOSS] != a[-1][M.TRAIN_LOSS]
+
+
+def test_removed_filters_never_come_back_and_counts_follow():
+    rows = run(trial(lam=10.0, epochs=4))
+    for layer in ("conv1", "conv2"):
+        alive = [r[f"filters_alive/{layer}"] for r in rows]
+        assert all(b <= a for a, b in zip(alive, alive[1:])), alive
+        assert alive[-1] >= 1
+    assert rows[-1][M.TOTAL_SPARSITY] > 0.2  # a strong l1/l2 penalty removes many filters
+    assert rows[-1][M.FLOPS] < rows[0][M.FLOPS] or rows[0][M.TOTAL_SPARSITY] > 0
+    assert rows[-1][M.PENALTY] < rows[0][M.PENALTY]  # the penalty is being minimised
+
+
+def test_penalty_metric_is_the_method_value_at_epoch_end():
+    rows = run(trial(lam=0.0, epochs=1, zeroing="none"))
+    assert rows[0][M.PENALTY] > 1.0  # l1/l2 of 70 non-zero filter norms is well above 1
+    assert rows[0][M.TOTAL_SPARSITY] == 0.0
+
+
+def test_threshold_rule_runs_each_step():
+    rows = run(trial(method="l1", lam=0.5, epochs=2, zeroing="threshold:0.05"))
+    assert rows[-1][M.TOTAL_SPARSITY] > 0
+
+
+def test_divergence_is_an_error():
+    with pytest.raises(TrialDiverged, match="training loss is nan"):
+        run(trial(method="none", lr=1e6, epochs=1))
+
+
+def test_trial_config_round_trips_through_a_dict():
+    cfg = trial(seed=5)
+    again = TrialConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.key == cfg.key and again.name == "l1l2-lam0.5-s5"
+    assert isinstance(again.train, TrainSettings)
