@@ -84,10 +84,13 @@ class TrialConfig:
 
     @property
     def name(self) -> str:
-        axis, value = self.sweep_axis, self.swept_value
-        middle = "" if axis is None else f"-{axis}{value:g}"
-        return f"{self.method}{middle}-z{self.zeroing.replace(':', '')}-s{self.seed}" \
-            if self.zeroing != get_method(self.method).default_zeroing else f"{self.method}{middle}-s{self.seed}"
+        """Readable and unique within a sweep: ``l1l2-lam0.5-s0``; a non-default zeroing rule is spelled out."""
+        parts = [self.method]
+        if self.sweep_axis is not None:
+            parts.append(f"{self.sweep_axis}{self.swept_value:g}")
+        if self.zeroing != get_method(self.method).default_zeroing:
+            parts.append(f"z{self.zeroing.replace(':', '')}")
+        return "-".join(parts + [f"s{self.seed}"])
 
     @property
     def key(self) -> str:

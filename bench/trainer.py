@@ -175,8 +175,8 @@ def train(config: TrialConfig, data: Dataset,
 
         train_loss = float(loss_sum) / n
         if not math.isfinite(train_loss):
-            raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} "
-                                f"({config.method} {method.hparams}); lower the learning rate or the penalty")
+            raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
+                                "lower the learning rate or the penalty")
         with torch.no_grad():
             penalty = float(method.penalty(model)) if method.has_penalty else 0.0
         last = {
