@@ -67,7 +67,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """``bench run``'s options. Every default is None here so that a config file can sit between the
     built-in defaults (config.py) and the command line."""
     g = p.add_argument_group("what to compare")
-    g.add_argument("--methods", type=_items, help="comma-separated methods (default: none,l1,l2,l1l2; "
+    g.add_argument("--methods", type=_items, help="comma-separated methods (default: every registered method; "
                    "see `bench list`)")
     g.add_argument("--lambdas", type=_floats, help="comma-separated penalty strengths for every method swept "
                    "over lam (default: each method's own grid)")

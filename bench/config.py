@@ -115,7 +115,7 @@ class TrialConfig:
 class SweepConfig:
     """A sweep: which methods, which values of each method's sweep axis, which seeds; and where it runs."""
 
-    methods: tuple[str, ...] = ("none", "l1", "l2", "l1l2")
+    methods: tuple[str, ...] = field(default_factory=lambda: _all_methods())
     lambdas: tuple[float, ...] | None = None     # None: each method's default grid
     ratios: tuple[float, ...] | None = None
     seeds: tuple[int, ...] = (0,)
@@ -174,6 +174,7 @@ class SweepConfig:
                     opts[cls.sweep_axis] = value
                 try:
                     hp = cls.Hparams.from_options(opts)
+                    cls(hp).check_budget(self.train.epochs)
                 except MethodError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
                 spec = self.zeroing_for(name)
@@ -187,6 +188,13 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+
+def _all_methods() -> tuple[str, ...]:
+    """Every registered method, the baseline first."""
+    from methods import list_methods
+    names = list_methods()
+    return tuple(["none"] * ("none" in names) + [n for n in names if n != "none"])
 
 
 def _method(name: str):

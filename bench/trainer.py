@@ -95,6 +95,7 @@ class TrialState:
         self.epochs = config.train.epochs
         self.step = 0
         self.device = batches.device
+        self.input_shape = tuple(batches.train_x.shape[1:])
         self._batches = batches
         self._generator = generator
         self.extra_metrics: dict[str, float] = {}

@@ -44,6 +44,8 @@ from . import none  # noqa: E402,F401
 from . import l1  # noqa: E402,F401
 from . import l2  # noqa: E402,F401
 from . import l1l2  # noqa: E402,F401
+from . import ssl  # noqa: E402,F401
+from . import nisp  # noqa: E402,F401
 
 __all__ = [
     "HparamsBase",

@@ -15,8 +15,9 @@ What a method provides
   ``"none"``), overridable from the command line;
 - ``sweep_axis`` (``"lam"``, ``"ratio"`` or ``None``) and ``default_grid``;
 - optional hooks ``after_step(model, state)`` and ``on_epoch_end(model, state)``. ``state`` is the small
-  object the trainer passes (epoch, a way to draw training batches, ``remove(layer, filter_indices)``,
-  ``evaluate()``, ``log(metrics)``): methods never import ``bench``.
+  object the trainer passes (epoch, epochs, input_shape, a way to draw training batches,
+  ``remove(layer, filter_indices)``, ``evaluate()``, ``log(**metrics)``): methods never import ``bench``;
+- ``check_budget(epochs)``: raises if the method cannot run in that many epochs (checked before training).
 """
 from __future__ import annotations
 
@@ -139,6 +140,9 @@ class Method:
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         raise NotImplementedError
+
+    def check_budget(self, epochs: int) -> None:
+        """Raise :class:`MethodError` if the method cannot run in ``epochs`` epochs (checked before training)."""
 
     def after_step(self, model: nn.Module, state: Any) -> None:
         """Called after every optimizer step (and after the masks are re-applied)."""

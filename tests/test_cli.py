@@ -7,6 +7,7 @@ import pytest
 
 from bench.cli import main
 from conftest import write_mnist
+from methods import list_methods
 
 QUICK = ["--epochs", "1", "--dataset", "synthetic", "--device", "cpu"]
 
@@ -27,7 +28,7 @@ def assert_nothing_started(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--methods", "l1l2,foo"], "unknown method 'foo'; valid methods: l1, l1l2, l2, none"),
+    (["--methods", "l1l2,foo"], f"unknown method 'foo'; valid methods: {', '.join(list_methods())}"),
     (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, vgg11"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: cifar10, fashion-mnist, mnist, synthetic"),
     (["--lambdas", "0.1,-0.5"], "method 'l1l2': option 'lam' must be >= 0.0, got -0.5"),
@@ -37,6 +38,9 @@ def assert_nothing_started(tmp_path):
     (["--zeroing", "l9=none"], "not among the methods of this sweep"),
     (["--option", "l1l2.gamma=2"], "method 'l1l2': unknown option(s) gamma; valid options: eps, lam, norm_scale"),
     (["--lr", "-1"], "learning rate must be > 0"),
+    (["--methods", "nisp", "--epochs", "2", "--ratios", "0.5,1.0"], "method 'nisp': option 'ratio' must be < 1.0, got 1.0"),
+    (["--methods", "ssl", "--option", "ssl.groups=kernel"], "option 'groups' must be one of"),
+    (["--methods", "nisp"], "nisp needs at least one pre-training epoch: finetune_epochs=1 with 1 epochs in all"),
     (["--methods", "l1,l1"], "a method is listed twice"),
     (["--model", "vgg11", "--dataset", "mnist"], "dataset 'mnist' not found"),
 ])
@@ -105,6 +109,6 @@ def test_dry_run_lists_method_x_value_x_seed(capsys, tmp_path):
 def test_list_shows_methods_models_and_datasets(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
-    for name in ("none", "l1", "l2", "l1l2", "lenet5", "vgg11", "fashion-mnist", "mnist", "cifar10", "synthetic"):
+    for name in (*list_methods(), "lenet5", "vgg11", "fashion-mnist", "mnist", "cifar10", "synthetic"):
         assert f"  {name} " in out
     assert "cumulative:0.01" in out and ".norm_scale='filters'" in out
