@@ -25,6 +25,12 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _per_method_floats(text: str) -> tuple[str, tuple[float, ...]]:
+    """``V1,V2`` (every method on the axis) or ``METHOD=V1,V2`` (one method)."""
+    method, sep, values = text.partition("=")
+    return (method.strip(), _floats(values)) if sep else ("*", _floats(text))
+
+
 def _ints(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in _items(text))
@@ -69,10 +75,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to compare")
     g.add_argument("--methods", type=_items, help="comma-separated methods (default: every registered method; "
                    "see `bench list`)")
-    g.add_argument("--lambdas", type=_floats, help="comma-separated penalty strengths for every method swept "
-                   "over lam (default: each method's own grid)")
-    g.add_argument("--ratios", type=_floats, help="comma-separated pruning ratios in (0, 1) for methods swept "
-                   "over ratio (default: each method's own grid)")
+    g.add_argument("--lambdas", type=_per_method_floats, action="append", metavar="[METHOD=]V1,V2,...",
+                   help="penalty strengths for every method swept over lam, or with METHOD= for one method "
+                   "(repeatable: --lambdas 0.05,0.2 --lambdas ssl=0.01,0.03; default: each method's own grid)")
+    g.add_argument("--ratios", type=_per_method_floats, action="append", metavar="[METHOD=]V1,V2,...",
+                   help="pruning ratios in (0, 1) for methods swept over ratio, or with METHOD= for one method "
+                   "(repeatable; default: each method's own grid)")
     g.add_argument("--seeds", type=_ints, help="comma-separated seeds; each point of the sweep runs once per "
                    "seed (default: 0)")
     g.add_argument("--zeroing", type=_zeroing, help="zeroing rule for every method (none, cumulative:T[:layer], "
@@ -164,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     for method, key, value in args.option_list or []:
         options.setdefault(method, {})[key] = value
     cli["options"] = options or None
+    for key in ("lambdas", "ratios"):
+        cli[key] = dict(cli[key]) if cli[key] else None
     sweep = build_sweep(file_values, cli)
     trials = sweep.trials()
 

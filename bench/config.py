@@ -88,7 +88,7 @@ class TrialConfig:
         parts = [self.method]
         if self.sweep_axis is not None:
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")
-        if self.zeroing != get_method(self.method).default_zeroing:
+        if self.zeroing != parse_zeroing(get_method(self.method).default_zeroing).spec:
             parts.append(f"z{self.zeroing.replace(':', '')}")
         return "-".join(parts + [f"s{self.seed}"])
 
@@ -116,8 +116,9 @@ class SweepConfig:
     """A sweep: which methods, which values of each method's sweep axis, which seeds; and where it runs."""
 
     methods: tuple[str, ...] = field(default_factory=lambda: _all_methods())
-    lambdas: tuple[float, ...] | None = None     # None: each method's default grid
-    ratios: tuple[float, ...] | None = None
+    # values of the sweep axes: method (or "*" for every method on that axis) -> values; absent: default grid
+    lambdas: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    ratios: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     zeroing: Mapping[str, str] = field(default_factory=dict)   # method (or "*") -> spec
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # method -> option -> value
@@ -135,9 +136,15 @@ class SweepConfig:
         _check(len(set(self.methods)) == len(self.methods), f"a method is listed twice: {','.join(self.methods)}")
         for name in self.methods:
             _method(name)
-        for name in set(self.options) | (set(self.zeroing) - {"*"}):
-            _check(name in self.methods, f"options or zeroing given for {name!r}, which is not among the "
-                                         f"methods of this sweep ({','.join(self.methods)})")
+        for what, given in (("options", self.options), ("zeroing", self.zeroing), ("lambdas", self.lambdas),
+                            ("ratios", self.ratios)):
+            for name in set(given) - {"*"}:
+                _check(name in self.methods, f"{what} given for {name!r}, which is not among the methods of "
+                                             f"this sweep ({','.join(self.methods)})")
+        for what, axis, given in (("lambdas", "lam", self.lambdas), ("ratios", "ratio", self.ratios)):
+            for name in set(given) - {"*"}:
+                _check(_method(name).sweep_axis == axis, f"{what} given for {name!r}, which is swept over "
+                                                         f"{_method(name).sweep_axis}")
         _check(len(self.seeds) > 0, "no seed given")
         _check(len(set(self.seeds)) == len(self.seeds), "a seed is listed twice")
         _check(self.cpus_per_trial > 0, f"cpus per trial must be > 0, got {self.cpus_per_trial}")
@@ -155,8 +162,8 @@ class SweepConfig:
         cls = _method(method)
         if cls.sweep_axis is None:
             return (None,)
-        given = {"lam": self.lambdas, "ratio": self.ratios}.get(cls.sweep_axis)
-        values = given if given is not None else cls.default_grid
+        given = {"lam": self.lambdas, "ratio": self.ratios}.get(cls.sweep_axis, {})
+        values = given.get(method) or given.get("*") or cls.default_grid
         _check(len(values) > 0, f"{method}: no value to sweep for {cls.sweep_axis}")
         return tuple(values)
 
@@ -241,16 +248,37 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 continue
             if key not in _TRAIN_KEYS | _SWEEP_KEYS:
                 raise ConfigError(f"unknown setting {key!r}")
-            if key in ("options", "zeroing") and key in merged:
+            if key in ("lambdas", "ratios"):
+                value = _per_method_values(key, value)
+            if key in ("options", "zeroing", "lambdas", "ratios") and key in merged:
                 merged[key] = _merge_nested(merged[key], value)
             else:
                 merged[key] = value
     train = TrainSettings(**{k: v for k, v in merged.items() if k in _TRAIN_KEYS})
     sweep = {k: v for k, v in merged.items() if k in _SWEEP_KEYS}
-    for key in ("methods", "lambdas", "ratios", "seeds"):
+    for key in ("methods", "seeds"):
         if key in sweep:
             sweep[key] = tuple(sweep[key])
+    for key in ("lambdas", "ratios"):
+        if key in sweep:
+            sweep[key] = _per_method_values(key, sweep[key])
     return SweepConfig(train=train, **sweep)
+
+
+def _per_method_values(key: str, value: Any) -> dict[str, tuple[float, ...]]:
+    """A list applies to every method on that axis ("*"); a table gives per-method lists."""
+    if isinstance(value, Mapping):
+        items = value.items()
+    else:
+        items = [("*", value)]
+    out = {}
+    for method, values in items:
+        values = [values] if isinstance(values, (int, float)) else values
+        try:
+            out[method] = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected numbers for {method!r}, got {values!r}") from None
+    return out
 
 
 def _merge_nested(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

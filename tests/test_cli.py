@@ -106,6 +106,20 @@ def test_dry_run_lists_method_x_value_x_seed(capsys, tmp_path):
     assert_nothing_started(tmp_path)
 
 
+def test_per_method_sweep_values(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--methods", "l1l2,ssl,nisp", "--lambdas", "0.05,0.2", "--lambdas",
+                           "ssl=0.01", "--ratios", "0.5", *QUICK, "--epochs", "2", "--dry-run")
+    assert code == 0 and "4 trials" in out
+    assert "l1l2-lam0.05-s0" in out and "l1l2-lam0.2-s0" in out and "ssl-lam0.01-s0" in out
+    assert "nisp-ratio0.5-s0" in out and "ssl-lam0.05" not in out
+    code, _, err = run_cli(capsys, "run", "--methods", "l1l2,nisp", "--lambdas", "nisp=0.1", *QUICK, "--dry-run")
+    assert code == 2 and "lambdas given for 'nisp', which is swept over ratio" in err
+    (tmp_path / "grid.toml").write_text('methods = ["l1", "ssl"]\ndataset = "synthetic"\n'
+                                        '[lambdas]\n"*" = [0.3]\nssl = [0.02, 0.04]\n')
+    code, out, _ = run_cli(capsys, "run", "--config", "grid.toml", "--dry-run")
+    assert code == 0 and "3 trials" in out and "l1-lam0.3-s0" in out and "ssl-lam0.04-s0" in out
+
+
 def test_list_shows_methods_models_and_datasets(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
