@@ -201,7 +201,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
 
     from .sweep import run_sweep
-    from .tracking import TrackingInfo, end_run, prepare_experiment, start_sweep_run
+    from .tracking import TrackingInfo, close_open_children, end_run, prepare_experiment, start_sweep_run
     experiment_id = prepare_experiment(uri, sweep.experiment_name)
     parent = start_sweep_run(uri, experiment_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
                              _sweep_params(sweep, len(trials)), sweep.to_dict())
@@ -209,20 +209,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     tracking = TrackingInfo(uri, experiment_id, parent)
     try:
         outcomes = run_sweep(sweep, trials, data, tracking)
-    except KeyboardInterrupt:
-        end_run(uri, parent, "KILLED", "interrupted")
-        print("\ninterrupted", file=sys.stderr)
-        return 130
     except BaseException as err:
-        end_run(uri, parent, "FAILED", f"{type(err).__name__}: {err}")
+        close_open_children(uri, experiment_id, parent)
+        interrupted = isinstance(err, KeyboardInterrupt)
+        end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
+                f"{type(err).__name__}: {err}")
+        if interrupted:
+            print("\ninterrupted", file=sys.stderr)
+            return 130
         raise
-    failed = [o for o in outcomes if o.status != "FINISHED"]
-    end_run(uri, parent, "FINISHED" if len(failed) < len(outcomes) else "FAILED",
-            None if not failed else f"{len(failed)} of {len(outcomes)} trials failed")
+    close_open_children(uri, experiment_id, parent)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "KILLED")}
+    if counts["KILLED"]:
+        status = "KILLED"
+    else:
+        status = "FAILED" if counts["FAILED"] == len(outcomes) else "FINISHED"
+    problems = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n)
+    end_run(uri, parent, status, f"{problems} of {len(outcomes)} trials" if problems else None)
     print_summary(outcomes)
     print(f"\nresults in MLflow: {uri} (experiment {sweep.experiment_name!r}); browse them with `bench ui"
           + (f" --tracking-uri {uri}`" if uri != normalize_uri(default_tracking_uri()) else "`"))
-    return EXIT_TRIALS_FAILED if failed else 0
+    if counts["KILLED"]:
+        print(f"interrupted: {counts['FINISHED']} of {len(outcomes)} trials finished", file=sys.stderr)
+        return 130
+    return EXIT_TRIALS_FAILED if counts["FAILED"] else 0
 
 
 def _sweep_params(sweep, n_trials: int) -> dict[str, Any]:
@@ -238,7 +248,8 @@ def print_summary(outcomes) -> None:
     for o in sorted(outcomes, key=lambda o: o.name):
         m = o.metrics
         if o.status != "FINISHED" or M.TEST_ACCURACY not in m:
-            print(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {o.error or ''}")
+            reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
+            print(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {o.error or ''}{reached}")
             continue
         filters = " ".join(f"{k.split('/', 1)[1]}={int(v)}" for k, v in m.items() if k.startswith("filters_alive/"))
         print(f"{o.name:<30} {o.status:<9} {m[M.TEST_ACCURACY]:>8.4f} {m[M.TOTAL_SPARSITY]:>9.1%}  {filters}")

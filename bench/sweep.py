@@ -69,11 +69,11 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
 
     def report(epoch: int, values: dict[str, float]) -> None:
         run.log_epoch(epoch, values)
-        tune.report({**values, "epoch": epoch, "mlflow_run_id": run.run_id})
+        tune.report({**values, "epoch": epoch, "trial_key": trial.key, "mlflow_run_id": run.run_id})
 
     try:
         train(trial, data, report)
-    except KeyboardInterrupt as err:
+    except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
         run.finish("KILLED", err)
         raise
     except BaseException as err:
@@ -162,19 +162,35 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, trac
                                       callbacks=[_Progress(trials, write)],
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
-        grid = tuner.fit()
-        outcomes = []
-        for result in grid:
-            name = TrialConfig.from_dict(result.config["trial"]).name
-            if result.error is not None:
-                outcomes.append(TrialOutcome(name, "FAILED", dict(result.metrics or {}), _error_text(result.error)))
-            else:
-                outcomes.append(TrialOutcome(name, "FINISHED", dict(result.metrics or {})))
-        return outcomes
+        grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has
+        return collect_outcomes(grid, trials)
     finally:
         if started_here:
             ray.shutdown()
         sys.stdout.flush()
+
+
+def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
+    """One outcome per trial: FINISHED (all epochs reported), FAILED (raised) or KILLED (stopped or never run)."""
+    by_key = {t.key: t for t in trials}
+    outcomes: dict[str, TrialOutcome] = {}
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        key = metrics.get("trial_key")
+        if key is None and result.config and "trial" in result.config:
+            key = TrialConfig.from_dict(result.config["trial"]).key
+        if key not in by_key:
+            continue
+        trial = by_key[key]
+        if result.error is not None:
+            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error))
+        elif metrics.get("epoch") == trial.train.epochs:
+            outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics)
+        else:
+            outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch")
+    for key, trial in by_key.items():
+        outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run"))
+    return [outcomes[t.key] for t in trials]
 
 
 def _error_text(error: BaseException) -> str:

@@ -168,6 +168,20 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED", error: str | None =
     client.set_terminated(run_id, status)
 
 
+def close_open_children(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """Mark every child run of a sweep still RUNNING (its trial was stopped or its worker lost) as ``status``.
+
+    Returns how many runs were closed.
+    """
+    client = _client(uri)
+    runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                                "attributes.status = 'RUNNING'")
+    for run in runs:
+        client.set_tag(run.info.run_id, ERROR_TAG, "the sweep stopped before this trial finished")
+        client.set_terminated(run.info.run_id, status)
+    return len(runs)
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else f"{value}"
     return text[:500]
@@ -199,5 +213,6 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status)
 
 
-__all__ = ["TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "default_tracking_uri",
+__all__ = ["TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "close_open_children",
+           "default_tracking_uri",
            "end_run", "normalize_uri", "prepare_experiment", "provenance", "start_sweep_run"]

@@ -106,3 +106,31 @@ def test_progress_and_summary_on_stdout(sweep):
     assert "epoch   1/2" in out and "epoch   2/2" in out and "filters conv1" in out
     assert "(6/6 trials)" in out
     assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out
+
+
+def test_ctrl_c_leaves_no_run_running(tmp_path):
+    """SIGINT to the driver once trials are training: every run ends KILLED, none stays RUNNING."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--methods", "l1l2,l1", "--lambdas", "0.1",
+                             "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if "epoch   1/200" in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    text = "".join(lines) + out
+    assert proc.returncode == 130, text[-3000:]
+    assert "interrupted" in text
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
+    statuses = sorted((r.data.tags.get("bench.kind"), r.info.status) for r in runs)
+    assert ("sweep", "KILLED") in statuses
+    assert all(status != "RUNNING" for _, status in statuses), statuses
+    assert sum(kind == "trial" for kind, _ in statuses) >= 1
