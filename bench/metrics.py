@@ -48,51 +48,43 @@ def alive_filters(structure: Structure) -> dict[str, int]:
     return {name: int((~removed_filters(structure.by_name[name])).sum()) for name in structure.eligible}
 
 
-def _widths(structure: Structure, alive: Mapping[str, int]) -> dict[str, tuple[int, int]]:
-    """(input channels or features, outputs) of every conv and linear layer after physical removal."""
-    widths = {}
+def widths_of(info: LayerInfo, alive: Mapping[str, int]) -> tuple[int, int]:
+    """(inputs, outputs) of a conv or linear layer after physical removal: input channels (or features) and
+    filters (or units)."""
+    m = info.module
+    cin = m.in_channels if info.kind == "conv" else m.in_features
+    cout = m.out_channels if info.kind == "conv" else m.out_features
+    if info.source is not None:
+        cin = alive[info.source] * info.per_channel
+    if info.kind == "conv" and info.name in alive:
+        cout = alive[info.name]
+    return cin, cout
+
+
+def _layer_counts(structure: Structure, alive: Mapping[str, int]):
+    """(params, FLOPs) of every conv and linear layer after physical removal of removed filters."""
     for info in structure.layers:
+        cin, cout = widths_of(info, alive)
         m = info.module
-        full_in = m.in_channels if info.kind == "conv" else m.in_features
-        out = m.out_channels if info.kind == "conv" else m.out_features
-        if info.source is not None:
-            full_in = alive[info.source] * info.per_channel
-        if info.kind == "conv" and info.name in alive:
-            out = alive[info.name]
-        widths[info.name] = (full_in, out)
-    return widths
+        if info.kind == "conv":
+            kh, kw = m.kernel_size
+            macs_per_position = cout * (cin // m.groups) * kh * kw
+            params = macs_per_position + (cout if m.bias is not None else 0)
+            if info.bn is not None and info.bn.affine:
+                params += 2 * cout
+            yield params, 2 * macs_per_position * info.out_hw
+        else:
+            yield cout * cin + (cout if m.bias is not None else 0), 2 * cout * cin
 
 
 def structural_params(structure: Structure, alive: Mapping[str, int]) -> int:
     """Trainable parameters of the network with removed filters deleted."""
-    total = 0
-    widths = _widths(structure, alive)
-    for info in structure.layers:
-        cin, cout = widths[info.name]
-        m = info.module
-        if info.kind == "conv":
-            kh, kw = m.kernel_size
-            total += cout * (cin // m.groups) * kh * kw + (cout if m.bias is not None else 0)
-            if info.bn is not None and info.bn.affine:
-                total += 2 * cout
-        else:
-            total += cout * cin + (cout if m.bias is not None else 0)
-    return total
+    return sum(params for params, _ in _layer_counts(structure, alive))
 
 
 def structural_flops(structure: Structure, alive: Mapping[str, int]) -> int:
     """Forward FLOPs for one example of the network with removed filters deleted (FlopCounterMode's count)."""
-    total = 0
-    widths = _widths(structure, alive)
-    for info in structure.layers:
-        cin, cout = widths[info.name]
-        m = info.module
-        if info.kind == "conv":
-            kh, kw = m.kernel_size
-            total += 2 * cout * (cin // m.groups) * kh * kw * info.out_hw
-        else:
-            total += 2 * cout * cin
-    return total
+    return sum(flops for _, flops in _layer_counts(structure, alive))
 
 
 def all_filters(structure: Structure) -> dict[str, int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch

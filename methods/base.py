@@ -159,6 +159,20 @@ class Method:
         return f"{type(self).__name__}({opts})"
 
 
+class PostHocMethod(Method):
+    """Base of methods with no penalty term (a baseline, or a criterion applied by hooks)."""
+
+    sweep_axis: ClassVar[str | None] = None
+
+    @property
+    def has_penalty(self) -> bool:
+        return False
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        param = next(model.parameters(), None)
+        return torch.zeros((), device=param.device if param is not None else None)
+
+
 def eligible_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """The conv layers a method regularizes and a zeroing rule may prune, in model order.
 

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, MethodError, eligible_convs, option
+from .base import HparamsBase, MethodError, PostHocMethod, eligible_convs, option
 
 
 @register_method
-class NISP(Method):
+class NISP(PostHocMethod):
     name = "nisp"
     description = "NISP-style baseline: Inf-FS on the final response layer, |W| propagation, prune p, fine-tune"
     paper = "Yu et al. 2018, NISP: Pruning Networks using Neuron Importance Score Propagation (CVPR)"
@@ -51,13 +51,6 @@ class NISP(Method):
         finetune_epochs: int = option(0, "epochs of fine-tuning after pruning; 0 = half of the epochs "
                                       "(rounded down, at least 1)", min=0)
 
-    @property
-    def has_penalty(self) -> bool:
-        return False
-
-    def penalty(self, model: nn.Module) -> torch.Tensor:
-        param = next(model.parameters(), None)
-        return torch.zeros((), device=param.device if param is not None else None)
 
     def finetune_epochs(self, epochs: int) -> int:
         return self.hparams.finetune_epochs or max(1, epochs // 2)

@@ -1,7 +1,6 @@
 """Datasets from files in their real formats, the lookup order, and clear errors for missing or corrupt files."""
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 
