@@ -172,9 +172,8 @@ def train(config: TrialConfig, data: Dataset,
             correct += (out.detach().argmax(1) == y).sum()
         method.on_epoch_end(model, state)
         rule.on_epoch_end(masks)
+        train_loss = float(loss_sum) / n  # waits for the device, so the time below is the real one
         train_time = time.perf_counter() - start
-
-        train_loss = float(loss_sum) / n
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
                                 "lower the learning rate or the penalty")
