@@ -180,17 +180,17 @@ class SweepConfig:
                 if cls.sweep_axis is not None:
                     opts[cls.sweep_axis] = value
                 try:
-                    hp = cls.Hparams.from_options(opts)
-                    cls(hp).check_budget(self.train.epochs)
+                    method = cls(cls.Hparams.from_options(opts))
+                    method.check_budget(self.train.epochs)
                 except MethodError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
                 spec = self.zeroing_for(name)
                 try:
-                    rule = parse_zeroing(spec, getattr(hp, "norm_scale", "filters"))
+                    rule = parse_zeroing(spec, method.kernel_norm_scale)
                 except ValueError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
                 for seed in self.seeds:
-                    out.append(TrialConfig(name, hp.as_dict(), rule.spec, int(seed), self.train))
+                    out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train))
         return out
 
     def to_dict(self) -> dict[str, Any]:

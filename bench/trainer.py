@@ -133,7 +133,7 @@ def train(config: TrialConfig, data: Dataset,
     seed_everything(config.seed)
     device = resolve_device(tc.device)
     method = config.build_method()
-    rule = parse_zeroing(config.zeroing, getattr(method.hparams, "norm_scale", "filters"))
+    rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
     model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
     structure = describe(model, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)

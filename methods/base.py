@@ -138,6 +138,12 @@ class Method:
         """False for post-hoc criteria whose ``penalty`` is always 0 (nothing to log or optimise)."""
         return True
 
+    @property
+    def kernel_norm_scale(self) -> str:
+        """How the cumulative zeroing rule scales kernel pseudo-norms: the method's ``norm_scale`` option
+        when it has one (the l1/l2 family), else eq. 2's ``filters``."""
+        return getattr(self.hparams, "norm_scale", "filters")
+
     def penalty(self, model: nn.Module) -> torch.Tensor:
         raise NotImplementedError
 

@@ -157,3 +157,27 @@ def test_parse_zeroing(spec, expected):
 def test_bad_zeroing_specs(spec):
     with pytest.raises(ZeroingSpecError):
         parse_zeroing(spec)
+
+
+def test_cumulative_rule_follows_the_methods_norm_scale():
+    """Layer a: 50 filters of l1 100; layer b: 2 filters of l1 20 and 100.
+
+    norm_scale none: b[0]'s share is 20 / (5000 + 120) = 0.0039 <= 0.01, removed.
+    norm_scale filters (eq. 2): (20/2) / (5000/50 + 120/2) = 10 / 160 = 0.0625, kept.
+    """
+    from methods import get_method
+
+    def fresh():
+        model = nn.Sequential(OrderedDict([("a", nn.Conv2d(1, 50, 1)), ("b", nn.Conv2d(50, 2, 1))]))
+        set_filter_norms(model.a, [100.0] * 50)
+        set_filter_norms(model.b, [20.0, 100.0])
+        return FilterMasks(describe(model, (1, 2, 2)))
+
+    for scale, expected in (("none", [False, True]), ("filters", [True, True])):
+        method = get_method("l1l2")(norm_scale=scale)
+        assert method.kernel_norm_scale == scale
+        masks = fresh()
+        parse_zeroing("cumulative:0.01", method.kernel_norm_scale).on_epoch_end(masks)
+        assert masks.alive("b").tolist() == expected, scale
+        assert masks.alive("a").all()
+    assert get_method("ssl")().kernel_norm_scale == "filters"
