@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import time
 from typing import Any, Sequence
@@ -285,8 +284,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"the store is an MLflow server: open {uri} in a browser")
         return 0
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)")
-    return subprocess.call([mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    return 0  # not reached: the process is now MLflow's
 
 
 if __name__ == "__main__":

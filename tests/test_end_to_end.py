@@ -134,3 +134,33 @@ def test_ctrl_c_leaves_no_run_running(tmp_path):
     assert ("sweep", "KILLED") in statuses
     assert all(status != "RUNNING" for _, status in statuses), statuses
     assert sum(kind == "trial" for kind, _ in statuses) >= 1
+
+
+def test_bench_ui_serves_the_sweeps_store(tmp_path):
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("ui-check")
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline, body = time.monotonic() + 120, None
+        while time.monotonic() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"
+                                            "?experiment_name=ui-check", timeout=2) as resp:
+                    body = json.loads(resp.read())
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(1)
+        assert body is not None and body["experiment"]["name"] == "ui-check"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
