@@ -1,8 +1,8 @@
 """THE training loop: one loop for every method, which it knows only through the method interface.
 
 Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward, gradient masks,
-optimizer step, filter masks re-applied (removed filters stay exactly zero, momentum included), the
-zeroing rule's per-step part and the method's ``after_step`` hook.
+optimizer step, the zeroing rule's per-step part, filter masks re-applied (removed filters stay exactly
+zero, momentum included) and the method's ``after_step`` hook.
 
 Per epoch: the method's ``on_epoch_end`` hook, the zeroing rule's epoch part (before evaluation, as in
 Berthelier et al.), then the metrics of ``metrics.py`` and the test accuracy, handed to ``report``.
@@ -164,8 +164,8 @@ def train(config: TrialConfig, data: Dataset,
             loss.backward()
             masks.mask_grads()
             optimizer.step()
-            masks.apply()
-            rule.after_step(masks)
+            rule.after_step(masks)   # may clear mask entries (threshold rule) ...
+            masks.apply()            # ... which this one in-place pass then enforces
             method.after_step(model, state)
             state.step += 1
             loss_sum += task.detach() * len(idx)

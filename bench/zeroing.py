@@ -150,7 +150,8 @@ class ZeroingRule:
         """Called once before training."""
 
     def after_step(self, masks: FilterMasks) -> None:
-        """Called after every optimizer step, after the masks are applied."""
+        """Called after every optimizer step, before the trainer re-applies the masks (so a rule only has to
+        clear mask entries: :meth:`FilterMasks.apply` zeroes the slices)."""
 
     def on_epoch_end(self, masks: FilterMasks) -> None:
         """Called at the end of every epoch, before evaluation."""
@@ -231,7 +232,6 @@ class Threshold(ZeroingRule):
     def after_step(self, masks: FilterMasks) -> None:
         for name in masks.layers:
             threshold_layer(masks.weight(name), masks.mask(name), self.eps)
-        masks.apply()
 
 
 @torch.no_grad()

@@ -128,6 +128,7 @@ def test_threshold_zeroes_small_weights_and_removes_empty_filters():
         model.conv1.weight[0].fill_(1e-4)          # every weight small: filter removed
         model.conv1.weight[2, 0, 0, 0] = -5e-4     # one small weight: zeroed, filter kept
     rule.after_step(masks)
+    masks.apply()  # as the trainer does after the rule
     assert masks.alive("conv1").tolist() == [False, True, True]
     assert model.conv1.weight[2, 0, 0, 0].item() == 0.0 and model.conv1.weight[2, 0, 0, 1].item() == 0.5
     assert model.conv1.bias[0].item() == 0.0 and model.bn1.weight[0].item() == 0.0
