@@ -36,7 +36,7 @@ class TrainSettings:
     model: str = "lenet5"
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
-    download: bool = True
+    download: bool | None = None   # None: allowed unless BENCH_NO_DOWNLOAD=1
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.01

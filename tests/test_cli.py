@@ -71,6 +71,21 @@ def test_missing_and_corrupt_data_files_are_named(capsys, tmp_path):
     assert_nothing_started(tmp_path)
 
 
+def test_no_download_env_is_honoured_by_bench_run(capsys, tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", refuse)
+    monkeypatch.setenv("BENCH_NO_DOWNLOAD", "1")
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", "--dataset", "mnist", "--epochs", "1")
+    assert code == 2 and "Downloads are disabled" in err
+    monkeypatch.delenv("BENCH_NO_DOWNLOAD")
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", "--dataset", "mnist", "--epochs", "1", "--no-download")
+    assert code == 2 and "Downloads are disabled" in err
+
+
 def test_unparseable_numbers_are_argparse_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--lambdas", "0.1,abc"])
