@@ -250,7 +250,7 @@ def print_summary(outcomes) -> None:
             reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
             print(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {o.error or ''}{reached}")
             continue
-        filters = " ".join(f"{k.split('/', 1)[1]}={int(v)}" for k, v in m.items() if k.startswith("filters_alive/"))
+        filters = " ".join(f"{layer}={n}" for layer, n in M.filters_by_layer(m).items())
         print(f"{o.name:<30} {o.status:<9} {m[M.TEST_ACCURACY]:>8.4f} {m[M.TOTAL_SPARSITY]:>9.1%}  {filters}")
 
 

@@ -61,6 +61,12 @@ def widths_of(info: LayerInfo, alive: Mapping[str, int]) -> tuple[int, int]:
     return cin, cout
 
 
+def filters_by_layer(values: Mapping[str, float]) -> dict[str, int]:
+    """The ``filters_alive/<layer>`` entries of a metrics mapping, as {layer: alive filters}."""
+    prefix = FILTERS_ALIVE.format("")
+    return {k[len(prefix):]: int(v) for k, v in values.items() if k.startswith(prefix)}
+
+
 def _layer_counts(structure: Structure, alive: Mapping[str, int]):
     """(params, FLOPs) of every conv and linear layer after physical removal of removed filters."""
     for info in structure.layers:
@@ -110,10 +116,11 @@ def accuracy(model: nn.Module, batches) -> float:
     """Top-1 accuracy over an iterable of (inputs, labels) batches, in eval mode."""
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long)
+    correct = None  # accumulated on the device: one host sync at the end, not one per batch
     seen = 0
     for x, y in batches:
-        correct = correct + (model(x).argmax(1) == y).sum().cpu()
+        hits = (model(x).argmax(1) == y).sum()
+        correct = hits if correct is None else correct + hits
         seen += y.numel()
     model.train(was_training)
-    return float(correct) / max(seen, 1)
+    return float(correct) / seen if seen else 0.0

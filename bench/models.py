@@ -20,6 +20,7 @@ derived once per model from the ``Sequential`` order with one forward pass at ba
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -181,7 +182,7 @@ def describe(model: nn.Module, input_shape: Sequence[int]) -> Structure:
         elif isinstance(module, nn.BatchNorm2d):
             if last_conv is None:
                 raise ModelError(f"BatchNorm {name!r} does not follow a conv layer")
-            info = LayerInfo(**{**last_conv.__dict__, "bn": module})
+            info = dataclasses.replace(last_conv, bn=module)
             layers[layers.index(last_conv)] = info
             last_conv = info
         elif isinstance(module, nn.Flatten):

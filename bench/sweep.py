@@ -99,8 +99,7 @@ class _Progress(tune.Callback):
         self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        layers = [k.split("/", 1)[1] for k in result if k.startswith("filters_alive/")]
-        filters = " ".join(f"{layer} {int(result[f'filters_alive/{layer}'])}" for layer in layers)
+        filters = " ".join(f"{layer} {n}" for layer, n in M.filters_by_layer(result).items())
         self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/{self.epochs}  "
                    f"acc {result[M.TEST_ACCURACY]:.4f}  loss {result[M.TRAIN_LOSS]:.4f}  "
                    f"sparsity {result[M.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
