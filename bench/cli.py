@@ -1,6 +1,7 @@
 """The ``bench`` command: argument parsing only; the work is done by the modules it calls.
 
     bench run --methods l1l2,l1,l2     # a sweep: Ray Tune trials, each an MLflow run
+    bench run ... --resume             # continue an interrupted sweep (also: bench resume NAME)
     bench list                         # registered methods, models and datasets
     bench ui                           # the MLflow UI on the store the sweeps used
 """
@@ -15,6 +16,7 @@ from typing import Any, Sequence
 
 EXIT_BAD_INPUT = 2
 EXIT_TRIALS_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -68,6 +70,23 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def add_runtime_arguments(g) -> None:
+    """Where and how trials run: the options a resumed sweep may change."""
+    g.add_argument("--ray-address", help="join an existing Ray cluster, HOST:PORT as printed by `ray start "
+                   "--head` (also RAY_ADDRESS); default: start a local Ray for this command")
+    g.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial; torch threads follow it "
+                   "(default: 1)")
+    g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions pack trials on one GPU, "
+                   "e.g. 0.25 runs four per GPU (default: 1 when the cluster has GPUs and --device is not cpu, "
+                   "else 0)")
+    g.add_argument("--max-concurrent", type=_positive_int, help="at most N trials at once (default: as "
+                   "resources allow)")
+    g.add_argument("--max-failures", type=_positive_int, help="retry a trial that raised up to N times, each "
+                   "attempt its own MLflow run (default: 0, a failed trial is recorded and the sweep goes on)")
+    g.add_argument("--storage-path", help="folder of Ray Tune's trial records (default: ./ray_results; on a "
+                   "cluster of several machines, a folder every node can reach)")
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """``bench run``'s options. Every default is None here so that a config file can sit between the
     built-in defaults (config.py) and the command line."""
@@ -86,6 +105,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "threshold:EPS), or METHOD=RULE entries, comma separated (default: each method's own)")
     g.add_argument("--option", dest="option_list", action="append", type=_option, metavar="METHOD.KEY=VALUE",
                    help="a method option, e.g. l1l2.norm_scale=none (repeatable; see `bench list`)")
+    g.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
+                   help="import a module or .py file that registers more methods with "
+                   "methods.register_method (repeatable; loaded in every trial too)")
     g = p.add_argument_group("model, data and training budget")
     g.add_argument("--model", help="model (default: lenet5)")
     g.add_argument("--dataset", help="dataset (default: fashion-mnist)")
@@ -103,21 +125,21 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit-test", type=_positive_int, help="use only the first N test examples")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto = cuda when available)")
     g = p.add_argument_group("where it runs and where it is recorded")
-    g.add_argument("--experiment", help="MLflow experiment name (default: MODEL-DATASET)")
-    g.add_argument("--tracking-uri", help="MLflow store: sqlite:///PATH.db or http://HOST:PORT "
-                   "(default: $MLFLOW_TRACKING_URI, else sqlite at <cwd>/mlflow.db)")
-    g.add_argument("--ray-address", help="join an existing Ray cluster (also RAY_ADDRESS); default: start a "
-                   "local Ray for this command")
-    g.add_argument("--cpus-per-trial", type=float, help="CPUs reserved per trial; torch threads follow it "
-                   "(default: 1)")
-    g.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions pack trials on one GPU "
-                   "(default: 1 when the cluster has GPUs and --device is not cpu, else 0)")
-    g.add_argument("--max-concurrent", type=_positive_int, help="at most N trials at once (default: as "
-                   "resources allow)")
-    g.add_argument("--storage-path", help="folder of Ray Tune's trial records (default: ./ray_results)")
+    add_store_arguments(g)
+    g.add_argument("--name", help="the sweep's name, its MLflow parent run (default: sweep-DATE-TIME)")
+    g.add_argument("--resume", action="store_true", help="continue the sweep of the same trials (the one "
+                   "named by --name, else the latest) in this experiment: finished trials are kept, the others "
+                   "run")
+    add_runtime_arguments(g)
     g.add_argument("--config", help="TOML file with any of these options (underscored keys); the command "
                    "line wins over it")
     g.add_argument("--dry-run", action="store_true", help="validate, load the data, list the trials and stop")
+
+
+def add_store_arguments(g) -> None:
+    g.add_argument("--experiment", help="MLflow experiment name (default: MODEL-DATASET)")
+    g.add_argument("--tracking-uri", help="MLflow store: sqlite:///PATH.db or http://HOST:PORT of an `mlflow "
+                   "server` (default: $MLFLOW_TRACKING_URI, else sqlite at <cwd>/mlflow.db)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a sweep (methods x swept values x seeds)",
                          description="Run a sweep on Ray Tune; every trial is an MLflow run.")
     add_run_arguments(run)
-    sub.add_parser("list", help="list registered methods, models and datasets")
+    resume = sub.add_parser("resume", help="continue an interrupted sweep by name",
+                            description="Continue a sweep: its finished trials are kept, the others (interrupted, "
+                            "failed or never started) run again. The sweep's own settings come from its MLflow "
+                            "record; only where it runs can change.")
+    resume.add_argument("sweep_name", metavar="NAME", help="the sweep's name, as `bench run` printed it")
+    g = resume.add_argument_group("where it is recorded and where it runs")
+    add_store_arguments(g)
+    g.add_argument("--data-dir", help="folder searched first for dataset files")
+    g.add_argument("--no-download", dest="download", action="store_const", const=False,
+                   help="never download a missing dataset (also BENCH_NO_DOWNLOAD=1)")
+    add_runtime_arguments(g)
+    lst = sub.add_parser("list", help="list registered methods, models and datasets")
+    lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
+                     help="also list the methods a plugin registers")
     ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store")
     ui.add_argument("--tracking-uri", help="the store (default: as for bench run)")
     ui.add_argument("--host", default="127.0.0.1")
@@ -146,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handled: tuple[type[BaseException], ...] = (ConfigError, DataError, ModelError, MethodError, ZeroingSpecError)
     try:
         if args.command == "list":
-            return cmd_list()
+            return cmd_list(args)
         if args.command == "ui":
             return cmd_ui(args)
         from .sweep import ClusterError
@@ -161,24 +196,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- bench run ---------------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, build_sweep, load_config_file
-    from .data import load_dataset
-    from .models import build_model, describe, get_model_spec
+    from .config import build_sweep, load_config_file
+    from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
-    file_values = load_config_file(args.config) if args.config else {}
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config", "dry_run", "option_list")}
-    options: dict[str, dict[str, str]] = {}
-    for method, key, value in args.option_list or []:
-        options.setdefault(method, {})[key] = value
-    cli["options"] = options or None
-    for key in ("lambdas", "ratios"):
-        cli[key] = dict(cli[key]) if cli[key] else None
-    sweep = build_sweep(file_values, cli)
+    if args.command == "resume":
+        uri = normalize_uri(args.tracking_uri or default_tracking_uri())
+        check_tracking_uri(uri)
+        sweep, record = _saved_sweep(uri, args)
+    else:
+        file_values = load_config_file(args.config) if args.config else {}
+        skip = ("command", "config", "dry_run", "option_list", "resume")
+        cli = {k: v for k, v in vars(args).items() if k not in skip}
+        options: dict[str, dict[str, str]] = {}
+        for method, key, value in args.option_list or []:
+            options.setdefault(method, {})[key] = value
+        cli["options"] = options or None
+        for key in ("lambdas", "ratios"):
+            cli[key] = dict(cli[key]) if cli[key] else None
+        sweep = build_sweep(file_values, cli)
+        uri = normalize_uri(sweep.tracking_uri or default_tracking_uri())
+        check_tracking_uri(uri)
+        record = None
     trials = sweep.trials()
 
-    from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
-    uri = normalize_uri(sweep.tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri)
+    from .sweep import check_ray_address
+    check_ray_address(sweep.ray_address)
+    data = _load_data(sweep)
+    print(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
+        f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
+        f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
+    t = sweep.train
+    print(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
+          f"weight decay {t.weight_decay}, device {t.device}")
+    if getattr(args, "dry_run", False):
+        for trial in trials:
+            print(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
+        return 0
+
+    from .tracking import finished_trials, prepare_experiment
+    experiment_id = prepare_experiment(uri, sweep.experiment_name)
+    if args.command == "run":
+        record = _sweep_to_resume(uri, experiment_id, sweep) if args.resume else None
+        if not args.resume:
+            _refuse_existing_name(uri, experiment_id, sweep)
+    done: dict = {}
+    if record is not None:
+        done = {k: r for k, r in finished_trials(uri, experiment_id, record.run_id).items()
+                if k in {t.key for t in trials}}
+        print(f"resume sweep {record.name!r} ({record.status}): {len(done)} of {len(trials)} trials finished, "
+              f"running the other {len(trials) - len(done)}")
+    return _execute(sweep, trials, data, uri, experiment_id, record, done)
+
+
+def _load_data(sweep):
+    from .config import ConfigError
+    from .data import load_dataset
+    from .models import build_model, describe, get_model_spec
 
     t = sweep.train
     t0 = time.monotonic()
@@ -189,35 +262,133 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ConfigError(f"model {t.model!r} cannot take {t.dataset!r} inputs: {err}") from None
     print(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
-    print(f"sweep  {len(trials)} trials: " + ", ".join(
-        f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
-        f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
-    print(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
-          f"weight decay {t.weight_decay}, device {t.device}")
-    if args.dry_run:
-        for trial in trials:
-            print(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
-        return 0
+    return data
 
-    from .sweep import run_sweep
-    from .tracking import TrackingInfo, close_open_children, end_run, prepare_experiment, start_sweep_run
-    experiment_id = prepare_experiment(uri, sweep.experiment_name)
-    parent = start_sweep_run(uri, experiment_id, f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
-                             _sweep_params(sweep, len(trials)), sweep.to_dict())
-    print(f"mlflow {uri}  experiment {sweep.experiment_name!r}  sweep run {parent}")
-    tracking = TrackingInfo(uri, experiment_id, parent)
-    try:
-        outcomes = run_sweep(sweep, trials, data, tracking)
-    except BaseException as err:
+
+def _runtime_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("ray_address", "cpus_per_trial", "gpus_per_trial", "max_concurrent", "max_failures", "storage_path",
+            "data_dir", "download")
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+def _saved_sweep(uri: str, args: argparse.Namespace):
+    """``bench resume NAME``: the sweep's config as its parent run saved it, with runtime overrides."""
+    from .config import ConfigError, SweepConfig
+    from .tracking import experiment_id_of, experiment_names, find_sweeps
+
+    name = args.sweep_name
+    experiments = [args.experiment] if args.experiment else experiment_names(uri)
+    found = []
+    for experiment in experiments:
+        experiment_id = experiment_id_of(uri, experiment)
+        if experiment_id is not None:
+            found += [(experiment, r) for r in find_sweeps(uri, experiment_id, name=name)]
+    if not found:
+        where = f"experiment {args.experiment!r}" if args.experiment else "any experiment"
+        raise ConfigError(f"no sweep named {name!r} in {where} of {uri}"
+                          + _known_sweeps(uri, args.experiment))
+    if len({e for e, _ in found}) > 1:
+        raise ConfigError(f"sweeps named {name!r} exist in several experiments "
+                          f"({', '.join(sorted({e for e, _ in found}))}); say which with --experiment")
+    experiment, record = found[0]
+    overrides = _runtime_overrides(args)
+    overrides.update(tracking_uri=uri, experiment=experiment, name=record.name)
+    sweep = SweepConfig.from_dict(record.config, **overrides)
+    if record.key and sweep.key != record.key:
+        raise ConfigError(f"sweep {name!r}: its saved config no longer gives the same trials (the methods' "
+                          "defaults or the registry changed since it ran); start a new sweep")
+    return sweep, record
+
+
+def _known_sweeps(uri: str, experiment: str | None) -> str:
+    from .tracking import experiment_id_of, experiment_names, find_sweeps
+    lines = []
+    for name in [experiment] if experiment else experiment_names(uri):
+        experiment_id = experiment_id_of(uri, name)
+        if experiment_id is None:
+            continue
+        for r in find_sweeps(uri, experiment_id)[:10]:
+            lines.append(f"  {r.name:<28} {r.status:<9} experiment {name!r}")
+    return "; sweeps there:\n" + "\n".join(lines) if lines else "; it has no sweep yet"
+
+
+def _sweep_to_resume(uri: str, experiment_id: str, sweep):
+    """``bench run ... --resume``: the sweep named ``--name``, else the latest sweep with the same trials."""
+    from .config import ConfigError
+    from .tracking import find_sweeps
+
+    if sweep.name:
+        records = find_sweeps(uri, experiment_id, name=sweep.name)
+        if not records:
+            raise ConfigError(f"no sweep named {sweep.name!r} to resume in experiment {sweep.experiment_name!r}"
+                              + _known_sweeps(uri, sweep.experiment_name))
+        if records[0].key != sweep.key:
+            raise ConfigError(f"sweep {sweep.name!r} was started with other trials (methods, values, seeds or "
+                              "training settings differ); resume it with the same options, or with "
+                              f"`bench resume {sweep.name}`")
+        return records[0]
+    records = find_sweeps(uri, experiment_id, key=sweep.key)
+    if not records:
+        raise ConfigError(f"no sweep with these trials to resume in experiment {sweep.experiment_name!r} "
+                          "(same methods, values, seeds and training settings)" + _known_sweeps(uri, sweep.experiment_name))
+    return records[0]
+
+
+def _refuse_existing_name(uri: str, experiment_id: str, sweep) -> None:
+    from .config import ConfigError
+    from .tracking import find_sweeps
+
+    if sweep.name and find_sweeps(uri, experiment_id, name=sweep.name):
+        raise ConfigError(f"a sweep named {sweep.name!r} exists in experiment {sweep.experiment_name!r}; continue "
+                          f"it with --resume (or `bench resume {sweep.name}`) or pick another --name")
+    unfinished = [r for r in find_sweeps(uri, experiment_id, key=sweep.key) if r.status != "FINISHED"]
+    if unfinished:
+        print(f"note   sweep {unfinished[0].name!r} has the same trials and ended {unfinished[0].status}; "
+              "add --resume to continue it instead of starting anew")
+
+
+def _execute(sweep, trials, data, uri: str, experiment_id: str, record, done: dict) -> int:
+    from .sweep import TrialOutcome, cluster_summary, ray_session, run_sweep
+    from .tracking import (TrackingInfo, close_open_children, end_run, reopen_run, start_sweep_run)
+
+    todo = [t for t in trials if t.key not in done]
+    previous = [TrialOutcome(t.name, "FINISHED", dict(done[t.key].data.metrics), key=t.key)
+                for t in trials if t.key in done]
+    if record is not None and not todo:
+        if record.status != "FINISHED":
+            end_run(uri, record.run_id, "FINISHED")
+        print(f"nothing to run: every trial of sweep {record.name!r} finished")
+        print_summary(previous)
+        return 0
+    with ray_session(sweep.ray_address):
+        print(f"ray    {cluster_summary()}" + (f" at {sweep.ray_address}" if sweep.ray_address else " (local)"))
+        if record is None:
+            name = sweep.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+            parent = start_sweep_run(uri, experiment_id, name, _sweep_params(sweep, len(trials)),
+                                     {**sweep.to_dict(), "name": name}, sweep.key)
+        else:
+            name, parent = record.name, record.run_id
+            # runs left RUNNING by a driver that was killed outright: their trials did not finish
+            closed = close_open_children(uri, experiment_id, parent, "KILLED",
+                                         "the sweep's driver stopped before this trial finished")
+            if closed:
+                print(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
+            reopen_run(uri, parent)
+        print(f"mlflow {uri}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
+        tracking = TrackingInfo(uri, experiment_id, parent)
+        try:
+            outcomes = run_sweep(sweep, todo, data, tracking, run_name=f"{name}-{time.strftime('%H%M%S')}")
+        except BaseException as err:
+            close_open_children(uri, experiment_id, parent)
+            interrupted = isinstance(err, KeyboardInterrupt)
+            end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
+                    f"{type(err).__name__}: {err}")
+            if interrupted:
+                print(f"\ninterrupted; continue with `bench resume {name}`", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            raise
         close_open_children(uri, experiment_id, parent)
-        interrupted = isinstance(err, KeyboardInterrupt)
-        end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
-                f"{type(err).__name__}: {err}")
-        if interrupted:
-            print("\ninterrupted", file=sys.stderr)
-            return 130
-        raise
-    close_open_children(uri, experiment_id, parent)
+    outcomes = previous + outcomes
     counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "KILLED")}
     if counts["KILLED"]:
         status = "KILLED"
@@ -226,12 +397,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     problems = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n)
     end_run(uri, parent, status, f"{problems} of {len(outcomes)} trials" if problems else None)
     print_summary(outcomes)
-    print(f"\nresults in MLflow: {uri} (experiment {sweep.experiment_name!r}); browse them with `bench ui"
-          + (f" --tracking-uri {uri}`" if uri != normalize_uri(default_tracking_uri()) else "`"))
+    from .tracking import default_tracking_uri, normalize_uri
+    print(f"\nresults in MLflow: {uri} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with "
+          "`bench ui" + (f" --tracking-uri {uri}`" if uri != normalize_uri(default_tracking_uri()) else "`"))
     if counts["KILLED"]:
-        print(f"interrupted: {counts['FINISHED']} of {len(outcomes)} trials finished", file=sys.stderr)
-        return 130
-    return EXIT_TRIALS_FAILED if counts["FAILED"] else 0
+        print(f"interrupted: {counts['FINISHED']} of {len(outcomes)} trials finished; continue with "
+              f"`bench resume {name}`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if counts["FAILED"]:
+        print(f"{counts['FAILED']} trial(s) failed; `bench resume {name}` runs them again", file=sys.stderr)
+        return EXIT_TRIALS_FAILED
+    return 0
 
 
 def _sweep_params(sweep, n_trials: int) -> dict[str, Any]:
@@ -256,8 +432,10 @@ def print_summary(outcomes) -> None:
 
 # -- bench list / ui -----------------------------------------------------------------------------------
 
-def cmd_list() -> int:
-    from methods import get_method, list_methods
+def cmd_list(args: argparse.Namespace) -> int:
+    from methods import get_method, list_methods, load_plugins
+
+    load_plugins(args.plugins or ())
 
     from .data import DATASETS
     from .models import MODELS

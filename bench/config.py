@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from methods import MethodError, get_method
+from methods import MethodError, get_method, load_plugins
 
 from .data import get_dataset_spec
 from .models import get_model_spec
@@ -94,8 +94,12 @@ class TrialConfig:
 
     @property
     def key(self) -> str:
-        """A stable hash of everything that defines the trial (for finding it again, e.g. on resume)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
+        resume); where the data files are and whether they may be downloaded are not part of it."""
+        d = self.to_dict()
+        for where in ("data_dir", "download"):
+            d["train"].pop(where)
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,12 +128,19 @@ class SweepConfig:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # method -> option -> value
     train: TrainSettings = field(default_factory=TrainSettings)
     experiment: str | None = None
+    name: str | None = None          # the sweep's name (its MLflow parent run); default: sweep-<date-time>
+    plugins: tuple[str, ...] = ()    # modules or .py files registering more methods
     tracking_uri: str | None = None
     storage_path: str = "ray_results"
     ray_address: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = None
     max_concurrent: int = 0
+    max_failures: int = 0
+
+    # settings that say where and how a sweep runs, not what it computes: a resumed sweep may change them
+    RUNTIME_KEYS = ("tracking_uri", "storage_path", "ray_address", "cpus_per_trial", "gpus_per_trial",
+                    "max_concurrent", "max_failures")
 
     def __post_init__(self) -> None:
         _check(len(self.methods) > 0, "no method given")
@@ -151,6 +162,10 @@ class SweepConfig:
         _check(self.gpus_per_trial is None or self.gpus_per_trial >= 0,
                f"gpus per trial must be >= 0, got {self.gpus_per_trial}")
         _check(self.max_concurrent >= 0, f"max concurrent must be >= 0, got {self.max_concurrent}")
+        _check(self.max_failures >= 0, f"max failures must be >= 0, got {self.max_failures}")
+        _check(self.name is None or (0 < len(self.name) <= 100 and all(c.isalnum() or c in "._-"
+                                                                          for c in self.name)),
+               f"sweep name must be 1-100 letters, digits, '.', '_' or '-', got {self.name!r}")
         self.trials()  # validates every method option, swept value and zeroing spec
 
     @property
@@ -193,8 +208,21 @@ class SweepConfig:
                     out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train))
         return out
 
+    @property
+    def key(self) -> str:
+        """A stable hash of the sweep's set of trials: a resumed sweep must have the same one."""
+        blob = json.dumps(sorted(t.key for t in self.trials()))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> "SweepConfig":
+        """The inverse of :meth:`to_dict` (as saved in a sweep's ``sweep.json``), with runtime overrides."""
+        flat = {k: v for k, v in d.items() if k != "train"}
+        flat.update(d.get("train", {}))
+        return build_sweep(flat, overrides)
 
 
 def _all_methods() -> tuple[str, ...]:
@@ -220,6 +248,11 @@ def _check(ok: bool, message: str) -> None:
 
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 _SWEEP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"train"}
+
+
+def _plugin_spec(spec: str) -> str:
+    """Plugin files are kept as absolute paths, so that ``bench resume`` finds them from anywhere."""
+    return os.path.abspath(spec) if spec.endswith(".py") or os.sep in spec else spec
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -252,11 +285,17 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 value = _per_method_values(key, value)
             if key in ("options", "zeroing", "lambdas", "ratios") and key in merged:
                 merged[key] = _merge_nested(merged[key], value)
+            elif key == "plugins":
+                merged[key] = tuple(dict.fromkeys([*merged.get(key, ()), *map(_plugin_spec, value)]))
             else:
                 merged[key] = value
+    try:
+        load_plugins(merged.get("plugins", ()))  # before anything looks a method up
+    except MethodError as err:
+        raise ConfigError(str(err)) from None
     train = TrainSettings(**{k: v for k, v in merged.items() if k in _TRAIN_KEYS})
     sweep = {k: v for k, v in merged.items() if k in _SWEEP_KEYS}
-    for key in ("methods", "seeds"):
+    for key in ("methods", "seeds", "plugins"):
         if key in sweep:
             sweep[key] = tuple(sweep[key])
     for key in ("lambdas", "ratios"):

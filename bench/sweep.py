@@ -9,8 +9,13 @@ Without ``--ray-address`` (or ``RAY_ADDRESS``) a local Ray starts with the comma
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,7 +29,17 @@ from ray import tune  # noqa: E402
 from . import metrics as M  # noqa: E402
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
-from .tracking import TrackingInfo, TrialRun  # noqa: E402
+from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
+
+
+class _NoTuneRestoreHint(logging.Filter):
+    """Tune suggests ``Tuner.restore`` after an interruption; bench resumes with ``bench resume`` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tuner.restore" not in record.getMessage()
+
+
+logging.getLogger("ray.tune.tune").addFilter(_NoTuneRestoreHint())
 
 
 class ClusterError(RuntimeError):
@@ -34,9 +49,10 @@ class ClusterError(RuntimeError):
 @dataclass
 class TrialOutcome:
     name: str
-    status: str                       # FINISHED / FAILED
+    status: str                       # FINISHED / FAILED / KILLED
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    key: str | None = None
 
 
 def trial_params(trial: TrialConfig) -> dict[str, Any]:
@@ -52,13 +68,17 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, threads: int) -> None:
+def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, threads: int,
+               plugins: tuple[str, ...] = ()) -> None:
     """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch."""
     import torch
+
+    from methods import load_plugins
 
     from .trainer import resolve_device, train
 
     torch.set_num_threads(max(1, threads))
+    load_plugins(plugins)
     trial = TrialConfig.from_dict(config["trial"])
     device = str(resolve_device(trial.train.device))
     run = TrialRun(tracking, trial.name, trial_params(trial),
@@ -109,6 +129,10 @@ class _Progress(tune.Callback):
         self.done += 1
         self.write(f"[{self._elapsed()}] done   {self._name(trial)}  ({self.done}/{self.total} trials)")
 
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.write(f"[{self._elapsed()}] retry  {self._name(trial)} after an error "
+                   f"(failure {trial.run_metadata.num_failures})")
+
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
         self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self.done}/{self.total} trials); "
@@ -119,9 +143,32 @@ class _Progress(tune.Callback):
         return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def check_ray_address(address: str | None) -> str | None:
+    """Fail fast when the cluster at ``address`` (or ``$RAY_ADDRESS``) cannot be reached; returns the address.
+
+    ``ray.init`` retries an unreachable address for a long time before failing; a TCP connection to the
+    head's GCS port answers in seconds.
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address or address in ("auto", "local"):
+        return address
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"Ray address {address!r} is not HOST:PORT (the address `ray start --head` prints)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {err}. Start one with "
+                           f"`ray start --head --port {port}` or leave out --ray-address (and RAY_ADDRESS) to run "
+                           "on a local Ray") from None
+    return address
+
+
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Join the cluster at ``address`` or start a local Ray; returns True when a local Ray was started."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = check_ray_address(address)
     try:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
@@ -134,39 +181,81 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         raise ClusterError(f"cannot start or join {where}: {type(err).__name__}: {err}") from None
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Ray for the length of a command: joined at ``address``, or a local one started and stopped here.
+
+    While it lasts, SIGTERM (``kill PID``, a batch scheduler's time limit) stops the sweep as Ctrl-C does:
+    gracefully, unfinished trials marked KILLED, resumable. Ray's own SIGTERM handler (installed by
+    ``ray.init``) would abort the process instead.
+    """
+    connect(address)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    try:
+        yield
+    finally:
+        ray.shutdown()  # stops a local Ray; from a cluster it only disconnects this driver
+        if in_main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _sigterm_as_sigint(signum, frame) -> None:
+    handler = signal.getsignal(signal.SIGINT)  # Ray Tune's graceful stop while a sweep runs
+    if callable(handler) and handler is not _sigterm_as_sigint:
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
 def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
+def cluster_summary() -> str:
+    res = ray.cluster_resources()
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    return f"{nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+
+
 def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, tracking: TrackingInfo,
-              write: Callable[[str], None] = print) -> list[TrialOutcome]:
-    """Run every trial on Ray Tune; returns one outcome per trial (finished or failed)."""
-    started_here = connect(sweep.ray_address)
+              write: Callable[[str], None] = print, run_name: str | None = None) -> list[TrialOutcome]:
+    """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial.
+
+    A trial that raises is retried up to ``sweep.max_failures`` times (each attempt is its own MLflow run),
+    then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here.
+    """
+    gpus = sweep.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
+    cpus = sweep.cpus_per_trial
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
+                             plugins=tuple(sweep.plugins)),
+        {"cpu": cpus, "gpu": gpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None,
+                                    trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
+                                    trial_dirname_creator=lambda t: f"{t.trial_id}"),
+        run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
+                                  storage_path=os.path.abspath(sweep.storage_path), verbose=0,
+                                  callbacks=[_Progress(trials, write)],
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+    )
     try:
-        gpus = sweep.gpus_per_trial
-        if gpus is None:
-            gpus = 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
-        cpus = sweep.cpus_per_trial
-        trainable = tune.with_resources(
-            tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus))),
-            {"cpu": cpus, "gpu": gpus})
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
-            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None,
-                                        trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
-                                        trial_dirname_creator=lambda t: f"{t.trial_id}"),
-            run_config=tune.RunConfig(name=f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
-                                      storage_path=os.path.abspath(sweep.storage_path), verbose=0,
-                                      callbacks=[_Progress(trials, write)],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has
-        return collect_outcomes(grid, trials)
     finally:
-        if started_here:
-            ray.shutdown()
         sys.stdout.flush()
+    outcomes = collect_outcomes(grid, trials)
+    for o in outcomes:
+        if o.status == "FAILED":  # the trial closes its own run; a lost worker cannot
+            close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id, "FAILED",
+                                o.error or "failed", trial_key=o.key)
+    return outcomes
 
 
 def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
@@ -182,13 +271,13 @@ def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
             continue
         trial = by_key[key]
         if result.error is not None:
-            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error))
+            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error), key)
         elif metrics.get("epoch") == trial.train.epochs:
-            outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics)
+            outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key)
         else:
-            outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch")
+            outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch", key)
     for key, trial in by_key.items():
-        outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run"))
+        outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run", key))
     return [outcomes[t.key] for t in trials]
 
 

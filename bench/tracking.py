@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlparse
 
-import mlflow
-from mlflow.entities import Metric, Param
-from mlflow.tracking import MlflowClient
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in bench's output
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 from . import __version__
 
@@ -36,7 +38,9 @@ PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "bench.kind"
 TRIAL_KEY_TAG = "bench.trial_key"
 SWEEP_TAG = "bench.sweep_run_id"
+SWEEP_KEY_TAG = "bench.sweep_key"
 ERROR_TAG = "bench.error"
+RESUMED_TAG = "bench.resumed"
 
 
 class TrackingError(RuntimeError):
@@ -88,6 +92,17 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
 
 def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
+
+
+def _search(client: MlflowClient, experiment_id: str, query: str, order_by: list[str] | None = None) -> list:
+    """Every run matching ``query`` (all pages: a sweep can have more runs than one page holds)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, order_by=order_by, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def provenance(device: str | None = None) -> dict[str, str]:
@@ -153,12 +168,73 @@ def prepare_experiment(uri: str, experiment: str) -> str:
 
 
 def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any],
-                    sweep_config: Mapping[str, Any]) -> str:
+                    sweep_config: Mapping[str, Any], sweep_key: str) -> str:
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=name, tags={KIND_TAG: "sweep", **provenance()})
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance()})
     client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
     client.log_dict(run.info.run_id, dict(sweep_config), "sweep.json")
     return run.info.run_id
+
+
+@dataclass(frozen=True)
+class SweepRecord:
+    """A sweep found in the store: its parent run, its name and saved config, and how it ended."""
+
+    run_id: str
+    name: str
+    status: str
+    key: str | None
+    config: dict[str, Any]
+
+
+def find_sweeps(uri: str, experiment_id: str, name: str | None = None, key: str | None = None) -> list[SweepRecord]:
+    """Sweeps (parent runs) of an experiment, newest first, optionally only those of a name or sweep key."""
+    import json
+
+    client = _client(uri)
+    query = f"tags.`{KIND_TAG}` = 'sweep'"
+    if name is not None:
+        query += f" and attributes.run_name = '{name}'"
+    if key is not None:
+        query += f" and tags.`{SWEEP_KEY_TAG}` = '{key}'"
+    out = []
+    for run in _search(client, experiment_id, query, ["attributes.start_time DESC"]):
+        path = client.download_artifacts(run.info.run_id, "sweep.json")
+        with open(path) as f:
+            config = json.load(f)
+        out.append(SweepRecord(run.info.run_id, run.info.run_name, run.info.status,
+                               run.data.tags.get(SWEEP_KEY_TAG), config))
+    return out
+
+
+def experiment_names(uri: str) -> list[str]:
+    return [e.name for e in _client(uri).search_experiments()]
+
+
+def experiment_id_of(uri: str, experiment: str) -> str | None:
+    found = _client(uri).get_experiment_by_name(experiment)
+    return None if found is None or found.lifecycle_stage == "deleted" else found.experiment_id
+
+
+def finished_trials(uri: str, experiment_id: str, parent_run_id: str) -> dict[str, Any]:
+    """The FINISHED child runs of a sweep by trial key (the earliest one when a trial finished twice)."""
+    client = _client(uri)
+    runs = _search(client, experiment_id, f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
+                                          "attributes.status = 'FINISHED'", ["attributes.start_time ASC"])
+    out: dict[str, Any] = {}
+    for run in runs:
+        out.setdefault(run.data.tags.get(TRIAL_KEY_TAG), run)
+    return out
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Mark a sweep's parent run RUNNING again (it is being resumed)."""
+    client = _client(uri)
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, RESUMED_TAG, time.strftime("%Y-%m-%d %H:%M:%S"))
+    if ERROR_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, ERROR_TAG)  # the interruption's note no longer applies
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED", error: str | None = None) -> None:
@@ -168,16 +244,19 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED", error: str | None =
     client.set_terminated(run_id, status)
 
 
-def close_open_children(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
-    """Mark every child run of a sweep still RUNNING (its trial was stopped or its worker lost) as ``status``.
-
-    Returns how many runs were closed.
+def close_open_children(uri: str, experiment_id: str, parent_run_id: str, status: str = "KILLED",
+                        error: str = "the sweep stopped before this trial finished",
+                        trial_key: str | None = None) -> int:
+    """Mark every child run of a sweep (of one trial, with ``trial_key``) still RUNNING as ``status``: its
+    trial was stopped, its worker was lost, or the driver was killed. Returns how many runs were closed.
     """
     client = _client(uri)
-    runs = client.search_runs([experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and "
-                                                "attributes.status = 'RUNNING'")
+    query = f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    if trial_key is not None:
+        query += f" and tags.`{TRIAL_KEY_TAG}` = '{trial_key}'"
+    runs = _search(client, experiment_id, query)
     for run in runs:
-        client.set_tag(run.info.run_id, ERROR_TAG, "the sweep stopped before this trial finished")
+        client.set_tag(run.info.run_id, ERROR_TAG, error[-5000:])
         client.set_terminated(run.info.run_id, status)
     return len(runs)
 
@@ -213,6 +292,6 @@ class TrialRun:
         self.client.set_terminated(self.run_id, status)
 
 
-__all__ = ["TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "close_open_children",
-           "default_tracking_uri",
-           "end_run", "normalize_uri", "prepare_experiment", "provenance", "start_sweep_run"]
+__all__ = ["SweepRecord", "TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "close_open_children",
+           "default_tracking_uri", "end_run", "experiment_id_of", "experiment_names", "find_sweeps", "finished_trials", "normalize_uri",
+           "prepare_experiment", "provenance", "reopen_run", "start_sweep_run"]

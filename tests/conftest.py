@@ -63,3 +63,39 @@ def write_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> dict:
                          b"filenames": [b"x.png"] * per_batch}, f, protocol=2)
         batches[name] = (data, labels)
     return batches
+
+
+FAULTY_PLUGIN = '''"""A method plugin that raises at the end of epoch ``fail_at`` (for failure handling tests)."""
+from dataclasses import dataclass
+
+from methods import HparamsBase, option, register_method
+from methods.base import PostHocMethod
+
+
+@register_method
+class Faulty(PostHocMethod):
+    name = "faulty"
+    description = "raises at the end of epoch fail_at"
+
+    @dataclass(frozen=True)
+    class Hparams(HparamsBase):
+        fail_at: int = option(1, "the epoch at whose end it raises", min=1)
+
+    def on_epoch_end(self, model, state):
+        self.seen = getattr(self, "seen", 0) + 1
+        if self.seen >= self.hparams.fail_at:
+            raise RuntimeError(f"faulty method fails on purpose at epoch {self.seen}")
+'''
+
+
+def write_faulty_plugin(folder: Path) -> Path:
+    path = folder / "faulty_plugin.py"
+    path.write_text(FAULTY_PLUGIN)
+    return path
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from bench.cli import main
-from conftest import write_mnist
+from conftest import free_port, write_faulty_plugin, write_mnist
 from methods import list_methods
 
 QUICK = ["--epochs", "1", "--dataset", "synthetic", "--device", "cpu"]
@@ -141,3 +141,74 @@ def test_list_shows_methods_models_and_datasets(capsys):
     for name in (*list_methods(), "lenet5", "vgg11", "fashion-mnist", "mnist", "cifar10", "synthetic"):
         assert f"  {name} " in out
     assert "cumulative:0.01" in out and ".norm_scale='filters'" in out
+
+
+def test_unreachable_ray_address_is_an_error_before_any_work(capsys, tmp_path, monkeypatch):
+    port = free_port()
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, "--ray-address", f"127.0.0.1:{port}")
+    assert code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err and "ray start --head" in err
+    assert_nothing_started(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK)
+    assert code == 2 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in err
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, "--ray-address", "headnode")
+    assert code == 2 and "is not HOST:PORT" in err
+    assert_nothing_started(tmp_path)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--max-failures", "-1"], "max failures must be >= 0, got -1"),
+    (["--name", "my sweep"], "sweep name must be 1-100 letters"),
+    (["--cpus-per-trial", "0"], "cpus per trial must be > 0"),
+    (["--plugin", "nowhere/plugin.py"], "cannot load method plugin"),
+])
+def test_bad_runtime_options(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, *argv)
+    assert code == 2 and message in err
+    assert_nothing_started(tmp_path)
+
+
+@pytest.fixture
+def registry_snapshot():
+    import sys
+
+    import methods
+    saved, modules = dict(methods._REGISTRY), set(sys.modules)
+    yield
+    methods._REGISTRY.clear()
+    methods._REGISTRY.update(saved)
+    for name in set(sys.modules) - modules:
+        if name.startswith("bench_plugin_"):
+            del sys.modules[name]
+
+
+def test_plugin_methods_join_the_registry(capsys, tmp_path, registry_snapshot):
+    code, _, err = run_cli(capsys, "run", "--methods", "faulty", *QUICK, "--dry-run")
+    assert code == 2 and "unknown method 'faulty'" in err
+    plugin = write_faulty_plugin(tmp_path)
+    code, out, _ = run_cli(capsys, "list", "--plugin", str(plugin))
+    assert code == 0 and "  faulty " in out and ".fail_at=1" in out
+    code, out, _ = run_cli(capsys, "run", "--plugin", plugin.name, "--methods", "none,faulty", *QUICK, "--dry-run")
+    assert code == 0 and "2 trials" in out and "faulty-s0" in out
+    code, out, _ = run_cli(capsys, "run", "--plugin", str(plugin), "--methods", "faulty", *QUICK, "--dry-run")
+    assert code == 0 and "1 trial: faulty" in out  # loading the same file again is a no-op, not a duplicate
+
+
+def test_resume_without_a_sweep_to_resume(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, "--resume")
+    assert code == 2 and "no sweep with these trials to resume in experiment 'lenet5-synthetic'" in err
+    assert "it has no sweep yet" in err
+    code, _, err = run_cli(capsys, "resume", "nosuch")
+    assert code == 2 and "no sweep named 'nosuch' in any experiment" in err
+
+
+def test_sweep_key_ignores_where_the_data_is():
+    from bench.config import build_sweep
+    a = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic"})
+    b = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic", "data_dir": "/elsewhere", "download": False,
+                     "max_concurrent": 3, "ray_address": "10.0.0.1:6379"})
+    c = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic", "seeds": [1]})
+    assert a.key == b.key and [t.key for t in a.trials()] == [t.key for t in b.trials()]
+    assert a.key != c.key
+    again = type(a).from_dict(b.to_dict())
+    assert again == b and again.key == a.key

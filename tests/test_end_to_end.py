@@ -108,8 +108,10 @@ def test_progress_and_summary_on_stdout(sweep):
     assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out
 
 
-def test_ctrl_c_leaves_no_run_running(tmp_path):
-    """SIGINT to the driver once trials are training: every run ends KILLED, none stays RUNNING."""
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame):
+    """SIGINT (Ctrl-C) or SIGTERM (`kill PID`, a scheduler's time limit) to the driver once trials are
+    training: the sweep stops gracefully, every run ends KILLED, none stays RUNNING."""
     import signal
     import time
 
@@ -123,11 +125,11 @@ def test_ctrl_c_leaves_no_run_running(tmp_path):
         lines.append(line)
         if "epoch   1/200" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     out, _ = proc.communicate(timeout=180)
     text = "".join(lines) + out
     assert proc.returncode == 130, text[-3000:]
-    assert "interrupted" in text
+    assert "interrupted" in text and "continue with `bench resume sweep-" in text
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
     statuses = sorted((r.data.tags.get("bench.kind"), r.info.status) for r in runs)

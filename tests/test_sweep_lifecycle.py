@@ -1,0 +1,208 @@
+"""Sweeps that scale and survive, with real components: a `ray start --head` cluster and an `mlflow server`
+on 127.0.0.1 (free ports, stopped by process id), a killed driver and its resumed sweep, a failing trial."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench import metrics as M
+from conftest import free_port, write_faulty_plugin
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+QUICK = ["--dataset", "synthetic", "--device", "cpu"]
+
+
+def bench(cwd: Path, *argv: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop a process started with start_new_session=True and everything it started, by process group id:
+    SIGTERM, then SIGKILL after ``grace`` seconds (`ray start --block` takes ~30 s to wind down on SIGTERM)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (Ray's workers, say)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.fixture
+def cluster_and_server(tmp_path):
+    """`ray start --head --block` and `mlflow server` (sqlite backend) on 127.0.0.1 with free ports, started
+    side by side; yields (ray address, ray process, server URI, server process); both stopped by process id."""
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 108 chars
+    ray_port, server_port = free_port(), free_port()
+    ray_cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+               "--port", str(ray_port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
+               "--disable-usage-stats", "--temp-dir", temp, "--node-manager-port", str(free_port()),
+               "--object-manager-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+               "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+               "--metrics-export-port", str(free_port())]
+    folder = tmp_path / "server"
+    folder.mkdir()
+    server_cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                  "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+                  "--port", str(server_port), "--workers", "1"]
+    log = open(Path(temp) / "start.log", "w+")
+    head = subprocess.Popen(ray_cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(server_cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    uri = f"http://127.0.0.1:{server_port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: "Ray runtime started" in Path(log.name).read_text(), "ray start --head", head)
+        wait_for(healthy, "mlflow server", server)
+        yield f"127.0.0.1:{ray_port}", head, uri, server
+    finally:
+        stop_group(head)
+        stop_group(server)
+        log.close()
+        assert group_alive(head.pid) == [] and group_alive(server.pid) == []
+
+
+def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_and_server):
+    address, head, uri, server = cluster_and_server
+    proc = bench(tmp_path, "run", "--methods", "none,l1l2", "--lambdas", "0.1", "--seeds", "0,1", "--epochs", "2",
+                 *QUICK, "--ray-address", address, "--tracking-uri", uri, "--experiment", "on-cluster",
+                 "--name", "cluster-sweep")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"ray    1 node, 2 CPUs, 0 GPUs at {address}" in proc.stdout
+    assert head.poll() is None  # joining a cluster does not stop it
+    assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("on-cluster").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("bench.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("bench.kind") == "trial"]
+    assert len(parents) == 1 and parents[0].info.run_name == "cluster-sweep"
+    assert parents[0].info.status == "FINISHED" and parents[0].data.params["seeds"] == "0,1"
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert sorted((c.data.params["method"], c.data.params["seed"]) for c in children) == [
+        ("l1l2", "0"), ("l1l2", "1"), ("none", "0"), ("none", "1")]
+    for child in children:
+        for key in (M.TEST_ACCURACY, M.TOTAL_SPARSITY, "filters_alive/conv1"):
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
+        assert Path(client.download_artifacts(child.info.run_id, "config.json")).is_file()
+    l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
+    assert l1l2["0"][M.TRAIN_LOSS] != l1l2["1"][M.TRAIN_LOSS]  # seeds are a real axis
+    assert (tmp_path / "server" / "artifacts").is_dir()
+
+
+def _runs(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+
+
+def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
+    """SIGKILL to the driver once the first trial finished: nothing is cleaned up by the killed process.
+    `bench run ... --resume` keeps the finished trial (same run id), marks the stale RUNNING run KILLED and
+    runs the rest; `bench resume NAME` then has nothing left to do."""
+    argv = ["run", "--methods", "none,l1,l1l2", "--lambdas", "0.1", "--epochs", "2", *QUICK, "--max-concurrent", "1",
+            "--name", "killed"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, deadline = [], time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if "epoch   1/2" in line and any("done " in x for x in lines) or time.monotonic() > deadline:
+            break
+    proc.kill()
+    proc.wait(timeout=60)
+    assert any("done   none-s0" in x for x in lines), "".join(lines)[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    before = _runs(uri, "lenet5-synthetic")
+    first = {r.info.run_name: r for r in before if r.data.tags.get("bench.kind") == "trial"}
+    assert first["none-s0"].info.status == "FINISHED"
+    assert first["l1-lam0.1-s0"].info.status == "RUNNING"  # the killed driver could not close it
+
+    proc2 = bench(tmp_path, *argv, "--resume")
+    assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
+    assert "resume sweep 'killed' (RUNNING): 1 of 3 trials finished, running the other 2" in proc2.stdout
+    assert "start  none-s0" not in proc2.stdout
+    after = _runs(uri, "lenet5-synthetic")
+    assert all(r.info.status != "RUNNING" for r in after), [(r.info.run_name, r.info.status) for r in after]
+    trials = [r for r in after if r.data.tags.get("bench.kind") == "trial"]
+    finished = {}
+    for r in trials:
+        if r.info.status == "FINISHED":
+            assert r.data.tags["bench.trial_key"] not in finished  # each trial finished exactly once
+            finished[r.data.tags["bench.trial_key"]] = r
+    assert len(finished) == 3
+    assert finished[first["none-s0"].data.tags["bench.trial_key"]].info.run_id == first["none-s0"].info.run_id
+    killed = [r for r in trials if r.info.status == "KILLED"]
+    assert [r.info.run_id for r in killed] == [first["l1-lam0.1-s0"].info.run_id]
+    parent = next(r for r in after if r.data.tags.get("bench.kind") == "sweep")
+    assert parent.info.status == "FINISHED" and "bench.resumed" in parent.data.tags
+
+    proc3 = bench(tmp_path, "resume", "killed")
+    assert proc3.returncode == 0 and "nothing to run: every trial of sweep 'killed' finished" in proc3.stdout
+    assert len(_runs(uri, "lenet5-synthetic")) == len(after)
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    plugin = write_faulty_plugin(tmp_path)
+    proc = bench(tmp_path, "run", "--plugin", str(plugin), "--methods", "none,faulty,l1l2", "--lambdas", "0.1",
+                 "--option", "faulty.fail_at=2", "--epochs", "2", *QUICK, "--max-failures", "1", "--name", "f")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "retry  faulty-s0" in proc.stdout and "FAILED faulty-s0" in proc.stdout
+    assert "faulty method fails on purpose at epoch 2" in proc.stdout  # the summary names the error
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet5-synthetic")
+    by_status = sorted((r.info.run_name, r.info.status) for r in runs)
+    assert by_status == [("f", "FINISHED"), ("faulty-s0", "FAILED"), ("faulty-s0", "FAILED"),
+                         ("l1l2-lam0.1-s0", "FINISHED"), ("none-s0", "FINISHED")]  # 2 attempts: --max-failures 1
+    for run in (r for r in runs if r.info.status == "FAILED"):
+        assert "RuntimeError: faulty method fails on purpose at epoch 2" in run.data.tags["bench.error"]
+        assert run.data.metrics[M.TEST_ACCURACY] >= 0  # epoch 1 was recorded before the failure
+    errors = list((tmp_path / "ray_results").glob("f-*/*/error.txt"))
+    assert len(errors) == 1 and "fails on purpose" in errors[0].read_text()  # Ray's record of the failure
