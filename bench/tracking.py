@@ -16,6 +16,7 @@ database, in ``mlartifacts/``.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -107,19 +108,8 @@ def _search(client: MlflowClient, experiment_id: str, query: str, order_by: list
 
 def provenance(device: str | None = None) -> dict[str, str]:
     """Library versions, the project version and git commit, the host and the device."""
-    import ray
-    import torch
-    import torchvision
-
-    tags = {
-        "bench.version": __version__,
-        "bench.torch": torch.__version__,
-        "bench.torchvision": torchvision.__version__,
-        "bench.ray": ray.__version__,
-        "bench.mlflow": mlflow.__version__,
-        "bench.python": platform.python_version(),
-        "bench.host": platform.node(),
-    }
+    tags = {"bench.version": __version__, "bench.python": platform.python_version(), "bench.host": platform.node()}
+    tags.update({f"bench.{dist}": version for dist, version in _library_versions().items()})
     commit = _git_commit()
     if commit:
         tags["bench.git_commit"] = commit
@@ -128,6 +118,21 @@ def provenance(device: str | None = None) -> dict[str, str]:
     return tags
 
 
+@functools.cache
+def _library_versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (importing torchvision just to ask costs ~2 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("torch", "torchvision", "ray", "mlflow"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+@functools.cache
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent.parent
     try:
