@@ -2,6 +2,7 @@
 
     bench run --methods l1l2,l1,l2     # a sweep: Ray Tune trials, each an MLflow run
     bench run ... --resume             # continue an interrupted sweep (also: bench resume NAME)
+    bench export RUN_ID --out m.pt     # a trial's compact model (removed filters deleted)
     bench list                         # registered methods, models and datasets
     bench ui                           # the MLflow UI on the store the sweeps used
 """
@@ -160,6 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-download", dest="download", action="store_const", const=False,
                    help="never download a missing dataset (also BENCH_NO_DOWNLOAD=1)")
     add_runtime_arguments(g)
+    export = sub.add_parser("export", help="write a trial's compact model (removed filters deleted)",
+                            description="Write the compact model a trial saved when it finished: every removed "
+                            "filter deleted, with its bias, BatchNorm channel and the next layer's inputs. "
+                            "FILE.pt: a state dict with the per-layer widths, reloaded by "
+                            "bench.compact.load_compact(FILE); FILE.pt2: a torch.export program, reloaded with "
+                            "plain torch: torch.export.load(FILE).module().")
+    export.add_argument("run_id", metavar="RUN_ID", help="a trial's MLflow run id (the MLflow UI shows it)")
+    export.add_argument("--out", required=True, metavar="FILE", help="where to write it: FILE.pt or FILE.pt2")
+    export.add_argument("--tracking-uri", help="the store (default: as for bench run)")
     lst = sub.add_parser("list", help="list registered methods, models and datasets")
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                      help="also list the methods a plugin registers")
@@ -184,9 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(args)
         if args.command == "ui":
             return cmd_ui(args)
-        from .sweep import ClusterError
         from .tracking import TrackingError
-        handled += (TrackingError, ClusterError)
+        handled += (TrackingError,)
+        if args.command == "export":
+            return cmd_export(args)
+        from .sweep import ClusterError
+        handled += (ClusterError,)
         return cmd_run(args)
     except handled as err:
         print(f"bench: error: {err}", file=sys.stderr)
@@ -352,8 +365,8 @@ def _execute(sweep, trials, data, uri: str, experiment_id: str, record, done: di
     from .tracking import (TrackingInfo, close_open_children, end_run, reopen_run, start_sweep_run)
 
     todo = [t for t in trials if t.key not in done]
-    previous = [TrialOutcome(t.name, "FINISHED", dict(done[t.key].data.metrics), key=t.key)
-                for t in trials if t.key in done]
+    previous = [TrialOutcome(t.name, "FINISHED", {**done[t.key].data.metrics, "mlflow_run_id": done[t.key].info.run_id},
+                             key=t.key) for t in trials if t.key in done]
     if record is not None and not todo:
         if record.status != "FINISHED":
             end_run(uri, record.run_id, "FINISHED")
@@ -419,15 +432,17 @@ def _sweep_params(sweep, n_trials: int) -> dict[str, Any]:
 
 def print_summary(outcomes) -> None:
     from . import metrics as M
-    print(f"\n{'trial':<30} {'status':<9} {'test acc':>8} {'sparsity':>9}  filters alive")
+    print(f"\n{'trial':<30} {'status':<9} {'test acc':>8} {'sparsity':>9}  {'MLflow run':<32}  filters alive")
     for o in sorted(outcomes, key=lambda o: o.name):
         m = o.metrics
+        run = str(m.get("mlflow_run_id", "-"))
         if o.status != "FINISHED" or M.TEST_ACCURACY not in m:
             reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
-            print(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {o.error or ''}{reached}")
+            print(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {run:<32}  {o.error or ''}{reached}")
             continue
         filters = " ".join(f"{layer}={n}" for layer, n in M.filters_by_layer(m).items())
-        print(f"{o.name:<30} {o.status:<9} {m[M.TEST_ACCURACY]:>8.4f} {m[M.TOTAL_SPARSITY]:>9.1%}  {filters}")
+        print(f"{o.name:<30} {o.status:<9} {m[M.TEST_ACCURACY]:>8.4f} {m[M.TOTAL_SPARSITY]:>9.1%}  {run:<32}  {filters}")
+    print("`bench export RUN --out FILE.pt` writes a trial's compact model")
 
 
 # -- bench list / ui -----------------------------------------------------------------------------------
@@ -452,6 +467,44 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("datasets")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<14} {spec.description}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .compact import export_program, load_compact
+    from .config import ConfigError
+    from .tracking import check_tracking_uri, default_tracking_uri, download_artifact, get_run, normalize_uri
+
+    out = Path(args.out)
+    if out.suffix not in (".pt", ".pt2"):
+        raise ConfigError(f"--out {out}: name the file FILE.pt (state dict and widths) or FILE.pt2 (torch.export)")
+    uri = normalize_uri(args.tracking_uri or default_tracking_uri())
+    check_tracking_uri(uri)
+    run = get_run(uri, args.run_id)
+    if run.kind == "sweep":
+        raise ConfigError(f"run {run.run_id} is the sweep {run.name!r}; give one of its trials' run ids")
+    with tempfile.TemporaryDirectory() as folder:
+        path = download_artifact(uri, run.run_id, "compact_model.pt", folder)
+        if path is None:
+            raise ConfigError(f"run {run.run_id} ({run.name}, {run.status}) has no compact model: a trial saves "
+                              "it when it finishes")
+        model, info = load_compact(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".pt2":
+            export_program(model, info["input_shape"], out)
+        else:
+            shutil.copyfile(path, out)
+    removed = {k: v for k, v in info["removed"].items() if v}
+    widths = ", ".join(str(w) for w in info["widths"])
+    print(f"wrote {out}: {info['model']} with conv widths {widths}, {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters (run {run.name}, {run.status})")
+    if removed:
+        print("removed filters: " + ", ".join(f"{layer} {n}" for layer, n in removed.items()))
+    else:
+        print("no filter was removed in this run: this is the dense model")
     return 0
 
 

@@ -91,8 +91,25 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
         run.log_epoch(epoch, values)
         tune.report({**values, "epoch": epoch, "trial_key": trial.key, "mlflow_run_id": run.run_id})
 
+    def finish(model, structure) -> dict[str, float]:
+        """The compact model: measured, saved as the run's ``compact_model.pt``."""
+        import tempfile
+        from pathlib import Path
+
+        from .compact import measure, save_compact
+
+        small, values = measure(model, structure, data.input_shape)
+        removed = {layer: structure.by_name[layer].module.out_channels - n
+                   for layer, n in M.alive_filters(structure).items()}
+        with tempfile.TemporaryDirectory() as folder:
+            path = save_compact(Path(folder) / "compact_model.pt", small, trial.train.model, data.input_shape,
+                                data.num_classes, removed)
+            run.log_artifact(path)
+        run.set_tag("bench.filters_removed", sum(removed.values()))
+        return values
+
     try:
-        train(trial, data, report)
+        train(trial, data, report, finish)
     except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
         run.finish("KILLED", err)
         raise

@@ -266,6 +266,43 @@ def close_open_children(uri: str, experiment_id: str, parent_run_id: str, status
     return len(runs)
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    name: str
+    status: str
+    kind: str | None
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+
+def get_run(uri: str, run_id: str) -> RunRecord:
+    """One run of the store; a clear error when it does not exist."""
+    try:
+        run = _client(uri).get_run(run_id)
+    except Exception as err:
+        raise TrackingError(f"no run {run_id!r} in {uri} ({type(err).__name__})") from None
+    return RunRecord(run.info.run_id, run.info.run_name, run.info.status, run.data.tags.get(KIND_TAG),
+                     dict(run.data.tags), dict(run.data.params), dict(run.data.metrics))
+
+
+def trial_runs(uri: str, experiment_id: str, status: str | None = None) -> list[RunRecord]:
+    """The trial runs of an experiment (all sweeps), optionally only those of a status."""
+    query = f"tags.`{KIND_TAG}` = 'trial'" + (f" and attributes.status = '{status}'" if status else "")
+    return [RunRecord(r.info.run_id, r.info.run_name, r.info.status, r.data.tags.get(KIND_TAG), dict(r.data.tags),
+                      dict(r.data.params), dict(r.data.metrics))
+            for r in _search(_client(uri), experiment_id, query, ["attributes.start_time ASC"])]
+
+
+def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLike) -> Path | None:
+    """Download one artifact of a run into ``folder``; None when the run has no such artifact."""
+    client = _client(uri)
+    if name not in {f.path for f in client.list_artifacts(run_id)}:
+        return None
+    return Path(client.download_artifacts(run_id, name, str(folder)))
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else f"{value}"
     return text[:500]
@@ -290,6 +327,12 @@ class TrialRun:
         for i in range(0, len(metrics), 1000):  # MLflow's per-request limit
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
+    def log_artifact(self, path: str | os.PathLike) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self.client.set_tag(self.run_id, key, _short(value))
+
     def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
         if error is not None:
             text = "".join(traceback.format_exception(error))
@@ -299,4 +342,5 @@ class TrialRun:
 
 __all__ = ["SweepRecord", "TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "close_open_children",
            "default_tracking_uri", "end_run", "experiment_id_of", "experiment_names", "find_sweeps", "finished_trials", "normalize_uri",
-           "prepare_experiment", "provenance", "reopen_run", "start_sweep_run"]
+           "prepare_experiment", "provenance", "reopen_run", "start_sweep_run", "RunRecord", "get_run",
+           "download_artifact", "trial_runs"]

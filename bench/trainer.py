@@ -26,7 +26,7 @@ from torch import nn
 from . import metrics as M
 from .config import TrialConfig
 from .data import Dataset
-from .models import build_model, describe
+from .models import Structure, build_model, describe
 from .zeroing import FilterMasks, parse_zeroing
 
 
@@ -127,8 +127,13 @@ class TrialState:
 
 
 def train(config: TrialConfig, data: Dataset,
-          report: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
-    """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics."""
+          report: Callable[[int, dict[str, float]], None] | None = None,
+          finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None) -> dict[str, float]:
+    """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics.
+
+    ``finish(model, structure)``, when given, runs after the last epoch's measurements and before its report;
+    the metrics it returns join that report (the trial's compact model and its measured speed, say).
+    """
     tc = config.train
     seed_everything(config.seed)
     device = resolve_device(tc.device)
@@ -188,6 +193,8 @@ def train(config: TrialConfig, data: Dataset,
             "epoch_time_s": train_time,
             **state.extra_metrics,
         }
+        if finish is not None and epoch == tc.epochs:
+            last.update(finish(model, structure))
         if report is not None:
             report(epoch, last)
     return last

@@ -166,3 +166,28 @@ def test_bench_ui_serves_the_sweeps_store(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
+    from bench.compact import load_compact
+
+    cwd, proc, client, runs = sweep
+    trials = {r.data.params["method"]: r for r in runs if r.data.tags.get("bench.kind") == "trial"}
+    for method, run in trials.items():
+        m = run.data.metrics
+        assert m["compact_params"] == m[M.PARAMS] and m["compact_flops"] == m[M.FLOPS], method
+        for b in (1, 64):
+            assert m[f"speedup_b{b}"] == pytest.approx(m[f"dense_latency_ms_b{b}"] / m[f"latency_ms_b{b}"])
+        assert [x.step for x in client.get_metric_history(run.info.run_id, "compact_params")] == [2]
+    nisp = trials["nisp"]
+    assert nisp.data.tags["bench.filters_removed"] == "35"
+    out = bench(cwd, "export", nisp.info.run_id, "--out", str(cwd / "exports" / "nisp.pt"))
+    assert out.returncode == 0, out.stderr
+    assert "conv widths 10, 25" in out.stdout and "removed filters: conv1 10, conv2 25" in out.stdout
+    model, info = load_compact(cwd / "exports" / "nisp.pt")
+    assert info["widths"] == (10, 25) and sum(p.numel() for p in model.parameters()) == nisp.data.metrics[M.PARAMS]
+    out = bench(cwd, "export", trials["none"].info.run_id, "--out", str(cwd / "none.pt"))
+    assert out.returncode == 0 and "no filter was removed in this run: this is the dense model" in out.stdout
+    parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
+    out = bench(cwd, "export", parent.info.run_id, "--out", str(cwd / "x.pt"))
+    assert out.returncode == 2 and "give one of its trials' run ids" in out.stderr

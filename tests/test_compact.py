@@ -1,0 +1,132 @@
+"""Compact models: removed filters physically deleted, outputs equal to the masked model's, exact counts,
+reloadable exports."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import compact as C
+from bench import metrics as M
+from bench.models import build_model, describe
+from bench.zeroing import FilterMasks
+
+SHAPES = {"lenet5": (1, 28, 28), "vgg11": (3, 32, 32)}
+
+
+def trained_looking(name: str, seed: int = 0):
+    """A model with random weights, BN statistics that are not the defaults, and random filters removed in
+    every conv layer through the masks (as training leaves them)."""
+    torch.manual_seed(seed)
+    shape = SHAPES[name]
+    model = build_model(name, shape, 10)
+    structure = describe(model, shape)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # moves BN running statistics away from 0 / 1
+            model(torch.randn(16, *shape))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    masks = FilterMasks(structure)
+    g = torch.Generator().manual_seed(seed)
+    for layer in structure.eligible:
+        n = masks.mask(layer).numel()
+        k = int(torch.randint(1, n, (1,), generator=g))  # between 1 and n - 1 filters go
+        masks.remove(layer, torch.randperm(n, generator=g)[:k])
+    return model.eval(), structure, masks
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg11"])
+def test_compact_outputs_equal_masked_outputs_and_counts_match(name):
+    model, structure, masks = trained_looking(name)
+    shape = SHAPES[name]
+    small = C.compact(model, structure).eval()
+    alive = M.alive_filters(structure)
+    assert all(0 < alive[layer] < masks.mask(layer).numel() for layer in structure.eligible)
+    x = torch.randn(8, *shape)
+    with torch.no_grad():
+        diff = (small(x) - model(x)).abs().max().item()
+    assert diff < 1e-5
+    widths = C.conv_widths(small)
+    assert widths == tuple(alive[layer] for layer in structure.eligible) and small.widths == widths
+    assert C.count_params(small) == M.structural_params(structure, alive)
+    # FlopCounterMode on the compact model measures exactly the structural count (it counts conv and linear
+    # multiply-adds only; BN, pooling, ReLU and bias additions are left out by both)
+    assert C.measured_flops(small, shape) == M.structural_flops(structure, alive)
+    assert C.measured_flops(small, shape) < C.measured_flops(model, shape)
+    # the original is untouched
+    assert C.conv_widths(model) == build_model(name, shape, 10).widths
+
+
+def test_compact_of_a_model_without_removed_filters_is_the_same_network():
+    model = build_model("lenet5", (1, 28, 28), 10).eval()
+    small = C.compact(model, describe(model, (1, 28, 28)))
+    x = torch.randn(4, 1, 28, 28)
+    assert C.conv_widths(small) == (20, 50)
+    assert torch.equal(small(x), model(x))
+
+
+def test_compact_keeps_exactly_the_alive_filters_in_order():
+    model = build_model("lenet5", (1, 28, 28), 10)
+    structure = describe(model, (1, 28, 28))
+    masks = FilterMasks(structure)
+    masks.remove("conv1", [0, 5])
+    masks.remove("conv2", list(range(1, 50)))  # only filter 0 of conv2 is left
+    small = C.compact(model, structure)
+    keep1 = [i for i in range(20) if i not in (0, 5)]
+    assert torch.equal(small.conv1.weight, model.conv1.weight[keep1])
+    assert torch.equal(small.conv2.weight, model.conv2.weight[[0]][:, keep1])
+    assert torch.equal(small.fc1.weight, model.fc1.weight[:, :16])  # conv2's filter 0 is features 0..15
+    assert small.fc1.in_features == 16 and small.conv2.in_channels == 18
+
+
+@pytest.mark.parametrize("name", ["lenet5", "vgg11"])
+def test_saved_compact_model_reloads_with_the_same_outputs(tmp_path, name):
+    model, structure, _ = trained_looking(name, seed=1)
+    shape = SHAPES[name]
+    small = C.compact(model, structure).eval()
+    path = C.save_compact(tmp_path / "m.pt", small, name, shape, 10, {"conv1": 3})
+    again, info = C.load_compact(path)
+    assert info["model"] == name and info["widths"] == C.conv_widths(small) and info["removed"] == {"conv1": 3}
+    x = torch.randn(5, *shape)
+    with torch.no_grad():
+        assert torch.equal(again(x), small(x))
+
+
+def test_exported_program_loads_with_plain_torch(tmp_path):
+    model, structure, _ = trained_looking("lenet5", seed=2)
+    small = C.compact(model, structure).eval()
+    path = C.export_program(small, (1, 28, 28), tmp_path / "m.pt2")
+    loaded = torch.export.load(str(path)).module()
+    for batch in (1, 64):
+        x = torch.randn(batch, 1, 28, 28)
+        with torch.no_grad():
+            assert (loaded(x) - small(x)).abs().max().item() < 1e-6
+
+
+def test_load_compact_refuses_other_files(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"weights": torch.zeros(3)}, bad)
+    with pytest.raises(ValueError, match="not a compact model written by bench"):
+        C.load_compact(bad)
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pt: not a readable compact model"):
+        C.load_compact(tmp_path / "junk.pt")
+
+
+def test_measure_reports_compact_counts_and_latencies():
+    model, structure, masks = trained_looking("lenet5")
+    masks.remove("conv1", list(range(19)))
+    masks.remove("conv2", list(range(45)))
+    small, m = C.measure(model, structure, (1, 28, 28), min_run_time=0.05)
+    assert set(m) == {"compact_params", "compact_flops", "latency_ms_b1", "latency_ms_b64",
+                      "dense_latency_ms_b1", "dense_latency_ms_b64", "speedup_b1", "speedup_b64"}
+    assert m["compact_params"] == M.structural_params(structure, M.alive_filters(structure))
+    assert m["compact_flops"] == M.structural_flops(structure, M.alive_filters(structure))
+    alive = M.alive_filters(structure)
+    assert alive["conv1"] == 1 and alive["conv2"] <= 5
+    assert C.conv_widths(small) == (alive["conv1"], alive["conv2"]) and next(small.parameters()).device.type == "cpu"
+    for b in (1, 64):  # speed itself is measured in benchmarks, not asserted here
+        assert m[f"latency_ms_b{b}"] > 0 and m[f"dense_latency_ms_b{b}"] > 0
+        assert m[f"speedup_b{b}"] == pytest.approx(m[f"dense_latency_ms_b{b}"] / m[f"latency_ms_b{b}"])
