@@ -290,6 +290,8 @@ def _saved_sweep(uri: str, args: argparse.Namespace):
     from .tracking import experiment_id_of, experiment_names, find_sweeps
 
     name = args.sweep_name
+    if not name or not all(c.isalnum() or c in "._-" for c in name):
+        raise ConfigError(f"{name!r} is not a sweep name (letters, digits, '.', '_' and '-')")
     experiments = [args.experiment] if args.experiment else experiment_names(uri)
     found = []
     for experiment in experiments:
