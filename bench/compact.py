@@ -35,6 +35,7 @@ from . import metrics as M
 from .models import Structure, build_model, describe
 
 FORMAT = "bench-compact/1"
+FIRST_FILTERS = "first_conv_filters.npy"
 
 
 @torch.no_grad()
@@ -170,6 +171,18 @@ def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> 
     model.load_state_dict(saved["state_dict"])
     info = {k: v for k, v in saved.items() if k != "state_dict"}
     return model.eval(), info
+
+
+def save_first_filters(path: str | Path, model: nn.Module, structure: Structure) -> Path:
+    """Write the first eligible conv's weights, removed filters included (as zeros), as a float32 ``.npy``
+    of shape (filters, in_channels, kh, kw): what the report draws as the learned filters (paper Fig. 5),
+    readable without torch."""
+    import numpy as np
+
+    path = Path(path)
+    weight = structure.by_name[structure.eligible[0]].module.weight
+    np.save(path, weight.detach().float().cpu().numpy())
+    return path
 
 
 def export_program(model: nn.Module, input_shape: Sequence[int], path: str | Path) -> Path:

@@ -96,7 +96,7 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
         import tempfile
         from pathlib import Path
 
-        from .compact import measure, save_compact
+        from .compact import FIRST_FILTERS, measure, save_compact, save_first_filters
 
         small, values = measure(model, structure, data.input_shape)
         removed = {layer: structure.by_name[layer].module.out_channels - n
@@ -105,6 +105,7 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
             path = save_compact(Path(folder) / "compact_model.pt", small, trial.train.model, data.input_shape,
                                 data.num_classes, removed)
             run.log_artifact(path)
+            run.log_artifact(save_first_filters(Path(folder) / FIRST_FILTERS, model, structure))
         run.set_tag("bench.filters_removed", sum(removed.values()))
         return values
 

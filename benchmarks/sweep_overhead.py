@@ -50,6 +50,7 @@ def main() -> int:
            "--no-download"]
     print("$ " + " ".join(cmd[2:]).replace("bench.cli", "bench"), flush=True)
     t0 = time.monotonic()
+    t0_epoch = time.time()
     proc = subprocess.run(cmd, cwd=workdir, env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True,
                           text=True)
     wall = time.monotonic() - t0
@@ -76,6 +77,17 @@ def main() -> int:
     print(f"ideal                {ideal:.1f} s  (sum of trial times / {args.cpus})")
     print(f"sweep run            {sweep_run:.1f} s  (MLflow parent run: Ray up, all trials, Ray results)")
     print(f"wall                 {wall:.1f} s  (the whole `bench run` process)")
+    # Where the time outside the trials goes (seconds of wall time; gaps are idle trial slots).
+    starts = sorted(r.info.start_time / 1000 for r in trials)
+    ends = sorted(r.info.end_time / 1000 for r in trials)
+    span = ends[-1] - starts[0]
+    idle = (args.cpus * span - sum(durations)) / args.cpus
+    print(f"  start-up           {sweep.info.start_time / 1000 - t0_epoch:5.1f} s  (imports, data, MLflow store, "
+          "Ray start)")
+    print(f"  first trial        {starts[0] - sweep.info.start_time / 1000:5.1f} s  (Tune start, first actors, "
+          "worker imports)")
+    print(f"  idle slots         {idle:5.1f} s  (between trials and at the tail, per slot)")
+    print(f"  wind-down          {t0_epoch + wall - ends[-1]:5.1f} s  (results, summary, Ray stop, exit)")
     print(f"ratio                {wall / ideal:.3f}  wall / ideal   (target < 1.25)")
     print(f"ratio (sweep run)    {sweep_run / ideal:.3f}  sweep run / ideal")
     print(f"ratio (epochs only)  {wall / ideal_epochs:.3f}  wall / (sum of epoch times / {args.cpus})")

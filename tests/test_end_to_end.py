@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -181,6 +182,9 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
         assert [x.step for x in client.get_metric_history(run.info.run_id, "compact_params")] == [2]
     nisp = trials["nisp"]
     assert nisp.data.tags["bench.filters_removed"] == "35"
+    filters = np.load(client.download_artifacts(nisp.info.run_id, "first_conv_filters.npy", str(cwd)))
+    assert filters.shape == (20, 1, 5, 5)  # lenet5's conv1, removed filters kept as zeros
+    assert int((np.abs(filters).reshape(20, -1).max(1) == 0).sum()) == 10
     out = bench(cwd, "export", nisp.info.run_id, "--out", str(cwd / "exports" / "nisp.pt"))
     assert out.returncode == 0, out.stderr
     assert "conv widths 10, 25" in out.stdout and "removed filters: conv1 10, conv2 25" in out.stdout
