@@ -3,6 +3,7 @@
     bench run --methods l1l2,l1,l2     # a sweep: Ray Tune trials, each an MLflow run
     bench run ... --resume             # continue an interrupted sweep (also: bench resume NAME)
     bench export RUN_ID --out m.pt     # a trial's compact model (removed filters deleted)
+    bench report                       # the trade-off report: reports/<experiment>/index.html
     bench list                         # registered methods, models and datasets
     bench ui                           # the MLflow UI on the store the sweeps used
 """
@@ -170,6 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_id", metavar="RUN_ID", help="a trial's MLflow run id (the MLflow UI shows it)")
     export.add_argument("--out", required=True, metavar="FILE", help="where to write it: FILE.pt or FILE.pt2")
     export.add_argument("--tracking-uri", help="the store (default: as for bench run)")
+    report = sub.add_parser("report", help="write the trade-off report of an experiment",
+                            description="Read an experiment's sweeps from MLflow and write reports/<experiment>/: "
+                            "index.html (self-contained, opens offline), report.md, the figures as PNG and "
+                            "results.csv (one row per trial and epoch); the folder is also attached to each "
+                            "sweep's MLflow parent run (artifacts, report/).")
+    report.add_argument("--experiment", help="the experiment to report (default: the store's only experiment "
+                        "with sweeps)")
+    report.add_argument("--tracking-uri", help="the store (default: as for bench run)")
+    report.add_argument("--out", metavar="DIR", help="output folder (default: reports/<experiment>)")
+    report.add_argument("--sweep", metavar="NAME", help="only this sweep of the experiment (default: all of them)")
+    report.add_argument("--no-attach", dest="attach", action="store_false",
+                        help="do not attach the report to the sweeps' MLflow parent runs")
+    report.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
+                        help="a plugin whose methods the experiment used (for the methods section)")
     lst = sub.add_parser("list", help="list registered methods, models and datasets")
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                      help="also list the methods a plugin registers")
@@ -198,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         handled += (TrackingError,)
         if args.command == "export":
             return cmd_export(args)
+        if args.command == "report":
+            from .report import ReportError
+            handled += (ReportError,)
+            return cmd_report(args)
         from .sweep import ClusterError
         handled += (ClusterError,)
         return cmd_run(args)
@@ -508,6 +527,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         print("no filter was removed in this run: this is the dense model")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from methods import get_method, list_methods, load_plugins
+
+    from .report import MethodInfo, build_report, choose_experiment, load_results
+    from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
+
+    load_plugins(args.plugins or ())
+    uri = normalize_uri(args.tracking_uri or default_tracking_uri())
+    check_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        from .report import ReportError
+        raise ReportError(f"no tracking database at {uri[len('sqlite:///'):]}: run `bench run` here first, or "
+                          "pass the --tracking-uri the sweeps used")
+    experiment = choose_experiment(uri, args.experiment)
+    started = time.monotonic()
+    print(f"reading experiment {experiment!r} from {uri}", flush=True)
+    results = load_results(uri, experiment, args.sweep)
+    registry = {name: MethodInfo(name, get_method(name).description, get_method(name).paper,
+                                 get_method(name).formula) for name in list_methods()}
+    out = Path(args.out or Path("reports") / _safe_folder(experiment))
+    index = build_report(results, out, registry, attach=args.attach)
+    counts = results.trials["status"].value_counts().to_dict()
+    print(f"{len(results.trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}), "
+          f"{len(results.epochs)} epoch rows, {len(results.sweeps)} sweep(s) [{time.monotonic() - started:.1f}s]")
+    print(f"wrote {index} (self-contained), {out / 'report.md'}, {out / 'results.csv'} and the figures as PNG")
+    if args.attach:
+        print(f"attached to the sweeps' MLflow parent runs as artifacts under report/: "
+              f"{', '.join(s['name'] for s in results.sweeps)}")
+    return 0
+
+
+def _safe_folder(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "experiment"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -19,16 +19,8 @@ import torch
 from torch import nn
 
 from .models import LayerInfo, Structure
-
-# Metric names every tool relies on (tracking, report, tests).
-TEST_ACCURACY = "test_accuracy"
-TRAIN_LOSS = "train_loss"
-PENALTY = "penalty"
-TOTAL_SPARSITY = "total_sparsity"
-PARAMS = "params"
-FLOPS = "flops"
-FILTERS_ALIVE = "filters_alive/{}"
-SPARSITY = "sparsity/{}"
+from .names import (FILTERS_ALIVE, FLOPS, PARAMS, PENALTY, SPARSITY, TEST_ACCURACY, TOTAL_SPARSITY,  # noqa: F401
+                    TRAIN_LOSS, filters_by_layer)
 
 
 @torch.no_grad()
@@ -59,12 +51,6 @@ def widths_of(info: LayerInfo, alive: Mapping[str, int]) -> tuple[int, int]:
     if info.kind == "conv" and info.name in alive:
         cout = alive[info.name]
     return cin, cout
-
-
-def filters_by_layer(values: Mapping[str, float]) -> dict[str, int]:
-    """The ``filters_alive/<layer>`` entries of a metrics mapping, as {layer: alive filters}."""
-    prefix = FILTERS_ALIVE.format("")
-    return {k[len(prefix):]: int(v) for k, v in values.items() if k.startswith(prefix)}
 
 
 def _layer_counts(structure: Structure, alive: Mapping[str, int]):

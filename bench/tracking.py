@@ -295,6 +295,39 @@ def trial_runs(uri: str, experiment_id: str, status: str | None = None) -> list[
             for r in _search(_client(uri), experiment_id, query, ["attributes.start_time ASC"])]
 
 
+def sweep_runs(uri: str, experiment_id: str) -> list[RunRecord]:
+    """The sweep (parent) runs of an experiment, oldest first."""
+    return [RunRecord(r.info.run_id, r.info.run_name, r.info.status, r.data.tags.get(KIND_TAG), dict(r.data.tags),
+                      dict(r.data.params), dict(r.data.metrics))
+            for r in _search(_client(uri), experiment_id, f"tags.`{KIND_TAG}` = 'sweep'",
+                             ["attributes.start_time ASC"])]
+
+
+def metric_histories(uri: str, run_id: str, keys) -> dict[str, list[tuple[int, float]]]:
+    """Every logged value of each metric in ``keys``, as (step, value) pairs in step order."""
+    client = _client(uri)
+    out = {}
+    for key in keys:
+        history = client.get_metric_history(run_id, key)
+        out[key] = sorted((int(m.step), float(m.value)) for m in history)
+    return out
+
+
+def read_json_artifact(uri: str, run_id: str, name: str) -> Any:
+    """A JSON artifact of a run (``sweep.json``, ``config.json``); None when the run has none."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = download_artifact(uri, run_id, name, folder)
+        return None if path is None else json.loads(path.read_text())
+
+
+def attach_folder(uri: str, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
+    """Log every file of ``folder`` as artifacts of a run, under ``artifact_path`` (replacing earlier copies)."""
+    _client(uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
 def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLike) -> Path | None:
     """Download one artifact of a run into ``folder``; None when the run has no such artifact."""
     client = _client(uri)
@@ -343,4 +376,5 @@ class TrialRun:
 __all__ = ["SweepRecord", "TrackingError", "TrackingInfo", "TrialRun", "check_tracking_uri", "close_open_children",
            "default_tracking_uri", "end_run", "experiment_id_of", "experiment_names", "find_sweeps", "finished_trials", "normalize_uri",
            "prepare_experiment", "provenance", "reopen_run", "start_sweep_run", "RunRecord", "get_run",
-           "download_artifact", "trial_runs"]
+           "download_artifact", "trial_runs", "sweep_runs", "metric_histories", "read_json_artifact",
+           "attach_folder"]
