@@ -22,9 +22,13 @@ from typing import Any, Callable
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Tune's automatic TensorBoard logger imports tensorboardX on the driver and writes event files nobody reads
+# here (MLflow is the record); the JSON and CSV loggers it would add too are passed explicitly below.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from .config import SweepConfig, TrialConfig  # noqa: E402
@@ -261,7 +265,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, trac
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
-                                  callbacks=[_Progress(trials, write)],
+                                  callbacks=[_Progress(trials, write), JsonLoggerCallback(), CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
     try:
