@@ -497,8 +497,9 @@ def fig_trajectories(results: Results):
                     color=colours[method], alpha=0.7)
             last = trial.iloc[-1]
             ax.plot(last[N.TOTAL_SPARSITY] * 100, last[N.TEST_ACCURACY] * 100, "o", ms=6, color=colours[method])
-            ax.annotate(last["setting"], (last[N.TOTAL_SPARSITY] * 100, last[N.TEST_ACCURACY] * 100), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+            if last["setting"] != "-":
+                ax.annotate(last["setting"], (last[N.TOTAL_SPARSITY] * 100, last[N.TEST_ACCURACY] * 100),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_title(method)
         ax.set_xlabel("total filter sparsity (%)")
         ax.set_ylabel("test accuracy (%)")
@@ -569,7 +570,8 @@ def fig_filters(results: Results):
             ax.set_xticks([])
             ax.set_yticks([])
             kernel = w[k]
-            if not np.abs(kernel).max() > 0:
+            if not np.abs(kernel).max() > 0:  # removed: an empty square the size of the others
+                ax.imshow(np.full(kernel.shape[1:], np.nan), cmap="gray")
                 ax.set_facecolor((1.0, 0.93, 0.93))
                 for spine in ax.spines.values():
                     spine.set_edgecolor((0.85, 0.3, 0.3))

@@ -175,22 +175,31 @@ def train(config: TrialConfig, data: Dataset,
             state.step += 1
             loss_sum += task.detach() * len(idx)
             correct += (out.detach().argmax(1) == y).sum()
+        train_loss = float(loss_sum) / n  # waits for the device, so the times below are the real ones
+        steps_end = time.perf_counter()
         method.on_epoch_end(model, state)
+        hook_end = time.perf_counter()
         rule.on_epoch_end(masks)
-        train_loss = float(loss_sum) / n  # waits for the device, so the time below is the real one
         train_time = time.perf_counter() - start
+        zeroing_time = start + train_time - hook_end
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
                                 "lower the learning rate or the penalty")
+        metrics_start = time.perf_counter()
         with torch.no_grad():
             penalty = float(method.penalty(model)) if method.has_penalty else 0.0
+        filters = M.filter_metrics(structure)
+        metrics_time = time.perf_counter() - metrics_start
         last = {
             M.TEST_ACCURACY: state.evaluate(),
             "train_accuracy": float(correct) / n,
             M.TRAIN_LOSS: train_loss,
             M.PENALTY: penalty,
-            **M.filter_metrics(structure),
+            **filters,
             "epoch_time_s": train_time,
+            "steps_time_s": steps_end - start,
+            "method_hook_time_s": hook_end - steps_end,
+            "zeroing_metrics_time_s": zeroing_time + metrics_time,
             **state.extra_metrics,
         }
         if finish is not None and epoch == tc.epochs:
