@@ -1,0 +1,301 @@
+"""``bench perf``: the harness's own speed, as ratios measured side by side in one run.
+
+1. Trainer throughput (images/s over an epoch, :func:`bench.trainer.train` itself) against a reference
+   loop written the usual way, a torchvision dataset read through a DataLoader (``REFERENCE_LOOP`` below),
+   with the same model, optimizer and batch size.
+2. Trainer throughput against the pure compute limit: forward, backward and optimizer step of the same model
+   on one pre-made batch, repeated (no data handling at all).
+3. Penalty overhead: the trainer's time per step with each registered method against ``none``
+   (NISP's one-off scoring, its end-of-epoch hook, is reported separately).
+4. The per-epoch overhead of zeroing and of the filter / parameter / FLOP metrics, as a fraction of the
+   epoch; and ``flops_utilization``, the trainer's training FLOP/s over the FLOP/s of a large float32
+   matrix multiply measured in the same run.
+
+The workloads are LeNet on Fashion-MNIST (the real files when found, else generated data of the same shape)
+and VGG11 on CIFAR-shaped generated data (torchvision's ``FakeData`` for the reference loop). Training
+FLOPs are counted by ``FlopCounterMode`` over one forward and backward pass.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import resource
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from methods import get_method, list_methods
+
+from .config import TrainSettings, TrialConfig
+from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, load_dataset, make_synthetic
+from .models import build_model
+from .trainer import resolve_device, train
+
+REFERENCE_LOOP = '''
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms as T
+
+    tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    dataset = datasets.FashionMNIST(root, train=True, transform=tf)      # FakeData(...) for VGG11
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=W, pin_memory=on_cuda)
+    model.train()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+'''
+__doc__ += "\nThe reference loop (W = 0 on CPU, 4 on CUDA):\n" + REFERENCE_LOOP
+
+
+@dataclass(frozen=True)
+class Workload:
+    model: str
+    dataset: str            # what the trainer reads: fashion-mnist or synthetic
+    input_shape: tuple[int, int, int]
+    train_examples: int     # examples per measured epoch
+    penalty_examples: int   # examples per epoch of each method's penalty measurement
+
+
+def workloads(quick: bool) -> list[Workload]:
+    if quick:
+        return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 20000, 6400),
+                Workload("vgg11", "synthetic", (3, 32, 32), 512, 256)]
+    return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 60000, 19200),
+            Workload("vgg11", "synthetic", (3, 32, 32), 2048, 512)]
+
+
+# -- the three loops ---------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def trainer_epoch(data: Dataset, model: str, method: str, device: torch.device, epochs: int = 1,
+                  batch_size: int = 64) -> list[dict[str, float]]:
+    """The harness's trainer on ``data`` (one trial, ``method`` with its default options): each epoch's metrics."""
+    cls = get_method(method)
+    options = {cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}
+    settings = TrainSettings(model=model, dataset=data.name if data.name != "synthetic" else "synthetic",
+                             epochs=epochs, batch_size=batch_size, limit_test=1000, device=str(device))
+    trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
+    trial.build_method().check_budget(epochs)
+    rows: list[dict[str, float]] = []
+    train(trial, data, lambda epoch, values: rows.append({**values, "rss_mb": _rss_mb()}))
+    return rows
+
+
+def reference_epoch(loader, model_name: str, input_shape, device: torch.device) -> tuple[float, int]:
+    """The usual loop (REFERENCE_LOOP) over one epoch of ``loader``: (seconds, images)."""
+    torch.manual_seed(0)
+    model = build_model(model_name, input_shape, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    seen = 0
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    _sync(device)
+    return time.perf_counter() - start, seen
+
+
+def compute_limit(model_name: str, input_shape, device: torch.device, steps: int,
+                  batch_size: int = 64) -> tuple[float, int, float]:
+    """Forward, backward and step on one pre-made batch, ``steps`` times: (seconds, images, training FLOPs
+    per image counted by FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = build_model(model_name, input_shape, 10).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn((batch_size, *input_shape), device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    flops_per_image = counter.get_total_flops() / batch_size
+    for _ in range(3):  # warm-up
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return time.perf_counter() - start, steps * batch_size, flops_per_image
+
+
+def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix multiply (the machine's practical single-precision limit)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+
+
+# -- data for the reference loop ---------------------------------------------------------------------------
+
+def reference_loader(work: Workload, data: Dataset, device: torch.device, folder: Path):
+    """A torchvision dataset and DataLoader as a user would write them, over the same examples."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms as T
+
+    tf = T.Compose([T.ToTensor(), T.Normalize(data.mean, data.std)])
+    if work.dataset == "fashion-mnist" and data.name == "fashion-mnist":
+        raw = folder / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                     "t10k-labels-idx1-ubyte"):
+            source = _find_idx(name)
+            with (gzip.open(source) if source.suffix == ".gz" else open(source, "rb")) as f, \
+                    open(raw / name, "wb") as out:
+                shutil.copyfileobj(f, out)
+        dataset = datasets.FashionMNIST(str(folder), train=True, transform=tf, download=False)
+    else:
+        dataset = datasets.FakeData(size=work.train_examples, image_size=work.input_shape, num_classes=10,
+                                    transform=tf, random_offset=0)
+    if len(dataset) > work.train_examples:
+        dataset = Subset(dataset, range(work.train_examples))
+    cuda = device.type == "cuda"
+    return DataLoader(dataset, batch_size=64, shuffle=True, num_workers=4 if cuda else 0, pin_memory=cuda,
+                      persistent_workers=False)
+
+
+def _find_idx(name: str) -> Path:
+    for candidate in (DEBIAN_FASHION_MNIST / name, DEBIAN_FASHION_MNIST / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"Fashion-MNIST file {name} not found in {DEBIAN_FASHION_MNIST}")
+
+
+def workload_data(work: Workload) -> Dataset:
+    """The trainer's data: real Fashion-MNIST when it is on this machine, else generated of the same shape."""
+    if work.dataset == "fashion-mnist":
+        try:
+            return load_dataset("fashion-mnist", limit_train=work.train_examples, limit_test=1000, download=False)
+        except DataError:
+            pass
+    return make_synthetic(work.input_shape, n_train=work.train_examples, n_test=1000)
+
+
+# -- the whole measurement ---------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    """Current resident set size (MB)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_perf(quick: bool = False, device: str = "auto", threads: int | None = None,
+             log: Callable[[str], None] = print, only: list[Workload] | None = None) -> dict[str, Any]:
+    """Measure everything; returns the JSON object ``bench perf --json`` prints. ``only`` replaces the
+    standard workloads (the first one is the LeNet trial whose memory is reported)."""
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    out: dict[str, Any] = {"device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+                           "torch_threads": torch.get_num_threads(), "quick": quick, "workloads": {}}
+    matmul = matmul_flops(dev)
+    out["matmul_flops_per_s"] = matmul
+    log(f"device {out['device']}, {out['torch_threads']} torch threads; float32 matmul "
+        f"{matmul / 1e9:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory(prefix="bench-perf-") as folder:
+        for i, work in enumerate(only or workloads(quick)):
+            data = workload_data(work)
+            log(f"\n{work.model} on {data.name} ({data.source}): {work.train_examples} images per epoch, batch 64")
+            rss_before = _rss_mb()
+            rows = trainer_epoch(data, work.model, "l1l2", dev, epochs=2)
+            if i == 0:  # the first workload: a LeNet trial, peak and growth of resident memory
+                out["peak_rss_mb"] = _peak_rss_mb()
+                out["dataset_mb"] = (data.train_x.nbytes + data.test_x.nbytes) / 2 ** 20
+                out["rss_before_trial_mb"] = rss_before
+                out["rss_growth_epoch2_mb"] = rows[1]["rss_mb"] - rows[0]["rss_mb"]
+            trainer_s = rows[0]["steps_time_s"]  # the first epoch, as the reference loop's one epoch
+            trainer_ips = work.train_examples / trainer_s
+            loader = reference_loader(work, data, dev, Path(folder))
+            ref_s, ref_n = reference_epoch(loader, work.model, work.input_shape, dev)
+            ref_ips = ref_n / ref_s
+            steps = max(10, work.train_examples // 64 // (2 if dev.type == "cpu" else 1))
+            comp_s, comp_n, flops_per_image = compute_limit(work.model, work.input_shape, dev, steps)
+            comp_ips = comp_n / comp_s
+            epoch = rows[0]
+            w = {"trainer_images_per_s": trainer_ips, "reference_images_per_s": ref_ips,
+                 "compute_limit_images_per_s": comp_ips, "reference_ratio": trainer_ips / ref_ips,
+                 "compute_limit_ratio": trainer_ips / comp_ips, "train_flops_per_image": flops_per_image,
+                 "flops_utilization": trainer_ips * flops_per_image / matmul,
+                 "compute_limit_flops_utilization": comp_ips * flops_per_image / matmul,
+                 "epoch_s": epoch["epoch_time_s"],
+                 "zeroing_metrics_fraction": epoch["zeroing_metrics_time_s"] / epoch["epoch_time_s"]}
+            log(f"  trainer      {trainer_ips:9.0f} img/s   (bench's trainer, l1l2 with its zeroing)")
+            log(f"  reference    {ref_ips:9.0f} img/s   (torchvision dataset + DataLoader)   "
+                f"trainer / reference = {w['reference_ratio']:.2f}")
+            log(f"  compute      {comp_ips:9.0f} img/s   (one pre-made batch, repeated)        "
+                f"trainer / compute   = {w['compute_limit_ratio']:.2f}")
+            log(f"  FLOPs        {flops_per_image / 1e6:.2f} MFLOP per training image: trainer at "
+                f"{w['flops_utilization']:.1%} of the matmul FLOP/s (compute loop {w['compute_limit_flops_utilization']:.1%})")
+            log(f"  zeroing + metrics {epoch['zeroing_metrics_time_s'] * 1e3:.1f} ms per epoch = "
+                f"{w['zeroing_metrics_fraction']:.2%} of the epoch ({epoch['epoch_time_s']:.2f} s)")
+            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log)
+            out["workloads"][work.model] = w
+    lenet = next(iter(out["workloads"].values()))
+    out.update({k: lenet[k] for k in ("reference_ratio", "compute_limit_ratio", "flops_utilization",
+                                      "zeroing_metrics_fraction")})
+    out["penalty_overhead"] = {m: max(w["penalty_overhead"][m] for w in out["workloads"].values())
+                               for m in lenet["penalty_overhead"]}  # the worse of the two models
+    log(f"\npeak RSS {out['peak_rss_mb']:.0f} MB after a LeNet trial ({out['rss_before_trial_mb']:.0f} MB before "
+        f"it; dataset {out['dataset_mb']:.0f} MB); resident memory grew {out['rss_growth_epoch2_mb']:+.1f} MB from "
+        "epoch 1 to epoch 2 (the dataset is held once)")
+    return out
+
+
+def penalty_overheads(work: Workload, data: Dataset, device: torch.device,
+                      log: Callable[[str], None]) -> tuple[dict[str, float], dict[str, float]]:
+    """Time per training step of every registered method against ``none`` (the faster of two epochs each),
+    and each method's end-of-epoch hook time (NISP's scoring), reported apart."""
+    part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
+                   data.test_x[:500], data.test_y[:500], data.num_classes, data.mean, data.std, data.source)
+    steps: dict[str, float] = {}
+    hooks: dict[str, float] = {}
+    for method in ["none"] + [m for m in list_methods() if m != "none"]:
+        rows = trainer_epoch(part, work.model, method, device, epochs=2)
+        steps[method] = min(r["steps_time_s"] for r in rows)
+        hooks[method] = max(r["method_hook_time_s"] for r in rows)
+    ratios = {m: steps[m] / steps["none"] for m in steps}
+    log("  penalty overhead (time per step / none): " + ", ".join(f"{m} {r:.3f}" for m, r in ratios.items()))
+    slow = {m: h for m, h in hooks.items() if h > 0.01}
+    if slow:
+        log("  one-off end-of-epoch hooks: " + ", ".join(f"{m} {h:.2f} s" for m, h in slow.items()))
+    return ratios, hooks
+
+
+__all__ = ["REFERENCE_LOOP", "run_perf", "compute_limit", "matmul_flops", "reference_epoch", "trainer_epoch"]

@@ -1,0 +1,46 @@
+"""`bench perf` on a tiny workload: every number it promises is there and sane (speed targets are met in its
+own output on a real run, never asserted here)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import perf
+from methods import list_methods
+
+
+def test_perf_reports_every_ratio_for_every_method():
+    tiny = [perf.Workload("lenet5", "synthetic", (1, 28, 28), 256, 128)]
+    lines: list[str] = []
+    out = perf.run_perf(device="cpu", log=lines.append, only=tiny)
+    for key in ("reference_ratio", "compute_limit_ratio", "zeroing_metrics_fraction", "flops_utilization",
+                "peak_rss_mb", "device"):
+        assert key in out, key
+    assert out["device"] == "cpu" and out["peak_rss_mb"] > out["dataset_mb"] > 0
+    assert sorted(out["penalty_overhead"]) == list_methods() and out["penalty_overhead"]["none"] == 1.0
+    assert all(0 < r < 100 for r in out["penalty_overhead"].values())
+    w = out["workloads"]["lenet5"]
+    assert w["reference_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["reference_images_per_s"])
+    assert w["compute_limit_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["compute_limit_images_per_s"])
+    assert 0 <= w["zeroing_metrics_fraction"] < 1
+    # training FLOPs per image: forward (conv and linear layers, FlopCounterMode's 2 per multiply-add) and a
+    # backward pass that costs twice the forward, except for conv1's input gradient, which is not computed
+    forward = 2 * (20 * 25 * 24 * 24 + 50 * 20 * 25 * 8 * 8 + 500 * 800 + 10 * 500)
+    conv1_input_grad = 2 * 20 * 25 * 24 * 24
+    assert w["train_flops_per_image"] == 3 * forward - conv1_input_grad
+    assert any("trainer / reference" in line for line in lines)
+
+
+def test_perf_json_on_a_missing_device_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "perf", "--json", "--device", "cuda"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert out.returncode == 2 and "CUDA is not available" in out.stderr
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out.stdout or "x")
