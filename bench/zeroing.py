@@ -241,10 +241,12 @@ def threshold_layer(weight: torch.Tensor, mask: torch.Tensor, eps: float) -> Non
     Without a host sync: if every alive filter would be emptied, the strongest one keeps its weights
     (the last filter of a layer is never removed).
     """
-    small = weight.abs() < eps
-    emptied = small.flatten(1).all(1) & (mask > 0)
-    survivors = ((mask > 0) & ~emptied).any()
-    norms = (weight.abs().flatten(1).sum(1) * mask)
+    magnitude = weight.abs()
+    small = magnitude < eps
+    alive = mask > 0
+    emptied = small.flatten(1).all(1) & alive
+    survivors = (alive & ~emptied).any()
+    norms = magnitude.flatten(1).sum(1) * mask
     keep = torch.zeros_like(emptied)
     keep.scatter_(0, norms.argmax().view(1), (~survivors).view(1))
     small &= ~keep.view(-1, *([1] * (weight.dim() - 1)))
