@@ -18,6 +18,7 @@ FLOPs are counted by ``FlopCounterMode`` over one forward and backward pass.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import resource
 import shutil
@@ -113,17 +114,20 @@ def reference_epoch(loader, model_name: str, input_shape, device: torch.device) 
     return time.perf_counter() - start, seen
 
 
-def compute_limit(model_name: str, input_shape, device: torch.device, steps: int,
+def compute_limit(data: Dataset, model_name: str, device: torch.device, steps: int,
                   batch_size: int = 64) -> tuple[float, int, float]:
-    """Forward, backward and step on one pre-made batch, ``steps`` times: (seconds, images, training FLOPs
-    per image counted by FlopCounterMode)."""
+    """Forward, backward and step on one pre-made batch (the first ``batch_size`` training examples,
+    normalised), ``steps`` times: (seconds, images, training FLOPs per image counted by FlopCounterMode)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    model = build_model(model_name, input_shape, 10).to(device)
+    input_shape = data.input_shape
+    model = build_model(model_name, input_shape, data.num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn((batch_size, *input_shape), device=device)
-    y = torch.randint(0, 10, (batch_size,), device=device)
+    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.std).view(1, -1, 1, 1)
+    x = ((torch.from_numpy(np.array(data.train_x[:batch_size])).float() / 255 - mean) / std).to(device)
+    y = torch.from_numpy(np.array(data.train_y[:batch_size])).long().to(device)
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
@@ -145,18 +149,21 @@ def compute_limit(model_name: str, input_shape, device: torch.device, steps: int
     return time.perf_counter() - start, steps * batch_size, flops_per_image
 
 
-def matmul_flops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large float32 matrix multiply (the machine's practical single-precision limit)."""
+def matmul_flops(device: torch.device, n: int = 4096, repeats: int = 3, blocks: int = 3) -> float:
+    """FLOP/s of a large float32 matrix multiply, the best of ``blocks`` timings (the machine's practical
+    single-precision limit)."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
+    a @ b
     _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start))
+    return best
 
 
 # -- data for the reference loop ---------------------------------------------------------------------------
@@ -246,7 +253,7 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
             ref_s, ref_n = reference_epoch(loader, work.model, work.input_shape, dev)
             ref_ips = ref_n / ref_s
             steps = max(10, work.train_examples // 64 // (2 if dev.type == "cpu" else 1))
-            comp_s, comp_n, flops_per_image = compute_limit(work.model, work.input_shape, dev, steps)
+            comp_s, comp_n, flops_per_image = compute_limit(data, work.model, dev, steps)
             comp_ips = comp_n / comp_s
             epoch = rows[0]
             w = {"trainer_images_per_s": trainer_ips, "reference_images_per_s": ref_ips,
@@ -280,16 +287,18 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
 
 def penalty_overheads(work: Workload, data: Dataset, device: torch.device,
                       log: Callable[[str], None]) -> tuple[dict[str, float], dict[str, float]]:
-    """Time per training step of every registered method against ``none`` (the faster of two epochs each),
+    """Time per training step of every registered method against ``none`` (the fastest of four epochs each),
     and each method's end-of-epoch hook time (NISP's scoring), reported apart."""
     part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
                    data.test_x[:500], data.test_y[:500], data.num_classes, data.mean, data.std, data.source)
     steps: dict[str, float] = {}
     hooks: dict[str, float] = {}
-    for method in ["none"] + [m for m in list_methods() if m != "none"]:
+    order = ["none"] + [m for m in list_methods() if m != "none"]
+    trainer_epoch(part, work.model, "none", device, epochs=1)  # warm-up: allocator, kernels, caches
+    for method in order + order[::-1]:  # two rounds in opposite orders: drift in machine speed cancels
         rows = trainer_epoch(part, work.model, method, device, epochs=2)
-        steps[method] = min(r["steps_time_s"] for r in rows)
-        hooks[method] = max(r["method_hook_time_s"] for r in rows)
+        steps[method] = min([steps.get(method, math.inf)] + [r["steps_time_s"] for r in rows])
+        hooks[method] = max([hooks.get(method, 0.0)] + [r["method_hook_time_s"] for r in rows])
     ratios = {m: steps[m] / steps["none"] for m in steps}
     log("  penalty overhead (time per step / none): " + ", ".join(f"{m} {r:.3f}" for m, r in ratios.items()))
     slow = {m: h for m, h in hooks.items() if h > 0.01}
