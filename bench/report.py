@@ -76,6 +76,16 @@ class Results:
         return self.trials[self.trials["status"] == "FINISHED"]
 
     @property
+    def finished_epochs(self) -> pd.DataFrame:
+        """The epoch rows of the finished trials."""
+        return self.epochs[self.epochs["run_id"].isin(self.finished["run_id"])]
+
+    @property
+    def finished_methods(self) -> list[str]:
+        """Methods with at least one finished trial, in report order."""
+        return [m for m in self.methods if (self.finished["method"] == m).any()]
+
+    @property
     def methods(self) -> list[str]:
         """Methods in report order: the baseline ``none`` first, then as the sweeps listed them."""
         order: list[str] = []
@@ -269,7 +279,7 @@ def best_within(results: Results, baseline: float, points: float, any_epoch: boo
     """For each method, its highest total sparsity with test accuracy >= baseline - ``points`` accuracy
     points: over final epochs, or over every epoch of every trial (any epoch's model can be kept)."""
     if any_epoch:
-        rows = results.epochs[results.epochs["run_id"].isin(results.finished["run_id"])]
+        rows = results.finished_epochs
     else:
         rows = results.finished
     rows = rows.dropna(subset=[N.TEST_ACCURACY, N.TOTAL_SPARSITY])
@@ -484,12 +494,12 @@ def fig_tradeoff(results: Results, x: str, xlabel: str, maximize_x: bool):
 def fig_trajectories(results: Results):
     """Each trial's path over epochs in the (sparsity, accuracy) plane, one panel per method."""
     plt, sns = _plt()
-    methods = [m for m in results.methods if (results.finished["method"] == m).any()]
+    methods = results.finished_methods
     colours = palette(results.methods)
     cols = min(3, max(1, len(methods)))
     rows = math.ceil(len(methods) / cols) or 1
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False, sharex=True, sharey=True)
-    data = results.epochs[results.epochs["run_id"].isin(results.finished["run_id"])]
+    data = results.finished_epochs
     for ax, method in zip(axes.flat, methods):
         part = data[data["method"] == method].sort_values("epoch")
         for _, trial in part.groupby("run_id"):
@@ -513,11 +523,11 @@ def fig_trajectories(results: Results):
 def fig_losses(results: Results):
     """Task loss and penalty over epochs, one column per method (Berthelier et al. Fig. 4)."""
     plt, sns = _plt()
-    methods = [m for m in results.methods if (results.finished["method"] == m).any()]
+    methods = results.finished_methods
     colours = palette(results.methods)
     fig, axes = plt.subplots(2, max(1, len(methods)), figsize=(3.4 * max(1, len(methods)), 5.6), squeeze=False,
                              sharex=True)
-    data = results.epochs[results.epochs["run_id"].isin(results.finished["run_id"])]
+    data = results.finished_epochs
     for j, method in enumerate(methods):
         part = data[data["method"] == method]
         for (setting, seed), trial in part.sort_values("epoch").groupby(["setting", "seed"]):
