@@ -560,8 +560,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(f"reading experiment {experiment!r} from {uri}", flush=True)
     results = load_results(uri, experiment, args.sweep)
-    registry = {name: MethodInfo(name, get_method(name).description, get_method(name).paper,
-                                 get_method(name).formula) for name in list_methods()}
+    registry = {name: MethodInfo(name, cls.description, cls.paper, cls.formula)
+                for name, cls in ((name, get_method(name)) for name in list_methods())}
     out = Path(args.out or Path("reports") / _safe_folder(experiment))
     index = build_report(results, out, registry, attach=args.attach)
     counts = results.trials["status"].value_counts().to_dict()

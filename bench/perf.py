@@ -86,7 +86,7 @@ def trainer_epoch(data: Dataset, model: str, method: str, device: torch.device, 
     """The harness's trainer on ``data`` (one trial, ``method`` with its default options): each epoch's metrics."""
     cls = get_method(method)
     options = {cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}
-    settings = TrainSettings(model=model, dataset=data.name if data.name != "synthetic" else "synthetic",
+    settings = TrainSettings(model=model, dataset=data.name,
                              epochs=epochs, batch_size=batch_size, limit_test=1000, device=str(device))
     trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
     trial.build_method().check_budget(epochs)

@@ -259,14 +259,15 @@ def pareto_front(points: pd.DataFrame, x: str, y: str, maximize_x: bool = True) 
 
 
 def settings(final: pd.DataFrame) -> pd.DataFrame:
-    """Final-epoch points averaged over seeds: one row per method and swept value, with the spread."""
+    """Final-epoch points averaged over seeds: one row per method and swept value, each metric's mean under
+    its own name and its spread under ``<name>_sd`` (0 with one seed)."""
     if final.empty:
         return final
+    metrics = [N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.FLOPS]
     group = final.groupby(["method", "setting", "value"], dropna=False)
-    out = group.agg(accuracy=(N.TEST_ACCURACY, "mean"), accuracy_sd=(N.TEST_ACCURACY, "std"),
-                    sparsity=(N.TOTAL_SPARSITY, "mean"), sparsity_sd=(N.TOTAL_SPARSITY, "std"),
-                    flops=(N.FLOPS, "mean"), flops_sd=(N.FLOPS, "std"), seeds=("seed", "count")).reset_index()
-    return out.fillna({"accuracy_sd": 0.0, "sparsity_sd": 0.0, "flops_sd": 0.0})
+    out = group.agg(**{m: (m, "mean") for m in metrics}, **{f"{m}_sd": (m, "std") for m in metrics},
+                    seeds=("seed", "count")).reset_index()
+    return out.fillna({f"{m}_sd": 0.0 for m in metrics})
 
 
 def baseline_accuracy(results: Results) -> float | None:
@@ -469,13 +470,11 @@ def fig_tradeoff(results: Results, x: str, xlabel: str, maximize_x: bool):
         colour = colours[method]
         ax.scatter(rows[x] * scale, rows[N.TEST_ACCURACY] * 100, color=colour, alpha=0.35, s=18, linewidths=0)
         means = points[points["method"] == method]
-        ax.errorbar(means[{"total_sparsity": "sparsity", "flops": "flops"}[x]] * scale, means["accuracy"] * 100,
-                    xerr=means[{"total_sparsity": "sparsity_sd", "flops": "flops_sd"}[x]] * scale,
-                    yerr=means["accuracy_sd"] * 100, fmt="o", color=colour, capsize=3, label=method, ms=6)
-        front = pareto_front(means.rename(columns={"sparsity": N.TOTAL_SPARSITY, "flops": N.FLOPS}), x, "accuracy",
-                             maximize_x)
+        ax.errorbar(means[x] * scale, means[N.TEST_ACCURACY] * 100, xerr=means[f"{x}_sd"] * scale,
+                    yerr=means[f"{N.TEST_ACCURACY}_sd"] * 100, fmt="o", color=colour, capsize=3, label=method, ms=6)
+        front = pareto_front(means, x, N.TEST_ACCURACY, maximize_x)
         if len(front) > 1:
-            ax.plot(front[x] * scale, front["accuracy"] * 100, "-", color=colour, alpha=0.8, lw=1.5)
+            ax.plot(front[x] * scale, front[N.TEST_ACCURACY] * 100, "-", color=colour, alpha=0.8, lw=1.5)
     baseline = baseline_accuracy(results)
     if baseline is not None:
         ax.axhline(baseline * 100, color="grey", ls="--", lw=1)
