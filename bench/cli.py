@@ -293,6 +293,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _load_data(sweep):
+    from methods import MethodError
+
     from .config import ConfigError
     from .data import load_dataset
     from .models import build_model, describe, get_model_spec
@@ -302,9 +304,15 @@ def _load_data(sweep):
     data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test,
                         input_shape=get_model_spec(t.model).default_input, download=t.download)
     try:
-        describe(build_model(t.model, data.input_shape, data.num_classes), data.input_shape)
+        model = build_model(t.model, data.input_shape, data.num_classes)
+        describe(model, data.input_shape)
     except ValueError as err:
         raise ConfigError(f"model {t.model!r} cannot take {t.dataset!r} inputs: {err}") from None
+    for trial in {trial.method: trial for trial in sweep.trials()}.values():
+        try:
+            trial.build_method().check_model(model)
+        except MethodError as err:
+            raise ConfigError(f"method {trial.method!r} cannot run on model {t.model!r}: {err}") from None
     print(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
     return data
 

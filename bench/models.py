@@ -43,15 +43,18 @@ class LeNet5(nn.Sequential):
     default_widths = (20, 50)
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
-                 widths: Sequence[int] = default_widths, hidden: int = 500) -> None:
+                 widths: Sequence[int] = default_widths, hidden: int = 500, batchnorm: bool = False) -> None:
         c1, c2 = widths
         side = ((input_size - 4) // 2 - 4) // 2
         if side < 1:
             raise ModelError(f"lenet5 needs inputs of at least 16x16, got {input_size}x{input_size}")
+        bn = (lambda k, c: [(f"bn{k}", nn.BatchNorm2d(c))]) if batchnorm else (lambda k, c: [])
         super().__init__(OrderedDict([
             ("conv1", nn.Conv2d(in_channels, c1, 5)),
+            *bn(1, c1),
             ("pool1", nn.MaxPool2d(2, 2)),
             ("conv2", nn.Conv2d(c1, c2, 5)),
+            *bn(2, c2),
             ("pool2", nn.MaxPool2d(2, 2)),
             ("flatten", nn.Flatten()),
             ("fc1", nn.Linear(c2 * side * side, hidden)),
@@ -59,6 +62,14 @@ class LeNet5(nn.Sequential):
             ("fc2", nn.Linear(hidden, num_classes)),
         ]))
         self.widths = (c1, c2)
+
+
+class LeNet5BN(LeNet5):
+    """Caffe LeNet with a BatchNorm after each conv (for methods that act on BN scale factors, e.g. slimming)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28,
+                 widths: Sequence[int] = LeNet5.default_widths, hidden: int = 500) -> None:
+        super().__init__(in_channels, num_classes, input_size, widths, hidden, batchnorm=True)
 
 
 class VGG11(nn.Sequential):
@@ -98,6 +109,8 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec("lenet5", "Caffe LeNet: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, ReLU, fc 10",
                         LeNet5, (1, 28, 28)),
+    "lenet5-bn": ModelSpec("lenet5-bn", "lenet5 with a BatchNorm after each conv (for slimming)", LeNet5BN,
+                           (1, 28, 28)),
     "vgg11": ModelSpec("vgg11", "VGG11 with BatchNorm for 32x32 inputs (8 convs 64-...-512)", VGG11, (3, 32, 32)),
 }
 

@@ -1,6 +1,6 @@
 """THE training loop: one loop for every method, which it knows only through the method interface.
 
-Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward, gradient masks,
+Per epoch, first: the method's ``on_epoch_start`` hook. Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward, gradient masks,
 optimizer step, the zeroing rule's per-step part, filter masks re-applied (removed filters stay exactly
 zero, momentum included) and the method's ``after_step`` hook.
 
@@ -115,7 +115,13 @@ class TrialState:
         return self.masks.remove(layer, filters)
 
     def alive(self, layer: str) -> torch.Tensor:
+        """Boolean vector over the filters of ``layer``: which are alive."""
         return self.masks.alive(layer)
+
+    def filter_parameters(self, layer: str) -> list[torch.Tensor]:
+        """The parameters a removal of one of ``layer``'s filters zeroes, each indexed by filter along its
+        first dimension: conv weight, bias, and the following BatchNorm's weight and bias."""
+        return self.masks.parameters(layer)
 
     def evaluate(self) -> float:
         """Test accuracy of the model as it is now."""
@@ -140,6 +146,7 @@ def train(config: TrialConfig, data: Dataset,
     method = config.build_method()
     rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
     model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
+    method.check_model(model)
     structure = describe(model, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     masks = FilterMasks(structure, optimizer)
@@ -155,6 +162,7 @@ def train(config: TrialConfig, data: Dataset,
         state.epoch = epoch
         state.extra_metrics = {}
         start = time.perf_counter()
+        method.on_epoch_start(model, state)
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)

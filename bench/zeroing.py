@@ -63,6 +63,10 @@ class FilterMasks:
     def mask(self, layer: str) -> torch.Tensor:
         return self._masks[layer]
 
+    def parameters(self, layer: str) -> list[nn.Parameter]:
+        """Conv weight, bias, and following BN weight and bias of ``layer``: what a removal zeroes."""
+        return list(self._params[layer])
+
     def weight(self, layer: str) -> torch.Tensor:
         return self.structure.by_name[layer].module.weight
 

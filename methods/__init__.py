@@ -7,7 +7,7 @@ import line, and the contract tests (which loop over ``list_methods()``) enrol i
 """
 from __future__ import annotations
 
-from .base import HparamsBase, Method, MethodError, eligible_convs, option
+from .base import HparamsBase, Method, MethodError, PruneThenFinetune, eligible_convs, following_batchnorms, option
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -80,12 +80,17 @@ from . import l2  # noqa: E402,F401
 from . import l1l2  # noqa: E402,F401
 from . import ssl  # noqa: E402,F401
 from . import nisp  # noqa: E402,F401
+from . import l0sgl  # noqa: E402,F401
+from . import hgsr  # noqa: E402,F401
+from . import slimming  # noqa: E402,F401
 
 __all__ = [
     "HparamsBase",
     "Method",
     "MethodError",
+    "PruneThenFinetune",
     "eligible_convs",
+    "following_batchnorms",
     "get_method",
     "list_methods",
     "load_plugins",

@@ -14,10 +14,16 @@ What a method provides
 - ``default_zeroing``: the zeroing rule spec from METHODS.md (``"cumulative:0.01"``, ``"threshold:1e-4"``,
   ``"none"``), overridable from the command line;
 - ``sweep_axis`` (``"lam"``, ``"ratio"`` or ``None``) and ``default_grid``;
-- optional hooks ``after_step(model, state)`` and ``on_epoch_end(model, state)``. ``state`` is the small
-  object the trainer passes (epoch, epochs, input_shape, a way to draw training batches,
-  ``remove(layer, filter_indices)``, ``evaluate()``, ``log(**metrics)``): methods never import ``bench``;
-- ``check_budget(epochs)``: raises if the method cannot run in that many epochs (checked before training).
+- optional hooks ``on_epoch_start(model, state)``, ``after_step(model, state)`` and
+  ``on_epoch_end(model, state)``. ``state`` is the small object the trainer passes (epoch, epochs,
+  input_shape, layers, a way to draw training batches, ``remove(layer, filter_indices)``, ``alive(layer)``,
+  ``filter_parameters(layer)``, ``evaluate()``, ``log(**metrics)``): methods never import ``bench``;
+- ``check_budget(epochs)``: raises if the method cannot run in that many epochs (checked before training);
+- ``check_model(model)``: raises if the method cannot work on that model (for example ``slimming`` needs a
+  BatchNorm after every eligible conv); checked when the sweep's model is first built, before any trial.
+
+Methods that train, then prune once, then fine-tune (``nisp``, ``hgsr``, ``slimming``) derive from
+:class:`PruneThenFinetune`, which owns the split of the epochs and switches the penalty off for fine-tuning.
 """
 from __future__ import annotations
 
@@ -150,6 +156,12 @@ class Method:
     def check_budget(self, epochs: int) -> None:
         """Raise :class:`MethodError` if the method cannot run in ``epochs`` epochs (checked before training)."""
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`MethodError` if the method cannot work on ``model`` (checked before any training)."""
+
+    def on_epoch_start(self, model: nn.Module, state: Any) -> None:
+        """Called at the start of every epoch, before its first step."""
+
     def after_step(self, model: nn.Module, state: Any) -> None:
         """Called after every optimizer step (and after the masks are re-applied)."""
 
@@ -179,6 +191,56 @@ class PostHocMethod(Method):
         return torch.zeros((), device=param.device if param is not None else None)
 
 
+class PruneThenFinetune(Method):
+    """Base of methods that train (with their penalty, if any), prune once at the end of epoch
+    ``epochs - finetune_epochs``, then fine-tune the pruned network without the penalty.
+
+    Subclasses give their ``Hparams`` a ``finetune_epochs`` field (0 = ``default_finetune(epochs)``) and
+    implement :meth:`prune`, which removes filters through ``state.remove``. The accuracies right before and
+    after pruning are recorded with that epoch as ``accuracy_before_pruning`` and ``accuracy_after_pruning``.
+    """
+
+    def __init__(self, hparams: HparamsBase | None = None, **options: Any) -> None:
+        super().__init__(hparams, **options)
+        self.pruned = False
+
+    @staticmethod
+    def default_finetune(epochs: int) -> int:
+        return max(1, epochs // 2)
+
+    def finetune_epochs(self, epochs: int) -> int:
+        return getattr(self.hparams, "finetune_epochs", 0) or self.default_finetune(epochs)
+
+    def prune_epoch(self, epochs: int) -> int:
+        """The epoch at whose end the network is pruned."""
+        return epochs - self.finetune_epochs(epochs)
+
+    def check_budget(self, epochs: int) -> None:
+        if self.prune_epoch(epochs) < 1:
+            raise MethodError(f"{self.name} needs at least one pre-training epoch before pruning: finetune_epochs="
+                              f"{self.finetune_epochs(epochs)} with {epochs} epochs in all")
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        if self.pruned:  # fine-tuning is plain training
+            return next(model.parameters()).new_zeros(())
+        return self.training_penalty(model)
+
+    def training_penalty(self, model: nn.Module) -> torch.Tensor:
+        """The penalty of the training phase (before pruning)."""
+        return next(model.parameters()).new_zeros(())
+
+    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
+        if self.pruned or state.epoch != self.prune_epoch(state.epochs):
+            return
+        before = state.evaluate()
+        self.prune(model, state)
+        self.pruned = True
+        state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())
+
+    def prune(self, model: nn.Module, state: Any) -> None:
+        raise NotImplementedError
+
+
 def eligible_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """The conv layers a method regularizes and a zeroing rule may prune, in model order.
 
@@ -187,3 +249,21 @@ def eligible_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """
     exclude = set(getattr(model, "sparsity_exclude", ()))
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in exclude]
+
+
+def following_batchnorms(model: nn.Module, require: bool = False) -> dict[str, nn.BatchNorm2d]:
+    """The BatchNorm that follows each eligible conv, by conv name: the next module in the model's
+    definition order when it is a ``BatchNorm2d`` with as many channels (``conv, bn`` pairs, as in VGG,
+    ResNet blocks and ``lenet5-bn``). With ``require``, a conv without one is a :class:`MethodError`."""
+    modules = list(model.named_modules())
+    convs = dict(eligible_convs(model))
+    out: dict[str, nn.BatchNorm2d] = {}
+    for (name, module), (_, nxt) in zip(modules, modules[1:]):
+        if name in convs and isinstance(nxt, nn.BatchNorm2d) and nxt.num_features == module.out_channels:
+            out[name] = nxt
+    missing = [name for name in convs if name not in out]
+    if require and (missing or not convs):
+        raise MethodError(f"{type(model).__name__} has no BatchNorm after conv(s) "
+                          f"{', '.join(missing) or '(none eligible)'}: this method regularizes BN scale factors; "
+                          "use a model with BatchNorm (vgg11, lenet5-bn, resnet20, resnet56)")
+    return out

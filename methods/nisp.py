@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodError, PostHocMethod, eligible_convs, option
+from .base import HparamsBase, MethodError, PruneThenFinetune, eligible_convs, option
 
 
 @register_method
-class NISP(PostHocMethod):
+class NISP(PruneThenFinetune):
     name = "nisp"
     description = "NISP-style baseline: Inf-FS on the final response layer, |W| propagation, prune p, fine-tune"
     paper = "Yu et al. 2018, NISP: Pruning Networks using Neuron Importance Score Propagation (CVPR)"
@@ -51,26 +51,23 @@ class NISP(PostHocMethod):
         finetune_epochs: int = option(0, "epochs of fine-tuning after pruning; 0 = half of the epochs "
                                       "(rounded down, at least 1)", min=0)
 
+    @property
+    def has_penalty(self) -> bool:
+        return False
 
-    def finetune_epochs(self, epochs: int) -> int:
-        return self.hparams.finetune_epochs or max(1, epochs // 2)
+    def check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Sequential):
+            raise MethodError(f"nisp propagates importance through nn.Sequential models only; "
+                              f"{type(model).__name__} is not one")
+        classifier(model)
 
-    def check_budget(self, epochs: int) -> None:
-        if self.finetune_epochs(epochs) >= epochs:
-            raise MethodError(f"nisp needs at least one pre-training epoch: finetune_epochs="
-                              f"{self.finetune_epochs(epochs)} with {epochs} epochs in all")
-
-    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
-        if state.epoch != state.epochs - self.finetune_epochs(state.epochs):
-            return
-        before = state.evaluate()
+    def prune(self, model: nn.Module, state: Any) -> None:
         frl = final_responses(model, state, self.hparams.samples)
         scores = filter_importance(model, state.input_shape, inf_fs(frl, self.hparams.alpha))
         for layer, s in scores.items():
             k = math.floor(self.hparams.ratio * s.numel())
             if k:
                 state.remove(layer, torch.argsort(s, stable=True)[:k])
-        state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())
 
 
 def classifier(model: nn.Module) -> nn.Linear:

@@ -1,0 +1,117 @@
+"""``l0sgl``: l0 sparse group lasso by variable splitting and hard thresholding.
+
+Bui, Park, Hoang, Chen, Shen, Zhang, "l0 Regularized Structured Sparsity Convolutional Neural Networks",
+arXiv 1912.07868 (2019). The groups are the conv filters, each weighted by the square root of its size
+``|g| = C_l * kh * kw``. With an auxiliary copy U of the conv weights the objective is
+
+    L(W) + lam * sum_g sqrt(|g|) * ||W_g||_2 + (beta / 2) * ||W - U||^2     (+ lam0 * ||U||_0)
+
+minimised alternately: an SGD step on W, then the exact minimiser over U, the hard threshold
+``U = W * (|W| > sqrt(2 * lam0 / beta))`` (:func:`hard_threshold`), after every step. beta grows by
+``beta_growth`` every ``beta_every`` epochs, pulling W towards its sparse copy.
+
+The network that is evaluated (and measured, and compacted) is U: at the end of every epoch the convs'
+weights are swapped for U, filters whose U is entirely zero are removed through the masks (bias and BN
+channel too, frozen from then on), and W comes back at the start of the next epoch (with removed filters
+zero). ``lam`` (the group lasso) and ``beta`` both act inside ``penalty``, so ``penalty_weight`` is 1 and
+the logged ``penalty`` is ``lam * group lasso + beta / 2 * ||W - U||^2`` (the second term is 0 at the
+end of an epoch, where W is U).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import register_method
+from .base import HparamsBase, Method, eligible_convs, option
+
+
+@register_method
+class L0SGL(Method):
+    name = "l0sgl"
+    description = "l0 sparse group lasso: filter group lasso + l0 by variable splitting, hard-thresholded copy U"
+    paper = "Bui et al. 2019, l0 Regularized Structured Sparsity Convolutional Neural Networks (arXiv 1912.07868)"
+    formula = "lam * sum_g sqrt(|g|) ||W_g||_2 + beta/2 ||W - U||^2, U = W * (|W| > sqrt(2 lam0 / beta))"
+    default_zeroing = "none"   # filters whose hard-thresholded copy is all zero are removed by the method
+    sweep_axis = "lam"
+    default_grid = (1e-4, 3e-4, 1e-3)
+
+    @dataclass(frozen=True)
+    class Hparams(HparamsBase):
+        lam: float = option(3e-4, "group lasso strength: lam * sum over filters of sqrt(|g|) * ||W_g||_2", min=0.0)
+        lam0: float = option(1e-5, "l0 strength; the hard threshold is sqrt(2 * lam0 / beta)", min=0.0)
+        beta: float = option(1.0, "initial weight of the splitting term beta / 2 * ||W - U||^2", open_min=0.0)
+        beta_growth: float = option(1.25, "beta is multiplied by this every beta_every epochs", min=1.0)
+        beta_every: int = option(40, "epochs between two increases of beta", min=1)
+        eps: float = option(1e-8, "added under each group's square root (finite gradient at zero)", min=0.0)
+
+    def __init__(self, hparams: HparamsBase | None = None, **options: Any) -> None:
+        super().__init__(hparams, **options)
+        self.beta = self.hparams.beta
+        self._u: dict[str, torch.Tensor] = {}      # the hard-thresholded copies, by conv name
+        self._w: dict[str, torch.Tensor] = {}      # W kept aside while the convs hold U (end of epoch)
+
+    @property
+    def penalty_weight(self) -> float:
+        return 1.0
+
+    @property
+    def threshold(self) -> float:
+        return math.sqrt(2.0 * self.hparams.lam0 / self.beta)
+
+    def _copy(self, name: str, weight: torch.Tensor) -> torch.Tensor:
+        u = self._u.get(name)
+        if u is None or u.shape != weight.shape or u.device != weight.device:
+            u = self._u[name] = hard_threshold(weight.detach(), self.threshold)
+        return u
+
+    def penalty(self, model: nn.Module) -> torch.Tensor:
+        hp = self.hparams
+        total = None
+        for name, conv in eligible_convs(model):
+            w = conv.weight
+            term = hp.lam * weighted_group_lasso(w, hp.eps) + 0.5 * self.beta * (w - self._copy(name, w)).square().sum()
+            total = term if total is None else total + term
+        if total is None:
+            raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
+        return total
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, state: Any) -> None:
+        t = self.threshold
+        for name, conv in eligible_convs(model):
+            u = self._copy(name, conv.weight)
+            torch.mul(conv.weight, conv.weight.abs() > t, out=u)
+
+    @torch.no_grad()
+    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
+        for name, conv in eligible_convs(model):
+            u = self._copy(name, conv.weight)
+            self._w[name] = conv.weight.detach().clone()
+            conv.weight.copy_(u)
+            state.remove(name, u.flatten(1).abs().amax(1) == 0)
+
+    @torch.no_grad()
+    def on_epoch_start(self, model: nn.Module, state: Any) -> None:
+        if state.epoch > 1 and (state.epoch - 1) % self.hparams.beta_every == 0:
+            self.beta *= self.hparams.beta_growth
+        for name, conv in eligible_convs(model):
+            w = self._w.pop(name, None)
+            if w is not None:
+                alive = state.alive(name).to(w.dtype).view(-1, 1, 1, 1)
+                conv.weight.copy_(w * alive)
+
+
+def hard_threshold(weight: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``weight`` with every entry of magnitude <= ``threshold`` set to zero (the l0 proximal step)."""
+    return weight * (weight.abs() > threshold)
+
+
+def weighted_group_lasso(weight: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """sum over filters f of sqrt(|g|) * sqrt(||W[f]||^2 + eps), |g| = C * kh * kw, vectorised."""
+    size = weight[0].numel()
+    return math.sqrt(size) * torch.sqrt(weight.square().flatten(1).sum(1) + eps).sum()
