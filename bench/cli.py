@@ -94,6 +94,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """``bench run``'s options. Every default is None here so that a config file can sit between the
     built-in defaults (config.py) and the command line."""
     g = p.add_argument_group("what to compare")
+    g.add_argument("--preset", help="start from a preset: the paper's setups (mnist-lenet = Table I, "
+                   "cifar10-lenet = Table II, cifar10-vgg11 = Table III) or fashion-mnist-lenet (the offline "
+                   "default study); the options below and --config override it; see `bench list`")
     g.add_argument("--methods", type=_items, help="comma-separated methods (default: every registered method; "
                    "see `bench list`)")
     g.add_argument("--lambdas", type=_per_method_floats, action="append", metavar="[METHOD=]V1,V2,...",
@@ -240,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- bench run ---------------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import build_sweep, load_config_file
+    from .config import ConfigError, build_sweep, load_config_file
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     if args.command == "resume":
@@ -249,6 +252,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         sweep, record = _saved_sweep(uri, args)
     else:
         file_values = load_config_file(args.config) if args.config else {}
+        preset = args.preset or file_values.get("preset")
+        preset_values = {}
+        if preset:
+            from .presets import PresetError, preset_settings
+            try:
+                preset_values = preset_settings(preset, args.methods or file_values.get("methods"))
+            except PresetError as err:
+                raise ConfigError(str(err)) from None
+            for key in ("lambdas", "ratios"):   # values given by the user replace the preset's grids
+                if args.__dict__.get(key) or key in file_values:
+                    preset_values.pop(key, None)
         skip = ("command", "config", "dry_run", "option_list", "resume")
         cli = {k: v for k, v in vars(args).items() if k not in skip}
         options: dict[str, dict[str, str]] = {}
@@ -257,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cli["options"] = options or None
         for key in ("lambdas", "ratios"):
             cli[key] = dict(cli[key]) if cli[key] else None
-        sweep = build_sweep(file_values, cli)
+        sweep = build_sweep(preset_values, file_values, cli)
         uri = normalize_uri(sweep.tracking_uri or default_tracking_uri())
         check_tracking_uri(uri)
         record = None
@@ -508,6 +522,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("datasets")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<14} {spec.description}")
+    from .presets import PRESETS
+    print("presets (bench run --preset NAME; its experiment is NAME)")
+    for name, preset in PRESETS.items():
+        st = preset.settings
+        print(f"  {name:<20} {preset.description}")
+        grids = "; ".join(f"{m} {'lam' if m in st.get('lambdas', {}) else 'ratio'} "
+                          f"{','.join(f'{v:g}' for v in {**st.get('lambdas', {}), **st.get('ratios', {})}[m])}"
+                          for m in st["methods"] if m in {**st.get("lambdas", {}), **st.get("ratios", {})})
+        print(f"  {'':<20} {st['model']} on {st['dataset']}, {st['epochs']} epochs; methods "
+              f"{','.join(st['methods'])}" + (f"; {grids}" if grids else "")
+              + (f"; options {dict(st['options'])}" if st.get("options") else ""))
+        if preset.paper is not None:
+            print(f"  {'':<20} report quotes {preset.paper.title} ({preset.paper.source})")
     return 0
 
 

@@ -129,6 +129,7 @@ class SweepConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     experiment: str | None = None
     name: str | None = None          # the sweep's name (its MLflow parent run); default: sweep-<date-time>
+    preset: str | None = None        # the preset the settings came from (bench/presets.py), if any
     plugins: tuple[str, ...] = ()    # modules or .py files registering more methods
     tracking_uri: str | None = None
     storage_path: str = "ray_results"

@@ -98,6 +98,133 @@ class VGG11(nn.Sequential):
         self.widths = tuple(widths)
 
 
+class BasicBlock(nn.Module):
+    """A CIFAR ResNet block: conv-BN-ReLU-conv-BN plus the shortcut, then ReLU. The shortcut is He et al.'s
+    option A: identity, or when the shape changes, stride-2 subsampling and zero channels (no parameters)."""
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride = stride
+        self.pad = (cout - cin) // 2, cout - cin - (cout - cin) // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x
+        if self.stride != 1:
+            shortcut = shortcut[:, :, ::self.stride, ::self.stride]
+        if self.pad != (0, 0):
+            shortcut = nn.functional.pad(shortcut, (0, 0, 0, 0, *self.pad))
+        return torch.relu(out + shortcut)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for CIFAR (He et al. 2016, Sec. 4.2): a 3x3 conv of 16, three stages of n blocks with
+    16, 32 and 64 channels (stride 2 at the start of stages 2 and 3, option A shortcuts), global average
+    pooling, one linear classifier. ``resnet20``: n = 3; ``resnet56``: n = 9.
+
+    Which convs may lose filters: a block's first conv (``layerS.B.conv1``) only. Its filters feed nothing but
+    the block's second conv, so removing one deletes an input channel of that conv and nothing else, and the
+    function is unchanged. The stem conv and every block's second conv feed the residual sums, whose
+    channels are shared by every block of the stage (and the identity shortcuts): they are listed in
+    ``sparsity_exclude``, so no method regularizes them and no rule removes their filters.
+
+    ``widths``: every conv's output channels in definition order (what a compact model saves), or only the
+    block-internal widths (one per block); the residual-stream widths are fixed.
+    """
+
+    stage_widths = (16, 32, 64)
+
+    def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
+                 widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if (depth - 2) % 6 or depth < 8:
+            raise ModelError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {depth}")
+        if input_size < 8:
+            raise ModelError(f"resnet{depth} needs inputs of at least 8x8, got {input_size}x{input_size}")
+        n = (depth - 2) // 6
+        stream = [w for w in self.stage_widths for _ in range(n)]   # each block's output width
+        internal = list(stream) if widths is None else self._internal_widths(tuple(widths), stream)
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        prev, k = 16, 0
+        for stage, width in enumerate(self.stage_widths, start=1):
+            blocks = []
+            for b in range(n):
+                stride = 2 if stage > 1 and b == 0 else 1
+                blocks.append(BasicBlock(prev, internal[k], width, stride))
+                prev, k = width, k + 1
+            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(prev, num_classes)
+        self.depth = depth
+        self.sparsity_exclude = ("conv1",) + tuple(f"layer{s}.{b}.conv2" for s in (1, 2, 3) for b in range(n))
+        self.widths = tuple(m.out_channels for m in self.modules() if isinstance(m, nn.Conv2d))
+
+    @staticmethod
+    def _internal_widths(widths: tuple[int, ...], stream: list[int]) -> list[int]:
+        if len(widths) == len(stream):
+            return list(widths)
+        if len(widths) != 1 + 2 * len(stream) or widths[0] != 16 or list(widths[2::2]) != stream:
+            raise ModelError(f"resnet widths: give {len(stream)} block-internal widths or all "
+                             f"{1 + 2 * len(stream)} conv widths with the residual stream unchanged, got {widths}")
+        return list(widths[1::2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+    def structure(self, input_shape: Sequence[int]) -> "Structure":
+        """Each block's second conv takes its input channels from the block's first conv (eligible); every
+        other conv and the classifier read the residual stream, whose channels are never removed."""
+        hw = _conv_output_positions(self, input_shape)
+        layers = [LayerInfo("conv1", "conv", self.conv1, None, 1, hw["conv1"], self.bn1)]
+        for stage in (self.layer1, self.layer2, self.layer3):
+            for block in stage:
+                first, second = _name_in(self, block.conv1), _name_in(self, block.conv2)
+                layers.append(LayerInfo(first, "conv", block.conv1, None, 1, hw[first], block.bn1))
+                layers.append(LayerInfo(second, "conv", block.conv2, first, 1, hw[second], block.bn2))
+        layers.append(LayerInfo("fc", "linear", self.fc, None, 1, 1))
+        eligible = {n for n, _ in eligible_convs(self)}
+        by_name = {info.name: info for info in layers}
+        return Structure(tuple(layers), tuple(n for n in by_name if n in eligible), by_name)
+
+
+def _name_in(model: nn.Module, module: nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
+
+
+def _conv_output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """Output spatial positions (H*W) of every conv for one example, by a forward pass at batch 1."""
+    out: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, y, name=name: out.__setitem__(name, y.shape[2] * y.shape[3]))
+             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return out
+
+
+def resnet20(**kwargs) -> CifarResNet:
+    return CifarResNet(20, **kwargs)
+
+
+def resnet56(**kwargs) -> CifarResNet:
+    return CifarResNet(56, **kwargs)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -112,6 +239,10 @@ MODELS: dict[str, ModelSpec] = {
     "lenet5-bn": ModelSpec("lenet5-bn", "lenet5 with a BatchNorm after each conv (for slimming)", LeNet5BN,
                            (1, 28, 28)),
     "vgg11": ModelSpec("vgg11", "VGG11 with BatchNorm for 32x32 inputs (8 convs 64-...-512)", VGG11, (3, 32, 32)),
+    "resnet20": ModelSpec("resnet20", "CIFAR ResNet-20 (He et al.: 3x3 blocks of 16/32/64, option A shortcuts); "
+                          "only block-internal convs are pruned", resnet20, (3, 32, 32)),
+    "resnet56": ModelSpec("resnet56", "CIFAR ResNet-56 (9 blocks per stage); only block-internal convs are pruned",
+                          resnet56, (3, 32, 32)),
 }
 
 

@@ -10,7 +10,7 @@ from bench import metrics as M
 from bench.models import build_model, describe
 from bench.zeroing import FilterMasks
 
-SHAPES = {"lenet5": (1, 28, 28), "vgg11": (3, 32, 32)}
+SHAPES = {"lenet5": (1, 28, 28), "lenet5-bn": (1, 28, 28), "vgg11": (3, 32, 32), "resnet20": (3, 32, 32)}
 
 
 def trained_looking(name: str, seed: int = 0):
@@ -37,7 +37,7 @@ def trained_looking(name: str, seed: int = 0):
     return model.eval(), structure, masks
 
 
-@pytest.mark.parametrize("name", ["lenet5", "vgg11"])
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-bn", "vgg11", "resnet20"])
 def test_compact_outputs_equal_masked_outputs_and_counts_match(name):
     model, structure, masks = trained_looking(name)
     shape = SHAPES[name]
@@ -48,8 +48,9 @@ def test_compact_outputs_equal_masked_outputs_and_counts_match(name):
     with torch.no_grad():
         diff = (small(x) - model(x)).abs().max().item()
     assert diff < 1e-5
-    widths = C.conv_widths(small)
-    assert widths == tuple(alive[layer] for layer in structure.eligible) and small.widths == widths
+    modules = dict(small.named_modules())
+    assert {layer: modules[layer].out_channels for layer in structure.eligible} == alive
+    assert small.widths == C.conv_widths(small)
     assert C.count_params(small) == M.structural_params(structure, alive)
     # FlopCounterMode on the compact model measures exactly the structural count (it counts conv and linear
     # multiply-adds only; BN, pooling, ReLU and bias additions are left out by both)
@@ -81,7 +82,7 @@ def test_compact_keeps_exactly_the_alive_filters_in_order():
     assert small.fc1.in_features == 16 and small.conv2.in_channels == 18
 
 
-@pytest.mark.parametrize("name", ["lenet5", "vgg11"])
+@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet20"])
 def test_saved_compact_model_reloads_with_the_same_outputs(tmp_path, name):
     model, structure, _ = trained_looking(name, seed=1)
     shape = SHAPES[name]
@@ -92,6 +93,20 @@ def test_saved_compact_model_reloads_with_the_same_outputs(tmp_path, name):
     x = torch.randn(5, *shape)
     with torch.no_grad():
         assert torch.equal(again(x), small(x))
+
+
+def test_resnet_prunes_only_block_internal_convs_and_keeps_the_residual_stream():
+    model, structure, masks = trained_looking("resnet20", seed=3)
+    assert structure.eligible == tuple(f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3))
+    # the second conv of each block reads the first conv's filters; the stem and second convs are excluded
+    assert structure.by_name["layer2.1.conv2"].source == "layer2.1.conv1"
+    assert structure.by_name["layer2.1.conv1"].source is None and structure.by_name["fc"].source is None
+    small = C.compact(model, structure)
+    assert small.layer3[2].conv2.out_channels == 64 and small.conv1.out_channels == 16
+    assert small.layer1[0].conv2.in_channels == masks.alive("layer1.0.conv1").sum()
+    # the dense model has 269,722 parameters (He et al.: 0.27M); removals shrink only block-internal convs
+    assert C.count_params(build_model("resnet20", (3, 32, 32), 10)) == 269_722
+    assert C.count_params(build_model("resnet56", (3, 32, 32), 10)) == 853_018
 
 
 def test_exported_program_loads_with_plain_torch(tmp_path):
