@@ -283,6 +283,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
         f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
         f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
+    print(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
     t = sweep.train
     print(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
           f"weight decay {t.weight_decay}, device {t.device}")

@@ -36,11 +36,13 @@ import numpy as np
 import pandas as pd
 
 from . import names as N
+from .presets import PaperTable, paper_table
 from .tracking import (TrackingError, attach_folder, download_artifact, experiment_id_of, experiment_names,
                        metric_histories, read_json_artifact, sweep_runs, trial_runs)
 
 FIRST_FILTERS = "first_conv_filters.npy"  # written by each trial (compact.save_first_filters)
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
+TARGETS = (0.5, 0.8)     # total filter sparsities at which the report names the most accurate method
 ID_COLUMNS = ["sweep", "trial", "run_id", "status", "method", "axis", "value", "setting", "seed", "epoch"]
 
 
@@ -364,6 +366,76 @@ def best_table(results: Results) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), note
 
 
+def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[pd.DataFrame, list[str]]:
+    """Per method, its most accurate setting (final epoch, mean over seeds) with total filter sparsity of at
+    least each target; and one sentence per target naming the winner."""
+    points = settings(results.finished)
+    rows, verdicts = [], []
+    best: dict[float, tuple[float, str]] = {}
+    for method in results.finished_methods:
+        if method == "none":
+            continue
+        row = {"method": method}
+        mine = points[points["method"] == method]
+        for target in targets:
+            ok = mine[mine[N.TOTAL_SPARSITY] >= target - 1e-9]
+            title = f"at >= {target:.0%} sparsity"
+            if ok.empty:
+                reached = mine[N.TOTAL_SPARSITY].max() if len(mine) else float("nan")
+                row[title] = f"not reached (max {_pct(reached, 1)} %)"
+                continue
+            hit = ok.sort_values([N.TEST_ACCURACY, N.TOTAL_SPARSITY], ascending=False).iloc[0]
+            row[title] = f"{_pct(hit[N.TEST_ACCURACY])} % ({hit['setting']}, {_pct(hit[N.TOTAL_SPARSITY], 1)} %)"
+            if target not in best or hit[N.TEST_ACCURACY] > best[target][0]:
+                best[target] = (float(hit[N.TEST_ACCURACY]), method)
+        rows.append(row)
+    for target in targets:
+        if target in best:
+            acc, method = best[target]
+            verdicts.append(f"At {target:.0%} filter sparsity or more, **`{method}`** keeps the highest test "
+                            f"accuracy: {_pct(acc)} %.")
+        else:
+            verdicts.append(f"No method reached {target:.0%} filter sparsity.")
+    return pd.DataFrame(rows), verdicts
+
+
+def quoted_table(results: Results) -> tuple[pd.DataFrame, str] | None:
+    """The paper's published numbers for the preset the sweeps came from, each row beside this experiment's
+    closest trial setting (same method and lambda when it ran, else the same method nearest in sparsity)."""
+    presets = [s["config"].get("preset") for s in results.sweeps if isinstance(s.get("config"), Mapping)]
+    found = next((paper_table(p) for p in presets if paper_table(p) is not None), None)
+    if found is None:
+        return None
+    table, note = found
+    final = results.finished
+    alive_cols = [N.FILTERS_ALIVE.format(layer) for layer in results.layers]
+    means = (final.groupby(["method", "setting", "value"], dropna=False)
+             [[N.TEST_ACCURACY, N.TOTAL_SPARSITY, *[c for c in alive_cols if c in final]]].mean().reset_index())
+    rows = []
+    for q in table.rows:
+        row = {"quoted: method": q.label, "quoted: lambda": "-" if q.lam is None else f"{q.lam:g}",
+               "quoted: error %": f"{q.error:.1f}", "quoted: filters": "/".join(map(str, q.filters)),
+               "quoted: total sparsity %": f"{q.sparsity:.1f}"}
+        mine = means[means["method"] == q.method] if q.method else means.iloc[0:0]
+        match = mine[np.isclose(mine["value"].astype(float), q.lam)] if q.lam is not None and len(mine) else mine.iloc[0:0]
+        how = "same lambda"
+        if match.empty and len(mine):
+            match = mine.iloc[(mine[N.TOTAL_SPARSITY] * 100 - q.sparsity).abs().argsort()[:1]]
+            how = "nearest sparsity" if q.method != "none" else "baseline"
+        if match.empty:
+            row.update({"this run: setting": "not run" if q.method else "not implemented here",
+                        "this run: error %": "-", "this run: filters": "-", "this run: total sparsity %": "-"})
+        else:
+            m = match.iloc[0]
+            filters = "/".join(_count(m[c]) for c in alive_cols if c in m)
+            row.update({"this run: setting": f"{m['setting']} ({how})", "this run: error %": _pct(1 - m[N.TEST_ACCURACY]),
+                        "this run: filters": filters, "this run: total sparsity %": _pct(m[N.TOTAL_SPARSITY], 1)})
+        rows.append(row)
+    text = (f"Numbers in the `quoted:` columns are copied from {table.source}, {table.title}; they are the "
+            f"paper's, not measured here. {table.note} {note}".strip())
+    return pd.DataFrame(rows), text
+
+
 def problem_table(results: Results) -> pd.DataFrame:
     """Trials that did not finish (failed, killed, still running), with their errors."""
     rows = []
@@ -671,6 +743,16 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
     best, note = best_table(results)
     out.append(Section("Highest sparsity within 0.5 and 1 accuracy points of the baseline", note,
                        best if len(best) else None))
+    if len(finished):
+        targets, verdicts = at_sparsity(results)
+        out.append(Section("Most accurate method at " + " and ".join(f"{t:.0%}" for t in TARGETS)
+                           + " filter sparsity",
+                           " ".join(verdicts) + " A cell gives a method's most accurate setting (final epoch, "
+                           "mean over seeds) among those at or above the target sparsity.",
+                           targets if len(targets) else None))
+    quoted = quoted_table(results)
+    if quoted is not None:
+        out.append(Section("Published numbers (quoted) beside this run", quoted[1], quoted[0]))
     for name, (title, caption) in FIGURES.items():
         if name in figures:
             out.append(Section(title, caption, figure=name))
@@ -735,10 +817,11 @@ code { background: #f2f2f2; padding: 0 0.2em; }
 
 
 def _inline(text: str) -> str:
-    """Escape, then the little markdown the texts use: `code`, and '- ' bullet lines."""
+    """Escape, then the little markdown the texts use: `code`, **bold**, and '- ' bullet lines."""
     out, bullets = [], []
     for line in text.split("\n"):
         esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line))
+        esc = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", esc)
         if line.startswith("- "):
             bullets.append(f"<li>{esc[2:]}</li>")
             continue

@@ -217,7 +217,7 @@ class PruneThenFinetune(Method):
 
     def check_budget(self, epochs: int) -> None:
         if self.prune_epoch(epochs) < 1:
-            raise MethodError(f"{self.name} needs at least one pre-training epoch before pruning: finetune_epochs="
+            raise MethodError(f"{self.name} needs at least one pre-training epoch: finetune_epochs="
                               f"{self.finetune_epochs(epochs)} with {epochs} epochs in all")
 
     def penalty(self, model: nn.Module) -> torch.Tensor:

@@ -29,7 +29,11 @@ def assert_nothing_started(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "l1l2,foo"], f"unknown method 'foo'; valid methods: {', '.join(list_methods())}"),
-    (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, vgg11"),
+    (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, lenet5-bn, resnet20, resnet56, vgg11"),
+    (["--preset", "table9"], "unknown preset 'table9'; valid presets: cifar10-lenet, cifar10-vgg11, "
+                             "fashion-mnist-lenet, mnist-lenet"),
+    (["--model", "resnet20", "--methods", "nisp", "--epochs", "2"],
+     "method 'nisp' cannot run on model 'resnet20': nisp propagates importance through nn.Sequential models only"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: cifar10, fashion-mnist, mnist, synthetic"),
     (["--lambdas", "0.1,-0.5"], "method 'l1l2': option 'lam' must be >= 0.0, got -0.5"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),
@@ -135,11 +139,32 @@ def test_per_method_sweep_values(capsys, tmp_path):
     assert code == 0 and "3 trials" in out and "l1-lam0.3-s0" in out and "ssl-lam0.04-s0" in out
 
 
-def test_list_shows_methods_models_and_datasets(capsys):
+def test_presets_layer_under_config_and_command_line(capsys, tmp_path):
+    write_mnist(tmp_path / "data")
+    code, out, _ = run_cli(capsys, "run", "--preset", "mnist-lenet", "--data-dir", "data", "--dry-run")
+    # Table I: none, l1/l2/l1l2 at the paper's 0.5, SSL at three strengths, NISP at p = 0.5; 30 epochs
+    assert code == 0 and "8 trials" in out and "experiment mnist-lenet (preset mnist-lenet)" in out
+    for trial in ("none-s0", "l1-lam0.5-s0", "l2-lam0.5-s0", "l1l2-lam0.5-s0", "ssl-lam0.01-s0", "nisp-ratio0.5-s0"):
+        assert f"  {trial} " in out
+    assert "lenet5, 30 epochs" in out
+    # picking methods keeps the preset's values for them; a device, epochs and data from the command line win
+    code, out, _ = run_cli(capsys, "run", "--preset", "cifar10-vgg11", "--methods", "l1l2", *QUICK, "--dry-run")
+    assert code == 0 and "2 trials" in out and "l1l2-lam0.005-s0" in out and "l1l2-lam0.001-s0" in out
+    assert "'norm_scale': 'none'" in out and "vgg11, 1 epochs" in out
+    # the user's lambdas replace the preset's grids
+    code, out, _ = run_cli(capsys, "run", "--preset", "fashion-mnist-lenet", "--methods", "l1,l0sgl", "--lambdas",
+                           "0.1", *QUICK, "--dry-run")
+    assert code == 0 and "2 trials" in out and "l1-lam0.1-s0" in out and "l0sgl-lam0.1-s0" in out
+    assert_nothing_started(tmp_path)
+
+
+def test_list_shows_methods_models_datasets_and_presets(capsys):
     code, out, _ = run_cli(capsys, "list")
     assert code == 0
-    for name in (*list_methods(), "lenet5", "vgg11", "fashion-mnist", "mnist", "cifar10", "synthetic"):
+    for name in (*list_methods(), "lenet5", "lenet5-bn", "vgg11", "resnet20", "resnet56", "fashion-mnist", "mnist",
+                 "cifar10", "synthetic", "fashion-mnist-lenet", "mnist-lenet", "cifar10-lenet", "cifar10-vgg11"):
         assert f"  {name} " in out
+    assert "report quotes Table III: VGG11 on CIFAR-10" in out
     assert "cumulative:0.01" in out and ".norm_scale='filters'" in out
 
 

@@ -81,6 +81,50 @@ def test_best_sparsity_within_half_and_one_point_of_the_baseline():
     assert R.best_sparse_trial(results, "b", 0.90)["trial"] == "b1"
 
 
+def comparison_results(preset: str | None = "mnist-lenet") -> R.Results:
+    """Final epochs of five settings of three methods and a baseline (l1l2 lam 0.5 has two seeds)."""
+    def row(method, value, seed, acc, sp, c1, c2):
+        name = f"{method}-{value}-s{seed}"
+        return {"sweep": "s", "trial": name, "run_id": name, "status": "FINISHED", "method": method,
+                "axis": "lam", "value": value, "setting": f"lam {value:g}", "seed": seed, "epoch": 10,
+                "test_accuracy": acc, "total_sparsity": sp, "flops": 1e6 * (c1 + c2), "filters_alive/conv1": c1,
+                "filters_alive/conv2": c2,
+                "error": None}
+    trials = pd.DataFrame([row("none", float("nan"), 0, 0.90, 0.0, 20, 50),
+                           row("l1", 0.5, 0, 0.85, 0.55, 9, 22), row("l1", 1.0, 0, 0.80, 0.85, 3, 8),
+                           row("l1l2", 0.5, 0, 0.88, 0.6, 8, 20), row("l1l2", 0.5, 1, 0.86, 0.7, 6, 15),
+                           row("l1l2", 2.0, 0, 0.75, 0.9, 2, 5), row("l2", 0.5, 0, 0.89, 0.3, 14, 35)])
+    sweeps = [{"name": "s", "run_id": "p", "status": "FINISHED", "params": {"methods": "none,l1,l1l2,l2"},
+               "tags": {}, "config": {"preset": preset}}]
+    return R.Results("x", "sqlite:///x.db", sweeps, trials, trials, ["conv1", "conv2"], {"conv1": 20, "conv2": 50})
+
+
+def test_most_accurate_method_at_50_and_80_percent_sparsity():
+    table, verdicts = R.at_sparsity(comparison_results())
+    table = table.set_index("method")
+    # >= 50 %: l1 lam 0.5 (85 %) against l1l2 lam 0.5 (seed mean 87 % at 65 %); >= 80 %: l1 lam 1 (80 %) wins
+    assert table.loc["l1l2", "at >= 50% sparsity"] == "87.00 % (lam 0.5, 65.0 %)"
+    assert table.loc["l1", "at >= 80% sparsity"] == "80.00 % (lam 1, 85.0 %)"
+    assert table.loc["l2", "at >= 50% sparsity"] == "not reached (max 30.0 %)"
+    assert verdicts == ["At 50% filter sparsity or more, **`l1l2`** keeps the highest test accuracy: 87.00 %.",
+                        "At 80% filter sparsity or more, **`l1`** keeps the highest test accuracy: 80.00 %."]
+
+
+def test_quoted_paper_numbers_sit_beside_the_runs_own():
+    table, text = R.quoted_table(comparison_results("mnist-lenet"))
+    rows = table.set_index("quoted: method")
+    assert "copied from Berthelier et al. 2020" in text and "Table I" in text
+    # the paper's l1 row (lam 0.5, 1.2 % error, 4/5 filters) beside this run's l1 at lam 0.5
+    assert rows.loc["l1", ["quoted: lambda", "quoted: error %", "quoted: filters"]].tolist() == ["0.5", "1.2", "4/5"]
+    assert rows.loc["l1", "this run: setting"] == "lam 0.5 (same lambda)"
+    assert rows.loc["l1", ["this run: error %", "this run: filters", "this run: total sparsity %"]].tolist() == [
+        "15.00", "9/22", "55.0"]
+    assert rows.loc["l1/l2", "this run: filters"] == "7/18"          # mean of the two seeds, 7/17.5 rounded
+    assert rows.loc["GAL", "this run: setting"] == "not implemented here"
+    assert rows.loc["NISP", "this run: setting"] == "not run"
+    assert R.quoted_table(comparison_results(None)) is None
+
+
 def test_markdown_table_escapes_cells():
     table = R.markdown_table(pd.DataFrame({"a": ["x|y", None], "b": [1, float("nan")]}))
     assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 1.0 |", "| - | - |"]
