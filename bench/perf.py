@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from methods import get_method, list_methods
+from methods import MethodError, get_method, list_methods
 
 from .config import TrainSettings, TrialConfig
 from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, load_dataset, make_synthetic
@@ -82,10 +82,11 @@ def _sync(device: torch.device) -> None:
 
 
 def trainer_epoch(data: Dataset, model: str, method: str, device: torch.device, epochs: int = 1,
-                  batch_size: int = 64) -> list[dict[str, float]]:
-    """The harness's trainer on ``data`` (one trial, ``method`` with its default options): each epoch's metrics."""
+                  batch_size: int = 64, options: dict[str, Any] | None = None) -> list[dict[str, float]]:
+    """The harness's trainer on ``data`` (one trial, ``method`` with its default options and the first value
+    of its grid, updated by ``options``): each epoch's metrics."""
     cls = get_method(method)
-    options = {cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}
+    options = {**({cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}), **(options or {})}
     settings = TrainSettings(model=model, dataset=data.name,
                              epochs=epochs, batch_size=batch_size, limit_test=1000, device=str(device))
     trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
@@ -291,20 +292,35 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device,
     and each method's end-of-epoch hook time (NISP's scoring), reported apart."""
     part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
                    data.test_x[:500], data.test_y[:500], data.num_classes, data.mean, data.std, data.source)
-    steps: dict[str, float] = {}
+    steps: dict[tuple[str, str], float] = {}
     hooks: dict[str, float] = {}
     order = ["none"] + [m for m in list_methods() if m != "none"]
+    model_of = {m: _model_for(m, work) for m in order}   # slimming needs BatchNorm: LeNet's BN variant
+    runs = [(m, model_of[m]) for m in order] + [("none", mod) for mod in sorted(set(model_of.values()) - {work.model})]
     trainer_epoch(part, work.model, "none", device, epochs=1)  # warm-up: allocator, kernels, caches
-    for method in order + order[::-1]:  # two rounds in opposite orders: drift in machine speed cancels
-        rows = trainer_epoch(part, work.model, method, device, epochs=2)
-        steps[method] = min([steps.get(method, math.inf)] + [r["steps_time_s"] for r in rows])
+    for method, model in runs + runs[::-1]:  # two rounds in opposite orders: drift in machine speed cancels
+        options, epochs = {}, 2
+        if "finetune_epochs" in get_method(method).Hparams.__dataclass_fields__:
+            options, epochs = {"finetune_epochs": 1}, 3   # epochs 1-2 train with the penalty, 3 fine-tunes
+        rows = trainer_epoch(part, model, method, device, epochs=epochs, options=options)
+        steps[method, model] = min([steps.get((method, model), math.inf)] + [r["steps_time_s"] for r in rows[:2]])
         hooks[method] = max([hooks.get(method, 0.0)] + [r["method_hook_time_s"] for r in rows])
-    ratios = {m: steps[m] / steps["none"] for m in steps}
-    log("  penalty overhead (time per step / none): " + ", ".join(f"{m} {r:.3f}" for m, r in ratios.items()))
+    ratios = {m: steps[m, model_of[m]] / steps["none", model_of[m]] for m in order}
+    log("  penalty overhead (time per step / none): " + ", ".join(
+        f"{m} {r:.3f}" + (f" (on {model_of[m]})" if model_of[m] != work.model else "") for m, r in ratios.items()))
     slow = {m: h for m, h in hooks.items() if h > 0.01}
     if slow:
         log("  one-off end-of-epoch hooks: " + ", ".join(f"{m} {h:.2f} s" for m, h in slow.items()))
     return ratios, hooks
+
+
+def _model_for(method: str, work: Workload) -> str:
+    """The workload's model, or its BatchNorm variant when the method refuses it (``slimming`` on LeNet)."""
+    try:
+        get_method(method)().check_model(build_model(work.model, work.input_shape, 10))
+        return work.model
+    except MethodError:
+        return f"{work.model}-bn"
 
 
 __all__ = ["REFERENCE_LOOP", "run_perf", "compute_limit", "matmul_flops", "reference_epoch", "trainer_epoch"]

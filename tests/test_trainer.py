@@ -84,3 +84,36 @@ def test_trial_config_round_trips_through_a_dict():
     again = TrialConfig.from_dict(cfg.to_dict())
     assert again == cfg and again.key == cfg.key and again.name == "l1l2-lam0.5-s5"
     assert isinstance(again.train, TrainSettings)
+
+
+@pytest.mark.parametrize("method,options", [("l1l2", {"lambdas": [1.0], "zeroing": {"*": "cumulative:0.3"}}),
+                                            ("slimming", {"ratios": [0.5]})])
+def test_resnet20_trains_and_removes_only_block_internal_filters(method, options):
+    import torch
+
+    from bench.compact import compact
+    from bench.models import build_model, describe
+
+    data = make_synthetic((3, 32, 32), n_train=128, n_test=64)
+    cfg = build_sweep({"methods": [method], "epochs": 2, "dataset": "synthetic", "device": "cpu",
+                       "model": "resnet20", "batch_size": 32, **options}).trials()[0]
+    kept = {}
+
+    def finish(model, structure):
+        kept["model"], kept["structure"] = model, structure
+        return {}
+
+    rows = []
+    train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
+    last = rows[-1]
+    blocks = [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
+    assert {k.split("/", 1)[1] for k in last if k.startswith("filters_alive/")} == set(blocks)
+    assert sum(last[f"filters_alive/{b}"] for b in blocks) < 16 * 3 + 32 * 3 + 64 * 3
+    model, structure = kept["model"].eval(), kept["structure"]
+    small = compact(model, structure).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max().item() < 1e-4
+    assert small.conv1.out_channels == 16 and small.layer3[2].conv2.out_channels == 64
+    assert last[M.PARAMS] < sum(p.numel() for p in build_model("resnet20", (3, 32, 32), 10).parameters())
+    assert describe(small, (3, 32, 32)).eligible == tuple(blocks)
