@@ -1,6 +1,7 @@
 """THE training loop: one loop for every method, which it knows only through the method interface.
 
-Per epoch, first: the method's ``on_epoch_start`` hook. Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward, gradient masks,
+Per epoch, first: the method's ``on_epoch_start`` hook. Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward (a method with ``closed_form_grad`` adds
+its penalty's gradient directly instead, which is the same gradient with fewer operations), gradient masks,
 optimizer step, the zeroing rule's per-step part, filter masks re-applied (removed filters stay exactly
 zero, momentum included) and the method's ``after_step`` hook.
 
@@ -155,6 +156,7 @@ def train(config: TrialConfig, data: Dataset,
     generator = torch.Generator().manual_seed(config.seed)
     state = TrialState(model, masks, batches, config, generator)
     weight = method.penalty_weight
+    closed_form = bool(weight) and method.closed_form_grad   # the penalty's gradient without autograd
     n = len(batches.train_x)
     last: dict[str, float] = {}
 
@@ -172,9 +174,11 @@ def train(config: TrialConfig, data: Dataset,
             x, y = batches.normalise(batches.train_x[idx]), batches.train_y[idx]
             out = model(x)
             task = F.cross_entropy(out, y)
-            loss = task + weight * method.penalty(model) if weight else task
+            loss = task + weight * method.penalty(model) if weight and not closed_form else task
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if closed_form:
+                method.add_penalty_grad(model, weight)
             masks.mask_grads()
             optimizer.step()
             rule.after_step(masks)   # may clear mask entries (threshold rule) ...

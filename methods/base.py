@@ -153,6 +153,26 @@ class Method:
     def penalty(self, model: nn.Module) -> torch.Tensor:
         raise NotImplementedError
 
+    #: True when :meth:`add_penalty_grad` gives the penalty's gradient in closed form: the trainer then
+    #: calls it after the task loss's backward pass instead of differentiating ``penalty`` with autograd
+    #: (fewer, larger operations per step; ``penalty`` itself is then only evaluated once per epoch)
+    closed_form_grad: ClassVar[bool] = False
+
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        """Add ``weight * d penalty / d parameter`` to each parameter's ``.grad`` in place, without autograd.
+
+        Only called when ``closed_form_grad`` is True; it must equal autograd's gradient of
+        :meth:`penalty` (the contract tests compare the two on every registered method that has it).
+        """
+        raise NotImplementedError
+
+    def eligible(self, model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+        """``eligible_convs(model)``, remembered for the last model seen (called at every step)."""
+        cached = getattr(self, "_eligible_cache", None)
+        if cached is None or cached[0] is not model:
+            cached = self._eligible_cache = (model, eligible_convs(model))
+        return cached[1]
+
     def check_budget(self, epochs: int) -> None:
         """Raise :class:`MethodError` if the method cannot run in ``epochs`` epochs (checked before training)."""
 
@@ -225,6 +245,14 @@ class PruneThenFinetune(Method):
             return next(model.parameters()).new_zeros(())
         return self.training_penalty(model)
 
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        if not self.pruned:
+            self.add_training_penalty_grad(model, weight)
+
+    def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        """Closed-form gradient of :meth:`training_penalty` (see :meth:`Method.add_penalty_grad`)."""
+        raise NotImplementedError
+
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         """The penalty of the training phase (before pruning)."""
         return next(model.parameters()).new_zeros(())
@@ -249,6 +277,13 @@ def eligible_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """
     exclude = set(getattr(model, "sparsity_exclude", ()))
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in exclude]
+
+
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, created as zeros when the backward pass left it unset."""
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    return p.grad
 
 
 def following_batchnorms(model: nn.Module, require: bool = False) -> dict[str, nn.BatchNorm2d]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, PruneThenFinetune, eligible_convs, option
+from .base import HparamsBase, PruneThenFinetune, grad_of, option
 
 
 @register_method
@@ -40,6 +40,7 @@ class HGSR(PruneThenFinetune):
     paper = "Mitsuno & Kurita 2020, Filter Pruning using Hierarchical Group Sparse Regularization (arXiv 2011.02389)"
     formula = "lam * sum_l [lam2 sum_i (sum_o sqrt(||W[o,i]||_1))^2 + (1-lam2) sum|W|]; prune by loss increase"
     default_zeroing = "none"   # the loss-based selection removes filters
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (1e-5, 3e-5, 1e-4)
 
@@ -62,12 +63,19 @@ class HGSR(PruneThenFinetune):
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
         total = None
-        for _, conv in eligible_convs(model):
+        for _, conv in self.eligible(model):
             term = hierarchical_penalty(conv.weight, hp.lam2, hp.eps)
             total = term if total is None else total + term
         if total is None:
             raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
         return total
+
+    @torch.no_grad()
+    def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        hp = self.hparams
+        for _, conv in self.eligible(model):
+            w = conv.weight
+            grad_of(w).addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, state: Any) -> None:
@@ -98,6 +106,15 @@ def hierarchical_penalty(weight: torch.Tensor, lam2: float = 0.5, eps: float = 1
     kernel_l1 = weight.abs().sum(dim=(2, 3))                 # a[o, i]
     grouped = torch.sqrt(kernel_l1 + eps).sum(dim=0).square().sum()
     return lam2 * grouped + (1.0 - lam2) * weight.abs().sum()
+
+
+def hierarchical_coef(weight: torch.Tensor, lam2: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
+    """The penalty's gradient is ``sign(W) * coef`` with, per kernel (o, i),
+    ``coef = lam2 * S_i / sqrt(a[o, i] + eps) + (1 - lam2)`` and ``S_i = sum_o sqrt(a[o, i] + eps)``."""
+    a = weight.abs().sum(dim=(2, 3), keepdim=True) + eps
+    inv = torch.rsqrt(a)
+    s = (a * inv).sum(dim=0, keepdim=True)
+    return (s * inv).mul_(lam2).add_(1.0 - lam2)
 
 
 @contextmanager

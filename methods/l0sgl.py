@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, eligible_convs, option
+from .base import HparamsBase, Method, grad_of, option
 
 
 @register_method
@@ -37,6 +37,7 @@ class L0SGL(Method):
     paper = "Bui et al. 2019, l0 Regularized Structured Sparsity Convolutional Neural Networks (arXiv 1912.07868)"
     formula = "lam * sum_g sqrt(|g|) ||W_g||_2 + beta/2 ||W - U||^2, U = W * (|W| > sqrt(2 lam0 / beta))"
     default_zeroing = "none"   # filters whose hard-thresholded copy is all zero are removed by the method
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (5e-5, 1.5e-4, 5e-4)
 
@@ -72,7 +73,7 @@ class L0SGL(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
         total = None
-        for name, conv in eligible_convs(model):
+        for name, conv in self.eligible(model):
             w = conv.weight
             term = hp.lam * weighted_group_lasso(w, hp.eps) + 0.5 * self.beta * (w - self._copy(name, w)).square().sum()
             total = term if total is None else total + term
@@ -81,15 +82,25 @@ class L0SGL(Method):
         return total
 
     @torch.no_grad()
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        # d/dW: lam * sqrt(|g|) * W_f / sqrt(||W_f||^2 + eps) + beta * (W - U)
+        hp = self.hparams
+        for name, conv in self.eligible(model):
+            w = conv.weight
+            coef = torch.rsqrt(w.square().sum(dim=(1, 2, 3), keepdim=True) + hp.eps).mul_(
+                hp.lam * math.sqrt(w[0].numel())).add_(self.beta)
+            grad_of(w).addcmul_(w, coef, value=weight).add_(self._copy(name, w), alpha=-weight * self.beta)
+
+    @torch.no_grad()
     def after_step(self, model: nn.Module, state: Any) -> None:
         t = self.threshold
-        for name, conv in eligible_convs(model):
+        for name, conv in self.eligible(model):
             u = self._copy(name, conv.weight)
             torch.mul(conv.weight, conv.weight.abs() > t, out=u)
 
     @torch.no_grad()
     def on_epoch_end(self, model: nn.Module, state: Any) -> None:
-        for name, conv in eligible_convs(model):
+        for name, conv in self.eligible(model):
             u = self._copy(name, conv.weight)
             self._w[name] = conv.weight.detach().clone()
             conv.weight.copy_(u)
@@ -99,7 +110,7 @@ class L0SGL(Method):
     def on_epoch_start(self, model: nn.Module, state: Any) -> None:
         if state.epoch > 1 and (state.epoch - 1) % self.hparams.beta_every == 0:
             self.beta *= self.hparams.beta_growth
-        for name, conv in eligible_convs(model):
+        for name, conv in self.eligible(model):
             w = self._w.pop(name, None)
             if w is not None:
                 alive = state.alive(name).to(w.dtype).view(-1, 1, 1, 1)

@@ -12,7 +12,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, option
-from .kernel_norms import NORM_SCALES, kernel_norm_vector
+from .kernel_norms import NORM_SCALES, add_kernel_norm_grad, kernel_norm_vector
 
 
 @register_method
@@ -22,6 +22,7 @@ class L1(Method):
     paper = "Berthelier et al. 2020 (arXiv 2007.10022), baseline of Tables I-III"
     formula = "sum(N)"
     default_zeroing = "cumulative:0.01"
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (0.02, 0.05, 0.2)
 
@@ -32,4 +33,7 @@ class L1(Method):
                                  choices=NORM_SCALES)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        return kernel_norm_vector(model, self.hparams.norm_scale).sum()
+        return kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model)).sum()
+
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale, torch.ones_like, weight)

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, option
-from .kernel_norms import NORM_SCALES, kernel_norm_vector
+from .kernel_norms import NORM_SCALES, add_kernel_norm_grad, kernel_norm_vector
 
 
 @register_method
@@ -28,6 +28,7 @@ class L1OverL2(Method):
     paper = "Berthelier et al. 2020 (arXiv 2007.10022), eq. 5"
     formula = "sum(N) / sqrt(sum(N**2) + eps)"
     default_zeroing = "cumulative:0.01"
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (0.05, 0.2, 1.0)
 
@@ -39,5 +40,14 @@ class L1OverL2(Method):
         eps: float = option(1e-12, "added under the square root so the ratio is finite at N = 0", min=0.0)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        n = kernel_norm_vector(model, self.hparams.norm_scale)
+        n = kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model))
         return n.sum() / torch.sqrt(n.square().sum() + self.hparams.eps)
+
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        eps = self.hparams.eps
+
+        def dratio_dn(n: torch.Tensor) -> torch.Tensor:   # d/dN of sum(N) / sqrt(sum(N**2) + eps)
+            l2 = torch.sqrt(n.square().sum() + eps)
+            return (1.0 / l2) - n * (n.sum() / l2 ** 3)
+
+        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale, dratio_dn, weight)

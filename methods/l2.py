@@ -12,7 +12,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, option
-from .kernel_norms import NORM_SCALES, kernel_norm_vector
+from .kernel_norms import NORM_SCALES, add_kernel_norm_grad, kernel_norm_vector
 
 
 @register_method
@@ -22,6 +22,7 @@ class L2(Method):
     paper = "Berthelier et al. 2020 (arXiv 2007.10022), baseline of Tables I-III"
     formula = "sqrt(sum(N**2) + eps)"
     default_zeroing = "cumulative:0.01"
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (0.05, 0.5, 2.0)
 
@@ -33,5 +34,10 @@ class L2(Method):
         eps: float = option(1e-12, "added under the square root so the gradient is finite at N = 0", min=0.0)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        n = kernel_norm_vector(model, self.hparams.norm_scale)
+        n = kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model))
         return torch.sqrt(n.square().sum() + self.hparams.eps)
+
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        eps = self.hparams.eps
+        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale,
+                             lambda n: n / torch.sqrt(n.square().sum() + eps), weight)

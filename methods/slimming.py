@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodError, PruneThenFinetune, following_batchnorms, option
+from .base import HparamsBase, MethodError, PruneThenFinetune, following_batchnorms, grad_of, option
 
 
 @register_method
@@ -35,6 +35,7 @@ class Slimming(PruneThenFinetune):
     paper = "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming (ICCV)"
     formula = "sum over BNs after eligible convs of sum |gamma|; remove the fraction ratio of smallest |gamma|"
     default_zeroing = "none"   # the percentile cut removes channels
+    closed_form_grad = True
     sweep_axis = "ratio"
     default_grid = (0.25, 0.5, 0.75, 0.9)
 
@@ -49,9 +50,21 @@ class Slimming(PruneThenFinetune):
     def check_model(self, model: nn.Module) -> None:
         following_batchnorms(model, require=True)
 
+    def batchnorms(self, model: nn.Module) -> dict[str, nn.BatchNorm2d]:
+        """The BN after each eligible conv, remembered for the last model seen (called at every step)."""
+        cached = getattr(self, "_bn_cache", None)
+        if cached is None or cached[0] is not model:
+            cached = self._bn_cache = (model, following_batchnorms(model, require=True))
+        return cached[1]
+
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
-        bns = following_batchnorms(model, require=True)
+        bns = self.batchnorms(model)
         return torch.stack([bn.weight.abs().sum() for bn in bns.values()]).sum()
+
+    @torch.no_grad()
+    def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        for bn in self.batchnorms(model).values():
+            grad_of(bn.weight).add_(torch.sign(bn.weight), alpha=weight)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, state: Any) -> None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, eligible_convs, option
+from .base import HparamsBase, Method, grad_of, option
 
 GROUPS = ("filter+channel", "filter", "channel", "shape")
 
@@ -34,6 +34,7 @@ class SSL(Method):
     paper = "Wen et al. 2016, Learning Structured Sparsity in Deep Neural Networks (NIPS)"
     formula = "sum_l [ sum_f ||W[l][f]||_2 + channel_weight * sum_c ||W[l][:,c]||_2 ]"
     default_zeroing = "threshold:1e-4"
+    closed_form_grad = True
     sweep_axis = "lam"
     default_grid = (0.003, 0.01, 0.03)
 
@@ -49,12 +50,35 @@ class SSL(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
         total = None
-        for _, conv in eligible_convs(model):
+        for _, conv in self.eligible(model):
             term = group_lasso(conv.weight, hp.groups, hp.channel_weight, hp.eps)
             total = term if total is None else total + term
         if total is None:
             raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
         return total
+
+    @torch.no_grad()
+    def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        hp = self.hparams
+        for _, conv in self.eligible(model):
+            w = conv.weight
+            grad_of(w).addcmul_(w, group_lasso_coef(w, hp.groups, hp.channel_weight, hp.eps), value=weight)
+
+
+def group_lasso_coef(weight: torch.Tensor, groups: str = "filter+channel", channel_weight: float = 1.0,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """The group lasso's gradient is ``weight * coef``: the sum over the groups holding a weight of one over
+    the group's norm (times ``channel_weight`` for channel groups). Shaped to broadcast against the weight."""
+    sq = weight.square()
+    if groups == "shape":
+        return torch.rsqrt(sq.sum(dim=0, keepdim=True) + eps)
+    coef = None
+    if groups in ("filter+channel", "filter"):
+        coef = torch.rsqrt(sq.sum(dim=(1, 2, 3), keepdim=True) + eps)
+    if groups in ("filter+channel", "channel"):
+        channel = torch.rsqrt(sq.sum(dim=(0, 2, 3), keepdim=True) + eps).mul_(channel_weight)
+        coef = channel if coef is None else coef + channel
+    return coef
 
 
 def group_lasso(weight: torch.Tensor, groups: str = "filter+channel", channel_weight: float = 1.0,

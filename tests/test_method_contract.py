@@ -87,3 +87,29 @@ def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(
     for layer in ("conv1", "conv2"):
         assert rows[1][f"filters_alive/{layer}"] <= rows[0][f"filters_alive/{layer}"]
         assert rows[1][f"filters_alive/{layer}"] >= 1
+
+
+@pytest.mark.parametrize("name", [n for n in list_methods() if get_method(n).closed_form_grad])
+def test_closed_form_gradient_equals_autograd_of_the_penalty(name):
+    cls = get_method(name)
+    model = build_model(model_for(name), (1, 28, 28), 10).double()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-1.0, 1.0)
+        model.conv1.weight[3].zero_()        # a zero filter: the subgradient at 0 must agree too
+        model.conv2.weight[:5].zero_()
+    params = [p for p in model.parameters()]
+    method = cls()
+    (0.7 * method.penalty(model)).backward()
+    expected = [None if p.grad is None else p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    method.add_penalty_grad(model, 0.7)
+    for p, want in zip(params, expected):
+        got = p.grad
+        if want is None:
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
