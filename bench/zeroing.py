@@ -20,7 +20,7 @@ Every rule goes through :meth:`FilterMasks.remove`, which never removes the last
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -219,7 +219,13 @@ def cumulative_selection(norms: Sequence[torch.Tensor], alive: Sequence[torch.Te
 
 @dataclass(frozen=True)
 class Threshold(ZeroingRule):
+    """Two implementations of the same rule: on CPU, where reading a value back costs nothing, the common
+    step is a few passes and filters are removed through :meth:`FilterMasks.remove` when they empty; on
+    an accelerator, :func:`threshold_layer` does it without any host sync (every layer's masks are then
+    re-applied at each step). ``sync_free`` forces one of them (None: by the weights' device)."""
+
     eps: float = 1e-4
+    sync_free: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.eps > 0:
@@ -229,13 +235,32 @@ class Threshold(ZeroingRule):
     def spec(self) -> str:
         return f"threshold:{self.eps:g}"
 
+    def _sync_free(self, weight: torch.Tensor) -> bool:
+        return weight.device.type != "cpu" if self.sync_free is None else self.sync_free
+
     def prepare(self, masks: FilterMasks) -> None:
-        masks.mark_all_dirty()  # filters may be removed at any step, without a host sync
+        if any(self._sync_free(masks.weight(n)) for n in masks.layers):
+            masks.mark_all_dirty()  # filters may be removed at any step, without a host sync
 
     @torch.no_grad()
     def after_step(self, masks: FilterMasks) -> None:
         for name in masks.layers:
-            threshold_layer(masks.weight(name), masks.mask(name), self.eps)
+            weight = masks.weight(name)
+            if self._sync_free(weight):
+                threshold_layer(weight, masks.mask(name), self.eps)
+                continue
+            small = weight.abs() < self.eps
+            emptied = small.flatten(1).all(1) & masks.alive(name)
+            if emptied.any():   # rare, and free to ask on CPU
+                if not (masks.alive(name) & ~emptied).any():   # keep the strongest filter's weights
+                    norms = weight.abs().flatten(1).sum(1).masked_fill(~masks.alive(name), -1.0)
+                    keep = int(norms.argmax())
+                    emptied[keep] = False
+                    small[keep] = False
+                weight.masked_fill_(small, 0.0)
+                masks.remove(name, emptied)
+            else:
+                weight.masked_fill_(small, 0.0)
 
 
 @torch.no_grad()

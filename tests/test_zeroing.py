@@ -118,10 +118,11 @@ def test_removed_filter_stays_zero_through_20_sgd_steps_with_momentum():
     assert torch.count_nonzero(model.conv1.weight[0]) > 0  # alive filters still train
 
 
-def test_threshold_zeroes_small_weights_and_removes_empty_filters():
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_threshold_zeroes_small_weights_and_removes_empty_filters(sync_free):
     model = two_conv_bn()
     masks = FilterMasks(describe(model, (1, 6, 6)))
-    rule = Threshold(1e-3)
+    rule = Threshold(1e-3, sync_free=sync_free)
     rule.prepare(masks)
     with torch.no_grad():
         model.conv1.weight.fill_(0.5)
@@ -134,15 +135,20 @@ def test_threshold_zeroes_small_weights_and_removes_empty_filters():
     assert model.conv1.bias[0].item() == 0.0 and model.bn1.weight[0].item() == 0.0
 
 
-def test_threshold_keeps_the_strongest_filter_when_all_are_small():
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_threshold_keeps_the_strongest_filter_when_all_are_small(sync_free):
     model = two_conv_bn()
     masks = FilterMasks(describe(model, (1, 6, 6)))
     with torch.no_grad():
         model.conv1.weight.fill_(1e-5)
         model.conv1.weight[2].fill_(2e-5)
-    Threshold(1e-3).after_step(masks)
+    rule = Threshold(1e-3, sync_free=sync_free)
+    rule.prepare(masks)   # as the trainer does
+    rule.after_step(masks)
+    masks.apply()
     assert masks.alive("conv1").tolist() == [False, False, True]
     assert torch.count_nonzero(model.conv1.weight[2]) == model.conv1.weight[2].numel()
+    assert torch.count_nonzero(model.conv1.weight[:2]) == 0 and model.bn1.weight[:2].abs().sum() == 0
 
 
 @pytest.mark.parametrize("spec,expected", [
