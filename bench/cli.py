@@ -130,6 +130,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit-train", type=_positive_int, help="use only the first N training examples")
     g.add_argument("--limit-test", type=_positive_int, help="use only the first N test examples")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto = cuda when available)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast for the forward pass "
+                   "and task loss, weights and optimizer in float32 (default: fp32)")
+    g.add_argument("--channels-last", dest="channels_last", action="store_const", const=True,
+                   help="channels-last memory layout for conv weights and inputs (default: off)")
     g = p.add_argument_group("where it runs and where it is recorded")
     add_store_arguments(g)
     g.add_argument("--name", help="the sweep's name, its MLflow parent run (default: sweep-DATE-TIME)")
@@ -198,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     perf.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     perf.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's, one per core)")
+    perf.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the trainer's and compute "
+                      "loop's precision, as bench run --precision (default: fp32)")
+    perf.add_argument("--channels-last", action="store_true", help="channels-last layout for the trainer and the "
+                      "compute loop, as bench run --channels-last")
     lst = sub.add_parser("list", help="list registered methods, models and datasets")
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                      help="also list the methods a plugin registers")
@@ -286,7 +294,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
     t = sweep.train
     print(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
-          f"weight decay {t.weight_decay}, device {t.device}")
+          f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
+          + (", channels-last" if t.channels_last else ""))
     if getattr(args, "dry_run", False):
         for trial in trials:
             print(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
@@ -617,7 +626,7 @@ def _safe_folder(name: str) -> str:
 def cmd_perf(args: argparse.Namespace) -> int:
     import json
 
-    from .perf import run_perf
+    from .perf import Format, run_perf
     from .trainer import resolve_device
 
     try:
@@ -627,7 +636,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
         raise ConfigError(str(err)) from None
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else (
         lambda text: print(text, flush=True))
-    result = run_perf(quick=args.quick, device=args.device, threads=args.threads, log=log)
+    result = run_perf(quick=args.quick, device=args.device, threads=args.threads, log=log,
+                      fmt=Format(args.precision, args.channels_last))
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     return 0

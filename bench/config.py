@@ -46,6 +46,12 @@ class TrainSettings:
     limit_test: int | None = None
     eval_batch_size: int = 1000
     device: str = "auto"
+    precision: str = "fp32"        # "bf16": bfloat16 autocast for forward and loss (weights stay float32)
+    channels_last: bool = False    # conv weights and inputs in channels-last memory layout
+
+    # settings added after sweeps were recorded: left out of a trial's key while at these defaults, so the
+    # keys (and resume) of earlier sweeps stay valid
+    LATER_DEFAULTS = {"precision": "fp32", "channels_last": False}
 
     def __post_init__(self) -> None:
         get_model_spec(self.model)
@@ -61,6 +67,7 @@ class TrainSettings:
             _check(value is None or value >= 1, f"{flag.replace('_', '-')} must be >= 1, got {value}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,9 @@ class TrialConfig:
         d = self.to_dict()
         for where in ("data_dir", "download"):
             d["train"].pop(where)
+        for later, default in TrainSettings.LATER_DEFAULTS.items():
+            if d["train"].get(later) == default:
+                d["train"].pop(later)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

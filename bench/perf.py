@@ -82,14 +82,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@dataclass(frozen=True)
+class Format:
+    """Numerics of the trainer and compute loops: bfloat16 autocast and channels-last layout (for GPUs)."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+
+
 def trainer_epoch(data: Dataset, model: str, method: str, device: torch.device, epochs: int = 1,
-                  batch_size: int = 64, options: dict[str, Any] | None = None) -> list[dict[str, float]]:
+                  batch_size: int = 64, options: dict[str, Any] | None = None, fmt: Format = Format()
+                  ) -> list[dict[str, float]]:
     """The harness's trainer on ``data`` (one trial, ``method`` with its default options and the first value
     of its grid, updated by ``options``): each epoch's metrics."""
     cls = get_method(method)
     options = {**({cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}), **(options or {})}
-    settings = TrainSettings(model=model, dataset=data.name,
-                             epochs=epochs, batch_size=batch_size, limit_test=1000, device=str(device))
+    settings = TrainSettings(model=model, dataset=data.name, epochs=epochs, batch_size=batch_size, limit_test=1000,
+                             device=str(device), precision=fmt.precision, channels_last=fmt.channels_last)
     trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
     trial.build_method().check_budget(epochs)
     rows: list[dict[str, float]] = []
@@ -117,7 +126,7 @@ def reference_epoch(loader, model_name: str, input_shape, device: torch.device) 
 
 
 def compute_limit(data: Dataset, model_name: str, device: torch.device, steps: int,
-                  batch_size: int = 64, blocks: int = 1) -> tuple[float, int, float]:
+                  batch_size: int = 64, blocks: int = 1, fmt: Format = Format()) -> tuple[float, int, float]:
     """Forward, backward and step on one pre-made batch (the first ``batch_size`` training examples,
     normalised), ``steps`` times, the fastest of ``blocks`` such runs: (seconds, images, training FLOPs per
     image counted by FlopCounterMode)."""
@@ -132,8 +141,13 @@ def compute_limit(data: Dataset, model_name: str, device: torch.device, steps: i
     x = ((torch.from_numpy(np.array(data.train_x[:batch_size])).float() / 255 - mean) / std).to(device)
     y = torch.from_numpy(np.array(data.train_y[:batch_size])).long().to(device)
 
+    if fmt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
     def step() -> None:
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fmt.precision == "bf16"):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -230,24 +244,27 @@ def _peak_rss_mb() -> float:
 
 
 def run_perf(quick: bool = False, device: str = "auto", threads: int | None = None,
-             log: Callable[[str], None] = print, only: list[Workload] | None = None) -> dict[str, Any]:
+             log: Callable[[str], None] = print, only: list[Workload] | None = None, fmt: Format = Format(),
+             matmul_n: int = 4096) -> dict[str, Any]:
     """Measure everything; returns the JSON object ``bench perf --json`` prints. ``only`` replaces the
-    standard workloads (the first one is the LeNet trial whose memory is reported)."""
+    standard workloads (the first one is the LeNet trial whose memory is reported). ``fmt`` applies to the
+    trainer and the compute loop (the reference loop stays float32, as users write it)."""
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     out: dict[str, Any] = {"device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
-                           "torch_threads": torch.get_num_threads(), "quick": quick, "workloads": {}}
-    matmul = matmul_flops(dev)
+                           "torch_threads": torch.get_num_threads(), "quick": quick, "workloads": {},
+                           "precision": fmt.precision, "channels_last": fmt.channels_last}
+    matmul = matmul_flops(dev, matmul_n)
     out["matmul_flops_per_s"] = matmul
-    log(f"device {out['device']}, {out['torch_threads']} torch threads; float32 matmul "
+    log(f"device {out['device']}, {out['torch_threads']} torch threads; float32 matmul {matmul_n}: "
         f"{matmul / 1e9:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as folder:
         for i, work in enumerate(only or workloads(quick)):
             data = workload_data(work)
             log(f"\n{work.model} on {data.name} ({data.source}): {work.train_examples} images per epoch, batch 64")
             rss_before = _rss_mb()
-            rows = trainer_epoch(data, work.model, "l1l2", dev, epochs=2)   # zeroing, metrics and memory
+            rows = trainer_epoch(data, work.model, "l1l2", dev, epochs=2, fmt=fmt)   # zeroing, metrics, memory
             if i == 0:  # the first workload: a LeNet trial, peak and growth of resident memory
                 out["peak_rss_mb"] = _peak_rss_mb()
                 out["dataset_mb"] = (data.train_x.nbytes + data.test_x.nbytes) / 2 ** 20
@@ -255,14 +272,14 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
                 out["rss_growth_epoch2_mb"] = rows[1]["rss_mb"] - rows[0]["rss_mb"]
             # throughput: the trainer doing what the reference loops do (no penalty; the penalties' cost is
             # measured on its own below), the faster of two epochs
-            plain = trainer_epoch(data, work.model, "none", dev, epochs=2)
+            plain = trainer_epoch(data, work.model, "none", dev, epochs=2, fmt=fmt)
             trainer_ips = work.train_examples / min(r["steps_time_s"] for r in plain)
             l1l2_ips = work.train_examples / min(r["steps_time_s"] for r in rows)
             loader = reference_loader(work, data, dev, Path(folder))
             ref_s, ref_n = reference_epoch(loader, work.model, work.input_shape, dev)
             ref_ips = ref_n / ref_s
             steps = max(10, work.train_examples // 64 // (2 if dev.type == "cpu" else 1))
-            comp_s, comp_n, flops_per_image = compute_limit(data, work.model, dev, steps, blocks=2)
+            comp_s, comp_n, flops_per_image = compute_limit(data, work.model, dev, steps, blocks=2, fmt=fmt)
             comp_ips = comp_n / comp_s
             epoch = rows[0]
             w = {"trainer_images_per_s": trainer_ips, "trainer_l1l2_images_per_s": l1l2_ips,
@@ -283,7 +300,7 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
                 f"{w['flops_utilization']:.1%} of the matmul FLOP/s (compute loop {w['compute_limit_flops_utilization']:.1%})")
             log(f"  zeroing + metrics {epoch['zeroing_metrics_time_s'] * 1e3:.1f} ms per epoch = "
                 f"{w['zeroing_metrics_fraction']:.2%} of the epoch ({epoch['epoch_time_s']:.2f} s)")
-            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log)
+            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log, fmt)
             out["workloads"][work.model] = w
     lenet = next(iter(out["workloads"].values()))
     out.update({k: lenet[k] for k in ("reference_ratio", "compute_limit_ratio", "flops_utilization",
@@ -296,8 +313,8 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
     return out
 
 
-def penalty_overheads(work: Workload, data: Dataset, device: torch.device,
-                      log: Callable[[str], None]) -> tuple[dict[str, float], dict[str, float]]:
+def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: Callable[[str], None],
+                      fmt: Format = Format()) -> tuple[dict[str, float], dict[str, float]]:
     """Time per training step of every registered method against ``none`` (the fastest of four epochs each),
     and each method's end-of-epoch hook time (NISP's scoring), reported apart."""
     part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
@@ -307,12 +324,12 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device,
     order = ["none"] + [m for m in list_methods() if m != "none"]
     model_of = {m: _model_for(m, work) for m in order}   # slimming needs BatchNorm: LeNet's BN variant
     runs = [(m, model_of[m]) for m in order] + [("none", mod) for mod in sorted(set(model_of.values()) - {work.model})]
-    trainer_epoch(part, work.model, "none", device, epochs=1)  # warm-up: allocator, kernels, caches
+    trainer_epoch(part, work.model, "none", device, epochs=1, fmt=fmt)  # warm-up: allocator, kernels, caches
     for method, model in runs + runs[::-1]:  # two rounds in opposite orders: drift in machine speed cancels
         options, epochs = {}, 2
         if "finetune_epochs" in get_method(method).Hparams.__dataclass_fields__:
             options, epochs = {"finetune_epochs": 1}, 3   # epochs 1-2 train with the penalty, 3 fine-tunes
-        rows = trainer_epoch(part, model, method, device, epochs=epochs, options=options)
+        rows = trainer_epoch(part, model, method, device, epochs=epochs, options=options, fmt=fmt)
         steps[method, model] = min([steps.get((method, model), math.inf)] + [r["steps_time_s"] for r in rows[:2]])
         hooks[method] = max([hooks.get(method, 0.0)] + [r["method_hook_time_s"] for r in rows])
     ratios = {m: steps[m, model_of[m]] / steps["none", model_of[m]] for m in order}
@@ -333,4 +350,4 @@ def _model_for(method: str, work: Workload) -> str:
         return f"{work.model}-bn"
 
 
-__all__ = ["REFERENCE_LOOP", "run_perf", "compute_limit", "matmul_flops", "reference_epoch", "trainer_epoch"]
+__all__ = ["Format", "REFERENCE_LOOP", "run_perf", "compute_limit", "matmul_flops", "reference_epoch", "trainer_epoch"]

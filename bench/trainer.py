@@ -8,6 +8,10 @@ zero, momentum included) and the method's ``after_step`` hook.
 Per epoch: the method's ``on_epoch_end`` hook, the zeroing rule's epoch part (before evaluation, as in
 Berthelier et al.), then the metrics of ``metrics.py`` and the test accuracy, handed to ``report``.
 
+Precision: ``precision="bf16"`` runs the forward pass and the task loss under bfloat16 autocast (weights,
+gradients, penalty, optimizer step and evaluation stay float32); ``channels_last`` stores conv weights and
+inputs channels-last. Both are off by default: on a 2-core CPU neither helps LeNet.
+
 Data path (DESIGN.md): the dataset is one uint8 tensor on the training device; each epoch draws a
 permutation and batches are slices of it, normalised on the device. A trial is a pure function of its
 config and seed: on CPU the same config and seed give identical metrics.
@@ -146,7 +150,8 @@ def train(config: TrialConfig, data: Dataset,
     device = resolve_device(tc.device)
     method = config.build_method()
     rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
-    model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model = build_model(tc.model, data.input_shape, data.num_classes).to(device, memory_format=memory_format)
     method.check_model(model)
     structure = describe(model, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -157,6 +162,7 @@ def train(config: TrialConfig, data: Dataset,
     state = TrialState(model, masks, batches, config, generator)
     weight = method.penalty_weight
     closed_form = bool(weight) and method.closed_form_grad   # the penalty's gradient without autograd
+    autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
     n = len(batches.train_x)
     last: dict[str, float] = {}
 
@@ -172,8 +178,11 @@ def train(config: TrialConfig, data: Dataset,
         for i in range(0, n, tc.batch_size):
             idx = perm[i:i + tc.batch_size]
             x, y = batches.normalise(batches.train_x[idx]), batches.train_y[idx]
-            out = model(x)
-            task = F.cross_entropy(out, y)
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model(x)
+                task = F.cross_entropy(out, y)
             loss = task + weight * method.penalty(model) if weight and not closed_form else task
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

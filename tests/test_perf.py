@@ -17,7 +17,7 @@ from methods import list_methods
 def test_perf_reports_every_ratio_for_every_method():
     tiny = [perf.Workload("lenet5", "synthetic", (1, 28, 28), 256, 128)]
     lines: list[str] = []
-    out = perf.run_perf(device="cpu", log=lines.append, only=tiny)
+    out = perf.run_perf(device="cpu", log=lines.append, only=tiny, matmul_n=512)
     for key in ("reference_ratio", "compute_limit_ratio", "zeroing_metrics_fraction", "flops_utilization",
                 "peak_rss_mb", "device"):
         assert key in out, key

@@ -117,3 +117,19 @@ def test_resnet20_trains_and_removes_only_block_internal_filters(method, options
     assert small.conv1.out_channels == 16 and small.layer3[2].conv2.out_channels == 64
     assert last[M.PARAMS] < sum(p.numel() for p in build_model("resnet20", (3, 32, 32), 10).parameters())
     assert describe(small, (3, 32, 32)).eligible == tuple(blocks)
+
+
+def test_bf16_autocast_and_channels_last_train_and_leave_the_key_of_default_trials_alone():
+    base = trial(epochs=1)
+    fast = trial(epochs=1, precision="bf16", channels_last=True)
+    assert base.key != fast.key
+    # the key of a trial at the defaults is what it was before these settings existed
+    d = base.to_dict()
+    for later in ("precision", "channels_last"):
+        d["train"].pop(later)
+    assert TrialConfig.from_dict(d).key == base.key
+    rows = run(fast)
+    assert 0.0 <= rows[0][M.TEST_ACCURACY] <= 1.0 and math.isfinite(rows[0][M.TRAIN_LOSS])
+    assert rows[0]["filters_alive/conv1"] <= 20
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        TrainSettings(precision="fp16")
