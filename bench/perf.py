@@ -297,7 +297,8 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
             log(f"  compute      {comp_ips:9.0f} img/s   (one pre-made batch, repeated)        "
                 f"trainer / compute   = {w['compute_limit_ratio']:.2f}")
             log(f"  FLOPs        {flops_per_image / 1e6:.2f} MFLOP per training image: trainer at "
-                f"{w['flops_utilization']:.1%} of the matmul FLOP/s (compute loop {w['compute_limit_flops_utilization']:.1%})")
+                f"{w['flops_utilization']:.1%} of the matmul FLOP/s (compute loop "
+                f"{w['compute_limit_flops_utilization']:.1%})")
             log(f"  zeroing + metrics {epoch['zeroing_metrics_time_s'] * 1e3:.1f} ms per epoch = "
                 f"{w['zeroing_metrics_fraction']:.2%} of the epoch ({epoch['epoch_time_s']:.2f} s)")
             w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log, fmt)

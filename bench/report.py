@@ -417,7 +417,9 @@ def quoted_table(results: Results) -> tuple[pd.DataFrame, str] | None:
                "quoted: error %": f"{q.error:.1f}", "quoted: filters": "/".join(map(str, q.filters)),
                "quoted: total sparsity %": f"{q.sparsity:.1f}"}
         mine = means[means["method"] == q.method] if q.method else means.iloc[0:0]
-        match = mine[np.isclose(mine["value"].astype(float), q.lam)] if q.lam is not None and len(mine) else mine.iloc[0:0]
+        match = mine.iloc[0:0]
+        if q.lam is not None and len(mine):
+            match = mine[np.isclose(mine["value"].astype(float), q.lam)]
         how = "same lambda"
         if match.empty and len(mine):
             match = mine.iloc[(mine[N.TOTAL_SPARSITY] * 100 - q.sparsity).abs().argsort()[:1]]
@@ -428,7 +430,8 @@ def quoted_table(results: Results) -> tuple[pd.DataFrame, str] | None:
         else:
             m = match.iloc[0]
             filters = "/".join(_count(m[c]) for c in alive_cols if c in m)
-            row.update({"this run: setting": f"{m['setting']} ({how})", "this run: error %": _pct(1 - m[N.TEST_ACCURACY]),
+            row.update({"this run: setting": f"{m['setting']} ({how})",
+                        "this run: error %": _pct(1 - m[N.TEST_ACCURACY]),
                         "this run: filters": filters, "this run: total sparsity %": _pct(m[N.TOTAL_SPARSITY], 1)})
         rows.append(row)
     text = (f"Numbers in the `quoted:` columns are copied from {table.source}, {table.title}; they are the "

@@ -1,7 +1,8 @@
 """THE training loop: one loop for every method, which it knows only through the method interface.
 
-Per epoch, first: the method's ``on_epoch_start`` hook. Per step: forward, ``task_loss + method.penalty_weight * method.penalty(model)``, backward (a method with ``closed_form_grad`` adds
-its penalty's gradient directly instead, which is the same gradient with fewer operations), gradient masks,
+Per epoch, first: the method's ``on_epoch_start`` hook. Per step: forward,
+``task_loss + method.penalty_weight * method.penalty(model)``, backward (a method with ``closed_form_grad``
+adds its penalty's gradient directly instead: the same gradient with fewer operations), gradient masks,
 optimizer step, the zeroing rule's per-step part, filter masks re-applied (removed filters stay exactly
 zero, momentum included) and the method's ``after_step`` hook.
 

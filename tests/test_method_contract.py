@@ -76,8 +76,8 @@ def test_validates_its_options(name):
 def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(name):
     cls = get_method(name)
     grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
-    cfg = build_sweep({"methods": [name], "epochs": 2, "dataset": "synthetic", "device": "cpu", "model": model_for(name),
-                       **grid}).trials()[0]
+    cfg = build_sweep({"methods": [name], "epochs": 2, "dataset": "synthetic", "device": "cpu",
+                       "model": model_for(name), **grid}).trials()[0]
     rows = []
     train(cfg, DATA, lambda epoch, m: rows.append(m))
     assert len(rows) == 2
