@@ -173,6 +173,13 @@ class Method:
             cached = self._eligible_cache = (model, eligible_convs(model))
         return cached[1]
 
+    def layer_sum(self, model: nn.Module, term) -> torch.Tensor:
+        """The sum of ``term(name, conv)`` over the eligible convs (a per-layer penalty); an error without any."""
+        terms = [term(name, conv) for name, conv in self.eligible(model)]
+        if not terms:
+            raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
+        return torch.stack(terms).sum() if len(terms) > 1 else terms[0]
+
     def check_budget(self, epochs: int) -> None:
         """Raise :class:`MethodError` if the method cannot run in ``epochs`` epochs (checked before training)."""
 

@@ -62,13 +62,7 @@ class HGSR(PruneThenFinetune):
 
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
-        total = None
-        for _, conv in self.eligible(model):
-            term = hierarchical_penalty(conv.weight, hp.lam2, hp.eps)
-            total = term if total is None else total + term
-        if total is None:
-            raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
-        return total
+        return self.layer_sum(model, lambda _, conv: hierarchical_penalty(conv.weight, hp.lam2, hp.eps))
 
     @torch.no_grad()
     def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:

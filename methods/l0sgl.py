@@ -72,14 +72,12 @@ class L0SGL(Method):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
-        total = None
-        for name, conv in self.eligible(model):
+
+        def term(name: str, conv: nn.Conv2d) -> torch.Tensor:
             w = conv.weight
-            term = hp.lam * weighted_group_lasso(w, hp.eps) + 0.5 * self.beta * (w - self._copy(name, w)).square().sum()
-            total = term if total is None else total + term
-        if total is None:
-            raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
-        return total
+            return hp.lam * weighted_group_lasso(w, hp.eps) + 0.5 * self.beta * (w - self._copy(name, w)).square().sum()
+
+        return self.layer_sum(model, term)
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:

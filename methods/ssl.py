@@ -49,13 +49,7 @@ class SSL(Method):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
-        total = None
-        for _, conv in self.eligible(model):
-            term = group_lasso(conv.weight, hp.groups, hp.channel_weight, hp.eps)
-            total = term if total is None else total + term
-        if total is None:
-            raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
-        return total
+        return self.layer_sum(model, lambda _, conv: group_lasso(conv.weight, hp.groups, hp.channel_weight, hp.eps))
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
