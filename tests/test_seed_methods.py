@@ -172,6 +172,35 @@ def test_hgsr_prune_removes_the_harmless_filter_by_its_loss_increase():
     assert conv.weight.flatten(1).tolist() == [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]  # restored after measuring
 
 
+@pytest.mark.parametrize("name", ["lenet5", "lenet5-bn"])
+def test_hgsr_loss_increases_by_prefix_cache_equal_one_forward_per_filter(name):
+    from methods.hgsr import loss_increases, sequential_loss_increases, zeroed
+
+    torch.manual_seed(0)
+    model = build_model(name, (1, 28, 28), 10).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.bias.uniform_(-0.3, 0.3)
+    state = State(model, (1, 28, 28))
+    state.remove("conv2", [3, 7])                      # removed filters are skipped (inf)
+    x, y = torch.randn(50, 1, 28, 28), torch.randint(0, 10, (50,))
+    groups = {layer: state.filter_parameters(layer) for layer in state.layers}
+    alive = {layer: state.alive(layer) for layer in state.layers}
+
+    def loss_without(removal):
+        with zeroed(groups, removal), torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(model(x), y))
+
+    base = loss_without({})
+    slow = loss_increases(groups, alive, loss_without, base)
+    fast = sequential_loss_increases(model, alive, x, y, base, max_batch=200)   # 4 filters per batch
+    for layer in ("conv1", "conv2"):
+        torch.testing.assert_close(fast[layer], slow[layer], rtol=0, atol=1e-5)
+    assert math.isinf(fast["conv2"][3]) and math.isinf(fast["conv2"][7]) and fast["conv1"].isfinite().all()
+
+
 def test_hgsr_budget_split():
     hgsr = get_method("hgsr")()
     assert hgsr.finetune_epochs(10) == 2 and hgsr.prune_epoch(10) == 8 and hgsr.finetune_epochs(2) == 1
