@@ -86,7 +86,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            {"model": "lenet5", "dataset": "fashion-mnist", "epochs": 10,
             "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp", "l0sgl", "hgsr"],
             "lambdas": {"l1": [0.05, 0.2, 0.5], "l2": [0.5, 2.0, 8.0], "l1l2": [0.05, 0.2, 0.5],
-                        "ssl": [0.003, 0.01, 0.03], "l0sgl": [5e-5, 1.5e-4, 5e-4], "hgsr": [1e-5, 3e-5, 1e-4]},
+                        "ssl": [0.003, 0.01, 0.03], "l0sgl": [5e-5, 1.5e-4, 5e-4, 1e-3, 2e-3],
+                        "hgsr": [1e-5, 3e-5, 1e-4, 2e-4, 4e-4]},
             "ratios": {"nisp": [0.5, 0.8]}},
            TABLE_I, "The paper has no Fashion-MNIST results: Table I (MNIST, same network) is quoted for "
            "orientation only; errors are not comparable across the datasets."),

@@ -42,11 +42,11 @@ class HGSR(PruneThenFinetune):
     default_zeroing = "none"   # the loss-based selection removes filters
     closed_form_grad = True
     sweep_axis = "lam"
-    default_grid = (1e-5, 3e-5, 1e-4)
+    default_grid = (3e-5, 1e-4, 4e-4)
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
-        lam: float = option(3e-5, "penalty strength: loss = task_loss + lam * hierarchical penalty", min=0.0)
+        lam: float = option(1e-4, "penalty strength: loss = task_loss + lam * hierarchical penalty", min=0.0)
         lam2: float = option(0.5, "weight of the squared group l1/2 term; 1 - lam2 weighs the plain l1 term",
                              min=0.0, max=1.0)
         eps: float = option(1e-8, "added under the square root of each kernel's l1 norm", min=0.0)

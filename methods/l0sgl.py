@@ -39,11 +39,11 @@ class L0SGL(Method):
     default_zeroing = "none"   # filters whose hard-thresholded copy is all zero are removed by the method
     closed_form_grad = True
     sweep_axis = "lam"
-    default_grid = (5e-5, 1.5e-4, 5e-4)
+    default_grid = (1.5e-4, 5e-4, 2e-3)
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
-        lam: float = option(1.5e-4, "group lasso strength: lam * sum over filters of sqrt(|g|) * ||W_g||_2", min=0.0)
+        lam: float = option(5e-4, "group lasso strength: lam * sum over filters of sqrt(|g|) * ||W_g||_2", min=0.0)
         lam0: float = option(1e-5, "l0 strength; the hard threshold is sqrt(2 * lam0 / beta)", min=0.0)
         beta: float = option(1.0, "initial weight of the splitting term beta / 2 * ||W - U||^2", open_min=0.0)
         beta_growth: float = option(1.25, "beta is multiplied by this every beta_every epochs", min=1.0)
