@@ -430,7 +430,8 @@ def quoted_table(results: Results) -> tuple[pd.DataFrame, str] | None:
         else:
             m = match.iloc[0]
             filters = "/".join(_count(m[c]) for c in alive_cols if c in m)
-            row.update({"this run: setting": f"{m['setting']} ({how})",
+            setting = m["setting"] if m["setting"] != "-" else m["method"]
+            row.update({"this run: setting": f"{setting} ({how})",
                         "this run: error %": _pct(1 - m[N.TEST_ACCURACY]),
                         "this run: filters": filters, "this run: total sparsity %": _pct(m[N.TOTAL_SPARSITY], 1)})
         rows.append(row)
