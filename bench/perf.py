@@ -85,7 +85,7 @@ def workloads(quick: bool, gpu: bool = False) -> list[Workload]:
         return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 20000, 6400),
                 Workload("vgg11", "synthetic", (3, 32, 32), 512, 256, 2)]
     return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 60000, 12800),
-            Workload("vgg11", "synthetic", (3, 32, 32), 2048, 512, 2)]
+            Workload("vgg11", "synthetic", (3, 32, 32), 2048, 1024, 2)]
 
 
 # -- the three loops ---------------------------------------------------------------------------------------

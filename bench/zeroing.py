@@ -249,18 +249,28 @@ class Threshold(ZeroingRule):
             if self._sync_free(weight):
                 threshold_layer(weight, masks.mask(name), self.eps)
                 continue
-            small = weight.abs() < self.eps
-            emptied = small.flatten(1).all(1) & masks.alive(name)
+            flat = weight.flatten(1)
+            largest = torch.maximum(flat.amax(1), flat.amin(1).neg())
+            emptied = (largest < self.eps) & masks.alive(name)
+            kept = None
             if emptied.any():   # rare, and free to ask on CPU
                 if not (masks.alive(name) & ~emptied).any():   # keep the strongest filter's weights
-                    norms = weight.abs().flatten(1).sum(1).masked_fill(~masks.alive(name), -1.0)
-                    keep = int(norms.argmax())
+                    keep = int(flat.abs().sum(1).masked_fill(~masks.alive(name), -1.0).argmax())
                     emptied[keep] = False
-                    small[keep] = False
-                weight.masked_fill_(small, 0.0)
+                    kept = (keep, weight[keep].clone())
+            # |w| < eps -> 0 in one fused pass: hardshrink keeps |w| > lambd, and lambd is the largest
+            # number below eps in the weights' precision
+            torch.hardshrink(weight, _below(self.eps, weight.dtype), out=weight)
+            if kept is not None:
+                weight[kept[0]] = kept[1]
+            if emptied.any():
                 masks.remove(name, emptied)
-            else:
-                weight.masked_fill_(small, 0.0)
+
+
+def _below(value: float, dtype: torch.dtype) -> float:
+    """The largest number below ``value`` in ``dtype``."""
+    v = torch.tensor(value, dtype=dtype)
+    return float(torch.nextafter(v, torch.zeros((), dtype=dtype)))
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ NORM_SCALES = ("filters", "none")
 
 def layer_kernel_norms(weight: torch.Tensor, norm_scale: str = "filters") -> torch.Tensor:
     """Per-filter pseudo-norms of one conv weight of shape (F, C, kh, kw): a vector of length F."""
-    norms = torch.linalg.vector_norm(weight.flatten(1), 1, dim=1)
+    norms = weight.abs().flatten(1).sum(dim=1)
     if norm_scale == "filters":
         norms = norms / weight.shape[0]
     elif norm_scale != "none":

@@ -85,16 +85,15 @@ class L0SGL(Method):
         hp = self.hparams
         for name, conv in self.eligible(model):
             w = conv.weight
-            coef = torch.rsqrt(w.square().sum(dim=(1, 2, 3), keepdim=True) + hp.eps).mul_(
-                hp.lam * math.sqrt(w[0].numel())).add_(self.beta)
+            coef = torch.rsqrt(w.square().flatten(1).sum(1) + hp.eps).mul_(
+                hp.lam * math.sqrt(w[0].numel())).add_(self.beta).view(-1, 1, 1, 1)
             grad_of(w).addcmul_(w, coef, value=weight).add_(self._copy(name, w), alpha=-weight * self.beta)
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, state: Any) -> None:
         t = self.threshold
         for name, conv in self.eligible(model):
-            u = self._copy(name, conv.weight)
-            torch.mul(conv.weight, conv.weight.abs() > t, out=u)
+            torch.hardshrink(conv.weight, t, out=self._copy(name, conv.weight))
 
     @torch.no_grad()
     def on_epoch_end(self, model: nn.Module, state: Any) -> None:
@@ -117,7 +116,7 @@ class L0SGL(Method):
 
 def hard_threshold(weight: torch.Tensor, threshold: float) -> torch.Tensor:
     """``weight`` with every entry of magnitude <= ``threshold`` set to zero (the l0 proximal step)."""
-    return weight * (weight.abs() > threshold)
+    return torch.hardshrink(weight, threshold)
 
 
 def weighted_group_lasso(weight: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

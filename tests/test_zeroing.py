@@ -188,3 +188,25 @@ def test_cumulative_rule_follows_the_methods_norm_scale():
         assert masks.alive("b").tolist() == expected, scale
         assert masks.alive("a").all()
     assert get_method("ssl")().kernel_norm_scale == "filters"
+
+
+def test_threshold_paths_agree_on_random_weights_and_at_eps_itself():
+    results = []
+    for sync_free in (False, True):
+        torch.manual_seed(0)
+        model = two_conv_bn()
+        masks = FilterMasks(describe(model, (1, 6, 6)))
+        eps = torch.tensor(1e-3, dtype=torch.float32)
+        with torch.no_grad():
+            model.conv2.weight.uniform_(-3e-3, 3e-3)
+            model.conv2.weight[0].uniform_(-9e-4, 9e-4)          # every weight small: removed
+            w = model.conv2.weight.view(-1)
+            w[-1], w[-2] = eps, torch.nextafter(eps, torch.zeros(()))   # |w| = eps stays, just below goes
+        rule = Threshold(1e-3, sync_free=sync_free)
+        rule.prepare(masks)
+        rule.after_step(masks)
+        masks.apply()
+        assert model.conv2.weight.view(-1)[-1] == eps and model.conv2.weight.view(-1)[-2] == 0
+        results.append((model.conv2.weight.clone(), masks.alive("conv2").clone()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert not results[0][1][0] and results[0][1][1:].all()
