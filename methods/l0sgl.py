@@ -85,8 +85,9 @@ class L0SGL(Method):
         hp = self.hparams
         for name, conv in self.eligible(model):
             w = conv.weight
-            coef = torch.rsqrt(w.square().flatten(1).sum(1) + hp.eps).mul_(
-                hp.lam * math.sqrt(w[0].numel())).add_(self.beta).view(-1, 1, 1, 1)
+            norm = torch.linalg.vector_norm(w.flatten(1), dim=1)
+            coef = torch.rsqrt(norm.square_().add_(hp.eps)).mul_(hp.lam * math.sqrt(w[0].numel())).add_(self.beta)
+            coef = coef.view(-1, 1, 1, 1)
             grad_of(w).addcmul_(w, coef, value=weight).add_(self._copy(name, w), alpha=-weight * self.beta)
 
     @torch.no_grad()

@@ -68,7 +68,7 @@ def group_lasso_coef(weight: torch.Tensor, groups: str = "filter+channel", chann
         return torch.rsqrt(sq.sum(dim=0, keepdim=True) + eps)
     coef = None
     if groups in ("filter+channel", "filter"):   # (reductions written in the order that is fast on CPU)
-        coef = torch.rsqrt(sq.flatten(1).sum(1) + eps).view(-1, 1, 1, 1)
+        coef = torch.rsqrt(torch.linalg.vector_norm(weight.flatten(1), dim=1).square_().add_(eps)).view(-1, 1, 1, 1)
     if groups in ("filter+channel", "channel"):
         channel = torch.rsqrt(sq.sum(0).flatten(1).sum(1) + eps).mul_(channel_weight).view(1, -1, 1, 1)
         coef = channel if coef is None else coef + channel
