@@ -316,7 +316,8 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
                 f"{w['compute_limit_flops_utilization']:.1%})")
             log(f"  zeroing + metrics {epoch['zeroing_metrics_time_s'] * 1e3:.1f} ms per epoch = "
                 f"{w['zeroing_metrics_fraction']:.2%} of the epoch ({epoch['epoch_time_s']:.2f} s)")
-            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log, fmt)
+            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log, fmt,
+                                                                          rounds=1 if quick else 2)
             out["workloads"][work.model] = w
     lenet = next(iter(out["workloads"].values()))
     out.update({k: lenet[k] for k in ("reference_ratio", "compute_limit_ratio", "flops_utilization",
