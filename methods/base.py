@@ -166,12 +166,18 @@ class Method:
         """
         raise NotImplementedError
 
+    def per_model(self, model: nn.Module, key: str, compute):
+        """``compute()``, remembered under ``key`` for the last model seen: what a method derives from the
+        model's layout once instead of at every step."""
+        cache = self.__dict__.setdefault("_per_model", {})
+        hit = cache.get(key)
+        if hit is None or hit[0] is not model:
+            hit = cache[key] = (model, compute())
+        return hit[1]
+
     def eligible(self, model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
         """``eligible_convs(model)``, remembered for the last model seen (called at every step)."""
-        cached = getattr(self, "_eligible_cache", None)
-        if cached is None or cached[0] is not model:
-            cached = self._eligible_cache = (model, eligible_convs(model))
-        return cached[1]
+        return self.per_model(model, "eligible", lambda: eligible_convs(model))
 
     def layer_sum(self, model: nn.Module, term) -> torch.Tensor:
         """The sum of ``term(name, conv)`` over the eligible convs (a per-layer penalty); an error without any."""

@@ -52,10 +52,7 @@ class Slimming(PruneThenFinetune):
 
     def batchnorms(self, model: nn.Module) -> dict[str, nn.BatchNorm2d]:
         """The BN after each eligible conv, remembered for the last model seen (called at every step)."""
-        cached = getattr(self, "_bn_cache", None)
-        if cached is None or cached[0] is not model:
-            cached = self._bn_cache = (model, following_batchnorms(model, require=True))
-        return cached[1]
+        return self.per_model(model, "batchnorms", lambda: following_batchnorms(model, require=True))
 
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         bns = self.batchnorms(model)
