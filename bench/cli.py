@@ -18,6 +18,7 @@ import time
 from typing import Any, Sequence
 
 EXIT_BAD_INPUT = 2
+PRECISIONS = ("fp32", "bf16")   # --precision of bench run and bench perf (TrainSettings checks the same)
 EXIT_TRIALS_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -130,7 +131,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit-train", type=_positive_int, help="use only the first N training examples")
     g.add_argument("--limit-test", type=_positive_int, help="use only the first N test examples")
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto = cuda when available)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), help="bf16: bfloat16 autocast for the forward pass "
+    g.add_argument("--precision", choices=PRECISIONS, help="bf16: bfloat16 autocast for the forward pass "
                    "and task loss, weights and optimizer in float32 (default: fp32)")
     g.add_argument("--channels-last", dest="channels_last", action="store_const", const=True,
                    help="channels-last memory layout for conv weights and inputs (default: off)")
@@ -202,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     perf.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     perf.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's, one per core)")
-    perf.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="the trainer's and compute "
+    perf.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the trainer's and compute "
                       "loop's precision, as bench run --precision (default: fp32)")
     perf.add_argument("--channels-last", action="store_true", help="channels-last layout for the trainer and the "
                       "compute loop, as bench run --channels-last")
@@ -269,7 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             except PresetError as err:
                 raise ConfigError(str(err)) from None
             for key in ("lambdas", "ratios"):   # values given by the user replace the preset's grids
-                if args.__dict__.get(key) or key in file_values:
+                if getattr(args, key) or key in file_values:
                     preset_values.pop(key, None)
         skip = ("command", "config", "dry_run", "option_list", "resume")
         cli = {k: v for k, v in vars(args).items() if k not in skip}

@@ -27,10 +27,16 @@ def layer_kernel_norms(weight: torch.Tensor, norm_scale: str = "filters") -> tor
 
 def kernel_norm_vector(model: nn.Module, norm_scale: str = "filters",
                        convs: list[tuple[str, nn.Conv2d]] | None = None) -> torch.Tensor:
-    """N: the per-filter pseudo-norms of every eligible conv layer, concatenated in model order."""
+    """N: the per-filter pseudo-norms of every eligible conv layer, concatenated in model order (``convs``:
+    the model's eligible convs when the caller already has them)."""
     convs = eligible_convs(model) if convs is None else convs
     if not convs:
         raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
+    return norms_of(convs, norm_scale)
+
+
+def norms_of(convs: list[tuple[str, nn.Conv2d]], norm_scale: str = "filters") -> torch.Tensor:
+    """The pseudo-norms of the filters of ``convs``, concatenated in their order."""
     return torch.cat([layer_kernel_norms(m.weight, norm_scale) for _, m in convs])
 
 
@@ -40,8 +46,7 @@ def add_kernel_norm_grad(convs: list[tuple[str, nn.Conv2d]], norm_scale: str,
     """Add ``weight * dP/dW`` to each conv's weight gradient for a penalty P(N) of the kernel pseudo-norms:
     ``dP/dW[l][f] = dP/dN[l][f] * sign(W[l][f]) / F_l`` (``/ F_l`` with eq. 2's scaling only). ``dpenalty_dn``
     maps N to dP/dN. One pass over each weight (sign and a fused multiply-add)."""
-    n = kernel_norm_vector(None, norm_scale, convs)
-    coef = dpenalty_dn(n).mul_(weight)
+    coef = dpenalty_dn(norms_of(convs, norm_scale)).mul_(weight)
     start = 0
     for _, conv in convs:
         w = conv.weight
