@@ -31,11 +31,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from methods.base import eval_mode
+
 from . import metrics as M
 from .models import Structure, build_model, describe
 
 FORMAT = "bench-compact/1"
-FIRST_FILTERS = "first_conv_filters.npy"
 
 
 @torch.no_grad()
@@ -102,11 +103,8 @@ def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
-    was_training = model.training
-    model.eval()
-    with FlopCounterMode(display=False) as counter:
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
         model(x)
-    model.train(was_training)
     return int(counter.get_total_flops())
 
 

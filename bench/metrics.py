@@ -18,9 +18,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from methods.base import eval_mode
+
 from .models import LayerInfo, Structure
-from .names import (FILTERS_ALIVE, FLOPS, PARAMS, PENALTY, SPARSITY, TEST_ACCURACY, TOTAL_SPARSITY,  # noqa: F401
-                    TRAIN_LOSS, filters_by_layer)
+from .names import FILTERS_ALIVE, FLOPS, PARAMS, SPARSITY, TOTAL_SPARSITY
 
 
 @torch.no_grad()
@@ -100,13 +101,11 @@ def filter_metrics(structure: Structure) -> dict[str, float]:
 @torch.no_grad()
 def accuracy(model: nn.Module, batches) -> float:
     """Top-1 accuracy over an iterable of (inputs, labels) batches, in eval mode."""
-    was_training = model.training
-    model.eval()
     correct = None  # accumulated on the device: one host sync at the end, not one per batch
     seen = 0
-    for x, y in batches:
-        hits = (model(x).argmax(1) == y).sum()
-        correct = hits if correct is None else correct + hits
-        seen += y.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in batches:
+            hits = (model(x).argmax(1) == y).sum()
+            correct = hits if correct is None else correct + hits
+            seen += y.numel()
     return float(correct) / seen if seen else 0.0

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from methods import eligible_convs
+from methods.base import eval_mode
 
 
 class ModelError(ValueError):
@@ -205,15 +206,12 @@ def _conv_output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict
     hooks = [m.register_forward_hook(lambda mod, inp, y, name=name: out.__setitem__(name, y.shape[2] * y.shape[3]))
              for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     param = next(model.parameters())
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return out
 
 
@@ -347,11 +345,8 @@ def _output_shapes(model: nn.Sequential, input_shape: Sequence[int]) -> dict[str
     shapes: dict[str, tuple[int, ...]] = {}
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for name, module in model.named_children():
             x = module(x)
             shapes[name] = tuple(x.shape[1:])
-    model.train(was_training)
     return shapes

@@ -25,3 +25,24 @@ def filters_by_layer(values: Mapping[str, float]) -> dict[str, int]:
     """The ``filters_alive/<layer>`` entries of a metrics mapping, as {layer: alive filters}."""
     prefix = FILTERS_ALIVE.format("")
     return {k[len(prefix):]: int(v) for k, v in values.items() if k.startswith(prefix)}
+
+# Keys a trial reports to Ray Tune beside its metrics (the sweep's summary reads them back).
+RUN_ID_KEY = "mlflow_run_id"
+TRIAL_KEY = "trial_key"
+
+# MLflow tags of bench's runs (tracking.py writes them; the report and the benchmarks read them).
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "bench.kind"               # "sweep" or "trial"
+TRIAL_KEY_TAG = "bench.trial_key"
+SWEEP_KEY_TAG = "bench.sweep_key"
+ERROR_TAG = "bench.error"
+RESUMED_TAG = "bench.resumed"
+FILTERS_REMOVED_TAG = "bench.filters_removed"
+PROVENANCE_PREFIX = "bench."          # bench.torch, bench.python, bench.host, bench.git_commit, ...
+
+# Artifacts.
+SWEEP_CONFIG = "sweep.json"           # a sweep's config, on its parent run
+TRIAL_CONFIG = "config.json"          # a trial's resolved config, on its run
+COMPACT_MODEL = "compact_model.pt"    # a finished trial's compact model (compact.save_compact)
+FIRST_FILTERS = "first_conv_filters.npy"  # a finished trial's first conv weights (compact.save_first_filters)
+REPORT_FOLDER = "report"              # bench report's output, attached to each sweep's run

@@ -316,8 +316,8 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
                 f"{w['compute_limit_flops_utilization']:.1%})")
             log(f"  zeroing + metrics {epoch['zeroing_metrics_time_s'] * 1e3:.1f} ms per epoch = "
                 f"{w['zeroing_metrics_fraction']:.2%} of the epoch ({epoch['epoch_time_s']:.2f} s)")
-            w["penalty_overhead"], w["method_hook_s"] = penalty_overheads(work, data, dev, log, fmt,
-                                                                          rounds=1 if quick else 2)
+            w["penalty_overhead"], w["method_hook_s"], w["penalty_step_s"] = penalty_overheads(
+                work, data, dev, log, fmt, rounds=1 if quick else 2)
             out["workloads"][work.model] = w
     lenet = next(iter(out["workloads"].values()))
     out.update({k: lenet[k] for k in ("reference_ratio", "compute_limit_ratio", "flops_utilization",
@@ -331,9 +331,11 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
 
 
 def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: Callable[[str], None],
-                      fmt: Format = Format(), rounds: int = 2) -> tuple[dict[str, float], dict[str, float]]:
-    """Time per training step of every registered method against ``none``, and each method's end-of-epoch
-    hook time (NISP's scoring, HGSR's selection), reported apart.
+                      fmt: Format = Format(), rounds: int = 2
+                      ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
+    """Time per training step of every registered method against ``none``, each method's end-of-epoch hook
+    time (NISP's scoring, HGSR's selection), reported apart, and the epochs' step times the ratios come from
+    (method -> {"method": its fastest, "none": the fastest paired none epoch}).
 
     Paired: each method's epoch runs right after an epoch of ``none`` on the same model, so a drift in the
     machine's speed hits both sides of a ratio alike; ``rounds`` rounds in alternating order, the fastest
@@ -360,7 +362,8 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: 
             rows = trainer_epoch(part, model_of[method], method, device, epochs=epochs, options=options, fmt=fmt)
             timed[method].append(rows[0]["steps_time_s"])
             hooks[method] = max([hooks.get(method, 0.0)] + [row["method_hook_time_s"] for row in rows])
-    ratios = {"none": 1.0, **{m: min(timed[m]) / min(base[m]) for m in methods}}
+    steps = {m: {"method": min(timed[m]), "none": min(base[m])} for m in methods}
+    ratios = {"none": 1.0, **{m: s["method"] / s["none"] for m, s in steps.items()}}
     log("  penalty overhead (time per step / none): " + ", ".join(
         f"{m} {r:.3f}" + (f" (on {model_of[m]})" if model_of.get(m, work.model) != work.model else "")
         for m, r in ratios.items()))
@@ -370,7 +373,7 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: 
         hooks = {}
     elif slow:
         log("  one-off end-of-epoch hooks: " + ", ".join(f"{m} {h:.2f} s" for m, h in slow.items()))
-    return ratios, hooks
+    return ratios, hooks, steps
 
 
 def _model_for(method: str, work: Workload) -> str:

@@ -36,11 +36,10 @@ import numpy as np
 import pandas as pd
 
 from . import names as N
-from .presets import PaperTable, paper_table
-from .tracking import (TrackingError, attach_folder, download_artifact, experiment_id_of, experiment_names,
+from .presets import paper_table
+from .tracking import (attach_folder, download_artifact, experiment_id_of, experiment_names,
                        metric_histories, read_json_artifact, sweep_runs, trial_runs)
 
-FIRST_FILTERS = "first_conv_filters.npy"  # written by each trial (compact.save_first_filters)
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
 TARGETS = (0.5, 0.8)     # total filter sparsities at which the report names the most accurate method
 ID_COLUMNS = ["sweep", "trial", "run_id", "status", "method", "axis", "value", "setting", "seed", "epoch"]
@@ -131,7 +130,7 @@ def load_results(uri: str, experiment: str, sweep: str | None = None, with_filte
     if not runs:
         raise ReportError(f"experiment {experiment!r} in {uri} has no trial runs yet")
     sweeps = [{"run_id": p.run_id, "name": p.name, "status": p.status, "params": p.params, "tags": p.tags,
-               "config": read_json_artifact(uri, p.run_id, "sweep.json") or {}} for p in parents]
+               "config": read_json_artifact(uri, p.run_id, N.SWEEP_CONFIG) or {}} for p in parents]
     sweep_names = {p.run_id: p.name for p in parents}
 
     chosen = _one_run_per_trial(runs)
@@ -148,7 +147,7 @@ def load_results(uri: str, experiment: str, sweep: str | None = None, with_filte
                     row[key] = found[-1]
             epoch_rows.append(row)
         final = {k: v[-1][1] for k, v in history.items() if v}
-        trial_rows.append({**ids, "epoch": max(steps) if steps else 0, "error": run.tags.get("bench.error"),
+        trial_rows.append({**ids, "epoch": max(steps) if steps else 0, "error": run.tags.get(N.ERROR_TAG),
                            "epochs_planned": _int(run.params.get("epochs")), **final})
     trials = pd.DataFrame(trial_rows)
     epochs = pd.DataFrame(epoch_rows)
@@ -166,7 +165,7 @@ def _one_run_per_trial(runs) -> list:
     """The earliest FINISHED run of each trial key, else its latest attempt (runs come oldest first)."""
     by_key: dict[str, list] = {}
     for run in runs:
-        by_key.setdefault(run.tags.get("bench.trial_key", run.run_id), []).append(run)
+        by_key.setdefault(run.tags.get(N.TRIAL_KEY_TAG, run.run_id), []).append(run)
     chosen = []
     for attempts in by_key.values():
         finished = [r for r in attempts if r.status == "FINISHED"]
@@ -222,7 +221,7 @@ def _first_filters(uri: str, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
     out = {}
     with tempfile.TemporaryDirectory() as folder:
         for run_id in run_ids:
-            path = download_artifact(uri, run_id, FIRST_FILTERS, Path(folder) / run_id)
+            path = download_artifact(uri, run_id, N.FIRST_FILTERS, Path(folder) / run_id)
             if path is not None:
                 out[run_id] = np.load(path)
     return out
@@ -482,16 +481,18 @@ def config_table(results: Results) -> pd.DataFrame:
     rows = []
     for sweep in results.sweeps:
         p, tags = sweep["params"], sweep["tags"]
+
+        def prov(key: str, missing: str = "?") -> str:
+            return tags.get(N.PROVENANCE_PREFIX + key, missing)
+
         trials = results.trials[results.trials["sweep"] == sweep["name"]]
         counts = trials["status"].value_counts().to_dict()
         rows.append({"sweep": sweep["name"], "status": sweep["status"],
                      "trials": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                      "model": p.get("model", "-"), "dataset": p.get("dataset", "-"), "epochs": p.get("epochs", "-"),
                      "batch": p.get("batch_size", "-"), "lr": p.get("lr", "-"), "seeds": p.get("seeds", "-"),
-                     "bench": f"{tags.get('bench.version', '?')} ({tags.get('bench.git_commit', 'no git')[:10]})",
-                     "torch": tags.get("bench.torch", "?"), "torchvision": tags.get("bench.torchvision", "?"),
-                     "ray": tags.get("bench.ray", "?"), "mlflow": tags.get("bench.mlflow", "?"),
-                     "python": tags.get("bench.python", "?"), "host": tags.get("bench.host", "?")})
+                     "bench": f"{prov('version')} ({prov('git_commit', 'no git')[:10]})",
+                     **{k: prov(k) for k in ("torch", "torchvision", "ray", "mlflow", "python", "host")}})
     return pd.DataFrame(rows)
 
 
@@ -724,7 +725,7 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
     (out / "index.html").write_text(_html(results, sections, figures))
     if attach:
         for sweep in results.sweeps:
-            attach_folder(results.uri, sweep["run_id"], out, "report")
+            attach_folder(results.uri, sweep["run_id"], out, N.REPORT_FOLDER)
     return out / "index.html"
 
 

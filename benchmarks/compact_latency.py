@@ -28,6 +28,7 @@ def main() -> int:
 
     from bench.compact import count_params, latency_ms, load_compact, measured_flops
     from bench.models import build_model
+    from bench.names import COMPACT_MODEL
     from bench.tracking import (default_tracking_uri, download_artifact, experiment_id_of, normalize_uri,
                                 trial_runs)
 
@@ -40,7 +41,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for run in trial_runs(uri, experiment_id, status="FINISHED"):
-            path = download_artifact(uri, run.run_id, "compact_model.pt", f"{folder}/{run.run_id}")
+            path = download_artifact(uri, run.run_id, COMPACT_MODEL, f"{folder}/{run.run_id}")
             if path is None:
                 continue
             small, info = load_compact(path)

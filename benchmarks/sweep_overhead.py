@@ -66,10 +66,12 @@ def main() -> int:
         return proc.returncode
 
     from mlflow.tracking import MlflowClient
+
+    from bench.names import KIND_TAG
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("overhead").experiment_id])
-    trials = [r for r in runs if r.data.tags.get("bench.kind") == "trial"]
-    sweep = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
+    trials = [r for r in runs if r.data.tags.get(KIND_TAG) == "trial"]
+    sweep = next(r for r in runs if r.data.tags.get(KIND_TAG) == "sweep")
     durations = [(r.info.end_time - r.info.start_time) / 1000 for r in trials]
     epoch_times = [sum(m.value for m in client.get_metric_history(r.info.run_id, "epoch_time_s")) for r in trials]
     sweep_run = (sweep.info.end_time - sweep.info.start_time) / 1000

@@ -7,17 +7,20 @@ import torch
 
 from bench import compact as C
 from bench import metrics as M
-from bench.models import build_model, describe
+from bench.models import build_model, describe, get_model_spec, list_models
 from bench.zeroing import FilterMasks
 
-SHAPES = {"lenet5": (1, 28, 28), "lenet5-bn": (1, 28, 28), "vgg11": (3, 32, 32), "resnet20": (3, 32, 32)}
+
+def shape_of(name: str) -> tuple[int, int, int]:
+    """A registered model's input shape (C, H, W)."""
+    return get_model_spec(name).default_input
 
 
 def trained_looking(name: str, seed: int = 0):
     """A model with random weights, BN statistics that are not the defaults, and random filters removed in
     every conv layer through the masks (as training leaves them)."""
     torch.manual_seed(seed)
-    shape = SHAPES[name]
+    shape = shape_of(name)
     model = build_model(name, shape, 10)
     structure = describe(model, shape)
     model.train()
@@ -37,10 +40,10 @@ def trained_looking(name: str, seed: int = 0):
     return model.eval(), structure, masks
 
 
-@pytest.mark.parametrize("name", ["lenet5", "lenet5-bn", "vgg11", "resnet20"])
+@pytest.mark.parametrize("name", list_models())
 def test_compact_outputs_equal_masked_outputs_and_counts_match(name):
     model, structure, masks = trained_looking(name)
-    shape = SHAPES[name]
+    shape = shape_of(name)
     small = C.compact(model, structure).eval()
     alive = M.alive_filters(structure)
     assert all(0 < alive[layer] < masks.mask(layer).numel() for layer in structure.eligible)
@@ -82,10 +85,10 @@ def test_compact_keeps_exactly_the_alive_filters_in_order():
     assert small.fc1.in_features == 16 and small.conv2.in_channels == 18
 
 
-@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet20"])
+@pytest.mark.parametrize("name", list_models())
 def test_saved_compact_model_reloads_with_the_same_outputs(tmp_path, name):
     model, structure, _ = trained_looking(name, seed=1)
-    shape = SHAPES[name]
+    shape = shape_of(name)
     small = C.compact(model, structure).eval()
     path = C.save_compact(tmp_path / "m.pt", small, name, shape, 10, {"conv1": 3})
     again, info = C.load_compact(path)

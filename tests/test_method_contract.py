@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from bench import metrics as M
+from bench import names as N
 from bench.config import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
@@ -81,7 +81,7 @@ def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(
     rows = []
     train(cfg, DATA, lambda epoch, m: rows.append(m))
     assert len(rows) == 2
-    base_keys = {M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+    base_keys = {N.TEST_ACCURACY, N.TRAIN_LOSS, N.PENALTY, N.TOTAL_SPARSITY, N.PARAMS, N.FLOPS,
                  "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"}
     assert base_keys <= set(rows[0]) and base_keys <= set(rows[1])
     for layer in ("conv1", "conv2"):

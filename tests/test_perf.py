@@ -23,8 +23,13 @@ def test_perf_reports_every_ratio_for_every_method():
         assert key in out, key
     assert out["device"] == "cpu" and out["peak_rss_mb"] > out["dataset_mb"] > 0
     assert sorted(out["penalty_overhead"]) == list_methods() and out["penalty_overhead"]["none"] == 1.0
-    assert all(0 < r < 100 for r in out["penalty_overhead"].values())
     w = out["workloads"]["lenet5"]
+    # each overhead is the method's step time over its paired none epoch's, both measured (and positive)
+    for method, steps in w["penalty_step_s"].items():
+        assert steps["method"] > 0 and steps["none"] > 0
+        assert w["penalty_overhead"][method] == pytest.approx(steps["method"] / steps["none"])
+    assert set(w["penalty_step_s"]) == set(list_methods()) - {"none"}
+    assert out["penalty_overhead"] == w["penalty_overhead"]   # one workload: the worst case is its own
     assert w["reference_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["reference_images_per_s"])
     assert w["compute_limit_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["compute_limit_images_per_s"])
     assert 0 <= w["zeroing_metrics_fraction"] < 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import metrics as M
+from bench import names as N
 from bench.config import build_sweep
 from bench.data import make_synthetic
 from bench.trainer import train
@@ -134,6 +134,6 @@ def test_nisp_removes_floor_p_filters_per_layer_and_records_both_accuracies(rati
     assert rows[0]["filters_alive/conv1"] == 20 and "accuracy_after_pruning" not in rows[0]
     pruned = rows[1]
     assert (pruned["filters_alive/conv1"], pruned["filters_alive/conv2"]) == expected
-    assert pruned["accuracy_after_pruning"] == pruned[M.TEST_ACCURACY]
+    assert pruned["accuracy_after_pruning"] == pruned[N.TEST_ACCURACY]
     assert 0.0 <= pruned["accuracy_before_pruning"] <= 1.0
     assert (rows[2]["filters_alive/conv1"], rows[2]["filters_alive/conv2"]) == expected  # frozen while fine-tuning

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import metrics as M
+from bench import names as N
 from conftest import free_port, write_faulty_plugin
 
 pytestmark = pytest.mark.slow
@@ -130,11 +130,11 @@ def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_an
     assert sorted((c.data.params["method"], c.data.params["seed"]) for c in children) == [
         ("l1l2", "0"), ("l1l2", "1"), ("none", "0"), ("none", "1")]
     for child in children:
-        for key in (M.TEST_ACCURACY, M.TOTAL_SPARSITY, "filters_alive/conv1"):
+        for key in (N.TEST_ACCURACY, N.TOTAL_SPARSITY, "filters_alive/conv1"):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
         assert Path(client.download_artifacts(child.info.run_id, "config.json")).is_file()
     l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
-    assert l1l2["0"][M.TRAIN_LOSS] != l1l2["1"][M.TRAIN_LOSS]  # seeds are a real axis
+    assert l1l2["0"][N.TRAIN_LOSS] != l1l2["1"][N.TRAIN_LOSS]  # seeds are a real axis
     assert (tmp_path / "server" / "artifacts").is_dir()
 
 
@@ -203,6 +203,6 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
                          ("l1l2-lam0.1-s0", "FINISHED"), ("none-s0", "FINISHED")]  # 2 attempts: --max-failures 1
     for run in (r for r in runs if r.info.status == "FAILED"):
         assert "RuntimeError: faulty method fails on purpose at epoch 2" in run.data.tags["bench.error"]
-        assert run.data.metrics[M.TEST_ACCURACY] >= 0  # epoch 1 was recorded before the failure
+        assert run.data.metrics[N.TEST_ACCURACY] >= 0  # epoch 1 was recorded before the failure
     errors = list((tmp_path / "ray_results").glob("f-*/*/error.txt"))
     assert len(errors) == 1 and "fails on purpose" in errors[0].read_text()  # Ray's record of the failure
