@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics as M
+from . import names as N
 from .config import TrialConfig
 from .data import Dataset
 from .models import Structure, build_model, describe
@@ -37,7 +38,7 @@ from .zeroing import FilterMasks, parse_zeroing
 
 
 class TrialDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss or the penalty became NaN or infinite."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,7 +91,7 @@ class Batches:
 
 
 class TrialState:
-    """What a method's hooks may use (methods never import ``bench``)."""
+    """What a method's hooks may use: implements ``methods.base.MethodState`` (checked by mypy in CI)."""
 
     def __init__(self, model: nn.Module, masks: FilterMasks, batches: Batches, config: TrialConfig,
                  generator: torch.Generator) -> None:
@@ -124,7 +125,7 @@ class TrialState:
         """Boolean vector over the filters of ``layer``: which are alive."""
         return self.masks.alive(layer)
 
-    def filter_parameters(self, layer: str) -> list[torch.Tensor]:
+    def filter_parameters(self, layer: str) -> Sequence[torch.Tensor]:
         """The parameters a removal of one of ``layer``'s filters zeroes, each indexed by filter along its
         first dimension: conv weight, bias, and the following BatchNorm's weight and bias."""
         return self.masks.parameters(layer)
@@ -151,8 +152,9 @@ def train(config: TrialConfig, data: Dataset,
     device = resolve_device(tc.device)
     method = config.build_method()
     rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    model = build_model(tc.model, data.input_shape, data.num_classes).to(device, memory_format=memory_format)
+    model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
+    if tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     method.check_model(model)
     structure = describe(model, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -210,13 +212,16 @@ def train(config: TrialConfig, data: Dataset,
         metrics_start = time.perf_counter()
         with torch.no_grad():
             penalty = float(method.penalty(model)) if method.has_penalty else 0.0
+        if not math.isfinite(penalty):   # a diverged penalty, even where its gradient stayed finite
+            raise TrialDiverged(f"penalty is {penalty} at epoch {epoch} of {config.name}; lower the penalty "
+                                "strength or the learning rate")
         filters = M.filter_metrics(structure)
         metrics_time = time.perf_counter() - metrics_start
         last = {
-            M.TEST_ACCURACY: state.evaluate(),
+            N.TEST_ACCURACY: state.evaluate(),
             "train_accuracy": float(correct) / n,
-            M.TRAIN_LOSS: train_loss,
-            M.PENALTY: penalty,
+            N.TRAIN_LOSS: train_loss,
+            N.PENALTY: penalty,
             **filters,
             "epoch_time_s": train_time,
             "steps_time_s": steps_end - start,

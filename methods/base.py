@@ -15,22 +15,27 @@ What a method provides
   ``"none"``), overridable from the command line;
 - ``sweep_axis`` (``"lam"``, ``"ratio"`` or ``None``) and ``default_grid``;
 - optional hooks ``on_epoch_start(model, state)``, ``after_step(model, state)`` and
-  ``on_epoch_end(model, state)``. ``state`` is the small object the trainer passes (epoch, epochs,
-  input_shape, layers, a way to draw training batches, ``remove(layer, filter_indices)``, ``alive(layer)``,
-  ``filter_parameters(layer)``, ``evaluate()``, ``log(**metrics)``): methods never import ``bench``;
+  ``on_epoch_end(model, state)``. ``state`` is what the trainer offers, typed by :class:`MethodState`
+  (epoch, epochs, input_shape, layers, a way to draw training batches, ``remove(layer, filter_indices)``,
+  ``alive(layer)``, ``filter_parameters(layer)``, ``evaluate()``, ``log(**metrics)``): methods never import
+  ``bench``, and CI checks statically (mypy) that the trainer's state and the tests' stand-in implement it;
 - ``check_budget(epochs)``: raises if the method cannot run in that many epochs (checked before training);
 - ``check_model(model)``: raises if the method cannot work on that model (for example ``slimming`` needs a
   BatchNorm after every eligible conv); checked when the sweep's model is first built, before any trial.
 
 Methods that train, then prune once, then fine-tune (``nisp``, ``hgsr``, ``slimming``) derive from
 :class:`PruneThenFinetune`, which owns the split of the epochs and switches the penalty off for fine-tuning.
+
+The math of every method and zeroing rule: docs/methods.md.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -38,6 +43,59 @@ from torch import nn
 
 class MethodError(ValueError):
     """A method name or option that cannot be used; raised before any training starts."""
+
+
+class MethodState(Protocol):
+    """What a method's hooks may use of the running trial: the trainer passes an object with exactly this
+    (``bench.trainer.TrialState``), and methods never import ``bench``. Layers are named by their module
+    names (``conv1``, ``layer1.0.conv1``), in model order."""
+
+    epoch: int                         # the current epoch, from 1
+    epochs: int                        # the trial's epochs in all
+    input_shape: tuple[int, ...]       # one example's shape, (C, H, W)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The eligible conv layers (the ones a method regularizes and a rule may prune)."""
+        ...
+
+    def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random training examples, normalised, with their labels (from the trial's own generator)."""
+        ...
+
+    def remove(self, layer: str, filters: Sequence[int] | torch.Tensor) -> list[int]:
+        """Remove filters of ``layer`` (indices or a boolean vector); they stay exactly zero to the end.
+        Returns the indices removed (the last alive filter of a layer is never removed)."""
+        ...
+
+    def alive(self, layer: str) -> torch.Tensor:
+        """Boolean vector over the filters of ``layer``: which are alive."""
+        ...
+
+    def filter_parameters(self, layer: str) -> Sequence[torch.Tensor]:
+        """The parameters a removal of one of ``layer``'s filters zeroes, each indexed by filter along its
+        first dimension: conv weight, bias, and the following BatchNorm's weight and bias."""
+        ...
+
+    def evaluate(self) -> float:
+        """Test accuracy of the model as it is now."""
+        ...
+
+    def log(self, **values: float) -> None:
+        """Extra metrics recorded with this epoch (e.g. the accuracy right after pruning)."""
+        ...
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in evaluation mode for the block (BatchNorm on running statistics, no dropout), then back in
+    the mode it was in, whatever happens inside."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def option(default: Any, help: str, **checks: Any) -> Any:
@@ -192,13 +250,13 @@ class Method:
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`MethodError` if the method cannot work on ``model`` (checked before any training)."""
 
-    def on_epoch_start(self, model: nn.Module, state: Any) -> None:
+    def on_epoch_start(self, model: nn.Module, state: MethodState) -> None:
         """Called at the start of every epoch, before its first step."""
 
-    def after_step(self, model: nn.Module, state: Any) -> None:
+    def after_step(self, model: nn.Module, state: MethodState) -> None:
         """Called after every optimizer step (and after the masks are re-applied)."""
 
-    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
+    def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
         """Called at the end of every epoch, before the zeroing rule and the evaluation."""
 
     def swept_value(self) -> float | None:
@@ -270,7 +328,7 @@ class PruneThenFinetune(Method):
         """The penalty of the training phase (before pruning)."""
         return next(model.parameters()).new_zeros(())
 
-    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
+    def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
         if self.pruned or state.epoch != self.prune_epoch(state.epochs):
             return
         before = state.evaluate()
@@ -278,7 +336,7 @@ class PruneThenFinetune(Method):
         self.pruned = True
         state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())
 
-    def prune(self, model: nn.Module, state: Any) -> None:
+    def prune(self, model: nn.Module, state: MethodState) -> None:
         raise NotImplementedError
 
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, PruneThenFinetune, grad_of, option
+from .base import HparamsBase, MethodState, eval_mode, PruneThenFinetune, grad_of, option
 
 
 @register_method
@@ -72,7 +72,7 @@ class HGSR(PruneThenFinetune):
             grad_of(w).addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
 
     @torch.no_grad()
-    def prune(self, model: nn.Module, state: Any) -> None:
+    def prune(self, model: nn.Module, state: MethodState) -> None:
         x, y = state.draw_batch(self.hparams.samples)
         groups = {layer: state.filter_parameters(layer) for layer in state.layers}
         alive = {layer: state.alive(layer) for layer in state.layers}
@@ -81,16 +81,12 @@ class HGSR(PruneThenFinetune):
             with zeroed(groups, removal):
                 return float(F.cross_entropy(model(x), y))
 
-        was_training = model.training
-        model.eval()
-        try:
+        with eval_mode(model):
             base = loss_without({})
             increases = sequential_loss_increases(model, alive, x, y, base)
             if increases is None:   # not a plain nn.Sequential: one full forward pass per filter
                 increases = loss_increases(groups, alive, loss_without, base)
             selected = select_by_loss(increases, lambda chosen: loss_without(chosen) - base, self.hparams.tolerance)
-        finally:
-            model.train(was_training)
         for layer, idx in selected.items():
             if len(idx):
                 state.remove(layer, idx)

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, grad_of, option
+from .base import HparamsBase, MethodState, Method, grad_of, option
 
 
 @register_method
@@ -91,13 +91,13 @@ class L0SGL(Method):
             grad_of(w).addcmul_(w, coef, value=weight).add_(self._copy(name, w), alpha=-weight * self.beta)
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module, state: Any) -> None:
+    def after_step(self, model: nn.Module, state: MethodState) -> None:
         t = self.threshold
         for name, conv in self.eligible(model):
             torch.hardshrink(conv.weight, t, out=self._copy(name, conv.weight))
 
     @torch.no_grad()
-    def on_epoch_end(self, model: nn.Module, state: Any) -> None:
+    def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
         for name, conv in self.eligible(model):
             u = self._copy(name, conv.weight)
             self._w[name] = conv.weight.detach().clone()
@@ -105,7 +105,7 @@ class L0SGL(Method):
             state.remove(name, u.flatten(1).abs().amax(1) == 0)
 
     @torch.no_grad()
-    def on_epoch_start(self, model: nn.Module, state: Any) -> None:
+    def on_epoch_start(self, model: nn.Module, state: MethodState) -> None:
         if state.epoch > 1 and (state.epoch - 1) % self.hparams.beta_every == 0:
             self.beta *= self.hparams.beta_growth
         for name, conv in self.eligible(model):

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodError, PruneThenFinetune, eligible_convs, option
+from .base import HparamsBase, MethodState, eval_mode, MethodError, PruneThenFinetune, eligible_convs, option
 
 
 @register_method
@@ -61,7 +60,7 @@ class NISP(PruneThenFinetune):
                               f"{type(model).__name__} is not one")
         classifier(model)
 
-    def prune(self, model: nn.Module, state: Any) -> None:
+    def prune(self, model: nn.Module, state: MethodState) -> None:
         frl = final_responses(model, state, self.hparams.samples)
         scores = filter_importance(model, state.input_shape, inf_fs(frl, self.hparams.alpha))
         for layer, s in scores.items():
@@ -79,19 +78,17 @@ def classifier(model: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def final_responses(model: nn.Module, state: Any, samples: int, chunk: int = 500) -> torch.Tensor:
+def final_responses(model: nn.Module, state: MethodState, samples: int, chunk: int = 500) -> torch.Tensor:
     """The classifier's inputs on ``samples`` random training examples: a (samples, D) matrix."""
     captured: list[torch.Tensor] = []
     handle = classifier(model).register_forward_hook(lambda m, inp, out: captured.append(inp[0].detach().flatten(1)))
-    was_training = model.training
-    model.eval()
     try:
-        for start in range(0, samples, chunk):
-            x, _ = state.draw_batch(min(chunk, samples - start))
-            model(x)
+        with eval_mode(model):
+            for start in range(0, samples, chunk):
+                x, _ = state.draw_batch(min(chunk, samples - start))
+                model(x)
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.cat(captured).float().cpu()
 
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodError, PruneThenFinetune, following_batchnorms, grad_of, option
+from .base import HparamsBase, MethodState, MethodError, PruneThenFinetune, following_batchnorms, grad_of, option
 
 
 @register_method
@@ -64,7 +63,7 @@ class Slimming(PruneThenFinetune):
             grad_of(bn.weight).add_(torch.sign(bn.weight), alpha=weight)
 
     @torch.no_grad()
-    def prune(self, model: nn.Module, state: Any) -> None:
+    def prune(self, model: nn.Module, state: MethodState) -> None:
         bns = following_batchnorms(model, require=True)
         for layer, idx in global_percentile_cut({layer: bns[layer].weight for layer in state.layers},
                                                 {layer: state.alive(layer) for layer in state.layers},

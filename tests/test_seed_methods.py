@@ -8,52 +8,20 @@ import pytest
 import torch
 from torch import nn
 
-from bench import metrics as M
+from bench import names as N
 from bench.cli import main
 from bench.config import build_sweep
 from bench.data import make_synthetic
-from bench.models import build_model, describe
+from bench.models import build_model
 from bench.trainer import train
-from bench.zeroing import FilterMasks
 from methods import MethodError, get_method
 from methods.hgsr import hierarchical_penalty, select_by_loss
 from methods.slimming import global_percentile_cut
+from state_standin import State
 
 
 def assert_close(tensor: torch.Tensor, expected) -> None:
     torch.testing.assert_close(tensor.detach(), torch.tensor(expected, dtype=tensor.dtype))
-
-
-class State:
-    """The part of the trainer's state object that the hooks use, over real filter masks."""
-
-    def __init__(self, model: nn.Module, input_shape, batch=None, epoch: int = 1, epochs: int = 10):
-        self.masks = FilterMasks(describe(model, input_shape))
-        self.layers = self.masks.layers
-        self.epoch, self.epochs = epoch, epochs
-        self.batch = batch
-        self.logged: dict[str, float] = {}
-        self.model = model
-
-    def remove(self, layer, filters):
-        return self.masks.remove(layer, filters)
-
-    def alive(self, layer):
-        return self.masks.alive(layer)
-
-    def filter_parameters(self, layer):
-        return self.masks.parameters(layer)
-
-    def draw_batch(self, n):
-        return self.batch
-
-    def evaluate(self):
-        x, y = self.batch
-        with torch.no_grad():
-            return float((self.model(x).argmax(1) == y).float().mean())
-
-    def log(self, **values):
-        self.logged.update(values)
 
 
 def one_conv(weight, bias=None) -> nn.Sequential:
@@ -244,8 +212,8 @@ def test_slimming_trains_cuts_globally_and_fine_tunes_without_penalty():
     rows = []
     train(cfg, data, lambda epoch, m: rows.append(m))
     # 4 epochs: 2 of fine-tuning, the cut at the end of epoch 2 removes floor(0.5 * 70) = 35 channels
-    assert rows[0][M.PENALTY] > 0 and rows[0]["filters_alive/conv1"] + rows[0]["filters_alive/conv2"] == 70
+    assert rows[0][N.PENALTY] > 0 and rows[0]["filters_alive/conv1"] + rows[0]["filters_alive/conv2"] == 70
     cut = rows[1]
     assert cut["filters_alive/conv1"] + cut["filters_alive/conv2"] == 35 and "accuracy_after_pruning" in cut
-    assert rows[1][M.PENALTY] == 0.0 and rows[3][M.PENALTY] == 0.0
+    assert rows[1][N.PENALTY] == 0.0 and rows[3][N.PENALTY] == 0.0
     assert rows[3]["filters_alive/conv2"] == cut["filters_alive/conv2"]
