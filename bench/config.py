@@ -11,63 +11,77 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from methods import MethodError, get_method, load_plugins
 
+from . import settings as S
 from .data import get_dataset_spec
 from .models import get_model_spec
+from .settings import RUNTIME, SWEEP, TRIAL, setting
 from .zeroing import parse_zeroing
+
+PRECISIONS = ("fp32", "bf16")   # --precision of bench run and bench perf
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; raised before any work starts."""
 
 
+def _checked(obj: Any) -> None:
+    """Every declared setting of ``obj`` against its type and range (bench/settings.py)."""
+    try:
+        S.check_fields(obj)
+    except S.SettingError as err:
+        raise ConfigError(str(err)) from None
+
+
+BUDGET = "model, data and training budget"
+WHERE = "where it runs and where it is recorded"
+WHAT = "what to compare"
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """What every trial of a sweep shares: model, data and the training budget."""
 
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    download: bool | None = None   # None: allowed unless BENCH_NO_DOWNLOAD=1
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    limit_train: int | None = None
-    limit_test: int | None = None
-    eval_batch_size: int = 1000
-    device: str = "auto"
-    precision: str = "fp32"        # "bf16": bfloat16 autocast for forward and loss (weights stay float32)
-    channels_last: bool = False    # conv weights and inputs in channels-last memory layout
-
-    # settings added after sweeps were recorded: left out of a trial's key while at these defaults, so the
-    # keys (and resume) of earlier sweeps stay valid
-    LATER_DEFAULTS = {"precision": "fp32", "channels_last": False}
+    model: str = setting("lenet5", "model (see `bench list`)", role=TRIAL)
+    dataset: str = setting("fashion-mnist", "dataset (see `bench list`)", role=TRIAL)
+    data_dir: str | None = setting(None, "folder searched first for dataset files (then $BENCH_DATA_DIR, "
+                                   "~/.cache/bench, and Debian's /usr/share/datasets/fashion-mnist)", role=RUNTIME)
+    download: bool | None = setting(None, "never download a missing dataset (also BENCH_NO_DOWNLOAD=1)",
+                                    role=RUNTIME, flag="--no-download", shown_default="downloads allowed",
+                                    cli={"action": "store_const", "const": False})
+    epochs: int = setting(10, "training epochs per trial (the same budget for every method)", role=TRIAL, min=1)
+    batch_size: int = setting(64, "training batch size", role=TRIAL, min=1)
+    lr: float = setting(0.01, "SGD learning rate", role=TRIAL, open_min=0, label="learning rate")
+    momentum: float = setting(0.9, "SGD momentum", role=TRIAL, min=0, open_max=1)
+    weight_decay: float = setting(5e-4, "SGD weight decay, the same for every method (Caffe's LeNet solver)",
+                                  role=TRIAL, min=0)
+    limit_train: int | None = setting(None, "use only the first N training examples (quick runs)", role=TRIAL,
+                                      min=1, shown_default="all", cli={"metavar": "N"}, label="limit-train")
+    limit_test: int | None = setting(None, "use only the first N test examples", role=TRIAL, min=1,
+                                     shown_default="all", cli={"metavar": "N"}, label="limit-test")
+    eval_batch_size: int = setting(1000, "evaluation batch size", role=TRIAL, min=1, flag="",
+                                   label="eval batch size")
+    device: str = setting("auto", "auto (CUDA when available), cpu, cuda or cuda:N", role=TRIAL)
+    precision: str = setting("fp32", "bf16: forward pass and task loss under bfloat16 autocast; weights, "
+                             "gradients, penalty, optimizer and evaluation stay float32", role=TRIAL,
+                             choices=PRECISIONS, key_default="fp32")
+    channels_last: bool = setting(False, "channels-last memory layout for conv weights and inputs", role=TRIAL,
+                                  key_default=False)
 
     def __post_init__(self) -> None:
+        _checked(self)
         get_model_spec(self.model)
         get_dataset_spec(self.dataset)
-        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}")
-        _check(self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}")
-        _check(math.isfinite(self.lr) and self.lr > 0, f"learning rate must be > 0, got {self.lr}")
-        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}")
-        for flag in ("limit_train", "limit_test"):
-            value = getattr(self, flag)
-            _check(value is None or value >= 1, f"{flag.replace('_', '-')} must be >= 1, got {value}")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        _check(self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -104,11 +118,9 @@ class TrialConfig:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
         resume); where the data files are and whether they may be downloaded are not part of it."""
         d = self.to_dict()
-        for where in ("data_dir", "download"):
-            d["train"].pop(where)
-        for later, default in TrainSettings.LATER_DEFAULTS.items():
-            if d["train"].get(later) == default:
-                d["train"].pop(later)
+        for f in S.declared(TrainSettings):
+            if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
+                d["train"].pop(f.name)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -118,7 +130,7 @@ class TrialConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrialConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
         return cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), TrainSettings(**d["train"]))
 
     def build_method(self):
@@ -129,31 +141,62 @@ class TrialConfig:
 class SweepConfig:
     """A sweep: which methods, which values of each method's sweep axis, which seeds; and where it runs."""
 
-    methods: tuple[str, ...] = field(default_factory=lambda: _all_methods())
+    methods: tuple[str, ...] = setting(
+        help="comma-separated methods (see `bench list`)", role=SWEEP, group=WHAT, default_factory=lambda: _all_methods(),
+        shown_default="every registered method", cli={"type": S.parse_items})
     # values of the sweep axes: method (or "*" for every method on that axis) -> values; absent: default grid
-    lambdas: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    ratios: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = (0,)
-    zeroing: Mapping[str, str] = field(default_factory=dict)   # method (or "*") -> spec
-    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # method -> option -> value
+    lambdas: Mapping[str, tuple[float, ...]] = setting(
+        help="penalty strengths for every method swept over lam, or with METHOD= for one method (repeatable: "
+        "--lambdas 0.05,0.2 --lambdas ssl=0.01,0.03)", role=SWEEP, group=WHAT, default_factory=dict,
+        shown_default="each method's grid", cli={"type": S.parse_per_method_floats, "action": S.MergeDict,
+                                                 "metavar": "[METHOD=]V1,V2,..."})
+    ratios: Mapping[str, tuple[float, ...]] = setting(
+        help="pruning ratios in (0, 1) for methods swept over ratio, or with METHOD= for one method (repeatable)",
+        role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's grid",
+        cli={"type": S.parse_per_method_floats, "action": S.MergeDict, "metavar": "[METHOD=]V1,V2,..."})
+    seeds: tuple[int, ...] = setting((0,), "comma-separated seeds; every point of the sweep runs once per seed",
+                                     role=SWEEP, group=WHAT, shown_default="0", cli={"type": S.parse_ints})
+    zeroing: Mapping[str, str] = setting(
+        help="zeroing rule for every method (none, cumulative:T[:layer], threshold:EPS), or METHOD=RULE entries, "
+        "comma separated", role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's own",
+        cli={"type": S.parse_zeroing, "action": S.MergeDict})
+    options: Mapping[str, Mapping[str, Any]] = setting(
+        help="a method option, e.g. l1l2.norm_scale=none (repeatable; see `bench list`)", role=SWEEP, group=WHAT,
+        default_factory=dict, flag="--option", cli={"type": S.parse_option, "action": S.MergeDict,
+                                                    "metavar": "METHOD.KEY=VALUE"})
     train: TrainSettings = field(default_factory=TrainSettings)
-    experiment: str | None = None
-    name: str | None = None          # the sweep's name (its MLflow parent run); default: sweep-<date-time>
-    preset: str | None = None        # the preset the settings came from (bench/presets.py), if any
-    plugins: tuple[str, ...] = ()    # modules or .py files registering more methods
-    tracking_uri: str | None = None
-    storage_path: str = "ray_results"
-    ray_address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = None
-    max_concurrent: int = 0
-    max_failures: int = 0
-
-    # settings that say where and how a sweep runs, not what it computes: a resumed sweep may change them
-    RUNTIME_KEYS = ("tracking_uri", "storage_path", "ray_address", "cpus_per_trial", "gpus_per_trial",
-                    "max_concurrent", "max_failures")
+    preset: str | None = setting(None, "start from a preset: the paper's setups (mnist-lenet = Table I, "
+                                 "cifar10-lenet = Table II, cifar10-vgg11 = Table III) or fashion-mnist-lenet (the "
+                                 "offline default study); every other option and --config override it",
+                                 role=SWEEP, group=WHAT, cli={"metavar": "NAME"})
+    plugins: tuple[str, ...] = setting(
+        (), "import a module or .py file that registers more methods (repeatable; loaded in every trial too)",
+        role=SWEEP, group=WHAT, flag="--plugin", cli={"action": S.Extend, "metavar": "MODULE|FILE.py"})
+    experiment: str | None = setting(None, "MLflow experiment name", role=SWEEP, group=WHERE, resume=True,
+                                     shown_default="MODEL-DATASET")
+    name: str | None = setting(None, "the sweep's name, its MLflow parent run, unique in the experiment",
+                               role=SWEEP, group=WHERE, shown_default="sweep-DATE-TIME")
+    tracking_uri: str | None = setting(
+        None, "MLflow store: sqlite:///PATH.db or http://HOST:PORT of an `mlflow server` (checked before any work)",
+        role=RUNTIME, group=WHERE, shown_default="$MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db")
+    storage_path: str = setting("ray_results", "folder of Ray Tune's trial records (on a cluster of several "
+                                "machines, a folder every node can reach)", role=RUNTIME, group=WHERE,
+                                shown_default="./ray_results")
+    ray_address: str | None = setting(None, "join a Ray cluster started with `ray start --head`, HOST:PORT (also "
+                                      "RAY_ADDRESS; checked before any work)", role=RUNTIME, group=WHERE,
+                                      shown_default="a local Ray for this command")
+    cpus_per_trial: float = setting(1.0, "CPUs reserved per trial; torch threads follow it", role=RUNTIME,
+                                    group=WHERE, open_min=0, shown_default="1")
+    gpus_per_trial: float | None = setting(
+        None, "GPUs per trial; fractions pack trials on one GPU (0.25 runs four per GPU)", role=RUNTIME,
+        group=WHERE, min=0, shown_default="1 when there are GPUs and --device is not cpu, else 0")
+    max_concurrent: int = setting(0, "at most N trials at once", role=RUNTIME, group=WHERE, min=0,
+                                  shown_default="as resources allow", cli={"metavar": "N"})
+    max_failures: int = setting(0, "retry a trial that raised up to N times, each attempt its own MLflow run",
+                                role=RUNTIME, group=WHERE, min=0, cli={"metavar": "N"})
 
     def __post_init__(self) -> None:
+        _checked(self)
         _check(len(self.methods) > 0, "no method given")
         _check(len(set(self.methods)) == len(self.methods), f"a method is listed twice: {','.join(self.methods)}")
         for name in self.methods:
@@ -167,13 +210,13 @@ class SweepConfig:
             for name in set(given) - {"*"}:
                 _check(_method(name).sweep_axis == axis, f"{what} given for {name!r}, which is swept over "
                                                          f"{_method(name).sweep_axis}")
+        for name, opts in self.options.items():
+            axis = _method(name).sweep_axis if name in self.methods else None
+            values = {"lam": "lambdas", "ratio": "ratios"}.get(axis or "", "")
+            _check(axis is None or axis not in opts, f"option {name}.{axis} is the value the sweep varies: give it "
+                   f"with --{values} {name}=V1,V2,... (or {values} in a config file)")
         _check(len(self.seeds) > 0, "no seed given")
         _check(len(set(self.seeds)) == len(self.seeds), "a seed is listed twice")
-        _check(self.cpus_per_trial > 0, f"cpus per trial must be > 0, got {self.cpus_per_trial}")
-        _check(self.gpus_per_trial is None or self.gpus_per_trial >= 0,
-               f"gpus per trial must be >= 0, got {self.gpus_per_trial}")
-        _check(self.max_concurrent >= 0, f"max concurrent must be >= 0, got {self.max_concurrent}")
-        _check(self.max_failures >= 0, f"max failures must be >= 0, got {self.max_failures}")
         _check(self.name is None or (0 < len(self.name) <= 100 and all(c.isalnum() or c in "._-"
                                                                           for c in self.name)),
                f"sweep name must be 1-100 letters, digits, '.', '_' or '-', got {self.name!r}")
@@ -229,7 +272,7 @@ class SweepConfig:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> "SweepConfig":
+    def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> SweepConfig:
         """The inverse of :meth:`to_dict` (as saved in a sweep's ``sweep.json``), with runtime overrides."""
         flat = {k: v for k, v in d.items() if k != "train"}
         flat.update(d.get("train", {}))
@@ -274,13 +317,37 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
             values = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found") from None
-    except tomllib.TOMLDecodeError as err:
+    except IsADirectoryError:
+        raise ConfigError(f"config file {p} is a folder; give a TOML file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {p}: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {p}: {err}") from None
     unknown = sorted(set(values) - _TRAIN_KEYS - _SWEEP_KEYS)
     if unknown:
         raise ConfigError(f"config file {p}: unknown key(s) {', '.join(unknown)}; valid keys: "
                           f"{', '.join(sorted(_TRAIN_KEYS | _SWEEP_KEYS))}")
     return values
+
+
+def sweep_from_sources(command_line: Mapping[str, Any], config_file: str | None = None) -> SweepConfig:
+    """``bench run``'s layers: declared defaults < preset < config file < command line.
+
+    The preset comes from the command line or the file; the user's ``lambdas`` or ``ratios`` (from either)
+    replace the preset's grids instead of merging into them."""
+    file_values = load_config_file(config_file) if config_file else {}
+    preset = command_line.get("preset") or file_values.get("preset")
+    preset_values: dict[str, Any] = {}
+    if preset:
+        from .presets import PresetError, preset_settings
+        try:
+            preset_values = dict(preset_settings(preset, command_line.get("methods") or file_values.get("methods")))
+        except PresetError as err:
+            raise ConfigError(str(err)) from None
+        for key in ("lambdas", "ratios"):
+            if command_line.get(key) or key in file_values:
+                preset_values.pop(key, None)
+    return build_sweep(preset_values, file_values, command_line)
 
 
 def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
@@ -292,9 +359,8 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 continue
             if key not in _TRAIN_KEYS | _SWEEP_KEYS:
                 raise ConfigError(f"unknown setting {key!r}")
-            if key in ("lambdas", "ratios"):
-                value = _per_method_values(key, value)
-            if key in ("options", "zeroing", "lambdas", "ratios") and key in merged:
+            value = _table(key, value)
+            if key in _TABLES and key in merged:
                 merged[key] = _merge_nested(merged[key], value)
             elif key == "plugins":
                 merged[key] = tuple(dict.fromkeys([*merged.get(key, ()), *map(_plugin_spec, value)]))
@@ -305,29 +371,44 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
     except MethodError as err:
         raise ConfigError(str(err)) from None
     train = TrainSettings(**{k: v for k, v in merged.items() if k in _TRAIN_KEYS})
-    sweep = {k: v for k, v in merged.items() if k in _SWEEP_KEYS}
-    for key in ("methods", "seeds", "plugins"):
-        if key in sweep:
-            sweep[key] = tuple(sweep[key])
-    for key in ("lambdas", "ratios"):
-        if key in sweep:
-            sweep[key] = _per_method_values(key, sweep[key])
-    return SweepConfig(train=train, **sweep)
+    return SweepConfig(train=train, **{k: v for k, v in merged.items() if k in _SWEEP_KEYS})
+
+
+_TABLES = ("lambdas", "ratios", "zeroing", "options")
+
+
+def _table(key: str, value: Any) -> Any:
+    """The per-method settings in one shape whatever their source: ``lambdas``/``ratios`` as {method: values}
+    (a plain list applies to every method: ``*``), ``zeroing`` as {method: spec} (a plain spec: ``*``),
+    ``options`` as {method: {option: value}}, ``plugins`` as a tuple."""
+    if key in ("lambdas", "ratios"):
+        return _per_method_values(key, value)
+    if key == "zeroing":
+        value = {"*": value} if isinstance(value, str) else value
+        if not isinstance(value, Mapping) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"zeroing: expected a rule (e.g. \"cumulative:0.01\") or a table of METHOD = RULE, "
+                              f"got {value!r}")
+    if key == "options" and not (isinstance(value, Mapping) and all(isinstance(v, Mapping) for v in value.values())):
+        raise ConfigError(f"options: expected tables of method options ([options.l1l2] norm_scale = \"none\"), "
+                          f"got {value!r}")
+    if key == "plugins":
+        value = (value,) if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"plugins: expected a list of modules or .py files, got {value!r}")
+        return tuple(value)
+    return value
 
 
 def _per_method_values(key: str, value: Any) -> dict[str, tuple[float, ...]]:
     """A list applies to every method on that axis ("*"); a table gives per-method lists."""
-    if isinstance(value, Mapping):
-        items = value.items()
-    else:
-        items = [("*", value)]
+    items = value.items() if isinstance(value, Mapping) else [("*", value)]
     out = {}
     for method, values in items:
         values = [values] if isinstance(values, (int, float)) else values
-        try:
-            out[method] = tuple(float(v) for v in values)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected numbers for {method!r}, got {values!r}") from None
+        if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"{key}: expected numbers for {method!r}, got {values!r}")
+        out[method] = tuple(float(v) for v in values)
     return out
 
 

@@ -1,0 +1,343 @@
+"""A sweep's lifecycle, from a validated config to an exit status: ``bench run`` and ``bench resume``.
+
+1. :func:`prepare`: the trials, the Ray address and the resources one trial needs, the device, the data and
+   every method against the model, all checked before any run is created (exit 2 on a problem);
+2. :func:`locate`: a new sweep (its name must be free), or the sweep to continue (``--resume``: by name, else
+   the latest with the same trials; ``bench resume NAME``: by name, with the settings its record saved) and
+   the trials of it that already finished;
+3. :func:`execute`: the sweep's parent run created or reopened (runs a killed driver left RUNNING are closed
+   KILLED first), the remaining trials run, every unfinished run closed, the parent run ended with a status
+   that says what happened, the summary printed; the exit status: 0 all finished, 1 some failed, 130
+   interrupted (:func:`ending`).
+
+The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sweep.py`` and MLflow through
+``tracking.py`` only.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import names as N
+from .config import ConfigError, SweepConfig, TrialConfig
+from .settings import RUNTIME, names_with_role
+
+EXIT_OK = 0
+EXIT_TRIALS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Located:
+    """Where a sweep's runs go: a new sweep (``record`` None) or the one being continued, with the trials of
+    it that finished already (trial key -> their MLflow run)."""
+
+    uri: str
+    experiment_id: str
+    record: Any = None
+    done: dict[str, Any] = field(default_factory=dict)
+
+
+def runtime_keys() -> tuple[str, ...]:
+    """The settings a resumed sweep may change: where and how it runs (declared with role ``runtime``)."""
+    from .config import TrainSettings
+    return names_with_role(RUNTIME, SweepConfig, TrainSettings)
+
+
+def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_run: bool = False,
+        write: Callable[[str], None] = print) -> int:
+    """``bench run`` (``record`` None) or ``bench resume`` (the saved sweep's record): prepare, locate and
+    execute; returns the exit status."""
+    trials, data = prepare(sweep, write)
+    if dry_run:
+        for trial in trials:
+            write(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
+        return EXIT_OK
+    located = locate(sweep, trials, uri, resume=resume, record=record, write=write)
+    return execute(sweep, trials, data, located, write=write)
+
+
+def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
+    """Everything checked before any run is created: returns the trials and the loaded data."""
+    from methods import MethodError
+
+    from .data import load_dataset
+    from .models import build_model, describe, get_model_spec
+    from .sweep import check_local_resources, check_ray_address
+    from .trainer import resolve_device
+
+    trials = sweep.trials()
+    address = check_ray_address(sweep.ray_address)
+    t = sweep.train
+    if not address:   # a cluster's resources and devices are checked once joined (sweep.ray_session)
+        try:
+            resolve_device(t.device)
+        except (RuntimeError, ValueError) as err:
+            raise ConfigError(f"--device {t.device}: {err}") from None
+        check_local_resources(sweep.cpus_per_trial, sweep.gpus_per_trial)
+    t0 = time.monotonic()
+    data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test,
+                        input_shape=get_model_spec(t.model).default_input, download=t.download)
+    try:
+        model = build_model(t.model, data.input_shape, data.num_classes)
+        describe(model, data.input_shape)
+    except ValueError as err:
+        raise ConfigError(f"model {t.model!r} cannot take {t.dataset!r} inputs: {err}") from None
+    for trial in {trial.method: trial for trial in trials}.values():
+        try:
+            trial.build_method().check_model(model)
+        except MethodError as err:
+            raise ConfigError(f"method {trial.method!r} cannot run on model {t.model!r}: {err}") from None
+    write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
+    write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
+        f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
+        f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
+    write(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
+    write(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
+          f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
+          + (", channels-last" if t.channels_last else ""))
+    return trials, data
+
+
+# -- which sweep -------------------------------------------------------------------------------------------
+
+def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: bool = False, record=None,
+           write: Callable[[str], None] = print) -> Located:
+    """The experiment (created once, here, on the driver), the sweep to continue if any and its finished
+    trials. A new sweep's name must be free in the experiment."""
+    from .tracking import finished_trials, prepare_experiment
+
+    experiment_id = prepare_experiment(uri, sweep.experiment_name)
+    if record is None and resume:
+        record = sweep_to_resume(uri, experiment_id, sweep)
+    elif record is None:
+        refuse_existing_name(uri, experiment_id, sweep, write)
+    located = Located(uri, experiment_id, record)
+    if record is not None:
+        keys = {t.key for t in trials}
+        located.done = {k: r for k, r in finished_trials(uri, experiment_id, record.run_id).items() if k in keys}
+        write(f"resume sweep {record.name!r} ({record.status}): {len(located.done)} of {len(trials)} trials "
+              f"finished, running the other {len(trials) - len(located.done)}")
+    return located
+
+
+def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[str, Any]):
+    """``bench resume NAME``: the sweep's config as its parent run saved it, with runtime ``overrides``;
+    returns (sweep, record)."""
+    from .tracking import experiment_id_of, experiment_names, find_sweeps
+
+    if not name or not all(c.isalnum() or c in "._-" for c in name):
+        raise ConfigError(f"{name!r} is not a sweep name (letters, digits, '.', '_' and '-')")
+    found = []
+    for candidate in [experiment] if experiment else experiment_names(uri):
+        experiment_id = experiment_id_of(uri, candidate)
+        if experiment_id is not None:
+            found += [(candidate, r) for r in find_sweeps(uri, experiment_id, name=name)]
+    if not found:
+        where = f"experiment {experiment!r}" if experiment else "any experiment"
+        raise ConfigError(f"no sweep named {name!r} in {where} of {uri}" + known_sweeps(uri, experiment))
+    if len({e for e, _ in found}) > 1:
+        raise ConfigError(f"sweeps named {name!r} exist in several experiments "
+                          f"({', '.join(sorted({e for e, _ in found}))}); say which with --experiment")
+    experiment, record = found[0]
+    allowed = {k: v for k, v in overrides.items() if k in runtime_keys() and v is not None}
+    sweep = SweepConfig.from_dict(record.config, **allowed, tracking_uri=uri, experiment=experiment,
+                                  name=record.name)
+    if record.key and sweep.key != record.key:
+        raise ConfigError(f"sweep {name!r}: its saved config no longer gives the same trials (the methods' "
+                          "defaults or the registry changed since it ran); start a new sweep")
+    return sweep, record
+
+
+def known_sweeps(uri: str, experiment: str | None) -> str:
+    """A hint listing the sweeps of an experiment (of every experiment without one)."""
+    from .tracking import experiment_id_of, experiment_names, find_sweeps
+
+    lines = []
+    for name in [experiment] if experiment else experiment_names(uri):
+        experiment_id = experiment_id_of(uri, name)
+        if experiment_id is None:
+            continue
+        for r in find_sweeps(uri, experiment_id)[:10]:
+            lines.append(f"  {r.name:<28} {r.status:<9} experiment {name!r}")
+    return "; sweeps there:\n" + "\n".join(lines) if lines else "; it has no sweep yet"
+
+
+def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
+    """``bench run ... --resume``: the sweep named ``--name``, else the latest sweep with the same trials."""
+    from .tracking import find_sweeps
+
+    if sweep.name:
+        records = find_sweeps(uri, experiment_id, name=sweep.name)
+        if not records:
+            raise ConfigError(f"no sweep named {sweep.name!r} to resume in experiment {sweep.experiment_name!r}"
+                              + known_sweeps(uri, sweep.experiment_name))
+        if records[0].key != sweep.key:
+            raise ConfigError(f"sweep {sweep.name!r} was started with other trials (methods, values, seeds or "
+                              "training settings differ); resume it with the same options, or with "
+                              f"`bench resume {sweep.name}`")
+        return records[0]
+    records = find_sweeps(uri, experiment_id, key=sweep.key)
+    if not records:
+        raise ConfigError(f"no sweep with these trials to resume in experiment {sweep.experiment_name!r} "
+                          "(same methods, values, seeds and training settings)"
+                          + known_sweeps(uri, sweep.experiment_name))
+    return records[0]
+
+
+def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
+                         write: Callable[[str], None] = print) -> None:
+    from .tracking import find_sweeps
+
+    if sweep.name and find_sweeps(uri, experiment_id, name=sweep.name):
+        raise ConfigError(f"a sweep named {sweep.name!r} exists in experiment {sweep.experiment_name!r}; continue "
+                          f"it with --resume (or `bench resume {sweep.name}`) or pick another --name")
+    unfinished = [r for r in find_sweeps(uri, experiment_id, key=sweep.key) if r.status != "FINISHED"]
+    if unfinished:
+        write(f"note   sweep {unfinished[0].name!r} has the same trials and ended {unfinished[0].status}; "
+              "add --resume to continue it instead of starting anew")
+
+
+# -- running it --------------------------------------------------------------------------------------------
+
+def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, *,
+            runner: Callable[..., list] | None = None, write: Callable[[str], None] = print) -> int:
+    """Run the trials not yet finished under the sweep's parent run and close everything; the exit status.
+
+    ``runner(sweep, todo, data, tracking, run_name=...)`` runs the trials and returns one outcome each
+    (default: :func:`bench.sweep.run_sweep` inside a Ray session)."""
+    from .sweep import TrialOutcome, ray_session, run_sweep
+    from .tracking import TrackingInfo, close_open_children, end_run, reopen_run, start_sweep_run
+
+    uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
+    todo = [t for t in trials if t.key not in done]
+    previous = [TrialOutcome(t.name, "FINISHED", {**done[t.key].data.metrics, N.RUN_ID_KEY: done[t.key].info.run_id},
+                             key=t.key) for t in trials if t.key in done]
+    if record is not None and not todo:
+        if record.status != "FINISHED":
+            end_run(uri, record.run_id, "FINISHED")
+        write(f"nothing to run: every trial of sweep {record.name!r} finished")
+        print_summary(previous, write)
+        return EXIT_OK
+    session = ray_session(sweep) if runner is None else _no_session()
+    with session as ray_info:
+        if ray_info:
+            write(f"ray    {ray_info}")
+        if record is None:
+            name = sweep.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+            parent = start_sweep_run(uri, experiment_id, name, sweep_params(sweep, len(trials)),
+                                     {**sweep.to_dict(), "name": name}, sweep.key)
+        else:
+            name, parent = record.name, record.run_id
+            closed = close_open_children(uri, experiment_id, parent, "KILLED",
+                                         "the sweep's driver stopped before this trial finished")
+            if closed:
+                write(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
+            reopen_run(uri, parent)
+        write(f"mlflow {uri}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
+        tracking = TrackingInfo(uri, experiment_id, parent)
+        if runner is None:
+            session.on_abort(lambda: _abort(tracking, name, trials, write))
+        try:
+            outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
+                                             run_name=f"{name}-{time.strftime('%H%M%S')}")
+        except BaseException as err:
+            close_open_children(uri, experiment_id, parent)
+            interrupted = isinstance(err, KeyboardInterrupt)
+            end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
+                    f"{type(err).__name__}: {err}")
+            if interrupted:
+                print(f"\ninterrupted; continue with `bench resume {name}`", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            raise
+        close_open_children(uri, experiment_id, parent)
+    outcomes = previous + outcomes
+    status, code, note = ending(outcomes)
+    end_run(uri, parent, status, note)
+    print_summary(outcomes, write)
+    _print_where(sweep, uri, name, write)
+    if code == EXIT_INTERRUPTED:
+        finished = sum(o.status == "FINISHED" for o in outcomes)
+        print(f"interrupted: {finished} of {len(outcomes)} trials finished; continue with "
+              f"`bench resume {name}`", file=sys.stderr)
+    elif code == EXIT_TRIALS_FAILED:
+        failed = sum(o.status == "FAILED" for o in outcomes)
+        print(f"{failed} trial(s) failed; `bench resume {name}` runs them again", file=sys.stderr)
+    return code
+
+
+def ending(outcomes: list) -> tuple[str, int, str | None]:
+    """How a sweep ended from its trials' outcomes: (the parent run's status, the exit status, a note).
+
+    Any trial KILLED (interrupted or never run): KILLED, 130. Else any FAILED: the sweep FAILED when every
+    trial failed, FINISHED otherwise, exit 1. Else FINISHED, 0."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "KILLED")}
+    problems = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n)
+    note = f"{problems} of {len(outcomes)} trials" if problems else None
+    if counts["KILLED"]:
+        return "KILLED", EXIT_INTERRUPTED, note
+    if counts["FAILED"]:
+        return ("FAILED" if counts["FAILED"] == len(outcomes) else "FINISHED"), EXIT_TRIALS_FAILED, note
+    return "FINISHED", EXIT_OK, note
+
+
+def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str], None]) -> None:
+    """The sweep's end when its driver is terminated and Ray cannot stop it gracefully (the local Ray died
+    with the process group): every open run KILLED, the summary from the store."""
+    from .sweep import TrialOutcome
+    from .tracking import close_open_children, end_run, finished_trials
+
+    close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
+    finished = finished_trials(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
+    outcomes = [TrialOutcome(t.name, "FINISHED", {**finished[t.key].data.metrics,
+                                                  N.RUN_ID_KEY: finished[t.key].info.run_id}, key=t.key)
+                if t.key in finished else TrialOutcome(t.name, "KILLED", {}, "terminated", t.key) for t in trials]
+    status, _, note = ending(outcomes)
+    end_run(tracking.uri, tracking.parent_run_id, status, f"terminated; {note}" if note else None)
+    print_summary(outcomes, write)
+    print(f"terminated: {sum(o.status == 'FINISHED' for o in outcomes)} of {len(outcomes)} trials finished; "
+          f"continue with `bench resume {name}`", file=sys.stderr)
+
+
+class _no_session:
+    """Stands for a Ray session when the caller runs the trials itself."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:
+    """The short flat params of a sweep's parent run."""
+    t = sweep.train
+    return {"methods": ",".join(sweep.methods), "trials": n_trials, "seeds": ",".join(map(str, sweep.seeds)),
+            "model": t.model, "dataset": t.dataset, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
+            "limit_train": t.limit_train, "limit_test": t.limit_test}
+
+
+def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
+    """One line per trial: status, accuracy, sparsity, its MLflow run, filters alive (or its error)."""
+    write(f"\n{'trial':<30} {'status':<9} {'test acc':>8} {'sparsity':>9}  {'MLflow run':<32}  filters alive")
+    for o in sorted(outcomes, key=lambda o: o.name):
+        m = o.metrics
+        run_id = str(m.get(N.RUN_ID_KEY, "-"))
+        if o.status != "FINISHED" or N.TEST_ACCURACY not in m:
+            reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
+            write(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {run_id:<32}  {o.error or ''}{reached}")
+            continue
+        filters = " ".join(f"{layer}={n}" for layer, n in N.filters_by_layer(m).items())
+        write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
+              f"{filters}")
+    write("`bench export RUN --out FILE.pt` writes a trial's compact model")
+
+
+def _print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:
+    from .tracking import default_tracking_uri, normalize_uri
+    ui = "`bench ui" + (f" --tracking-uri {uri}`" if uri != normalize_uri(default_tracking_uri()) else "`")
+    write(f"\nresults in MLflow: {uri} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")

@@ -1,0 +1,341 @@
+"""Every ``bench run`` setting declared once: its type, default, role, checks, help and command-line flag.
+
+A setting is a field of :class:`bench.config.TrainSettings` or :class:`bench.config.SweepConfig` made with
+:func:`setting`. From that one declaration come
+
+- the command line: :func:`add_arguments` builds ``bench run``'s (and ``bench resume``'s) options;
+- validation: :func:`check_fields` checks every value, from the command line or a config file, against its
+  declared type and range before anything starts (exit 2 naming the key, the value and what is expected);
+- resume: :func:`names_with_role` tells which settings a resumed sweep may change (``runtime``);
+- the trial key: settings with the role ``trial`` define what a trial computes (``bench.config``);
+- the README's option table: :func:`markdown_table` (a test keeps the README equal to it).
+
+Roles:
+
+``trial``    what a trial computes (model, data, budget): part of every trial's key;
+``sweep``    which trials the sweep holds and how it is named and recorded: fixed once the sweep has run;
+``runtime``  where and how trials run (Ray, resources, where the data files are): a resumed sweep may change it.
+
+Adding an option is one ``setting(...)`` field; nothing else has to list it. No torch import here.
+"""
+from __future__ import annotations
+
+import argparse
+import collections.abc
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+TRIAL, SWEEP, RUNTIME = "trial", "sweep", "runtime"
+ROLES = (TRIAL, SWEEP, RUNTIME)
+
+
+class SettingError(ValueError):
+    """A setting's value has the wrong type or is out of range."""
+
+
+def setting(default: Any = None, help: str = "", *, role: str, default_factory: Callable[[], Any] | None = None,
+            flag: str | None = None, cli: dict[str, Any] | None = None, group: str = "model, data and training budget",
+            label: str | None = None, shown_default: str | None = None, key_default: Any = dataclasses.MISSING,
+            resume: bool | None = None, **checks: Any) -> Any:
+    """A dataclass field that declares one setting.
+
+    ``role``: ``trial``, ``sweep`` or ``runtime`` (module docstring). ``checks``: ``min`` / ``max``
+    (inclusive), ``open_min`` / ``open_max`` (exclusive), ``choices``. ``flag``: the command-line flag
+    (default ``--name-with-dashes``; ``""`` for a setting with no flag); ``cli``: extra ``add_argument``
+    keywords (``type``, ``action``, ``metavar``, ``dest``...). ``label``: how messages name it (default: the
+    name with spaces). ``shown_default``: the default as the help and README print it. ``key_default``: a
+    ``trial`` setting added after sweeps were recorded is left out of the trial key while it has this value,
+    so the keys (and resume) of earlier sweeps stay valid. ``resume``: offered by ``bench resume`` (default:
+    runtime settings).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    metadata = {"help": help, "role": role, "flag": flag, "cli": cli or {}, "group": group, "label": label,
+                "shown_default": shown_default, "key_default": key_default,
+                "resume": role == RUNTIME if resume is None else resume, "checks": checks}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def declared(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that are settings, in declaration order."""
+    return [f for f in dataclasses.fields(cls) if "role" in f.metadata]
+
+
+def names_with_role(role: str, *classes: type) -> tuple[str, ...]:
+    return tuple(f.name for cls in classes for f in declared(cls) if f.metadata["role"] == role)
+
+
+def label_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("label") or f.name.replace("_", " ")
+
+
+def flag_of(f: dataclasses.Field) -> str | None:
+    flag = f.metadata.get("flag")
+    if flag == "":
+        return None
+    return flag or "--" + f.name.replace("_", "-")
+
+
+# -- types and ranges ----------------------------------------------------------------------------------
+
+def _describe(kind: Any) -> str:
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(kind)[0]).split(' ', 1)[1]}s"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _matches(value: Any, kind: Any) -> bool:
+    if kind is Any:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        inner = typing.get_args(kind)[0]
+        return isinstance(value, (tuple, list)) and all(_matches(v, inner) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, k) for k in typing.get_args(kind))
+    if origin is not None and isinstance(origin, type):
+        return isinstance(value, origin)
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _non_none(kind: Any) -> tuple[Any, bool]:
+    """(the type without ``None``, whether ``None`` is allowed)."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True
+    return kind, False
+
+
+def coerce(f: dataclasses.Field, kind: Any, value: Any) -> Any:
+    """``value`` as the setting's declared type, or a :class:`SettingError` naming the key and the value.
+
+    Lists become tuples, an integer is a valid float, a single value is a one-item list; nothing else is
+    converted (the string ``"0.1"`` is not a number, ``1.5`` is not an integer)."""
+    base, optional = _non_none(kind)
+    if value is None:
+        if optional:
+            return None
+        raise SettingError(f"{f.name}: expected {_describe(base)}, got nothing")
+    if typing.get_origin(base) is tuple:
+        inner = typing.get_args(base)[0]
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not all(_matches(v, inner) for v in items):
+            raise SettingError(f"{f.name}: expected {_describe(base)}, got {value!r}")
+        return tuple(float(v) if inner is float else v for v in items)
+    if not _matches(value, base):
+        raise SettingError(f"{f.name}: expected {_describe(base)}, got {value!r}"
+                           + (" (a string)" if isinstance(value, str) and base in (int, float) else ""))
+    if base is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def check_range(f: dataclasses.Field, value: Any) -> None:
+    """The declared bounds and choices of a setting; messages name it by its label."""
+    if value is None:
+        return
+    checks, label = f.metadata.get("checks", {}), label_of(f)
+    if "choices" in checks and value not in checks["choices"]:
+        raise SettingError(f"{label} must be one of {', '.join(map(str, checks['choices']))}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingError(f"{label} must be a finite number, got {value!r}")
+        lo, hi, olo, ohi = (checks.get(k) for k in ("min", "max", "open_min", "open_max"))
+        if not ((lo is None or value >= lo) and (hi is None or value <= hi) and (olo is None or value > olo)
+                and (ohi is None or value < ohi)):
+            raise SettingError(f"{label} must be {_range_text(lo, hi, olo, ohi)}, got {value!r}")
+
+
+def _range_text(lo: Any, hi: Any, olo: Any, ohi: Any) -> str:
+    low = f"[{lo}" if lo is not None else f"({olo}" if olo is not None else None
+    high = f"{hi}]" if hi is not None else f"{ohi})" if ohi is not None else None
+    if low and high:
+        return f"in {low}, {high}"
+    if low:
+        return f"{'>=' if lo is not None else '>'} {low[1:]}"
+    return f"{'<=' if hi is not None else '<'} {high[:-1]}"
+
+
+def check_fields(obj: Any) -> None:
+    """Type and range of every declared setting of a dataclass instance; values are normalised in place
+    (lists to tuples, integers to floats where a float is declared)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in declared(type(obj)):
+        value = getattr(obj, f.name)
+        if typing.get_origin(_non_none(hints[f.name])[0]) is collections.abc.Mapping:
+            continue   # nested tables (lambdas, zeroing, options) are checked by their owners
+        value = coerce(f, hints[f.name], value)
+        check_range(f, value)
+        object.__setattr__(obj, f.name, value)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
+                  keep: Callable[[dataclasses.Field], bool] = lambda f: True,
+                  groups: dict[str, Any] | None = None) -> None:
+    """One option per declared setting of ``classes`` that ``keep`` accepts, in argument groups by the
+    setting's ``group``. Every default is None, so that a config file can sit between the declared defaults
+    and the command line."""
+    groups = {} if groups is None else groups
+    for cls in classes:
+        hints = typing.get_type_hints(cls)
+        for f in declared(cls):
+            flag = flag_of(f)
+            if flag is None or not keep(f):
+                continue
+            group = f.metadata["group"]
+            if group not in groups:
+                groups[group] = parser.add_argument_group(group)
+            kwargs: dict[str, Any] = {"default": None, "help": _help_line(f)}
+            base, _ = _non_none(hints[f.name])
+            if base is bool and "action" not in f.metadata["cli"]:
+                kwargs.update(action="store_const", const=True)
+            elif base in (int, float) and "type" not in f.metadata["cli"] and "action" not in f.metadata["cli"]:
+                kwargs["type"] = _argparse_number(base)
+            if "choices" in f.metadata["checks"] and base is str:
+                kwargs["choices"] = f.metadata["checks"]["choices"]
+            kwargs.update(f.metadata["cli"])
+            if kwargs.get("dest", f.name) == f.name and flag[2:].replace("-", "_") != f.name:
+                kwargs["dest"] = f.name
+            groups[group].add_argument(flag, **kwargs)
+
+
+def _argparse_number(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {_describe(kind)}, got {text!r}") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _help_line(f: dataclasses.Field) -> str:
+    shown = default_text(f)
+    return f.metadata["help"] + (f" (default: {shown})" if shown else "")
+
+
+def default_text(f: dataclasses.Field) -> str:
+    if f.metadata.get("shown_default") is not None:
+        return f.metadata["shown_default"]
+    if f.default is dataclasses.MISSING or f.default is None or f.default == ():
+        return ""
+    if isinstance(f.default, bool):
+        return "on" if f.default else "off"
+    return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
+
+
+def markdown_table(classes: Iterable[type], extra: Iterable[tuple[str, str, str]] = ()) -> str:
+    """The README's option table: flag, default, role, meaning; ``extra`` rows for options that are not
+    settings (``--config``, ``--dry-run``...)."""
+    rows = ["| option | default | role | meaning |", "|---|---|---|---|"]
+    for cls in classes:
+        for f in declared(cls):
+            flag = flag_of(f)
+            if flag is None:
+                continue
+            metavar = f.metadata["cli"].get("metavar")
+            shown = f"{flag} {metavar}" if metavar else flag
+            rows.append(f"| `{shown}` | {_md(default_text(f))} | {f.metadata['role']} | {_md(f.metadata['help'])} |")
+    for flag, default, meaning in extra:
+        rows.append(f"| `{flag}` | {default} | | {_md(meaning)} |")
+    return "\n".join(rows)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+# -- parsers of list-valued options (argparse ``type`` functions) ---------------------------------------
+
+def parse_items(text: str) -> tuple[str, ...]:
+    """``a,b,c``: comma-separated names."""
+    items = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return items
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in parse_items(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in parse_items(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_per_method_floats(text: str) -> tuple[str, tuple[float, ...]]:
+    """``V1,V2`` (every method on the axis: ``*``) or ``METHOD=V1,V2`` (one method)."""
+    method, sep, values = text.partition("=")
+    return (method.strip(), parse_floats(values)) if sep else ("*", parse_floats(text))
+
+
+def parse_zeroing(text: str) -> dict[str, str]:
+    """``SPEC`` for every method, or ``METHOD=SPEC`` entries (comma separated), e.g. ``l1=threshold:1e-4``."""
+    out: dict[str, str] = {}
+    for item in parse_items(text):
+        method, sep, spec = item.partition("=")
+        out[method.strip() if sep else "*"] = spec.strip() if sep else item
+    return out
+
+
+def parse_option(text: str) -> tuple[str, str, str]:
+    """``METHOD.KEY=VALUE``."""
+    method_key, sep, value = text.partition("=")
+    method, dot, key = method_key.partition(".")
+    if not (sep and dot and method and key):
+        raise argparse.ArgumentTypeError(f"expected METHOD.OPTION=VALUE (e.g. l1l2.norm_scale=none), got {text!r}")
+    return method.strip(), key.strip(), value.strip()
+
+
+class MergeDict(argparse.Action):
+    """A repeatable option whose values merge into one dict: ``(key, value)`` pairs, ``(outer, key, value)``
+    triples (nested), or dicts."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        merged = dict(getattr(namespace, self.dest) or {})
+        if isinstance(values, dict):
+            merged.update(values)
+        elif len(values) == 2:
+            merged[values[0]] = values[1]
+        else:
+            outer, key, value = values
+            merged[outer] = {**merged.get(outer, {}), key: value}
+        setattr(namespace, self.dest, merged)
+
+
+class Extend(argparse.Action):
+    """A repeatable option whose values collect into one tuple."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, (*(getattr(namespace, self.dest) or ()), values))
