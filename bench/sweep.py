@@ -9,7 +9,6 @@ Without ``--ray-address`` (or ``RAY_ADDRESS``) a local Ray starts with the comma
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -17,8 +16,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -31,6 +31,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from . import metrics as M  # noqa: E402
+from . import names as N  # noqa: E402
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
@@ -86,31 +87,31 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
     trial = TrialConfig.from_dict(config["trial"])
     device = str(resolve_device(trial.train.device))
     run = TrialRun(tracking, trial.name, trial_params(trial),
-                   {"trial": trial.to_dict(), "trial_key": trial.key, "device": device,
+                   {"trial": trial.to_dict(), N.TRIAL_KEY: trial.key, "device": device,
                     "data": {"name": data.name, "source": data.source, "train": len(data.train_x),
                              "test": len(data.test_x)}},
                    trial.key, device)
 
     def report(epoch: int, values: dict[str, float]) -> None:
         run.log_epoch(epoch, values)
-        tune.report({**values, "epoch": epoch, "trial_key": trial.key, "mlflow_run_id": run.run_id})
+        tune.report({**values, "epoch": epoch, N.TRIAL_KEY: trial.key, N.RUN_ID_KEY: run.run_id})
 
     def finish(model, structure) -> dict[str, float]:
         """The compact model: measured, saved as the run's ``compact_model.pt``."""
         import tempfile
         from pathlib import Path
 
-        from .compact import FIRST_FILTERS, measure, save_compact, save_first_filters
+        from .compact import measure, save_compact, save_first_filters
 
         small, values = measure(model, structure, data.input_shape)
         removed = {layer: structure.by_name[layer].module.out_channels - n
                    for layer, n in M.alive_filters(structure).items()}
         with tempfile.TemporaryDirectory() as folder:
-            path = save_compact(Path(folder) / "compact_model.pt", small, trial.train.model, data.input_shape,
+            path = save_compact(Path(folder) / N.COMPACT_MODEL, small, trial.train.model, data.input_shape,
                                 data.num_classes, removed)
             run.log_artifact(path)
-            run.log_artifact(save_first_filters(Path(folder) / FIRST_FILTERS, model, structure))
-        run.set_tag("bench.filters_removed", sum(removed.values()))
+            run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
+        run.set_tag(N.FILTERS_REMOVED_TAG, sum(removed.values()))
         return values
 
     try:
@@ -141,10 +142,10 @@ class _Progress(tune.Callback):
         self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        filters = " ".join(f"{layer} {n}" for layer, n in M.filters_by_layer(result).items())
+        filters = " ".join(f"{layer} {n}" for layer, n in N.filters_by_layer(result).items())
         self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/{self.epochs}  "
-                   f"acc {result[M.TEST_ACCURACY]:.4f}  loss {result[M.TRAIN_LOSS]:.4f}  "
-                   f"sparsity {result[M.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
+                   f"acc {result[N.TEST_ACCURACY]:.4f}  loss {result[N.TRAIN_LOSS]:.4f}  "
+                   f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
                    f"({result.get('epoch_time_s', 0):.1f}s/epoch)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -188,48 +189,129 @@ def check_ray_address(address: str | None) -> str | None:
     return address
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def local_cpus() -> int:
+    """CPUs this process may really use: the smaller of its CPU affinity (what a batch system's allocation
+    restricts) and Ray's own cgroup-aware count (a container's quota)."""
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    try:
+        from ray._private.utils import get_num_cpus
+        counts.append(int(get_num_cpus()))
+    except Exception:   # a private helper: fall back on the affinity when it moves
+        pass
+    return max(1, min(counts))
+
+
+def local_gpus() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> None:
+    """Before a local Ray starts: one trial must fit this machine, else Ray would wait for it forever."""
+    cpus, gpus = local_cpus(), local_gpus()
+    if cpus_per_trial > cpus:
+        raise ClusterError(f"--cpus-per-trial {cpus_per_trial:g} does not fit this machine: {cpus} CPU(s) available "
+                           "to this process; ask for at most that many, or join a larger cluster with --ray-address")
+    if (gpus_per_trial or 0) > gpus:
+        raise ClusterError(f"--gpus-per-trial {gpus_per_trial:g} does not fit this machine: {gpus} GPU(s) "
+                           "available; use 0 on a machine without GPUs")
+
+
+def check_cluster_fits(cpus_per_trial: float, gpus_per_trial: float, device: str) -> None:
+    """Once joined: some live node must hold one trial's CPUs and GPUs, and a CUDA device needs GPUs."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    fits = [r for r in nodes if r.get("CPU", 0) >= cpus_per_trial and r.get("GPU", 0) >= gpus_per_trial]
+    if not fits:
+        have = "; ".join(f"{r.get('CPU', 0):g} CPUs, {r.get('GPU', 0):g} GPUs" for r in nodes) or "no live node"
+        raise ClusterError(f"no node of the Ray cluster fits one trial ({cpus_per_trial:g} CPUs, {gpus_per_trial:g} "
+                           f"GPUs per trial); its nodes have: {have}")
+    if device.startswith("cuda") and gpus_per_trial <= 0:
+        raise ClusterError(f"--device {device} needs GPUs, and the Ray cluster has none (or --gpus-per-trial is 0)")
+
+
+def trial_gpus(sweep: SweepConfig) -> float:
+    """GPUs per trial: as given, else 1 when the cluster has GPUs and the device may be CUDA, else 0."""
+    if sweep.gpus_per_trial is not None:
+        return sweep.gpus_per_trial
+    return 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
+
+
+def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` or start a local Ray; returns True when a local Ray was started."""
     address = check_ray_address(address)
     try:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             return False
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         return True
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {type(err).__name__}: {err}") from None
 
 
-@contextlib.contextmanager
-def ray_session(address: str | None):
-    """Ray for the length of a command: joined at ``address``, or a local one started and stopped here.
+class ray_session:
+    """Ray for the length of a command: joined at the sweep's address, or a local one started and stopped here;
+    ``with ray_session(sweep) as summary`` checks that one trial fits the cluster before anything else.
 
-    While it lasts, SIGTERM (``kill PID``, a batch scheduler's time limit) stops the sweep as Ctrl-C does:
-    gracefully, unfinished trials marked KILLED, resumable. Ray's own SIGTERM handler (installed by
-    ``ray.init``) would abort the process instead.
+    While it lasts, SIGTERM (``kill PID``, ``timeout``, a batch scheduler's time limit) stops the sweep as
+    Ctrl-C does: gracefully, unfinished trials marked KILLED, resumable. Ray's own SIGTERM handler (installed by
+    ``ray.init``) would abort the process instead. When the whole process group is terminated, the local Ray
+    dies with it and cannot stop the trials gracefully: after ``grace`` seconds the callback given to
+    :meth:`on_abort` closes the records and the process exits 130 without waiting on Ray.
     """
-    connect(address)
-    previous = signal.getsignal(signal.SIGTERM)
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGTERM, _sigterm_as_sigint)
-    try:
-        yield
-    finally:
+
+    def __init__(self, sweep: SweepConfig, grace: float = 5.0) -> None:
+        self.sweep = sweep
+        self.grace = grace
+        self._abort: Callable[[], None] | None = None
+        self._timer: threading.Timer | None = None
+        self._previous: Any = None
+
+    def on_abort(self, callback: Callable[[], None]) -> None:
+        self._abort = callback
+
+    def __enter__(self) -> str:
+        address = self.sweep.ray_address or os.environ.get("RAY_ADDRESS") or None
+        connect(address)
+        try:
+            check_cluster_fits(self.sweep.cpus_per_trial, trial_gpus(self.sweep), self.sweep.train.device)
+        except BaseException:
+            ray.shutdown()
+            raise
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+        return cluster_summary() + (f" at {address}" if address else " (local)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         ray.shutdown()  # stops a local Ray; from a cluster it only disconnects this driver
-        if in_main:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
+    def _on_sigterm(self, signum, frame) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.grace, self._hard_stop)
+            self._timer.daemon = True
+            self._timer.start()
+        handler = signal.getsignal(signal.SIGINT)  # Ray Tune's graceful stop while a sweep runs
+        if callable(handler) and handler is not self._on_sigterm:
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
 
-def _sigterm_as_sigint(signum, frame) -> None:
-    handler = signal.getsignal(signal.SIGINT)  # Ray Tune's graceful stop while a sweep runs
-    if callable(handler) and handler is not _sigterm_as_sigint:
-        handler(signal.SIGINT, frame)
-    else:
-        raise KeyboardInterrupt
+    def _hard_stop(self) -> None:
+        try:
+            if self._abort is not None:
+                self._abort()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
 
 
 def cluster_gpus() -> float:
@@ -249,9 +331,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, trac
     A trial that raises is retried up to ``sweep.max_failures`` times (each attempt is its own MLflow run),
     then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here.
     """
-    gpus = sweep.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
+    gpus = trial_gpus(sweep)
     cpus = sweep.cpus_per_trial
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
@@ -286,7 +366,7 @@ def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
     outcomes: dict[str, TrialOutcome] = {}
     for result in grid:
         metrics = dict(result.metrics or {})
-        key = metrics.get("trial_key")
+        key = metrics.get(N.TRIAL_KEY)
         if key is None and result.config and "trial" in result.config:
             key = TrialConfig.from_dict(result.config["trial"]).key
         if key not in by_key:

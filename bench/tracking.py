@@ -16,6 +16,7 @@ database, in ``mlartifacts/``.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -29,19 +30,12 @@ from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in bench's output
 
-import mlflow  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from . import __version__
-
-PARENT_TAG = "mlflow.parentRunId"
-KIND_TAG = "bench.kind"
-TRIAL_KEY_TAG = "bench.trial_key"
-SWEEP_TAG = "bench.sweep_run_id"
-SWEEP_KEY_TAG = "bench.sweep_key"
-ERROR_TAG = "bench.error"
-RESUMED_TAG = "bench.resumed"
+from . import __version__  # noqa: E402
+from .names import (ERROR_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX, RESUMED_TAG,  # noqa: E402
+                    SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG)
 
 
 class TrackingError(RuntimeError):
@@ -89,9 +83,72 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"cannot create the folder of the tracking database {db}: {err}") from None
         if not os.access(db.parent, os.W_OK):
             raise TrackingError(f"cannot write the tracking database {db}: {db.parent} is not writable")
+        check_sqlite_store(db)
+
+
+def check_sqlite_store(db: Path) -> None:
+    """An existing sqlite store must be a whole MLflow database: a file that is not sqlite, or one whose
+    creation was cut short (no MLflow tables), is named here instead of failing later with a traceback."""
+    import sqlite3
+
+    if not db.exists() or db.stat().st_size == 0:
+        return
+    with open(db, "rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise TrackingError(f"the tracking database {db} is not an sqlite file (corrupt, or another kind of file); "
+                            "move it away, or pick another --tracking-uri")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        raise TrackingError(f"cannot read the tracking database {db}: {err} (corrupt?); move it away, or pick "
+                            "another --tracking-uri") from None
+    if tables and not {"alembic_version", "experiments", "runs"} <= tables:
+        raise TrackingError(f"the tracking database {db} is incomplete (its creation was interrupted, or it is "
+                            "not an MLflow store); move it away, or pick another --tracking-uri")
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """For an sqlite store, an exclusive lock on ``<db>.lock`` beside it: the first creation of the database
+    and of an experiment are serialized between processes (concurrent creation breaks sqlite stores). A
+    database this process created and could not finish is removed, so that no half-made store is left."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    if uri in _HELD:   # re-entered by this process: it holds the lock already
+        yield
+        return
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _HELD.add(uri)
+        new = not db.exists() or db.stat().st_size == 0
+        try:
+            yield
+        except BaseException:
+            if new and db.exists():
+                db.unlink()
+            raise
+        finally:
+            _HELD.discard(uri)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+_READY: set[str] = set()   # sqlite stores this process has seen created
+_HELD: set[str] = set()    # sqlite stores whose creation lock this process holds
 
 
 def _client(uri: str) -> MlflowClient:
+    """A client of the store; an sqlite store is created (or migrated) under the store's lock the first time
+    this process touches it, so that two commands starting together in an empty folder cannot both create it."""
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        with _store_lock(uri):
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        _READY.add(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -108,13 +165,14 @@ def _search(client: MlflowClient, experiment_id: str, query: str, order_by: list
 
 def provenance(device: str | None = None) -> dict[str, str]:
     """Library versions, the project version and git commit, the host and the device."""
-    tags = {"bench.version": __version__, "bench.python": platform.python_version(), "bench.host": platform.node()}
-    tags.update({f"bench.{dist}": version for dist, version in _library_versions().items()})
+    p = PROVENANCE_PREFIX
+    tags = {f"{p}version": __version__, f"{p}python": platform.python_version(), f"{p}host": platform.node()}
+    tags.update({f"{p}{dist}": version for dist, version in _library_versions().items()})
     commit = _git_commit()
     if commit:
-        tags["bench.git_commit"] = commit
+        tags[f"{p}git_commit"] = commit
     if device:
-        tags["bench.device"] = device
+        tags[f"{p}device"] = device
     return tags
 
 
@@ -153,23 +211,35 @@ class TrackingInfo:
 
 
 def prepare_experiment(uri: str, experiment: str) -> str:
-    """Create (or find) the experiment once, on the driver; returns its id."""
-    client = _client(uri)
+    """Create (or find) the experiment once, on the driver; returns its id. The store itself is created here
+    when it does not exist yet, under a lock (:func:`_store_lock`)."""
     try:
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise TrackingError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another "
-                                    "--experiment")
-            return found.experiment_id
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-        return client.create_experiment(experiment, artifact_location=location)
+        with _store_lock(uri):
+            return _find_or_create_experiment(uri, experiment)
     except TrackingError:
         raise
     except Exception as err:  # MlflowException, sqlalchemy errors, connection errors
         raise TrackingError(f"cannot use the MLflow store {uri}: {type(err).__name__}: {err}") from None
+
+
+def _find_or_create_experiment(uri: str, experiment: str) -> str:
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another "
+                                "--experiment")
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(experiment, artifact_location=location)
+    except Exception:   # created meanwhile by another driver on the same server
+        again = client.get_experiment_by_name(experiment)
+        if again is None:
+            raise
+        return again.experiment_id
 
 
 def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any],
@@ -178,7 +248,7 @@ def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str
     run = client.create_run(experiment_id, run_name=name,
                             tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance()})
     client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
-    client.log_dict(run.info.run_id, dict(sweep_config), "sweep.json")
+    client.log_dict(run.info.run_id, dict(sweep_config), SWEEP_CONFIG)
     return run.info.run_id
 
 
@@ -205,7 +275,7 @@ def find_sweeps(uri: str, experiment_id: str, name: str | None = None, key: str 
         query += f" and tags.`{SWEEP_KEY_TAG}` = '{key}'"
     out = []
     for run in _search(client, experiment_id, query, ["attributes.start_time DESC"]):
-        path = client.download_artifacts(run.info.run_id, "sweep.json")
+        path = client.download_artifacts(run.info.run_id, SWEEP_CONFIG)
         with open(path) as f:
             config = json.load(f)
         out.append(SweepRecord(run.info.run_id, run.info.run_name, run.info.status,
@@ -352,7 +422,7 @@ class TrialRun:
         run = self.client.create_run(info.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
-        self.client.log_dict(self.run_id, dict(config), "config.json")
+        self.client.log_dict(self.run_id, dict(config), TRIAL_CONFIG)
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)

@@ -237,3 +237,100 @@ def test_sweep_key_ignores_where_the_data_is():
     assert a.key != c.key
     again = type(a).from_dict(b.to_dict())
     assert again == b and again.key == a.key
+
+
+def test_a_trial_that_cannot_fit_the_machine_is_refused_before_ray_starts(capsys, tmp_path):
+    import torch
+    code, _, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, "--cpus-per-trial", "10000")
+    assert code == 2 and "--cpus-per-trial 10000 does not fit this machine" in err and "CPU(s) available" in err
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, "--gpus-per-trial", "0.5")
+        assert code == 2 and "--gpus-per-trial 0.5 does not fit this machine: 0 GPU(s)" in err
+        code, _, err = run_cli(capsys, "run", "--methods", "l1l2", "--dataset", "synthetic", "--device", "cuda",
+                               "--dry-run")
+        assert code == 2 and "--device cuda" in err and "CUDA is not available" in err
+    assert_nothing_started(tmp_path)
+
+
+@pytest.mark.parametrize("toml,message", [
+    ('epochs = "ten"', "epochs: expected an integer, got 'ten'"),
+    ("epochs = 1.5", "epochs: expected an integer, got 1.5"),
+    ('lr = "0.1"', "lr: expected a number, got '0.1' (a string)"),
+    ('seeds = "a"', "seeds: expected a list of integers, got 'a'"),
+    ("seeds = [0, 0.5]", "seeds: expected a list of integers, got [0, 0.5]"),
+    ('limit_train = "x"', "limit_train: expected an integer, got 'x'"),
+    ("channels_last = 1", "channels_last: expected true or false, got 1"),
+    ('methods = ["l1", 3]', "methods: expected a list of strings"),
+    ('lambdas = ["0.1"]', "lambdas: expected numbers for '*', got ['0.1']"),
+    ('zeroing = 3', "zeroing: expected a rule"),
+    ('options = "x"', "options: expected tables of method options"),
+    ("cpus_per_trial = -1", "cpus per trial must be > 0, got -1"),
+    ("momentum = 1.0", "momentum must be in [0, 1), got 1.0"),
+])
+def test_config_values_of_the_wrong_type_or_range_name_the_key(capsys, tmp_path, toml, message):
+    (tmp_path / "c.toml").write_text(f'dataset = "synthetic"\nmethods = ["l1l2"]\n{toml}\n'
+                                     if not toml.startswith("methods") else f'dataset = "synthetic"\n{toml}\n')
+    code, _, err = run_cli(capsys, "run", "--config", "c.toml", "--dry-run")
+    assert code == 2 and message in err, err
+    assert_nothing_started(tmp_path)
+
+
+def test_a_config_that_is_a_folder_is_named(capsys, tmp_path):
+    (tmp_path / "conf").mkdir()
+    code, _, err = run_cli(capsys, "run", "--config", "conf")
+    assert code == 2 and "config file conf is a folder" in err
+
+
+@pytest.mark.parametrize("value", ["abc", "0.3"])
+def test_an_option_for_the_swept_value_points_to_lambdas(capsys, tmp_path, value):
+    code, _, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, "--option", f"l1l2.lam={value}")
+    assert code == 2 and "option l1l2.lam is the value the sweep varies: give it with --lambdas l1l2=" in err
+    code, _, err = run_cli(capsys, "run", "--methods", "nisp", *QUICK, "--epochs", "2", "--option", "nisp.ratio=0.5")
+    assert code == 2 and "--ratios nisp=" in err
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"this is not a database" * 10, "is not an sqlite file"),
+    (None, "is incomplete"),
+])
+def test_a_broken_store_is_named_by_its_path(capsys, tmp_path, content, message):
+    import sqlite3
+    db = tmp_path / "mlflow.db"
+    if content is None:   # an sqlite file whose MLflow tables were never all created
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE experiments (id INTEGER)")
+    else:
+        db.write_bytes(content)
+    for argv in (["run", "--methods", "l1l2", *QUICK, "--dry-run"], ["report"], ["resume", "x"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and str(db) in err and message in err, (argv, err)
+
+
+def test_bench_ui_on_a_port_in_use_fails(capsys, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run_cli(capsys, "ui", "--port", str(port))
+    assert code == 2 and f"cannot serve the MLflow UI on 127.0.0.1:{port}" in err
+
+
+def test_export_to_a_path_that_cannot_be_written_is_a_message(capsys, tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from bench.compact import save_compact
+    from bench.models import build_model
+    from bench.names import COMPACT_MODEL, KIND_TAG
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"), tags={KIND_TAG: "trial"})
+    model = build_model("lenet5", (1, 28, 28), 10)
+    client.log_artifact(run.info.run_id, str(save_compact(tmp_path / COMPACT_MODEL, model, "lenet5", (1, 28, 28),
+                                                          10, {})))
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "export", run.info.run_id, "--out", str(tmp_path / "afile" / "m.pt"),
+                           "--tracking-uri", uri)
+    assert code == 2 and "bench: error:" in err and str(tmp_path / "afile") in err
+    code, out, _ = run_cli(capsys, "export", run.info.run_id, "--out", str(tmp_path / "m.pt"), "--tracking-uri", uri)
+    assert code == 0 and torch.load(tmp_path / "m.pt", weights_only=True)

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import metrics as M
+from bench import names as N
 from bench.data import DEBIAN_FASHION_MNIST
 from bench.models import build_model, describe
 
@@ -74,18 +75,18 @@ def test_per_epoch_metrics_at_step_epoch(sweep):
     structure = describe(model, (1, 28, 28))
     for run in (r for r in runs if r.data.tags.get("bench.kind") == "trial"):
         rid = run.info.run_id
-        for key in (M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+        for key in (N.TEST_ACCURACY, N.TRAIN_LOSS, N.PENALTY, N.TOTAL_SPARSITY, N.PARAMS, N.FLOPS,
                     "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"):
             history = client.get_metric_history(rid, key)
             assert sorted(m.step for m in history) == [1, 2], (run.data.params["method"], key)
         last = run.data.metrics
         alive = {"conv1": int(last["filters_alive/conv1"]), "conv2": int(last["filters_alive/conv2"])}
-        assert last[M.FLOPS] == M.structural_flops(structure, alive)
-        assert last[M.PARAMS] == M.structural_params(structure, alive)
-        assert last[M.TOTAL_SPARSITY] == pytest.approx(1 - sum(alive.values()) / 70)
-        assert 0.0 <= last[M.TEST_ACCURACY] <= 1.0
+        assert last[N.FLOPS] == M.structural_flops(structure, alive)
+        assert last[N.PARAMS] == M.structural_params(structure, alive)
+        assert last[N.TOTAL_SPARSITY] == pytest.approx(1 - sum(alive.values()) / 70)
+        assert 0.0 <= last[N.TEST_ACCURACY] <= 1.0
         if run.data.params["method"] in ("none", "l1l2"):
-            assert last[M.TEST_ACCURACY] > 0.3  # 10 classes: these learn well above chance in 2 epochs
+            assert last[N.TEST_ACCURACY] > 0.3  # 10 classes: these learn well above chance in 2 epochs
 
 
 def test_nisp_halves_every_layer_and_records_accuracy_after_pruning(sweep):
@@ -95,7 +96,7 @@ def test_nisp_halves_every_layer_and_records_accuracy_after_pruning(sweep):
     assert run.data.metrics["filters_alive/conv1"] == 10 and run.data.metrics["filters_alive/conv2"] == 25
     pruned = client.get_metric_history(run.info.run_id, "accuracy_after_pruning")
     assert [m.step for m in pruned] == [1]  # 2 epochs: pre-train 1, prune, fine-tune 1
-    after = {m.step: m.value for m in client.get_metric_history(run.info.run_id, M.TEST_ACCURACY)}
+    after = {m.step: m.value for m in client.get_metric_history(run.info.run_id, N.TEST_ACCURACY)}
     assert pruned[0].value == after[1]
     ssl = next(r for r in runs if r.data.params.get("method") == "ssl")
     assert ssl.data.params["zeroing"] == "threshold:0.0001" and ssl.data.params["groups"] == "filter+channel"
@@ -109,28 +110,38 @@ def test_progress_and_summary_on_stdout(sweep):
     assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame):
-    """SIGINT (Ctrl-C) or SIGTERM (`kill PID`, a scheduler's time limit) to the driver once trials are
-    training: the sweep stops gracefully, every run ends KILLED, none stays RUNNING."""
+@pytest.mark.parametrize("signame,group", [("SIGINT", False), ("SIGTERM", False), ("SIGTERM", True)])
+def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
+    """SIGINT (Ctrl-C) or SIGTERM (`kill PID`) to the driver once trials are training, or SIGTERM to its whole
+    process group (what `timeout`, systemd and batch schedulers send; the local Ray dies with it): the sweep
+    stops within seconds with exit 130 and its summary, every run ends KILLED, none stays RUNNING."""
     import signal
     import time
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--methods", "l1l2,l1", "--lambdas", "0.1",
                              "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=group)
     lines = []
     deadline = time.monotonic() + 300
     for line in proc.stdout:
         lines.append(line)
         if "epoch   1/200" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(getattr(signal, signame))
+    sent = time.monotonic()
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(getattr(signal, signame))
     out, _ = proc.communicate(timeout=180)
+    took = time.monotonic() - sent
     text = "".join(lines) + out
     assert proc.returncode == 130, text[-3000:]
-    assert "interrupted" in text and "continue with `bench resume sweep-" in text
+    assert ("terminated" if group else "interrupted") in text and "continue with `bench resume sweep-" in text
+    assert "l1l2-lam0.1-s0                 KILLED" in text   # the summary
+    if group:
+        assert took < 15, took
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
     statuses = sorted((r.data.tags.get("bench.kind"), r.info.status) for r in runs)
@@ -176,7 +187,7 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
     trials = {r.data.params["method"]: r for r in runs if r.data.tags.get("bench.kind") == "trial"}
     for method, run in trials.items():
         m = run.data.metrics
-        assert m["compact_params"] == m[M.PARAMS] and m["compact_flops"] == m[M.FLOPS], method
+        assert m["compact_params"] == m[N.PARAMS] and m["compact_flops"] == m[N.FLOPS], method
         for b in (1, 64):
             assert m[f"speedup_b{b}"] == pytest.approx(m[f"dense_latency_ms_b{b}"] / m[f"latency_ms_b{b}"])
         assert [x.step for x in client.get_metric_history(run.info.run_id, "compact_params")] == [2]
@@ -189,7 +200,7 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
     assert out.returncode == 0, out.stderr
     assert "conv widths 10, 25" in out.stdout and "removed filters: conv1 10, conv2 25" in out.stdout
     model, info = load_compact(cwd / "exports" / "nisp.pt")
-    assert info["widths"] == (10, 25) and sum(p.numel() for p in model.parameters()) == nisp.data.metrics[M.PARAMS]
+    assert info["widths"] == (10, 25) and sum(p.numel() for p in model.parameters()) == nisp.data.metrics[N.PARAMS]
     out = bench(cwd, "export", trials["none"].info.run_id, "--out", str(cwd / "none.pt"))
     assert out.returncode == 0 and "no filter was removed in this run: this is the dense model" in out.stdout
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")

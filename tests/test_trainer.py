@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
-from bench import metrics as M
+from bench import names as N
 from bench.config import TrainSettings, TrialConfig, build_sweep
 from bench.data import make_synthetic
 from bench.trainer import TrialDiverged, train
@@ -29,7 +30,7 @@ def run(cfg: TrialConfig) -> list[dict]:
 def test_reports_every_epoch_with_the_documented_metrics():
     rows = run(trial(epochs=3))
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    for key in (M.TEST_ACCURACY, M.TRAIN_LOSS, M.PENALTY, M.TOTAL_SPARSITY, M.PARAMS, M.FLOPS,
+    for key in (N.TEST_ACCURACY, N.TRAIN_LOSS, N.PENALTY, N.TOTAL_SPARSITY, N.PARAMS, N.FLOPS,
                 "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"):
         assert all(key in r and math.isfinite(r[key]) for r in rows), key
     for r in rows:  # the epoch's time and its parts
@@ -39,9 +40,9 @@ def test_reports_every_epoch_with_the_documented_metrics():
 
 def test_learns_the_synthetic_task():
     rows = run(trial(method="none", epochs=3))
-    assert rows[-1][M.TEST_ACCURACY] > 0.5  # 10 classes: chance is 0.1
-    assert rows[-1][M.TRAIN_LOSS] < rows[0][M.TRAIN_LOSS]
-    assert rows[-1][M.PENALTY] == 0.0 and rows[-1][M.TOTAL_SPARSITY] == 0.0
+    assert rows[-1][N.TEST_ACCURACY] > 0.5  # 10 classes: chance is 0.1
+    assert rows[-1][N.TRAIN_LOSS] < rows[0][N.TRAIN_LOSS]
+    assert rows[-1][N.PENALTY] == 0.0 and rows[-1][N.TOTAL_SPARSITY] == 0.0
 
 
 def test_same_config_and_seed_give_identical_metrics_on_cpu():
@@ -49,7 +50,13 @@ def test_same_config_and_seed_give_identical_metrics_on_cpu():
     strip = [{k: v for k, v in r.items() if not k.endswith("_time_s")} for r in a]
     assert strip == [{k: v for k, v in r.items() if not k.endswith("_time_s")} for r in b]
     c = run(trial(seed=4))
-    assert c[-1][M.TRAIN_LOSS] != a[-1][M.TRAIN_LOSS]
+    assert c[-1][N.TRAIN_LOSS] != a[-1][N.TRAIN_LOSS]
+
+
+def lenet_flops(c1: int, c2: int) -> int:
+    """Forward FLOPs of Caffe LeNet on 28x28 inputs with c1 and c2 filters, by hand (2 per multiply-add):
+    conv1 24x24 positions x 25 weights; conv2 8x8 positions x c1*25 weights; fc1 500 x c2*16; fc2 10 x 500."""
+    return 2 * (c1 * 25 * 24 * 24 + c2 * c1 * 25 * 8 * 8 + 500 * c2 * 16 + 10 * 500)
 
 
 def test_removed_filters_never_come_back_and_counts_follow():
@@ -58,20 +65,96 @@ def test_removed_filters_never_come_back_and_counts_follow():
         alive = [r[f"filters_alive/{layer}"] for r in rows]
         assert all(b <= a for a, b in zip(alive, alive[1:])), alive
         assert alive[-1] >= 1
-    assert rows[-1][M.TOTAL_SPARSITY] > 0.2  # a strong l1/l2 penalty removes many filters
-    assert rows[-1][M.FLOPS] < rows[0][M.FLOPS] or rows[0][M.TOTAL_SPARSITY] > 0
-    assert rows[-1][M.PENALTY] < rows[0][M.PENALTY]  # the penalty is being minimised
+    assert rows[-1][N.TOTAL_SPARSITY] > 0.2  # a strong l1/l2 penalty removes many filters
+    for r in rows:   # FLOPs follow the alive filters every epoch, exactly
+        assert r[N.FLOPS] == lenet_flops(r["filters_alive/conv1"], r["filters_alive/conv2"])
+    assert rows[-1][N.FLOPS] < lenet_flops(20, 50)
+    assert rows[-1][N.PENALTY] < rows[0][N.PENALTY]  # the penalty is being minimised
 
 
 def test_penalty_metric_is_the_method_value_at_epoch_end():
-    rows = run(trial(lam=0.0, epochs=1, zeroing="none"))
-    assert rows[0][M.PENALTY] > 1.0  # l1/l2 of 70 non-zero filter norms is well above 1
-    assert rows[0][M.TOTAL_SPARSITY] == 0.0
+    kept = {}
+
+    def finish(model, structure):
+        kept["weights"] = [model.conv1.weight.detach().clone(), model.conv2.weight.detach().clone()]
+        return {}
+
+    rows: list[dict] = []
+    train(trial(lam=0.0, epochs=1, zeroing="none"), DATA, lambda epoch, m: rows.append(m), finish=finish)
+    # l1/l2 of the kernel pseudo-norms of the final weights (eq. 2 and 5), by hand
+    norms = torch.cat([w.abs().flatten(1).sum(1) / w.shape[0] for w in kept["weights"]]).double()
+    expected = float(norms.sum() / torch.sqrt((norms ** 2).sum() + 1e-12))
+    assert rows[0][N.PENALTY] == pytest.approx(expected, rel=1e-5)
+    assert rows[0][N.TOTAL_SPARSITY] == 0.0
 
 
-def test_threshold_rule_runs_each_step():
+def test_threshold_rule_runs_after_every_step(registered_probe):
+    rows = run(trial(method="stepprobe", epochs=2, zeroing="threshold:0.01"))
+    probe = registered_probe.last
+    # every step, right after the rule and the masks: no conv weight is left in (0, 0.01)
+    assert probe.steps == 2 * len(DATA.train_x) // 64
+    assert probe.small_weights_seen == 0
+    assert probe.zeros_at_last_step > 1000   # and it did zero weights (there is no penalty to do it)
+    assert len(rows) == 2
+
+
+def test_threshold_rule_removes_filters_left_all_zero():
     rows = run(trial(method="l1", lam=0.5, epochs=2, zeroing="threshold:0.05"))
-    assert rows[-1][M.TOTAL_SPARSITY] > 0
+    assert rows[-1][N.TOTAL_SPARSITY] > 0
+
+
+@pytest.fixture
+def registry():
+    """The method registry, restored after the test (for methods registered by one test)."""
+    from methods import _REGISTRY
+
+    saved = dict(_REGISTRY)
+    yield _REGISTRY
+    _REGISTRY.clear()
+    _REGISTRY.update(saved)
+
+
+def test_a_nan_penalty_is_a_divergence_even_with_a_finite_gradient(registry):
+    from methods import register_method
+    from methods.base import Method
+
+    @register_method
+    class NanPenalty(Method):
+        name = "nanpenalty"
+        description = "a penalty whose value is NaN and whose closed-form gradient is zero"
+        closed_form_grad = True
+
+        def penalty(self, model):
+            return torch.tensor(float("nan"))
+
+        def add_penalty_grad(self, model, weight):
+            pass
+
+    with pytest.raises(TrialDiverged, match="penalty is nan at epoch 1 of nanpenalty-lam0.5-s0"):
+        run(trial(method="nanpenalty", lam=0.5, epochs=1))
+
+
+@pytest.fixture
+def registered_probe(registry):
+    """A method registered for one test: after every step it counts conv weights with 0 < |w| < 0.01."""
+    from methods import register_method
+    from methods.base import PostHocMethod
+
+    @register_method
+    class StepProbe(PostHocMethod):
+        name = "stepprobe"
+        description = "counts weights the threshold rule should have zeroed"
+        last = None
+
+        def after_step(self, model, state):
+            type(self).last = self
+            self.steps = getattr(self, "steps", 0) + 1
+            weights = [state.filter_parameters(layer)[0] for layer in state.layers]
+            small = sum(int(((w.abs() > 0) & (w.abs() < 0.01)).sum()) for w in weights)
+            self.small_weights_seen = getattr(self, "small_weights_seen", 0) + small
+            self.zeros_at_last_step = sum(int((w == 0).sum()) for w in weights)
+
+    return StepProbe
 
 
 def test_divergence_is_an_error():
@@ -115,7 +198,7 @@ def test_resnet20_trains_and_removes_only_block_internal_filters(method, options
     with torch.no_grad():
         assert (small(x) - model(x)).abs().max().item() < 1e-4
     assert small.conv1.out_channels == 16 and small.layer3[2].conv2.out_channels == 64
-    assert last[M.PARAMS] < sum(p.numel() for p in build_model("resnet20", (3, 32, 32), 10).parameters())
+    assert last[N.PARAMS] < sum(p.numel() for p in build_model("resnet20", (3, 32, 32), 10).parameters())
     assert describe(small, (3, 32, 32)).eligible == tuple(blocks)
 
 
@@ -129,7 +212,7 @@ def test_bf16_autocast_and_channels_last_train_and_leave_the_key_of_default_tria
         d["train"].pop(later)
     assert TrialConfig.from_dict(d).key == base.key
     rows = run(fast)
-    assert 0.0 <= rows[0][M.TEST_ACCURACY] <= 1.0 and math.isfinite(rows[0][M.TRAIN_LOSS])
+    assert 0.0 <= rows[0][N.TEST_ACCURACY] <= 1.0 and math.isfinite(rows[0][N.TRAIN_LOSS])
     assert rows[0]["filters_alive/conv1"] <= 20
-    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got .fp16."):
         TrainSettings(precision="fp16")

@@ -1,0 +1,102 @@
+"""Every registered model, dataset and preset, the way timm's tests run over its registry: registering one
+enrols it here, with no test edit (methods enrol in test_method_contract.py the same way)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bench.compact import compact
+from bench.config import build_sweep
+from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset, make_synthetic
+from bench.models import build_model, describe, get_model_spec, list_models
+from bench.presets import PRESETS, preset_settings
+from bench.trainer import train
+from methods import MethodError, get_method, list_methods
+
+# hgsr measures one loss per alive filter; on the deeper models a few samples keep that to seconds
+FEW_SAMPLES = {"hgsr": {"samples": 8}, "nisp": {"samples": 16}}
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_its_sweep(name):
+    settings = preset_settings(name)
+    sweep = build_sweep(settings)
+    trials = sweep.trials()
+    assert sweep.experiment_name == name and sweep.preset == name
+    assert {t.method for t in trials} == set(settings["methods"])
+    assert all(t.train.model == settings["model"] and t.train.dataset == settings["dataset"] for t in trials)
+    for method, values in {**settings.get("lambdas", {}), **settings.get("ratios", {})}.items():
+        assert sorted(t.swept_value for t in trials if t.method == method) == sorted(values)
+    assert len({t.key for t in trials}) == len(trials)   # every trial is its own
+    # the preset's model takes the preset's data, and every method of it accepts the model
+    shape = get_model_spec(settings["model"]).default_input
+    model = build_model(settings["model"], shape, 10)
+    for method in settings["methods"]:
+        get_method(method)().check_model(model)
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_loads_as_uint8_or_names_where_it_looked(name, tmp_path):
+    try:
+        ds = load_dataset(name, data_dir=tmp_path, limit_train=40, limit_test=20, download=False,
+                          input_shape=(1, 28, 28))
+    except DataError as err:   # no files here and no download: the error names the folder searched
+        assert str(tmp_path) in str(err)
+        return
+    assert ds.train_x.dtype == np.uint8 and ds.test_x.dtype == np.uint8
+    assert ds.train_x.ndim == 4 and ds.train_x.shape[1:] == ds.test_x.shape[1:]
+    assert 0 < len(ds.train_x) <= 40 and 0 < len(ds.test_x) <= 20 and len(ds.train_y) == len(ds.train_x)
+    assert int(ds.train_y.max()) < ds.num_classes and len(ds.mean) == len(ds.std) == ds.train_x.shape[1]
+    assert get_dataset_spec(name).description
+
+
+def _accepts(method: str, model) -> bool:
+    try:
+        get_method(method)().check_model(model)
+        return True
+    except MethodError as err:   # a refusal says why, before any training
+        assert str(err)
+        return False
+
+
+def _model_params():
+    """Every registered model; those with many filters (hgsr measures one loss per filter) in the slow run."""
+    out = []
+    for name in list_models():
+        shape = get_model_spec(name).default_input
+        model = build_model(name, shape, 10)
+        filters = sum(m.out_channels for n, m in model.named_modules() if n in describe(model, shape).eligible)
+        out.append(pytest.param(name, marks=[pytest.mark.slow] if filters > 500 else []))
+    return out
+
+
+@pytest.mark.parametrize("name", _model_params())
+def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exactly(name):
+    shape = get_model_spec(name).default_input
+    data = make_synthetic(shape, n_train=16, n_test=8)
+    probe = build_model(name, shape, 10)
+    structure = describe(probe, shape)
+    assert structure.eligible, f"{name} has no eligible conv layer"
+    methods = [m for m in list_methods() if _accepts(m, probe)]
+    assert "none" in methods and "l1l2" in methods
+    for method in methods:
+        cls = get_method(method)
+        grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+        options = {method: FEW_SAMPLES[method]} if method in FEW_SAMPLES else {}
+        cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
+                           "device": "cpu", "model": name, "options": options, **grid}).trials()[0]
+        kept = {}
+
+        def finish(model, structure):
+            kept["model"], kept["structure"] = model, structure
+            return {}
+
+        rows = []
+        train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
+        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
+        model = kept["model"].eval()
+        small = compact(model, kept["structure"]).eval()
+        x = torch.randn(4, *shape)
+        with torch.no_grad():
+            assert (small(x) - model(x)).abs().max().item() < 1e-4, method
