@@ -39,23 +39,30 @@ def _setting_classes():
     return SweepConfig, TrainSettings
 
 
+# bench run's options that are not settings: (flag, add_argument keywords)
+RUN_OWN_OPTIONS = (
+    ("--resume", {"action": "store_true", "help": "continue the sweep of the same trials (the one named by --name, "
+                  "else the latest) in this experiment: finished trials are kept, the others run"}),
+    ("--config", {"metavar": "FILE", "help": "TOML file with any of these options (underscored keys); the command "
+                  "line wins over it"}),
+    ("--dry-run", {"action": "store_true", "help": "validate, load the data, list the trials and stop"}),
+)
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """``bench run``'s options: one per declared setting (bench/settings.py), plus the command's own."""
     groups = {title: p.add_argument_group(title) for title in GROUPS}
     add_arguments(p, _setting_classes(), groups=groups)
-    g = groups[GROUPS[2]]
-    g.add_argument("--resume", action="store_true", help="continue the sweep of the same trials (the one "
-                   "named by --name, else the latest) in this experiment: finished trials are kept, the others "
-                   "run")
-    g.add_argument("--config", help="TOML file with any of these options (underscored keys); the command "
-                   "line wins over it")
-    g.add_argument("--dry-run", action="store_true", help="validate, load the data, list the trials and stop")
+    for flag, kwargs in RUN_OWN_OPTIONS:
+        groups[GROUPS[2]].add_argument(flag, **kwargs)
 
 
-RUN_EXTRA_ROWS = (("--resume", "", "continue the sweep of the same trials (`--name`'s, else the latest): finished "
-                   "trials are kept"),
-                  ("--config FILE", "", "TOML file with any of the above (underscored keys)"),
-                  ("--dry-run", "", "validate, load the data, list the trials and stop"))
+def options_table() -> str:
+    """The README's table of ``bench run``'s options, generated from the declarations (tests keep them equal):
+    ``python -c "from bench.cli import options_table; print(options_table())"``."""
+    from .settings import markdown_table
+    rows = [(f"{flag} {kw['metavar']}" if "metavar" in kw else flag, "", kw["help"]) for flag, kw in RUN_OWN_OPTIONS]
+    return markdown_table(_setting_classes(), rows, GROUPS)
 
 
 def add_store_arguments(g) -> None:

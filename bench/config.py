@@ -18,13 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from methods import MethodError, get_method, load_plugins
-
 from . import settings as S
-from .data import get_dataset_spec
-from .models import get_model_spec
 from .settings import RUNTIME, SWEEP, TRIAL, setting
-from .zeroing import parse_zeroing
 
 PRECISIONS = ("fp32", "bf16")   # --precision of bench run and bench perf
 
@@ -78,6 +73,8 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         _checked(self)
+        from .data import get_dataset_spec
+        from .models import get_model_spec
         get_model_spec(self.model)
         get_dataset_spec(self.dataset)
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -96,7 +93,7 @@ class TrialConfig:
 
     @property
     def sweep_axis(self) -> str | None:
-        return get_method(self.method).sweep_axis
+        return _method(self.method).sweep_axis
 
     @property
     def swept_value(self) -> float | None:
@@ -109,7 +106,8 @@ class TrialConfig:
         parts = [self.method]
         if self.sweep_axis is not None:
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")
-        if self.zeroing != parse_zeroing(get_method(self.method).default_zeroing).spec:
+        from .zeroing import parse_zeroing
+        if self.zeroing != parse_zeroing(_method(self.method).default_zeroing).spec:
             parts.append(f"z{self.zeroing.replace(':', '')}")
         return "-".join(parts + [f"s{self.seed}"])
 
@@ -134,7 +132,7 @@ class TrialConfig:
         return cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), TrainSettings(**d["train"]))
 
     def build_method(self):
-        return get_method(self.method)(**self.options)
+        return _method(self.method)(**self.options)
 
 
 @dataclass(frozen=True)
@@ -241,6 +239,9 @@ class SweepConfig:
 
     def trials(self) -> list[TrialConfig]:
         """Every trial of the sweep, validated: method x swept value x seed."""
+        from methods import MethodError
+
+        from .zeroing import parse_zeroing
         out = []
         for name in self.methods:
             cls = _method(name)
@@ -287,6 +288,8 @@ def _all_methods() -> tuple[str, ...]:
 
 
 def _method(name: str):
+    """The registered method class (methods/ imports torch: loaded on first use, so parsing stays fast)."""
+    from methods import MethodError, get_method
     try:
         return get_method(name)
     except MethodError as err:
@@ -366,6 +369,7 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 merged[key] = tuple(dict.fromkeys([*merged.get(key, ()), *map(_plugin_spec, value)]))
             else:
                 merged[key] = value
+    from methods import MethodError, load_plugins
     try:
         load_plugins(merged.get("plugins", ()))  # before anything looks a method up
     except MethodError as err:

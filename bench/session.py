@@ -228,9 +228,9 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
         if ray_info:
             write(f"ray    {ray_info}")
         if record is None:
-            name = sweep.name or f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-            parent = start_sweep_run(uri, experiment_id, name, sweep_params(sweep, len(trials)),
-                                     {**sweep.to_dict(), "name": name}, sweep.key)
+            default = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+            parent, name = start_sweep_run(uri, experiment_id, sweep.name or default, sweep_params(sweep, len(trials)),
+                                           sweep.to_dict(), sweep.key, unique=sweep.name is None)
         else:
             name, parent = record.name, record.run_id
             closed = close_open_children(uri, experiment_id, parent, "KILLED",

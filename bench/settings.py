@@ -26,7 +26,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 TRIAL, SWEEP, RUNTIME = "trial", "sweep", "runtime"
@@ -249,18 +249,18 @@ def default_text(f: dataclasses.Field) -> str:
     return f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
 
 
-def markdown_table(classes: Iterable[type], extra: Iterable[tuple[str, str, str]] = ()) -> str:
-    """The README's option table: flag, default, role, meaning; ``extra`` rows for options that are not
-    settings (``--config``, ``--dry-run``...)."""
+def markdown_table(classes: Iterable[type], extra: Iterable[tuple[str, str, str]] = (),
+                   group_order: Sequence[str] = ()) -> str:
+    """The README's option table: flag, default, role, meaning, grouped in ``group_order``; ``extra`` rows for
+    options that are not settings (``--config``, ``--dry-run``...)."""
+    fields = [f for cls in classes for f in declared(cls) if flag_of(f) is not None]
+    order = {group: i for i, group in enumerate(group_order)}
+    fields.sort(key=lambda f: order.get(f.metadata["group"], len(order)))
     rows = ["| option | default | role | meaning |", "|---|---|---|---|"]
-    for cls in classes:
-        for f in declared(cls):
-            flag = flag_of(f)
-            if flag is None:
-                continue
-            metavar = f.metadata["cli"].get("metavar")
-            shown = f"{flag} {metavar}" if metavar else flag
-            rows.append(f"| `{shown}` | {_md(default_text(f))} | {f.metadata['role']} | {_md(f.metadata['help'])} |")
+    for f in fields:
+        metavar = f.metadata["cli"].get("metavar")
+        shown = f"{flag_of(f)} {metavar}" if metavar else flag_of(f)
+        rows.append(f"| `{_md(shown)}` | {_md(default_text(f))} | {f.metadata['role']} | {_md(f.metadata['help'])} |")
     for flag, default, meaning in extra:
         rows.append(f"| `{flag}` | {default} | | {_md(meaning)} |")
     return "\n".join(rows)

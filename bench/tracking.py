@@ -243,13 +243,21 @@ def _find_or_create_experiment(uri: str, experiment: str) -> str:
 
 
 def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any],
-                    sweep_config: Mapping[str, Any], sweep_key: str) -> str:
+                    sweep_config: Mapping[str, Any], sweep_key: str, unique: bool = False) -> tuple[str, str]:
+    """Create a sweep's parent run; returns (run id, name). With ``unique`` (a default name), a name another
+    sweep of the experiment has already gets a suffix (``-2``, ``-3``...): two sweeps started in the same
+    second stay apart. For an sqlite store the choice and the creation happen under the store's lock."""
     client = _client(uri)
-    run = client.create_run(experiment_id, run_name=name,
-                            tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance()})
+    with _store_lock(uri):
+        if unique:
+            taken = {r.info.run_name for r in _search(client, experiment_id, f"tags.`{KIND_TAG}` = 'sweep' and "
+                                                                           f"attributes.run_name LIKE '{name}%'")}
+            name = next(n for n in [name] + [f"{name}-{i}" for i in range(2, len(taken) + 3)] if n not in taken)
+        run = client.create_run(experiment_id, run_name=name,
+                                tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance()})
     client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
-    client.log_dict(run.info.run_id, dict(sweep_config), SWEEP_CONFIG)
-    return run.info.run_id
+    client.log_dict(run.info.run_id, {**sweep_config, "name": name}, SWEEP_CONFIG)
+    return run.info.run_id, name
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ Precision: ``precision="bf16"`` runs the forward pass and the task loss under bf
 gradients, penalty, optimizer step and evaluation stay float32); ``channels_last`` stores conv weights and
 inputs channels-last. Both are off by default: on a 2-core CPU neither helps LeNet.
 
-Data path (DESIGN.md): the dataset is one uint8 tensor on the training device; each epoch draws a
+Data path (docs/architecture.md): the dataset is one uint8 tensor on the training device; each epoch draws a
 permutation and batches are slices of it, normalised on the device. A trial is a pure function of its
 config and seed: on CPU the same config and seed give identical metrics.
 """

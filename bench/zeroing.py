@@ -1,7 +1,7 @@
 """Zeroing rules and filter masks: removed filters stay exactly zero.
 
 A filter is *removed* when its weights, its bias and (when a BatchNorm follows) that BN channel's weight
-and bias are exactly zero (METHODS.md). :class:`FilterMasks` keeps them there: after every optimizer step
+and bias are exactly zero (docs/methods.md). :class:`FilterMasks` keeps them there: after every optimizer step
 the trainer calls :meth:`FilterMasks.apply`, which multiplies the removed slices of each parameter *and of
 its optimizer state* (momentum, Adam moments) by zero in place, so momentum cannot resurrect a filter.
 Gradients are masked too (:meth:`FilterMasks.mask_grads`) so nothing flows into a removed filter.

@@ -7,7 +7,8 @@ import line, and the contract tests (which loop over ``list_methods()``) enrol i
 """
 from __future__ import annotations
 
-from .base import HparamsBase, Method, MethodError, PruneThenFinetune, eligible_convs, following_batchnorms, option
+from .base import (HparamsBase, Method, MethodError, MethodState, PruneThenFinetune, eligible_convs, eval_mode,
+                   following_batchnorms, option)
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -88,8 +89,10 @@ __all__ = [
     "HparamsBase",
     "Method",
     "MethodError",
+    "MethodState",
     "PruneThenFinetune",
     "eligible_convs",
+    "eval_mode",
     "following_batchnorms",
     "get_method",
     "list_methods",

@@ -11,7 +11,7 @@ What a method provides
   (``help``, ``choices``, ``min``, ``max``, ``open_max``) that :meth:`HparamsBase.__post_init__` checks,
   so a bad value is a clear error before any training starts;
 - ``penalty(model)``: a 0-dim tensor added to the loss as ``penalty_weight * penalty``;
-- ``default_zeroing``: the zeroing rule spec from METHODS.md (``"cumulative:0.01"``, ``"threshold:1e-4"``,
+- ``default_zeroing``: the zeroing rule spec from docs/methods.md (``"cumulative:0.01"``, ``"threshold:1e-4"``,
   ``"none"``), overridable from the command line;
 - ``sweep_axis`` (``"lam"``, ``"ratio"`` or ``None``) and ``default_grid``;
 - optional hooks ``on_epoch_start(model, state)``, ``after_step(model, state)`` and

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodState, eval_mode, PruneThenFinetune, grad_of, option
+from .base import HparamsBase, MethodState, PruneThenFinetune, eval_mode, grad_of, option
 
 
 @register_method

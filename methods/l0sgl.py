@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodState, Method, grad_of, option
+from .base import HparamsBase, Method, MethodState, grad_of, option
 
 
 @register_method

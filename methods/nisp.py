@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodState, eval_mode, MethodError, PruneThenFinetune, eligible_convs, option
+from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eligible_convs, eval_mode, option
 
 
 @register_method

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodState, MethodError, PruneThenFinetune, following_batchnorms, grad_of, option
+from .base import (HparamsBase, MethodError, MethodState, PruneThenFinetune, following_batchnorms, grad_of,
+                   option)
 
 
 @register_method

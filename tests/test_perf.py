@@ -13,6 +13,8 @@ import torch
 from bench import perf
 from methods import list_methods
 
+pytestmark = pytest.mark.slow   # it trains every method for an epoch, and runs a subprocess
+
 
 def test_perf_reports_every_ratio_for_every_method():
     tiny = [perf.Workload("lenet5", "synthetic", (1, 28, 28), 256, 128)]

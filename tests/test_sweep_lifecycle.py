@@ -106,6 +106,9 @@ def cluster_and_server(tmp_path):
         stop_group(head)
         stop_group(server)
         log.close()
+        deadline = time.monotonic() + 10   # SIGKILLed processes take a moment to leave the table
+        while (group_alive(head.pid) or group_alive(server.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert group_alive(head.pid) == [] and group_alive(server.pid) == []
 
 
@@ -136,6 +139,13 @@ def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_an
     l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
     assert l1l2["0"][N.TRAIN_LOSS] != l1l2["1"][N.TRAIN_LOSS]  # seeds are a real axis
     assert (tmp_path / "server" / "artifacts").is_dir()
+    # a trial no node of the cluster can hold is refused once joined, before any run is created
+    started = time.monotonic()
+    proc = bench(tmp_path, "run", "--methods", "l1l2", "--epochs", "1", *QUICK, "--ray-address", address,
+                 "--tracking-uri", uri, "--experiment", "too-big", "--cpus-per-trial", "4", timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - started < 60, proc.stderr[-2000:]
+    assert "no node of the Ray cluster fits one trial (4 CPUs, 0 GPUs per trial); its nodes have: 2 CPUs" in proc.stderr
+    assert client.get_experiment_by_name("too-big") is None or not _runs(uri, "too-big")
 
 
 def _runs(uri: str, experiment: str):

@@ -216,3 +216,16 @@ def test_bf16_autocast_and_channels_last_train_and_leave_the_key_of_default_tria
     assert rows[0]["filters_alive/conv1"] <= 20
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got .fp16."):
         TrainSettings(precision="fp16")
+
+
+def test_trial_keys_are_those_of_earlier_sweeps():
+    """A trial's key finds its runs again on resume: these keys were computed before the settings were declared
+    in bench/settings.py, and must not move (a changed key would rerun every finished trial of a sweep)."""
+    sweep = build_sweep({"methods": ["l1l2", "nisp", "none"], "dataset": "synthetic", "epochs": 3, "seeds": [0, 1]})
+    assert sweep.key == "dc4ce08dd79650ab"
+    assert [t.key for t in sweep.trials()][:4] == ["2a6e82e5b1c6e4fa", "e7c319619c39eec1", "79f055d958a12d9b",
+                                                   "6e87609aba106b6f"]
+    assert [t.key for t in sweep.trials()][-1] == "a5d0d55b628d8024"
+    other = build_sweep({"methods": ["l1"], "dataset": "fashion-mnist", "precision": "bf16", "data_dir": "/x"})
+    assert other.key == "7e7a190d050bbb9c"
+    assert [t.key for t in other.trials()] == ["75fd325acd1befae", "121a42ab6c0bb8bb", "2f332ecd1e1dd572"]

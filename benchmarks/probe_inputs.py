@@ -1,0 +1,131 @@
+"""Bad inputs and faults against `bench`, one at a time: each case's exit code, time and first line of output.
+
+    python benchmarks/probe_inputs.py            # every case (a few minutes: the fault cases run real sweeps)
+    python benchmarks/probe_inputs.py --quick    # only the cases that stop before any trial (about a minute)
+    python benchmarks/probe_inputs.py -k config  # the cases whose label contains "config"
+
+Each case runs `python -m bench.cli ...` in a fresh empty folder (with BENCH_NO_DOWNLOAD=1), after writing the
+files it names there. A case with ``fault`` starts the command, waits until a trial is training, then does
+something to it (a signal to the process group, say). The expected exit code is printed beside the real one;
+a row marked `!!` is a case that does not behave. Add a case by adding a row to CASES.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYNTH = ["--dataset", "synthetic", "--epochs", "1", "--device", "cpu"]
+
+
+@dataclass
+class Case:
+    label: str
+    argv: list[str]
+    expect: int = 2
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    fault: str | None = None          # "sigterm-group", "sigint": sent once a trial is training
+    timeout: float = 300
+
+
+CASES = [
+    Case("unknown method", ["run", "--methods", "l1l2,foo", *SYNTH]),
+    Case("unknown model", ["run", "--model", "resnet9", *SYNTH]),
+    Case("unknown dataset", ["run", "--dataset", "svhn"]),
+    Case("negative lambda", ["run", "--methods", "l1l2", "--lambdas", "-0.5", *SYNTH]),
+    Case("ratio of 1", ["run", "--methods", "nisp", "--ratios", "1.0", *SYNTH, "--epochs", "2"]),
+    Case("lambda that is not a number", ["run", "--methods", "l1l2", "--lambdas", "abc", *SYNTH]),
+    Case("epochs 0", ["run", "--methods", "l1l2", *SYNTH, "--epochs", "0"]),
+    Case("option for the swept value", ["run", "--methods", "l1l2", *SYNTH, "--option", "l1l2.lam=0.3"]),
+    Case("unknown method option", ["run", "--methods", "l1l2", *SYNTH, "--option", "l1l2.gamma=2"]),
+    Case("zeroing rule that does not parse", ["run", "--methods", "l1l2", *SYNTH, "--zeroing", "cumulative"]),
+    Case("config: epochs a string", ["run", "--config", "c.toml"], files={"c.toml": 'epochs = "ten"\n'}),
+    Case("config: epochs 1.5", ["run", "--config", "c.toml"], files={"c.toml": "epochs = 1.5\n"}),
+    Case("config: lr a string", ["run", "--config", "c.toml"], files={"c.toml": 'lr = "0.1"\n'}),
+    Case("config: seeds a string", ["run", "--config", "c.toml"], files={"c.toml": 'seeds = "a"\n'}),
+    Case("config: limit_train a string", ["run", "--config", "c.toml"], files={"c.toml": 'limit_train = "x"\n'}),
+    Case("config: unknown key", ["run", "--config", "c.toml"], files={"c.toml": "epoch = 3\n"}),
+    Case("config: not TOML", ["run", "--config", "c.toml"], files={"c.toml": "epochs = = 3\n"}),
+    Case("config: a folder", ["run", "--config", "."]),
+    Case("config: missing", ["run", "--config", "nowhere.toml"]),
+    Case("cpus per trial beyond the machine", ["run", "--methods", "l1l2", *SYNTH, "--cpus-per-trial", "4096"]),
+    Case("gpus per trial without GPUs", ["run", "--methods", "l1l2", *SYNTH, "--gpus-per-trial", "0.5"]),
+    Case("device cuda without CUDA (dry run)", ["run", "--methods", "l1l2", "--dataset", "synthetic", "--device",
+                                                "cuda", "--dry-run"]),
+    Case("unreachable tracking server", ["run", "--methods", "l1l2", *SYNTH, "--tracking-uri",
+                                         "http://127.0.0.1:9"]),
+    Case("unreachable Ray address", ["run", "--methods", "l1l2", *SYNTH, "--ray-address", "127.0.0.1:9"]),
+    Case("store that is not sqlite", ["report"], files={"mlflow.db": b"not a database" * 20}),
+    Case("missing data files", ["run", "--methods", "l1l2", "--dataset", "mnist", "--data-dir", "nowhere"]),
+    Case("corrupt data file", ["run", "--methods", "l1l2", "--dataset", "mnist", "--data-dir", "d"],
+         files={"d/train-images-idx3-ubyte": b"\x00\x00\x08\x03" + b"\x00" * 20}),
+    Case("export to a path under a file", ["export", "0123", "--out", "afile/m.pt"], files={"afile": "x"}),
+    Case("resume of a sweep that does not exist", ["resume", "nosuch"]),
+    Case("report with no store", ["report"]),
+    Case("a sweep that runs", ["run", "--methods", "l1l2", "--lambdas", "0.2", *SYNTH], expect=0),
+    Case("SIGTERM to the process group mid-sweep", ["run", "--methods", "l1l2", "--lambdas", "0.1",
+                                                    "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
+         expect=130, fault="sigterm-group"),
+    Case("Ctrl-C mid-sweep", ["run", "--methods", "l1l2", "--lambdas", "0.1", "--dataset", "synthetic",
+                              "--epochs", "200", "--device", "cpu"], expect=130, fault="sigint"),
+]
+
+
+def run_case(case: Case) -> tuple[int | None, float, str]:
+    with tempfile.TemporaryDirectory(prefix="probe") as folder:
+        for name, content in case.files.items():
+            path = Path(folder) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_NO_DOWNLOAD": "1"}
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *case.argv], cwd=folder, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        lines: list[str] = []
+        try:
+            if case.fault:
+                for line in proc.stdout:
+                    lines.append(line)
+                    if " epoch " in line:
+                        break
+                os.killpg(proc.pid, signal.SIGTERM) if case.fault == "sigterm-group" else proc.send_signal(
+                    signal.SIGINT)
+            out, _ = proc.communicate(timeout=case.timeout)
+            lines += out.splitlines(keepends=True)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None, time.monotonic() - start, "(timed out)"
+        took = time.monotonic() - start
+    noise = ("INFO", "WARNING", "[20", "20", "data ", "sweep ", "experiment", "budget", "ray ", "mlflow ", "note ")
+    first = next((ln.strip() for ln in lines if ln.strip().startswith("bench: error")), None)
+    first = first or next((ln.strip() for ln in lines if ln.strip() and not ln.startswith(noise)), "")
+    return proc.returncode, took, first
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the cases that stop before any trial")
+    parser.add_argument("-k", help="only the cases whose label contains this")
+    args = parser.parse_args()
+    cases = [c for c in CASES if (not args.quick or c.expect == 2) and (not args.k or args.k in c.label)]
+    bad = 0
+    print(f"{'case':<42} {'exit':>4} {'want':>4} {'time':>6}  first line")
+    for case in cases:
+        code, took, first = run_case(case)
+        ok = code == case.expect
+        bad += not ok
+        print(f"{case.label:<42} {code if code is not None else '-':>4} {case.expect:>4} {took:>5.1f}s  "
+              f"{'' if ok else '!! '}{first[:160]}", flush=True)
+    print(f"\n{len(cases) - bad} of {len(cases)} cases behave")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

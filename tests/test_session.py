@@ -1,0 +1,122 @@
+"""A sweep's lifecycle (bench/session.py) without a subprocess: a real sqlite MLflow store, and the trials run
+by a stand-in for Ray that opens and closes real trial runs the way sweep.py's trainable does."""
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench import names as N
+from bench import session
+from bench.config import ConfigError, build_sweep
+from bench.sweep import TrialOutcome
+from bench.tracking import TrialRun, find_sweeps
+
+SETTINGS = {"methods": ["none", "l1l2"], "lambdas": [0.1], "dataset": "synthetic", "epochs": 1, "device": "cpu"}
+
+
+def outcome(o: str) -> TrialOutcome:
+    return TrialOutcome("t", o)
+
+
+@pytest.mark.parametrize("statuses,expected", [
+    (["FINISHED", "FINISHED"], ("FINISHED", 0, None)),
+    (["FINISHED", "FAILED"], ("FINISHED", 1, "1 failed of 2 trials")),
+    (["FAILED", "FAILED"], ("FAILED", 1, "2 failed of 2 trials")),
+    (["FINISHED", "KILLED", "FAILED"], ("KILLED", 130, "1 failed, 1 killed of 3 trials")),
+    ([], ("FINISHED", 0, None)),
+])
+def test_ending_turns_trial_outcomes_into_the_sweeps_status_and_exit_code(statuses, expected):
+    assert session.ending([outcome(s) for s in statuses]) == expected
+
+
+def runner_with(results: dict[str, str], calls: list):
+    """Runs each trial as a real MLflow child run that ends with ``results[method]`` (default FINISHED);
+    ``RUNNING`` leaves the run open, as a driver killed outright would."""
+    def run(sweep, todo, data, tracking, run_name=None):
+        calls.append([t.name for t in todo])
+        out = []
+        for trial in todo:
+            run = TrialRun(tracking, trial.name, {"method": trial.method}, {"trial": trial.to_dict()}, trial.key, "cpu")
+            status = results.get(trial.method, "FINISHED")
+            metrics = {N.TEST_ACCURACY: 0.5, N.TOTAL_SPARSITY: 0.25, "epoch": 1, N.RUN_ID_KEY: run.run_id}
+            if status == "FINISHED":
+                run.log_epoch(1, {N.TEST_ACCURACY: 0.5, N.TOTAL_SPARSITY: 0.25})
+            if status != "RUNNING":
+                run.finish(status)
+            out.append(TrialOutcome(trial.name, "KILLED" if status == "RUNNING" else status, metrics, key=trial.key))
+        return out
+    return run
+
+
+def start(tmp_path, settings=SETTINGS, resume=False, record=None, results=None, calls=None):
+    sweep = build_sweep({**settings, "name": "s1"} if record is None and not resume else settings)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    trials = sweep.trials()
+    lines: list[str] = []
+    located = session.locate(sweep, trials, uri, resume=resume, record=record, write=lines.append)
+    code = session.execute(sweep, trials, None, located, runner=runner_with(results or {}, calls if calls is not None
+                                                                             else []), write=lines.append)
+    return code, uri, located, "\n".join(lines)
+
+
+def statuses(uri: str) -> dict[str, list[str]]:
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
+    out: dict[str, list[str]] = {}
+    for r in runs:
+        out.setdefault(r.info.run_name, []).append(r.info.status)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_a_new_sweep_opens_and_closes_its_parent_run(tmp_path):
+    code, uri, located, text = start(tmp_path)
+    assert code == 0 and located.record is None
+    assert statuses(uri) == {"s1": ["FINISHED"], "none-s0": ["FINISHED"], "l1l2-lam0.1-s0": ["FINISHED"]}
+    assert "none-s0" in text and "0.5000" in text and "25.0%" in text   # the summary
+
+
+def test_a_failed_trial_gives_exit_1_and_a_resume_runs_only_the_rest(tmp_path):
+    calls: list = []
+    code, uri, _, text = start(tmp_path, results={"l1l2": "FAILED"}, calls=calls)
+    assert code == 1 and statuses(uri)["s1"] == ["FINISHED"]   # one of two failed: the sweep finished
+    sweep = build_sweep(SETTINGS)
+    code, uri, located, text = start(tmp_path, resume=True, calls=calls)
+    assert located.record.name == "s1" and list(located.done) == [t.key for t in sweep.trials() if t.method == "none"]
+    assert calls[-1] == ["l1l2-lam0.1-s0"] and code == 0
+    assert statuses(uri) == {"s1": ["FINISHED"], "none-s0": ["FINISHED"], "l1l2-lam0.1-s0": ["FAILED", "FINISHED"]}
+
+
+def test_runs_left_running_by_a_killed_driver_are_closed_on_resume(tmp_path):
+    code, uri, _, _ = start(tmp_path, results={"l1l2": "RUNNING"})
+    assert code == 130 and statuses(uri)["l1l2-lam0.1-s0"] == ["KILLED"]   # the driver closes what is open
+    client = MlflowClient(uri)   # a driver killed outright (SIGKILL) leaves its runs RUNNING instead
+    for run in client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id]):
+        if run.info.status == "KILLED":
+            client.update_run(run.info.run_id, status="RUNNING")
+    assert statuses(uri)["l1l2-lam0.1-s0"] == ["RUNNING"] and statuses(uri)["s1"] == ["RUNNING"]
+    code, uri, _, text = start(tmp_path, resume=True)
+    assert code == 0 and "1 run(s) of the interrupted sweep were still RUNNING; marked KILLED" in text
+    assert statuses(uri)["l1l2-lam0.1-s0"] == ["FINISHED", "KILLED"]
+    code, uri, _, text = start(tmp_path, resume=True)   # every trial finished: nothing to run
+    assert code == 0 and "nothing to run: every trial of sweep 's1' finished" in text
+
+
+def test_a_new_sweep_cannot_take_an_existing_name_and_a_resume_needs_the_same_trials(tmp_path):
+    start(tmp_path)
+    with pytest.raises(ConfigError, match="a sweep named 's1' exists in experiment 'lenet5-synthetic'"):
+        start(tmp_path)
+    with pytest.raises(ConfigError, match="no sweep with these trials to resume"):
+        start(tmp_path, settings={**SETTINGS, "seeds": [1]}, resume=True)
+
+
+def test_bench_resume_takes_the_saved_settings_and_only_runtime_overrides(tmp_path):
+    start(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep, record = session.saved_sweep(uri, "s1", None, {"max_concurrent": 3, "epochs": 7, "data_dir": "/d"})
+    assert record.name == "s1" and sweep.max_concurrent == 3 and sweep.train.data_dir == "/d"
+    assert sweep.train.epochs == 1   # what a trial computes is the saved sweep's
+    assert set(session.runtime_keys()) == {"tracking_uri", "storage_path", "ray_address", "cpus_per_trial",
+                                           "gpus_per_trial", "max_concurrent", "max_failures", "data_dir",
+                                           "download"}
+    experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
+    assert find_sweeps(uri, experiment_id, name="s1")[0].key == sweep.key   # the same trials as saved
