@@ -32,8 +32,9 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
-from .config import SweepConfig, TrialConfig  # noqa: E402
+from .config import SweepConfig, TrainSettings, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
+from .settings import TRIAL, declared  # noqa: E402
 from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
 
 
@@ -61,12 +62,11 @@ class TrialOutcome:
 
 
 def trial_params(trial: TrialConfig) -> dict[str, Any]:
-    """The short flat params of a trial's MLflow run."""
-    t = trial.train
-    params: dict[str, Any] = {"method": trial.method, "seed": trial.seed, "model": t.model, "dataset": t.dataset,
-                              "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr, "momentum": t.momentum,
-                              "weight_decay": t.weight_decay, "zeroing": trial.zeroing,
-                              "limit_train": t.limit_train, "limit_test": t.limit_test}
+    """The short flat params of a trial's MLflow run: method, seed, zeroing rule, every setting that defines what
+    a trial computes (the ``trial`` role of bench/settings.py: a newly declared one is logged too), and the
+    method's options."""
+    params: dict[str, Any] = {"method": trial.method, "seed": trial.seed, "zeroing": trial.zeroing}
+    params.update({f.name: getattr(trial.train, f.name) for f in declared(TrainSettings) if f.metadata["role"] == TRIAL})
     params.update(trial.options)  # the swept value (lam / ratio) and the method's options
     if trial.sweep_axis is not None:
         params["sweep_axis"] = trial.sweep_axis

@@ -99,3 +99,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def train_keeping(cfg, data):
+    """Train a trial; returns its per-epoch metrics and its final model and structure (as ``finish`` sees them)."""
+    from bench.trainer import train
+    kept = {}
+
+    def finish(model, structure):
+        kept["model"], kept["structure"] = model, structure
+        return {}
+
+    rows: list[dict] = []
+    train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
+    return rows, kept["model"], kept["structure"]

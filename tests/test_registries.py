@@ -11,7 +11,7 @@ from bench.config import build_sweep
 from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset, make_synthetic
 from bench.models import build_model, describe, get_model_spec, list_models
 from bench.presets import PRESETS, preset_settings
-from bench.trainer import train
+from conftest import train_keeping
 from methods import MethodError, get_method, list_methods
 
 # hgsr measures one loss per alive filter; on the deeper models a few samples keep that to seconds
@@ -86,17 +86,10 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
         options = {method: FEW_SAMPLES[method]} if method in FEW_SAMPLES else {}
         cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
                            "device": "cpu", "model": name, "options": options, **grid}).trials()[0]
-        kept = {}
-
-        def finish(model, structure):
-            kept["model"], kept["structure"] = model, structure
-            return {}
-
-        rows = []
-        train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
+        rows, model, structure = train_keeping(cfg, data)
         assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
-        model = kept["model"].eval()
-        small = compact(model, kept["structure"]).eval()
+        model = model.eval()
+        small = compact(model, structure).eval()
         x = torch.randn(4, *shape)
         with torch.no_grad():
             assert (small(x) - model(x)).abs().max().item() < 1e-4, method

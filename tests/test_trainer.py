@@ -10,6 +10,7 @@ from bench import names as N
 from bench.config import TrainSettings, TrialConfig, build_sweep
 from bench.data import make_synthetic
 from bench.trainer import TrialDiverged, train
+from conftest import train_keeping
 
 DATA = make_synthetic((1, 28, 28), n_train=512, n_test=256)
 
@@ -73,16 +74,10 @@ def test_removed_filters_never_come_back_and_counts_follow():
 
 
 def test_penalty_metric_is_the_method_value_at_epoch_end():
-    kept = {}
-
-    def finish(model, structure):
-        kept["weights"] = [model.conv1.weight.detach().clone(), model.conv2.weight.detach().clone()]
-        return {}
-
-    rows: list[dict] = []
-    train(trial(lam=0.0, epochs=1, zeroing="none"), DATA, lambda epoch, m: rows.append(m), finish=finish)
+    rows, model, _ = train_keeping(trial(lam=0.0, epochs=1, zeroing="none"), DATA)
     # l1/l2 of the kernel pseudo-norms of the final weights (eq. 2 and 5), by hand
-    norms = torch.cat([w.abs().flatten(1).sum(1) / w.shape[0] for w in kept["weights"]]).double()
+    norms = torch.cat([w.detach().abs().flatten(1).sum(1) / w.shape[0]
+                       for w in (model.conv1.weight, model.conv2.weight)]).double()
     expected = float(norms.sum() / torch.sqrt((norms ** 2).sum() + 1e-12))
     assert rows[0][N.PENALTY] == pytest.approx(expected, rel=1e-5)
     assert rows[0][N.TOTAL_SPARSITY] == 0.0
@@ -180,19 +175,12 @@ def test_resnet20_trains_and_removes_only_block_internal_filters(method, options
     data = make_synthetic((3, 32, 32), n_train=128, n_test=64)
     cfg = build_sweep({"methods": [method], "epochs": 2, "dataset": "synthetic", "device": "cpu",
                        "model": "resnet20", "batch_size": 32, **options}).trials()[0]
-    kept = {}
-
-    def finish(model, structure):
-        kept["model"], kept["structure"] = model, structure
-        return {}
-
-    rows = []
-    train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
+    rows, model, structure = train_keeping(cfg, data)
     last = rows[-1]
     blocks = [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
     assert {k.split("/", 1)[1] for k in last if k.startswith("filters_alive/")} == set(blocks)
     assert sum(last[f"filters_alive/{b}"] for b in blocks) < 16 * 3 + 32 * 3 + 64 * 3
-    model, structure = kept["model"].eval(), kept["structure"]
+    model = model.eval()
     small = compact(model, structure).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
