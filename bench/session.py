@@ -15,6 +15,7 @@ The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sw
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -210,20 +211,19 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
 
     ``runner(sweep, todo, data, tracking, run_name=...)`` runs the trials and returns one outcome each
     (default: :func:`bench.sweep.run_sweep` inside a Ray session)."""
-    from .sweep import TrialOutcome, ray_session, run_sweep
+    from .sweep import ray_session, run_sweep
     from .tracking import TrackingInfo, close_open_children, end_run, reopen_run, start_sweep_run
 
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
     todo = [t for t in trials if t.key not in done]
-    previous = [TrialOutcome(t.name, "FINISHED", {**done[t.key].data.metrics, N.RUN_ID_KEY: done[t.key].info.run_id},
-                             key=t.key) for t in trials if t.key in done]
+    previous = [_finished(t, done[t.key]) for t in trials if t.key in done]
     if record is not None and not todo:
         if record.status != "FINISHED":
             end_run(uri, record.run_id, "FINISHED")
         write(f"nothing to run: every trial of sweep {record.name!r} finished")
         print_summary(previous, write)
         return EXIT_OK
-    session = ray_session(sweep) if runner is None else _no_session()
+    session = ray_session(sweep) if runner is None else contextlib.nullcontext()
     with session as ray_info:
         if ray_info:
             write(f"ray    {ray_info}")
@@ -293,9 +293,8 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
 
     close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
     finished = finished_trials(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
-    outcomes = [TrialOutcome(t.name, "FINISHED", {**finished[t.key].data.metrics,
-                                                  N.RUN_ID_KEY: finished[t.key].info.run_id}, key=t.key)
-                if t.key in finished else TrialOutcome(t.name, "KILLED", {}, "terminated", t.key) for t in trials]
+    outcomes = [_finished(t, finished[t.key]) if t.key in finished else
+                TrialOutcome(t.name, "KILLED", {}, "terminated", t.key) for t in trials]
     status, _, note = ending(outcomes)
     end_run(tracking.uri, tracking.parent_run_id, status, f"terminated; {note}" if note else None)
     print_summary(outcomes, write)
@@ -303,14 +302,10 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
           f"continue with `bench resume {name}`", file=sys.stderr)
 
 
-class _no_session:
-    """Stands for a Ray session when the caller runs the trials itself."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc) -> None:
-        return None
+def _finished(trial: TrialConfig, run) -> Any:
+    """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics."""
+    from .sweep import TrialOutcome
+    return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key)
 
 
 def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:

@@ -83,7 +83,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"cannot create the folder of the tracking database {db}: {err}") from None
         if not os.access(db.parent, os.W_OK):
             raise TrackingError(f"cannot write the tracking database {db}: {db.parent} is not writable")
-        check_sqlite_store(db)
+        if db.exists():
+            with _store_lock(uri):   # a store another command is creating right now is checked once it is whole
+                check_sqlite_store(db)
 
 
 def check_sqlite_store(db: Path) -> None:
