@@ -218,9 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
                 kwargs["type"] = _argparse_number(base)
             if "choices" in f.metadata["checks"] and base is str:
                 kwargs["choices"] = f.metadata["checks"]["choices"]
-            kwargs.update(f.metadata["cli"])
-            if kwargs.get("dest", f.name) == f.name and flag[2:].replace("-", "_") != f.name:
-                kwargs["dest"] = f.name
+            kwargs.update(f.metadata["cli"], dest=f.name)
             groups[group].add_argument(flag, **kwargs)
 
 

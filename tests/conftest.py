@@ -22,6 +22,21 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def registry_snapshot():
+    """The method registry (and plugin modules), restored after the test: for methods registered by one test."""
+    import sys
+
+    import methods
+    saved, modules = dict(methods._REGISTRY), set(sys.modules)
+    yield
+    methods._REGISTRY.clear()
+    methods._REGISTRY.update(saved)
+    for name in set(sys.modules) - modules:
+        if name.startswith("bench_plugin_"):
+            del sys.modules[name]
+
+
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     """Write an IDX file exactly as the MNIST distribution does (big-endian header, uint8 payload)."""
     assert array.dtype == np.uint8

@@ -193,20 +193,6 @@ def test_bad_runtime_options(capsys, tmp_path, argv, message):
     assert_nothing_started(tmp_path)
 
 
-@pytest.fixture
-def registry_snapshot():
-    import sys
-
-    import methods
-    saved, modules = dict(methods._REGISTRY), set(sys.modules)
-    yield
-    methods._REGISTRY.clear()
-    methods._REGISTRY.update(saved)
-    for name in set(sys.modules) - modules:
-        if name.startswith("bench_plugin_"):
-            del sys.modules[name]
-
-
 def test_plugin_methods_join_the_registry(capsys, tmp_path, registry_snapshot):
     code, _, err = run_cli(capsys, "run", "--methods", "faulty", *QUICK, "--dry-run")
     assert code == 2 and "unknown method 'faulty'" in err

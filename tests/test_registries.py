@@ -66,7 +66,8 @@ def _model_params():
     for name in list_models():
         shape = get_model_spec(name).default_input
         model = build_model(name, shape, 10)
-        filters = sum(m.out_channels for n, m in model.named_modules() if n in describe(model, shape).eligible)
+        eligible = describe(model, shape).eligible
+        filters = sum(m.out_channels for n, m in model.named_modules() if n in eligible)
         out.append(pytest.param(name, marks=[pytest.mark.slow] if filters > 500 else []))
     return out
 

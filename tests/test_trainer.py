@@ -98,18 +98,7 @@ def test_threshold_rule_removes_filters_left_all_zero():
     assert rows[-1][N.TOTAL_SPARSITY] > 0
 
 
-@pytest.fixture
-def registry():
-    """The method registry, restored after the test (for methods registered by one test)."""
-    from methods import _REGISTRY
-
-    saved = dict(_REGISTRY)
-    yield _REGISTRY
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
-
-
-def test_a_nan_penalty_is_a_divergence_even_with_a_finite_gradient(registry):
+def test_a_nan_penalty_is_a_divergence_even_with_a_finite_gradient(registry_snapshot):
     from methods import register_method
     from methods.base import Method
 
@@ -130,7 +119,7 @@ def test_a_nan_penalty_is_a_divergence_even_with_a_finite_gradient(registry):
 
 
 @pytest.fixture
-def registered_probe(registry):
+def registered_probe(registry_snapshot):
     """A method registered for one test: after every step it counts conv weights with 0 < |w| < 0.01."""
     from methods import register_method
     from methods.base import PostHocMethod
