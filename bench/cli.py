@@ -229,8 +229,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from .compact import export_program, load_compact
-    from .names import COMPACT_MODEL
+    from .compact import export_program, load_compact, read_compact_info
+    from .models import rebuildable
+    from .names import COMPACT_MODEL, COMPACT_PROGRAM
     from .config import ConfigError
     from .tracking import check_tracking_uri, default_tracking_uri, download_artifact, get_run, normalize_uri
 
@@ -247,15 +248,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         if path is None:
             raise ConfigError(f"run {run.run_id} ({run.name}, {run.status}) has no compact model: a trial saves "
                               "it when it finishes")
-        model, info = load_compact(path)
+        info = read_compact_info(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".pt2":
-            export_program(model, info["input_shape"], out)
+        if not rebuildable(info["model"]):   # only its program loads without the model's code
+            program = download_artifact(uri, run.run_id, COMPACT_PROGRAM, folder)
+            if program is None or out.suffix != ".pt2":
+                raise ConfigError(f"{info['model']} is not rebuilt from its widths: export it as FILE.pt2 (a "
+                                  "torch.export program)" if program is not None else
+                                  f"run {run.run_id} has no {COMPACT_PROGRAM}")
+            shutil.copyfile(program, out)
+            params = info["params"]
         else:
-            shutil.copyfile(path, out)
+            model, info = load_compact(path)
+            params = sum(p.numel() for p in model.parameters())
+            if out.suffix == ".pt2":
+                export_program(model, info["input_shape"], out)
+            else:
+                shutil.copyfile(path, out)
     removed = {k: v for k, v in info["removed"].items() if v}
     widths = ", ".join(str(w) for w in info["widths"])
-    print(f"wrote {out}: {info['model']} with conv widths {widths}, {sum(p.numel() for p in model.parameters()):,} "
+    print(f"wrote {out}: {info['model']} with conv widths {widths}, {params:,} "
           f"parameters (run {run.name}, {run.status})")
     if removed:
         print("removed filters: " + ", ".join(f"{layer} {n}" for layer, n in removed.items()))

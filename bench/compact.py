@@ -1,26 +1,27 @@
-"""Compact models: removed filters physically deleted, with the same outputs and a measured speed-up.
+"""Compact models: removed groups physically deleted, with the same outputs and a measured speed-up.
 
-:func:`compact` takes a trained model whose removed filters are zero (weights, bias and following BatchNorm
-weight and bias, as the masks leave them) and returns a copy in which each removed filter is deleted with
-its bias, its BatchNorm channel (weight, bias, running mean and variance) and the matching input channels
-of the next layer (for a linear layer after a flatten, the H*W input features of each removed channel). It
-is driven by the model's :class:`~bench.models.Structure`, so it needs no per-model code; that structure is
-also what the metrics count, so the compact model's parameter count equals ``metrics.structural_params``
-and ``FlopCounterMode`` on it measures ``metrics.structural_flops``.
+:func:`bench.structure.compact` takes a trained model whose removed groups are zero (weights, biases and
+BatchNorm weights and biases, as the masks leave them) and returns a copy in which each removed group is deleted:
+the filters of its member convs with their biases, its BatchNorm channels (weight, bias, running mean and
+variance) and the matching input channels of every consumer (for a linear layer after a flatten, the H*W input
+features of each removed channel). It is driven by the model's :class:`~bench.structure.Structure`, derived with
+Torch-Pruning's dependency graph, so it needs no per-model code; the same index sets drive the per-epoch counts,
+so the compact model's parameter count equals ``structure.counts`` and ``FlopCounterMode`` on it measures its
+FLOPs. The surgery itself is ~40 lines over those index sets (conv, depthwise conv, linear, BatchNorm), which
+keeps BN running statistics and the parameter layout the reload relies on.
 
-Why its outputs equal the masked model's: a removed filter's output channel is exactly zero (zero weights
-and bias, and BN weight and bias zero make the BN output zero too), it stays zero through ReLU and pooling,
-and a zero input channel adds nothing to the next layer. The tests check this on every registered model.
-
-A hand-written, structure-driven surgery was chosen over torch-pruning's DependencyGraph: the structure
-is already derived (and tested) for the metrics, the surgery is ~40 lines, and it keeps BN running
-statistics and the exact parameter layout the reload relies on.
+Why its outputs equal the masked model's: a removed group's channels are exactly zero (zero weights and bias,
+and BN weight and bias zero make the BN output zero too), they stay zero through ReLU, pooling, additions of
+other zero channels and concatenation, and a zero input channel adds nothing to the next layer. Every unit is
+checked once before a sweep (``structure.check_units``); the tests check it on every registered model and a set
+of torchvision models.
 
 Saved form (``compact_model.pt``, see :func:`save_compact`): a plain dict (model name, input shape, classes,
 per-conv widths, state dict) that ``torch.load(weights_only=True)`` reads, rebuilt by :func:`load_compact`
 as the registered model class with those widths: no class definition has to be edited, and no pickled
-code is loaded. ``bench export RUN_ID --out model.pt2`` also writes a ``torch.export`` program that loads
-with plain torch (``torch.export.load(path).module()``).
+code is loaded. Models that cannot be rebuilt from widths (torchvision, timm and user models) are also saved as a
+``torch.export`` program (``compact_model.pt2``), which loads with plain torch, without the model's code.
+``bench export RUN_ID --out model.pt2`` writes that program for any run.
 """
 from __future__ import annotations
 
@@ -31,60 +32,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from methods.base import eval_mode
 
-from . import metrics as M
-from .models import Structure, build_model, describe
+from .models import build_model, rebuildable
+from .structure import Structure, compact, measured_flops
 
 FORMAT = "bench-compact/1"
 
-
-@torch.no_grad()
-def kept_filters(structure: Structure) -> dict[str, torch.Tensor]:
-    """Indices of the alive filters of every eligible conv (a filter is removed when all its values are 0)."""
-    return {name: torch.nonzero(~M.removed_filters(structure.by_name[name])).flatten()
-            for name in structure.eligible}
-
-
-@torch.no_grad()
-def compact(model: nn.Module, structure: Structure) -> nn.Module:
-    """A copy of ``model`` with every removed filter deleted (see the module docstring)."""
-    keep = kept_filters(structure)
-    out = copy.deepcopy(model)
-    modules = dict(out.named_modules())
-    for info in structure.layers:
-        layer = modules[info.name]
-        if info.source is not None:  # input channels / features that came from removed filters go
-            idx = keep[info.source].to(layer.weight.device)
-            if info.kind == "linear":
-                idx = (idx[:, None] * info.per_channel + torch.arange(info.per_channel, device=idx.device)).flatten()
-            layer.weight = nn.Parameter(layer.weight[:, idx].clone())
-            if info.kind == "conv":
-                layer.in_channels = len(keep[info.source])
-            else:
-                layer.in_features = len(idx)
-        if info.kind == "conv" and info.name in keep:
-            idx = keep[info.name].to(layer.weight.device)
-            layer.weight = nn.Parameter(layer.weight[idx].clone())
-            if layer.bias is not None:
-                layer.bias = nn.Parameter(layer.bias[idx].clone())
-            layer.out_channels = len(idx)
-            if info.bn is not None:
-                bn = modules[_name_of(model, info.bn)]
-                if bn.affine:
-                    bn.weight = nn.Parameter(bn.weight[idx].clone())
-                    bn.bias = nn.Parameter(bn.bias[idx].clone())
-                if bn.track_running_stats:
-                    bn.running_mean = bn.running_mean[idx].clone()
-                    bn.running_var = bn.running_var[idx].clone()
-                bn.num_features = len(idx)
-    if hasattr(out, "widths"):
-        out.widths = conv_widths(out)
-    return out
-
-
-def _name_of(model: nn.Module, module: nn.Module) -> str:
-    return next(n for n, m in model.named_modules() if m is module)
+__all__ = ["FORMAT", "compact", "conv_widths", "count_params", "export_program", "latency_ms", "load_compact",
+           "measure", "measured_flops", "save_compact", "save_first_filters"]
 
 
 def conv_widths(model: nn.Module) -> tuple[int, ...]:
@@ -94,18 +49,6 @@ def conv_widths(model: nn.Module) -> tuple[int, ...]:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@torch.no_grad()
-def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """Forward FLOPs for one example, measured by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    param = next(model.parameters())
-    x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(x)
-    return int(counter.get_total_flops())
 
 
 @torch.no_grad()
@@ -132,7 +75,7 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
     ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency.
     """
     dense = copy.deepcopy(model).cpu().eval()
-    small = compact(dense, describe(dense, input_shape)).eval()
+    small = compact(dense, structure).eval()
     out: dict[str, float] = {"compact_params": count_params(small), "compact_flops": measured_flops(small, input_shape)}
     for b in batches:
         d = latency_ms(dense, input_shape, b, min_run_time)
@@ -156,6 +99,22 @@ def save_compact(path: str | Path, model: nn.Module, model_name: str, input_shap
     return path
 
 
+def read_compact_info(path: str | Path) -> dict[str, Any]:
+    """What :func:`save_compact` recorded (model, input shape, classes, widths, removed filters, parameter count),
+    without rebuilding the model."""
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable compact model ({type(err).__name__}: {err})") from None
+    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a compact model written by bench (expected format {FORMAT})")
+    info = {k: v for k, v in saved.items() if k != "state_dict"}
+    info["params"] = sum(v.numel() for k, v in saved["state_dict"].items()
+                         if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    return info
+
+
 def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_compact`: (the model in eval mode, its description)."""
     path = Path(path)
@@ -165,6 +124,9 @@ def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> 
         raise ValueError(f"{path}: not a readable compact model ({type(err).__name__}: {err})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"{path}: not a compact model written by bench (expected format {FORMAT})")
+    if not rebuildable(saved["model"]):
+        raise ValueError(f"{path}: model {saved['model']!r} cannot be rebuilt from its widths; load the run's "
+                         "compact_model.pt2 program instead (torch.export.load)")
     model = build_model(saved["model"], saved["input_shape"], saved["num_classes"], widths=saved["widths"])
     model.load_state_dict(saved["state_dict"])
     info = {k: v for k, v in saved.items() if k != "state_dict"}
@@ -172,13 +134,13 @@ def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> 
 
 
 def save_first_filters(path: str | Path, model: nn.Module, structure: Structure) -> Path:
-    """Write the first eligible conv's weights, removed filters included (as zeros), as a float32 ``.npy``
+    """Write the first prunable conv's weights, removed filters included (as zeros), as a float32 ``.npy``
     of shape (filters, in_channels, kh, kw): what the report draws as the learned filters (paper Fig. 5),
     readable without torch."""
     import numpy as np
 
     path = Path(path)
-    weight = structure.by_name[structure.eligible[0]].module.weight
+    weight = structure.units[0].convs[0].module.weight
     np.save(path, weight.detach().float().cpu().numpy())
     return path
 

@@ -45,7 +45,8 @@ WHAT = "what to compare"
 class TrainSettings:
     """What every trial of a sweep shares: model, data and the training budget."""
 
-    model: str = setting("lenet5", "model (see `bench list`)", role=TRIAL)
+    model: str = setting("lenet5", "model: a registered name (see `bench list`), torchvision:NAME, timm:NAME, "
+                         "FILE.py:CALLABLE or MODULE:CALLABLE", role=TRIAL)
     dataset: str = setting("fashion-mnist", "dataset (see `bench list`)", role=TRIAL)
     data_dir: str | None = setting(None, "folder searched first for dataset files (then $BENCH_DATA_DIR, "
                                    "~/.cache/bench, and Debian's /usr/share/datasets/fashion-mnist)", role=RUNTIME)
@@ -70,13 +71,33 @@ class TrainSettings:
                              choices=PRECISIONS, key_default="fp32")
     channels_last: bool = setting(False, "channels-last memory layout for conv weights and inputs", role=TRIAL,
                                   key_default=False)
+    input_size: int | None = setting(None, "side of the square inputs the synthetic dataset generates", role=TRIAL,
+                                     min=1, key_default=None, shown_default="the model's (else 32)",
+                                     cli={"metavar": "S"})
+    prune_coupled: bool = setting(False, "also prune coupled channels (a residual stream: the same channel of "
+                                  "every conv that writes into it), each as one group", role=TRIAL, key_default=False)
+    exclude_layers: tuple[str, ...] = setting((), "keep layers matching these patterns (fnmatch on module names, "
+                                              "e.g. 'features.0.*') out of pruning, comma separated", role=TRIAL,
+                                              key_default=(), shown_default="none",
+                                              cli={"type": S.parse_items, "metavar": "PATTERN,..."})
+    init_from: str | None = setting(None, "start every trial from these weights: a state dict file (.pt of "
+                                    "model.state_dict(), or a torchvision/timm checkpoint on disk)", role=TRIAL,
+                                    key_default=None, shown_default="random init", cli={"metavar": "FILE"})
+    strict_head: bool = setting(False, "refuse an --init-from file whose classifier has another class count "
+                                "(by default that head is re-initialised, with a notice)", role=TRIAL,
+                                key_default=False)
 
     def __post_init__(self) -> None:
         _checked(self)
         from .data import get_dataset_spec
-        from .models import get_model_spec
-        get_model_spec(self.model)
+        from .models import ModelError, get_model_spec
+        try:
+            get_model_spec(self.model)
+        except ModelError as err:
+            raise ConfigError(str(err)) from None
         get_dataset_spec(self.dataset)
+        _check(self.init_from is None or os.path.isfile(self.init_from),
+               f"--init-from {self.init_from}: no such file")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -115,10 +136,14 @@ class TrialConfig:
     def key(self) -> str:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
         resume); where the data files are and whether they may be downloaded are not part of it."""
+        from .models import model_key
         d = self.to_dict()
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
+        d["train"]["model"] = model_key(self.train.model)
+        if self.train.init_from is not None:
+            d["train"]["init_from"] = file_digest(self.train.init_from)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -307,6 +332,23 @@ _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 _SWEEP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"train"}
 
 
+def file_digest(path: str) -> str:
+    """``sha256:<first 16 hex digits>`` of a file's content (what a trial's key records of a weights file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def _model_spec(spec: str) -> str:
+    """A model file is kept as an absolute path (trials and ``bench resume`` find it from anywhere)."""
+    path, sep, attr = spec.rpartition(":")
+    if sep and (path.endswith(".py") or os.sep in path) and not spec.startswith(("torchvision:", "timm:")):
+        return f"{os.path.abspath(path)}:{attr}"
+    return spec
+
+
 def _plugin_spec(spec: str) -> str:
     """Plugin files are kept as absolute paths, so that ``bench resume`` finds them from anywhere."""
     return os.path.abspath(spec) if spec.endswith(".py") or os.sep in spec else spec
@@ -365,6 +407,10 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
             value = _table(key, value)
             if key in _TABLES and key in merged:
                 merged[key] = _merge_nested(merged[key], value)
+            elif key == "model" and isinstance(value, str):
+                merged[key] = _model_spec(value)
+            elif key == "init_from" and isinstance(value, str):
+                merged[key] = os.path.abspath(value)
             elif key == "plugins":
                 merged[key] = tuple(dict.fromkeys([*merged.get(key, ()), *map(_plugin_spec, value)]))
             else:

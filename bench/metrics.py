@@ -20,82 +20,51 @@ from torch import nn
 
 from methods.base import eval_mode
 
-from .models import LayerInfo, Structure
 from .names import FILTERS_ALIVE, FLOPS, PARAMS, SPARSITY, TOTAL_SPARSITY
+from .structure import Structure, counts, removed_groups
 
 
-@torch.no_grad()
-def removed_filters(info: LayerInfo) -> torch.Tensor:
-    """Boolean vector over a conv's filters: True where the filter is removed (all its values zero)."""
-    conv = info.module
-    zero = conv.weight.flatten(1).abs().amax(1) == 0
-    if conv.bias is not None:
-        zero &= conv.bias == 0
-    if info.bn is not None and info.bn.affine:
-        zero &= (info.bn.weight == 0) & (info.bn.bias == 0)
-    return zero
-
-
-def alive_filters(structure: Structure) -> dict[str, int]:
-    """Alive filters of every eligible conv layer, by layer name."""
-    return {name: int((~removed_filters(structure.by_name[name])).sum()) for name in structure.eligible}
-
-
-def widths_of(info: LayerInfo, alive: Mapping[str, int]) -> tuple[int, int]:
-    """(inputs, outputs) of a conv or linear layer after physical removal: input channels (or features) and
-    filters (or units)."""
-    m = info.module
-    cin = m.in_channels if info.kind == "conv" else m.in_features
-    cout = m.out_channels if info.kind == "conv" else m.out_features
-    if info.source is not None:
-        cin = alive[info.source] * info.per_channel
-    if info.kind == "conv" and info.name in alive:
-        cout = alive[info.name]
-    return cin, cout
-
-
-def _layer_counts(structure: Structure, alive: Mapping[str, int]):
-    """(params, FLOPs) of every conv and linear layer after physical removal of removed filters."""
-    for info in structure.layers:
-        cin, cout = widths_of(info, alive)
-        m = info.module
-        if info.kind == "conv":
-            kh, kw = m.kernel_size
-            macs_per_position = cout * (cin // m.groups) * kh * kw
-            params = macs_per_position + (cout if m.bias is not None else 0)
-            if info.bn is not None and info.bn.affine:
-                params += 2 * cout
-            yield params, 2 * macs_per_position * info.out_hw
-        else:
-            yield cout * cin + (cout if m.bias is not None else 0), 2 * cout * cin
-
-
-def structural_params(structure: Structure, alive: Mapping[str, int]) -> int:
-    """Trainable parameters of the network with removed filters deleted."""
-    return sum(params for params, _ in _layer_counts(structure, alive))
-
-
-def structural_flops(structure: Structure, alive: Mapping[str, int]) -> int:
-    """Forward FLOPs for one example of the network with removed filters deleted (FlopCounterMode's count)."""
-    return sum(flops for _, flops in _layer_counts(structure, alive))
+def alive_filters(structure: Structure, removed: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    """Alive filters (output channels) of every conv of a prunable unit, by conv name, model order."""
+    removed = {u.name: removed_groups(u) for u in structure.units} if removed is None else removed
+    out: dict[str, int] = {}
+    for unit in structure.units:
+        alive = unit.size - int(removed[unit.name].sum())
+        for part in unit.convs:
+            out[part.name] = out.get(part.name, 0) + alive
+    return out
 
 
 def all_filters(structure: Structure) -> dict[str, int]:
-    return {name: structure.by_name[name].module.out_channels for name in structure.eligible}
+    return structure.filters()
 
 
 def filter_metrics(structure: Structure) -> dict[str, float]:
-    """Alive filters and sparsity per layer, total filter sparsity, structural params and FLOPs."""
-    alive = alive_filters(structure)
+    """Alive filters and sparsity per conv, total filter sparsity, structural params and FLOPs."""
+    removed = {u.name: removed_groups(u) for u in structure.units}
+    alive = alive_filters(structure, removed)
     total = all_filters(structure)
     out: dict[str, float] = {}
-    for name in structure.eligible:
+    for name in alive:
         out[FILTERS_ALIVE.format(name)] = alive[name]
         out[SPARSITY.format(name)] = 1.0 - alive[name] / total[name]
-    out[TOTAL_SPARSITY] = 1.0 - sum(alive.values()) / sum(total.values())
-    out[PARAMS] = structural_params(structure, alive)
-    out[FLOPS] = structural_flops(structure, alive)
+    out[TOTAL_SPARSITY] = 1.0 - sum(alive.values()) / sum(total.values()) if total else 0.0
+    out[PARAMS], out[FLOPS] = counts(structure, removed)
     return out
+
+
+def _first_removed(structure: Structure, alive: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    return {u.name: torch.arange(u.size) >= alive.get(u.name, u.size) for u in structure.units}
+
+
+def structural_params(structure: Structure, alive: Mapping[str, int]) -> int:
+    """Trainable parameters of the network whose units keep ``alive[unit]`` groups (which ones does not matter)."""
+    return counts(structure, _first_removed(structure, alive))[0]
+
+
+def structural_flops(structure: Structure, alive: Mapping[str, int]) -> int:
+    """Forward FLOPs per example of the network whose units keep ``alive[unit]`` groups."""
+    return counts(structure, _first_removed(structure, alive))[1]
 
 
 @torch.no_grad()

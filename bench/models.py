@@ -1,35 +1,48 @@
-"""Model registry and the channel structure that pruning needs.
+"""Model sources: the registered models, torchvision and timm models, and the user's own code.
 
-Models
-------
+``--model`` (and the config file's ``model``) takes:
+
+- a registered name (``bench list``): the built-in models below, and any model a ``--plugin`` file registers
+  with :func:`register_model`;
+- ``torchvision:NAME``: a classification model of ``torchvision.models`` (``resnet18``, ``mobilenet_v2``, ...),
+  built with the dataset's number of classes and random weights. torchvision builders assume 3 input channels:
+  on a dataset with another count, the model's first conv is rebuilt for it (same kernel, stride and padding,
+  fresh weights) and ``bench run`` says so;
+- ``timm:NAME``: a ``timm`` model (the optional extra ``pip install -e ".[timm]"``), built with ``num_classes``
+  and ``in_chans``;
+- ``FILE.py:CALLABLE`` or ``MODULE:CALLABLE``: a class or function of the user's own code; it receives those of
+  ``num_classes``, ``in_channels`` and ``input_size`` that it accepts as keyword arguments. A trial's key holds a
+  digest of the file's content, not its path (:func:`model_key`).
+
+Built-in models
+---------------
 - ``lenet5``: the Caffe LeNet used by Berthelier et al. (conv 20@5x5, max-pool 2, conv 50@5x5, max-pool 2,
-  fc 500, ReLU, fc 10). As in Caffe there is no nonlinearity after the convolutions.
+  fc 500, ReLU, fc 10). As in Caffe there is no nonlinearity after the convolutions. ``lenet5-bn`` adds a
+  BatchNorm after each conv.
 - ``vgg11``: the CIFAR variant with BatchNorm (8 convs 64-128-256-256-512-512-512-512, 3x3, padding 1,
   each followed by BN and ReLU; five 2x2 max-pools; one linear classifier on the 512-d feature).
+- ``resnet20``, ``resnet56``: He et al.'s CIFAR ResNets with option-A shortcuts.
 
-Both are ``nn.Sequential`` subclasses with readable module names (``conv1``, ``bn1``, ``fc1``...), which are
-the layer names in every metric (``filters_alive/conv1``). Both take their conv ``widths``: a compact model
-is the same class with fewer filters.
-
-Structure
----------
-:func:`describe` returns a :class:`Structure`: for every conv and linear layer, which eligible conv's
-filters form its input channels, which BatchNorm follows each conv, and each layer's output size. It is
-derived once per model from the ``Sequential`` order with one forward pass at batch 1, and is what
-``metrics.py`` (structural params and FLOPs) and ``zeroing.py`` (BN channels of a removed filter) use.
+Their module names (``conv1``, ``bn1``, ``layer1.0.conv1``...) are the layer names in every metric
+(``filters_alive/conv1``), and they take their conv ``widths``, so a compact model is the same class with fewer
+filters. Which channels can be removed, and with which others, is derived from any model by
+``bench/structure.py``.
 """
 from __future__ import annotations
 
-import dataclasses
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-
-from methods import eligible_convs
-from methods.base import eval_mode
 
 
 class ModelError(ValueError):
@@ -180,40 +193,6 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
 
-    def structure(self, input_shape: Sequence[int]) -> "Structure":
-        """Each block's second conv takes its input channels from the block's first conv (eligible); every
-        other conv and the classifier read the residual stream, whose channels are never removed."""
-        hw = _conv_output_positions(self, input_shape)
-        layers = [LayerInfo("conv1", "conv", self.conv1, None, 1, hw["conv1"], self.bn1)]
-        for stage in (self.layer1, self.layer2, self.layer3):
-            for block in stage:
-                first, second = _name_in(self, block.conv1), _name_in(self, block.conv2)
-                layers.append(LayerInfo(first, "conv", block.conv1, None, 1, hw[first], block.bn1))
-                layers.append(LayerInfo(second, "conv", block.conv2, first, 1, hw[second], block.bn2))
-        layers.append(LayerInfo("fc", "linear", self.fc, None, 1, 1))
-        eligible = {n for n, _ in eligible_convs(self)}
-        by_name = {info.name: info for info in layers}
-        return Structure(tuple(layers), tuple(n for n in by_name if n in eligible), by_name)
-
-
-def _name_in(model: nn.Module, module: nn.Module) -> str:
-    return next(n for n, m in model.named_modules() if m is module)
-
-
-def _conv_output_positions(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """Output spatial positions (H*W) of every conv for one example, by a forward pass at batch 1."""
-    out: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, y, name=name: out.__setitem__(name, y.shape[2] * y.shape[3]))
-             for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    param = next(model.parameters())
-    try:
-        with eval_mode(model), torch.no_grad():
-            model(torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-    return out
-
 
 def resnet20(**kwargs) -> CifarResNet:
     return CifarResNet(20, **kwargs)
@@ -223,13 +202,20 @@ def resnet56(**kwargs) -> CifarResNet:
     return CifarResNet(56, **kwargs)
 
 
+
+
+# -- sources -------------------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str
     builder: Callable[..., nn.Module]
-    default_input: tuple[int, int, int]  # (C, H, W) for the synthetic dataset
+    default_input: tuple[int, int, int] | None = None  # (C, H, W) for the synthetic dataset; None: 3x32x32
+    rebuildable: bool = True    # the builder takes ``widths`` (a compact model is rebuilt from its widths)
 
+
+DEFAULT_INPUT = (3, 32, 32)
 
 MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec("lenet5", "Caffe LeNet: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, ReLU, fc 10",
@@ -243,110 +229,200 @@ MODELS: dict[str, ModelSpec] = {
                           resnet56, (3, 32, 32)),
 }
 
+SOURCES = {
+    "torchvision:NAME": "a classification model of torchvision.models, random init (e.g. torchvision:resnet18)",
+    "timm:NAME": "a timm model (optional extra: pip install -e '.[timm]')",
+    "FILE.py:CALLABLE": "a class or function in your file; gets num_classes, in_channels, input_size if it takes them",
+    "MODULE:CALLABLE": "the same from an importable module",
+}
+
+
+def register_model(name: str | None = None, *, input_shape: Sequence[int] | None = None, description: str = ""):
+    """Decorator: register a model class or builder function under ``name`` (default: its name in lower case),
+    usable as ``--model NAME`` once its file is loaded with ``--plugin``. ``input_shape`` (C, H, W) is what the
+    synthetic dataset generates for it (default 3x32x32). The builder receives those of ``num_classes``,
+    ``in_channels``, ``input_size`` and ``widths`` that it accepts."""
+    def decorate(builder):
+        key = name or builder.__name__.lower()
+        if key in MODELS and MODELS[key].builder is not builder:
+            raise ValueError(f"a model named {key!r} is already registered")
+        if ":" in key:
+            raise ValueError(f"model name {key!r} must not contain ':' (it would read as a source)")
+        MODELS[key] = ModelSpec(key, description or (inspect.getdoc(builder) or key).splitlines()[0], builder,
+                                tuple(input_shape) if input_shape else None, "widths" in _accepted(builder))
+        return builder
+    return decorate
+
 
 def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def get_model_spec(name: str) -> ModelSpec:
+def _accepted(builder: Callable) -> set[str]:
+    """The keyword arguments among num_classes, in_channels, input_size, widths that ``builder`` takes."""
+    wanted = {"num_classes", "in_channels", "input_size", "widths"}
     try:
-        return MODELS[name]
-    except KeyError:
-        raise ModelError(f"unknown model {name!r}; valid models: {', '.join(list_models())}") from None
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return wanted
+    return wanted & {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] | None = None
+def _torchvision(name: str) -> ModelSpec:
+    import torchvision
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        raise ModelError(f"torchvision has no classification model {name!r}"
+                         + (f"; close matches: {', '.join(close)}" if close else "")
+                         + " (torchvision.models.list_models() lists them)")
+
+    def build(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        return _first_conv_for(model, in_channels, f"torchvision:{name}")
+
+    return ModelSpec(f"torchvision:{name}", f"torchvision.models.{name}", build, None, False)
+
+
+def _timm(name: str) -> ModelSpec:
+    try:
+        import timm
+    except ImportError:
+        raise ModelError(f"timm:{name} needs the optional extra 'timm': pip install -e '.[timm]' "
+                         "(or pip install timm)") from None
+    if name not in timm.list_models():
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
+        raise ModelError(f"timm has no model {name!r}" + (f"; close matches: {', '.join(close)}" if close else ""))
+
+    def build(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> nn.Module:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
+
+    return ModelSpec(f"timm:{name}", f"timm model {name}", build, None, False)
+
+
+def _first_conv_for(model: nn.Module, in_channels: int, source: str) -> nn.Module:
+    """``model`` with its first conv rebuilt for ``in_channels`` input channels when it expects another count."""
+    first = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first[1].in_channels == in_channels:
+        return model
+    name, conv = first
+    if conv.groups != 1:
+        raise ModelError(f"{source}: its first conv {name} is grouped; it cannot be rebuilt for "
+                         f"{in_channels} input channels")
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], new)
+    model.bench_notes = [f"{source}: first conv {name} rebuilt for {in_channels} input channel"
+                         f"{'s' * (in_channels != 1)} (it expects {conv.in_channels}; fresh weights)"]
+    return model
+
+
+def _split_source(source: str) -> tuple[str, str]:
+    path, _, attr = source.rpartition(":")
+    if not path or not attr:
+        raise ModelError(f"model source {source!r}: expected FILE.py:CALLABLE or MODULE:CALLABLE")
+    return path, attr
+
+
+def _user_code(source: str) -> ModelSpec:
+    path, attr = _split_source(source)
+    if path.endswith(".py") or os.sep in path:
+        file = os.path.abspath(path)
+        if not os.path.isfile(file):
+            raise ModelError(f"model source {source!r}: no such file {file}")
+        key = "bench_model_" + hashlib.sha256(file.encode()).hexdigest()[:12]
+        module = sys.modules.get(key)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(key, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as err:
+                del sys.modules[key]
+                raise ModelError(f"model source {source!r}: importing {file} failed: {type(err).__name__}: {err}"
+                                 ) from None
+        where = file
+    else:
+        try:
+            module = importlib.import_module(path)
+        except Exception as err:
+            raise ModelError(f"model source {source!r}: cannot import module {path!r}: {type(err).__name__}: {err}"
+                             ) from None
+        where = f"module {path}"
+    builder = getattr(module, attr, None)
+    if builder is None or not callable(builder):
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
+                       and v.__module__ == module.__name__)
+        raise ModelError(f"model source {source!r}: {where} has no callable {attr!r}"
+                         + (f"; its nn.Module classes: {', '.join(found)}" if found else ""))
+    return ModelSpec(source, f"{attr} from {where}", builder, None, False)
+
+
+def get_model_spec(source: str) -> ModelSpec:
+    """The spec of a model source (module docstring); an unknown one lists the valid names and sources."""
+    if source in MODELS:
+        return MODELS[source]
+    if source.startswith("torchvision:"):
+        return _torchvision(source.partition(":")[2])
+    if source.startswith("timm:"):
+        return _timm(source.partition(":")[2])
+    if ":" in source:
+        return _user_code(source)
+    close = difflib.get_close_matches(source, list_models(), n=3, cutoff=0.6)
+    raise ModelError(f"unknown model {source!r}; valid models: {', '.join(list_models())}"
+                     + (f" (did you mean {', '.join(close)}?)" if close else "")
+                     + "; or torchvision:NAME, timm:NAME, FILE.py:CALLABLE, MODULE:CALLABLE")
+
+
+def rebuildable(source: str) -> bool:
+    """True when a compact model of ``source`` is rebuilt from its conv widths (the registered models that
+    take ``widths``)."""
+    return source in MODELS and MODELS[source].rebuildable
+
+
+def default_input(source: str) -> tuple[int, int, int]:
+    """(C, H, W) the synthetic dataset generates for ``source``: its registered shape, else 3x32x32."""
+    shape = get_model_spec(source).default_input
+    return tuple(shape) if shape else DEFAULT_INPUT
+
+
+def model_key(source: str) -> str:
+    """What a trial's key records of its model: the source itself, except for a file, whose content digest
+    replaces its path (moving the file keeps the key; editing it changes the key)."""
+    if ":" not in source or source.startswith(("torchvision:", "timm:")):
+        return source
+    path, attr = _split_source(source)
+    if not (path.endswith(".py") or os.sep in path):
+        return source
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        return source
+    return f"file-sha256:{digest}:{attr}"
+
+
+def build_model(source: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] | None = None
                 ) -> nn.Module:
-    """A fresh model for inputs of shape (C, H, W); ``widths`` gives fewer filters (compact models)."""
-    spec = get_model_spec(name)
+    """A fresh model for inputs of shape (C, H, W); ``widths`` gives fewer filters (compact registered models)."""
+    spec = get_model_spec(source)
     c, h, w = input_shape
-    if h != w:
-        raise ModelError(f"{name} expects square inputs, got {h}x{w}")
-    kwargs = {} if widths is None else {"widths": tuple(widths)}
-    return spec.builder(in_channels=c, num_classes=num_classes, input_size=h, **kwargs)
-
-
-# -- structure -----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LayerInfo:
-    """One conv or linear layer: where its input channels come from and its output size."""
-
-    name: str
-    kind: str                 # "conv" or "linear"
-    module: nn.Module
-    source: str | None        # eligible conv whose filters are this layer's input channels; None: fixed
-    per_channel: int          # input features per source channel (H*W for a linear after flatten)
-    out_hw: int               # output spatial positions (1 for linear)
-    bn: nn.BatchNorm2d | None = None  # the BatchNorm that follows this conv, if any
-
-
-@dataclass(frozen=True)
-class Structure:
-    layers: tuple[LayerInfo, ...]
-    eligible: tuple[str, ...]                 # eligible conv names, model order
-    by_name: dict[str, LayerInfo] = field(repr=False)
-
-    def bn_of(self, conv_name: str) -> nn.BatchNorm2d | None:
-        return self.by_name[conv_name].bn
-
-
-_PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Dropout, nn.Identity, nn.AdaptiveAvgPool2d,
-                 nn.LeakyReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid)
-
-
-def describe(model: nn.Module, input_shape: Sequence[int]) -> Structure:
-    """The channel structure of a model, for params/FLOPs counting and BN linking.
-
-    Works for any ``nn.Sequential`` of Conv2d, BatchNorm2d, pooling, activation, Flatten and Linear
-    layers (both registered models). A model with another topology can provide its own
-    ``structure(input_shape)`` method returning a :class:`Structure`.
-    """
-    if hasattr(model, "structure"):
-        return model.structure(input_shape)
-    if not isinstance(model, nn.Sequential):
-        raise ModelError(f"cannot derive the channel structure of {type(model).__name__}: "
-                         "give it a structure(input_shape) method")
-    shapes = _output_shapes(model, input_shape)
-    eligible = {n for n, _ in eligible_convs(model)}
-    layers: list[LayerInfo] = []
-    producer: str | None = None   # eligible conv whose filters are the current tensor's channels
-    spatial = 1
-    last_conv: LayerInfo | None = None
-    in_shape: tuple[int, ...] = tuple(input_shape)
-    for name, module in model.named_children():
-        if isinstance(module, nn.Conv2d):
-            out_shape = shapes[name]
-            info = LayerInfo(name, "conv", module, producer, 1, out_shape[1] * out_shape[2])
-            layers.append(info)
-            last_conv = info
-            producer = name if name in eligible else None
-        elif isinstance(module, nn.BatchNorm2d):
-            if last_conv is None:
-                raise ModelError(f"BatchNorm {name!r} does not follow a conv layer")
-            info = dataclasses.replace(last_conv, bn=module)
-            layers[layers.index(last_conv)] = info
-            last_conv = info
-        elif isinstance(module, nn.Flatten):
-            spatial = in_shape[1] * in_shape[2] if len(in_shape) == 3 else 1
-            last_conv = None
-        elif isinstance(module, nn.Linear):
-            layers.append(LayerInfo(name, "linear", module, producer, spatial if producer else 1, 1))
-            producer, spatial, last_conv = None, 1, None
-        elif not isinstance(module, _PASS_THROUGH):
-            raise ModelError(f"cannot derive the channel structure through {type(module).__name__} ({name!r})")
-        in_shape = shapes[name]
-    by_name = {info.name: info for info in layers}
-    return Structure(tuple(layers), tuple(n for n in by_name if n in eligible), by_name)
-
-
-def _output_shapes(model: nn.Sequential, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """Each child's output shape (without batch) for one example, by a forward pass at batch 1."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    param = next(model.parameters())
-    x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
-    with eval_mode(model), torch.no_grad():
-        for name, module in model.named_children():
-            x = module(x)
-            shapes[name] = tuple(x.shape[1:])
-    return shapes
+    accepted = _accepted(spec.builder)
+    if source in MODELS and h != w and "input_size" in accepted:
+        raise ModelError(f"{source} expects square inputs, got {h}x{w}")
+    kwargs = {"num_classes": num_classes, "in_channels": c, "input_size": h}
+    if widths is not None:
+        kwargs["widths"] = tuple(widths)
+    try:
+        model = spec.builder(**{k: v for k, v in kwargs.items() if k in accepted})
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"building {source} failed: {type(err).__name__}: {err}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{source} returned {type(model).__name__}, not an nn.Module")
+    return model

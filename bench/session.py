@@ -62,14 +62,26 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
     return execute(sweep, trials, data, located, write=write)
 
 
+def describe_structure(structure) -> list[str]:
+    """What is not pruned and why (coupled streams, the logits layer, a failed check), one line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in structure.skipped.items():
+        by_reason.setdefault(reason if not reason.startswith("coupled") else "coupled channels (a residual "
+                             "stream), pruned with --prune-coupled", []).append(name)
+    return [f"kept   {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''}: {reason}"
+            for reason, names in by_reason.items()]
+
+
 def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     """Everything checked before any run is created: returns the trials and the loaded data."""
     from methods import MethodError
 
     from .data import load_dataset
-    from .models import build_model, describe, get_model_spec
+    from .models import default_input
+    from .structure import StructureError
     from .sweep import check_local_resources, check_ray_address
-    from .trainer import resolve_device
+    from .trainer import build_trial_model, resolve_device
+    from .weights import WeightsError
 
     trials = sweep.trials()
     address = check_ray_address(sweep.ray_address)
@@ -81,18 +93,32 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             raise ConfigError(f"--device {t.device}: {err}") from None
         check_local_resources(sweep.cpus_per_trial, sweep.gpus_per_trial)
     t0 = time.monotonic()
-    data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test,
-                        input_shape=get_model_spec(t.model).default_input, download=t.download)
+    shape = default_input(t.model)
+    if t.input_size:
+        shape = (shape[0], t.input_size, t.input_size)
+    data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=shape, download=t.download)
+    t1 = time.monotonic()
     try:
-        model = build_model(t.model, data.input_shape, data.num_classes)
-        describe(model, data.input_shape)
-    except ValueError as err:
+        model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes, notes=write)
+    except WeightsError as err:
+        raise ConfigError(str(err)) from None
+    except (StructureError, ValueError) as err:
         raise ConfigError(f"model {t.model!r} cannot take {t.dataset!r} inputs: {err}") from None
+    for line in describe_structure(structure):
+        write(line)
+    if not structure.units:
+        raise ConfigError(f"nothing in {t.model} can be pruned: " + "; ".join(
+            f"{name} {reason}" for name, reason in structure.skipped.items()) if structure.skipped else
+            f"nothing in {t.model} can be pruned: it has no conv layer with output channels to remove")
     for trial in {trial.method: trial for trial in trials}.values():
         try:
-            trial.build_method().check_model(model)
+            method = trial.build_method()
+            method.bind(structure.units)
+            method.check_model(model)
         except MethodError as err:
             raise ConfigError(f"method {trial.method!r} cannot run on model {t.model!r}: {err}") from None
+    write(f"model  {t.model}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
+          f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
     write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
         f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "

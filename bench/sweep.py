@@ -101,15 +101,18 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
         import tempfile
         from pathlib import Path
 
-        from .compact import measure, save_compact, save_first_filters
+        from .compact import export_program, measure, save_compact, save_first_filters
+        from .models import rebuildable
 
         small, values = measure(model, structure, data.input_shape)
-        removed = {layer: structure.by_name[layer].module.out_channels - n
-                   for layer, n in M.alive_filters(structure).items()}
+        total = structure.filters()
+        removed = {layer: total[layer] - n for layer, n in M.alive_filters(structure).items()}
         with tempfile.TemporaryDirectory() as folder:
             path = save_compact(Path(folder) / N.COMPACT_MODEL, small, trial.train.model, data.input_shape,
                                 data.num_classes, removed)
             run.log_artifact(path)
+            if not rebuildable(trial.train.model):   # loads without the model's code
+                run.log_artifact(export_program(small, data.input_shape, Path(folder) / N.COMPACT_PROGRAM))
             run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
         run.set_tag(N.FILTERS_REMOVED_TAG, sum(removed.values()))
         return values

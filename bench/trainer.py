@@ -33,7 +33,8 @@ from . import metrics as M
 from . import names as N
 from .config import TrialConfig
 from .data import Dataset
-from .models import Structure, build_model, describe
+from .models import build_model
+from .structure import Structure, derive
 from .zeroing import FilterMasks, parse_zeroing
 
 
@@ -139,6 +140,24 @@ class TrialState:
         self.extra_metrics.update({k: float(v) for k, v in values.items()})
 
 
+def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_classes: int,
+                      notes: Callable[[str], None] | None = None) -> tuple[nn.Module, Structure]:
+    """The trial's model (its initial weights loaded from ``--init-from`` when given) and its checked channel
+    structure; ``notes`` receives what was adapted (a first conv rebuilt, a classifier head re-initialised)."""
+    from .weights import load_initial_weights
+
+    tc = config.train
+    model = build_model(tc.model, input_shape, num_classes)
+    messages = list(getattr(model, "bench_notes", ()))
+    if tc.init_from:
+        messages += load_initial_weights(model, tc.init_from, num_classes, strict_head=tc.strict_head)
+    structure = derive(model, input_shape, tc.prune_coupled, tc.exclude_layers, check=True)
+    if notes is not None:
+        for message in messages:
+            notes(message)
+    return model, structure
+
+
 def train(config: TrialConfig, data: Dataset,
           report: Callable[[int, dict[str, float]], None] | None = None,
           finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None) -> dict[str, float]:
@@ -152,11 +171,12 @@ def train(config: TrialConfig, data: Dataset,
     device = resolve_device(tc.device)
     method = config.build_method()
     rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
-    model = build_model(tc.model, data.input_shape, data.num_classes).to(device)
+    model, structure = build_trial_model(config, data.input_shape, data.num_classes)
+    model = model.to(device)
     if tc.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    method.bind(structure.units)
     method.check_model(model)
-    structure = describe(model, data.input_shape)
     optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     masks = FilterMasks(structure, optimizer)
     rule.prepare(masks)

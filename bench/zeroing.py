@@ -26,9 +26,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from methods.kernel_norms import NORM_SCALES, layer_kernel_norms
+from methods.groups import Unit, kernel_norms
+from methods.kernel_norms import NORM_SCALES
 
-from .models import Structure
+from .structure import Structure
 
 
 class ZeroingSpecError(ValueError):
@@ -36,49 +37,52 @@ class ZeroingSpecError(ValueError):
 
 
 class FilterMasks:
-    """One alive-mask per eligible conv layer, tied to the parameters a removed filter must zero."""
+    """One alive-mask per unit (``methods/groups.py``), tied to the parameters a removed group must zero."""
 
     def __init__(self, structure: Structure, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.structure = structure
         self.optimizer = optimizer
         self.layers = structure.eligible
-        self._params: dict[str, list[nn.Parameter]] = {}
+        self._units: dict[str, Unit] = {u.name: u for u in structure.units}
+        self._slices: dict[str, list[tuple[nn.Parameter, int]]] = {}
         self._masks: dict[str, torch.Tensor] = {}
         self._dirty: dict[str, bool] = {}
         for name in self.layers:
-            info = structure.by_name[name]
-            conv, bn = info.module, info.bn
-            params = [conv.weight] + ([conv.bias] if conv.bias is not None else [])
-            if bn is not None and bn.affine:
-                params += [bn.weight, bn.bias]
-            self._params[name] = params
-            self._masks[name] = torch.ones(conv.out_channels, device=conv.weight.device, dtype=conv.weight.dtype)
+            unit = self._units[name]
+            weight = unit.convs[0].module.weight
+            self._slices[name] = unit.slices()
+            self._masks[name] = torch.ones(unit.size, device=weight.device, dtype=weight.dtype)
             self._dirty[name] = False
 
     # -- queries -------------------------------------------------------------------------------------
     def alive(self, layer: str) -> torch.Tensor:
-        """Boolean vector: which filters of ``layer`` are alive."""
+        """Boolean vector: which groups of ``layer`` are alive."""
         return self._masks[layer] > 0
 
     def mask(self, layer: str) -> torch.Tensor:
         return self._masks[layer]
 
-    def parameters(self, layer: str) -> list[nn.Parameter]:
-        """Conv weight, bias, and following BN weight and bias of ``layer``: what a removal zeroes."""
-        return list(self._params[layer])
+    def unit(self, layer: str) -> Unit:
+        return self._units[layer]
 
-    def weight(self, layer: str) -> torch.Tensor:
-        return self.structure.by_name[layer].module.weight
+    def parameters(self, layer: str) -> list[torch.Tensor]:
+        """What a removal zeroes, as views indexed by group: member convs' weights and biases, member
+        BatchNorms' weights and biases."""
+        return self._units[layer].parameters()
+
+    def weights(self, layer: str) -> list[torch.Tensor]:
+        """The member convs' weight rows of ``layer``'s groups (views)."""
+        return [w for _, w in self._units[layer].weights()]
 
     # -- acting --------------------------------------------------------------------------------------
     def remove(self, layer: str, filters: Sequence[int] | torch.Tensor) -> list[int]:
-        """Remove filters of ``layer`` (indices or a boolean vector); returns the indices removed.
+        """Remove groups of ``layer`` (indices or a boolean vector); returns the indices removed.
 
-        The last alive filter of a layer is never removed: when a request would remove every alive filter,
+        The last alive group of a layer is never removed: when a request would remove every alive group,
         the one with the largest kernel norm is kept.
         """
         if layer not in self._masks:
-            raise KeyError(f"{layer!r} is not an eligible conv layer; eligible: {', '.join(self.layers)}")
+            raise KeyError(f"{layer!r} is not a prunable layer; prunable: {', '.join(self.layers)}")
         mask = self._masks[layer]
         request = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)
         if isinstance(filters, torch.Tensor) and filters.dtype == torch.bool:
@@ -93,8 +97,8 @@ class FilterMasks:
         request &= alive
         if not request.any():
             return []
-        if not (alive & ~request).any():  # would empty the layer: keep its strongest filter
-            norms = layer_kernel_norms(self.weight(layer).detach(), "none").masked_fill(~alive, -1.0)
+        if not (alive & ~request).any():  # would empty the layer: keep its strongest group
+            norms = kernel_norms(self._units[layer], "none").detach().masked_fill(~alive, -1.0)
             request[norms.argmax()] = False
         mask.masked_fill_(request, 0.0)
         self._dirty[layer] = True
@@ -108,32 +112,36 @@ class FilterMasks:
 
     @torch.no_grad()
     def apply(self) -> None:
-        """Zero removed filters (parameters and optimizer state) in place; call after each optimizer step."""
+        """Zero removed groups (parameters and optimizer state) in place; call after each optimizer step."""
         for name in self.layers:
             if self._dirty[name]:
                 self._apply_layer(name)
 
     @torch.no_grad()
     def mask_grads(self) -> None:
-        """Zero the gradients of removed filters; call between backward() and the optimizer step."""
+        """Zero the gradients of removed groups; call between backward() and the optimizer step."""
         for name in self.layers:
             if not self._dirty[name]:
                 continue
             mask = self._masks[name]
-            for p in self._params[name]:
+            for p, offset in self._slices[name]:
                 if p.grad is not None:
-                    p.grad.mul_(_shaped(mask, p))
+                    _rows(p.grad, offset, mask).mul_(_shaped(mask, p))
 
     @torch.no_grad()
     def _apply_layer(self, name: str) -> None:
         mask = self._masks[name]
-        for p in self._params[name]:
+        for p, offset in self._slices[name]:
             m = _shaped(mask, p)
-            p.mul_(m)
+            _rows(p, offset, mask).mul_(m)
             if self.optimizer is not None:
                 for value in self.optimizer.state.get(p, {}).values():
                     if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                        value.mul_(m)
+                        _rows(value, offset, mask).mul_(m)
+
+
+def _rows(t: torch.Tensor, offset: int, mask: torch.Tensor) -> torch.Tensor:
+    return t if offset == 0 and t.shape[0] == mask.shape[0] else t[offset:offset + mask.shape[0]]
 
 
 def _shaped(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -186,7 +194,7 @@ class Cumulative(ZeroingRule):
 
     @torch.no_grad()
     def on_epoch_end(self, masks: FilterMasks) -> None:
-        norms = [layer_kernel_norms(masks.weight(n), self.norm_scale) for n in masks.layers]
+        norms = [kernel_norms(masks.unit(n), self.norm_scale) for n in masks.layers]
         alive = [masks.alive(n) for n in masks.layers]
         for name, remove in zip(masks.layers, cumulative_selection(norms, alive, self.t, self.scope)):
             if remove.any():
@@ -239,30 +247,36 @@ class Threshold(ZeroingRule):
         return weight.device.type != "cpu" if self.sync_free is None else self.sync_free
 
     def prepare(self, masks: FilterMasks) -> None:
-        if any(self._sync_free(masks.weight(n)) for n in masks.layers):
+        if any(self._sync_free(masks.weights(n)[0]) for n in masks.layers):
             masks.mark_all_dirty()  # filters may be removed at any step, without a host sync
 
     @torch.no_grad()
     def after_step(self, masks: FilterMasks) -> None:
         for name in masks.layers:
-            weight = masks.weight(name)
-            if self._sync_free(weight):
-                threshold_layer(weight, masks.mask(name), self.eps)
+            weights = masks.weights(name)
+            if self._sync_free(weights[0]):
+                threshold_unit(weights, masks.mask(name), self.eps)
                 continue
-            flat = weight.flatten(1)
-            largest = torch.maximum(flat.amax(1), flat.amin(1).neg())
+            largest = None
+            for weight in weights:
+                flat = weight.flatten(1)
+                top = torch.maximum(flat.amax(1), flat.amin(1).neg())
+                largest = top if largest is None else torch.maximum(largest, top)
             emptied = (largest < self.eps) & masks.alive(name)
             kept = None
             if emptied.any():   # rare, and free to ask on CPU
-                if not (masks.alive(name) & ~emptied).any():   # keep the strongest filter's weights
-                    keep = int(flat.abs().sum(1).masked_fill(~masks.alive(name), -1.0).argmax())
+                if not (masks.alive(name) & ~emptied).any():   # keep the strongest group's weights
+                    norms = sum(w.flatten(1).abs().sum(1) for w in weights)
+                    keep = int(norms.masked_fill(~masks.alive(name), -1.0).argmax())
                     emptied[keep] = False
-                    kept = (keep, weight[keep].clone())
+                    kept = (keep, [w[keep].clone() for w in weights])
             # |w| < eps -> 0 in one fused pass: hardshrink keeps |w| > lambd, and lambd is the largest
             # number below eps in the weights' precision
-            torch.hardshrink(weight, _below(self.eps, weight.dtype), out=weight)
+            for weight in weights:
+                torch.hardshrink(weight, _below(self.eps, weight.dtype), out=weight)
             if kept is not None:
-                weight[kept[0]] = kept[1]
+                for weight, values in zip(weights, kept[1]):
+                    weight[kept[0]] = values
             if emptied.any():
                 masks.remove(name, emptied)
 
@@ -275,21 +289,29 @@ def _below(value: float, dtype: torch.dtype) -> float:
 
 @torch.no_grad()
 def threshold_layer(weight: torch.Tensor, mask: torch.Tensor, eps: float) -> None:
-    """Zero weights with |w| < eps in place and clear ``mask`` for filters left all zero.
+    """:func:`threshold_unit` of a single conv's weight."""
+    threshold_unit([weight], mask, eps)
 
-    Without a host sync: if every alive filter would be emptied, the strongest one keeps its weights
-    (the last filter of a layer is never removed).
+
+@torch.no_grad()
+def threshold_unit(weights: Sequence[torch.Tensor], mask: torch.Tensor, eps: float) -> None:
+    """Zero weights with |w| < eps in place and clear ``mask`` for groups left all zero (in every member).
+
+    Without a host sync: if every alive group would be emptied, the strongest one keeps its weights
+    (the last group of a layer is never removed).
     """
-    magnitude = weight.abs()
-    small = magnitude < eps
     alive = mask > 0
-    emptied = small.flatten(1).all(1) & alive
+    smalls = [weight.abs() < eps for weight in weights]
+    emptied = alive
+    for small in smalls:
+        emptied = small.flatten(1).all(1) & emptied
     survivors = (alive & ~emptied).any()
-    norms = magnitude.flatten(1).sum(1) * mask
+    norms = sum(weight.abs().flatten(1).sum(1) for weight in weights) * mask
     keep = torch.zeros_like(emptied)
     keep.scatter_(0, norms.argmax().view(1), (~survivors).view(1))
-    small &= ~keep.view(-1, *([1] * (weight.dim() - 1)))
-    weight.masked_fill_(small, 0.0)
+    for weight, small in zip(weights, smalls):
+        small &= ~keep.view(-1, *([1] * (weight.dim() - 1)))
+        weight.masked_fill_(small, 0.0)
     mask.mul_((~(emptied & ~keep)).to(mask.dtype))
 
 

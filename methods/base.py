@@ -40,6 +40,8 @@ from typing import Any, ClassVar, Mapping, Protocol
 import torch
 from torch import nn
 
+from .groups import Unit, single_units
+
 
 class MethodError(ValueError):
     """A method name or option that cannot be used; raised before any training starts."""
@@ -233,13 +235,23 @@ class Method:
             hit = cache[key] = (model, compute())
         return hit[1]
 
-    def eligible(self, model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-        """``eligible_convs(model)``, remembered for the last model seen (called at every step)."""
-        return self.per_model(model, "eligible", lambda: eligible_convs(model))
+    def bind(self, units: Sequence[Unit]) -> None:
+        """The model's prunable units (``bench.structure`` derives them from the dependency graph); the trainer
+        calls this before training. Unbound, a method treats every eligible conv as its own unit."""
+        self.__dict__["_units"] = tuple(units)
+
+    def units(self, model: nn.Module) -> tuple[Unit, ...]:
+        """The units this method regularizes and scores: the bound ones, else one per eligible conv (with the
+        BatchNorm that follows it), remembered for the last model seen (called at every step)."""
+        bound = self.__dict__.get("_units")
+        if bound is not None:
+            return bound
+        return self.per_model(model, "units", lambda: tuple(single_units(model, eligible_convs(model),
+                                                                         following_batchnorms(model))))
 
     def layer_sum(self, model: nn.Module, term) -> torch.Tensor:
-        """The sum of ``term(name, conv)`` over the eligible convs (a per-layer penalty); an error without any."""
-        terms = [term(name, conv) for name, conv in self.eligible(model)]
+        """The sum of ``term(unit)`` over the units (a per-layer penalty); an error without any."""
+        terms = [term(unit) for unit in self.units(model)]
         if not terms:
             raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
         return torch.stack(terms).sum() if len(terms) > 1 else terms[0]

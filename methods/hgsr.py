@@ -62,14 +62,17 @@ class HGSR(PruneThenFinetune):
 
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
-        return self.layer_sum(model, lambda _, conv: hierarchical_penalty(conv.weight, hp.lam2, hp.eps))
+        return self.layer_sum(model, lambda unit: _unit_sum(unit, lambda w: hierarchical_penalty(w, hp.lam2, hp.eps)))
 
     @torch.no_grad()
     def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
         hp = self.hparams
-        for _, conv in self.eligible(model):
-            w = conv.weight
-            grad_of(w).addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
+        for unit in self.units(model):
+            for part, w in unit.weights():
+                grad = grad_of(part.module.weight)
+                if grad.shape[0] != w.shape[0]:
+                    grad = grad[part.offset:part.offset + unit.size]
+                grad.addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, state: MethodState) -> None:
@@ -81,16 +84,25 @@ class HGSR(PruneThenFinetune):
             with zeroed(groups, removal):
                 return float(F.cross_entropy(model(x), y))
 
+        single = all(len(unit.convs) == 1 for unit in self.units(model))
         with eval_mode(model):
             base = loss_without({})
-            increases = sequential_loss_increases(model, alive, x, y, base)
-            if increases is None:   # not a plain nn.Sequential: one full forward pass per filter
+            increases = sequential_loss_increases(model, alive, x, y, base) if single else None
+            if increases is None:   # not a plain nn.Sequential of single convs: one full forward pass per group
                 increases = loss_increases(groups, alive, loss_without, base)
             selected = select_by_loss(increases, lambda chosen: loss_without(chosen) - base, self.hparams.tolerance)
         for layer, idx in selected.items():
             if len(idx):
                 state.remove(layer, idx)
         state.log(selection_loss_before=base)
+
+
+def _unit_sum(unit, term) -> torch.Tensor:
+    """``term(rows)`` summed over a unit's member convs (one conv: exactly ``term`` of its weight)."""
+    members = unit.weights()
+    if len(members) == 1:
+        return term(members[0][1])
+    return torch.stack([term(w) for _, w in members]).sum()
 
 
 def hierarchical_penalty(weight: torch.Tensor, lam2: float = 0.5, eps: float = 1e-8) -> torch.Tensor:

@@ -1,16 +1,19 @@
 """The kernel pseudo-norm vector N of Berthelier et al. 2020 (eqs. 2-4), shared by l1, l2 and l1l2.
 
 ``n[l][f] = sum(|W[l][f]|) / F_l`` (``norm_scale="filters"``, eq. 2) or the plain l1 norm of the filter
-(``norm_scale="none"``, what the paper used for VGG11). N is the concatenation over eligible layers.
+(``norm_scale="none"``, what the paper used for VGG11). N is the concatenation over units of their groups'
+pseudo-norms; a group of coupled channels is scored by the mean over its filters (``methods/groups.py``), so on a
+model without coupled channels N is exactly the paper's vector.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from .base import eligible_convs, grad_of
+from .groups import Unit, kernel_norms, single_units
 
 NORM_SCALES = ("filters", "none")
 
@@ -25,33 +28,38 @@ def layer_kernel_norms(weight: torch.Tensor, norm_scale: str = "filters") -> tor
     return norms
 
 
-def kernel_norm_vector(model: nn.Module, norm_scale: str = "filters",
-                       convs: list[tuple[str, nn.Conv2d]] | None = None) -> torch.Tensor:
-    """N: the per-filter pseudo-norms of every eligible conv layer, concatenated in model order (``convs``:
-    the model's eligible convs when the caller already has them)."""
-    convs = eligible_convs(model) if convs is None else convs
-    if not convs:
+def kernel_norm_vector(model: nn.Module, norm_scale: str = "filters", units: Sequence[Unit] | None = None
+                       ) -> torch.Tensor:
+    """N: the per-group pseudo-norms of every unit, concatenated in model order (``units``: the model's units
+    when the caller already has them; else one unit per eligible conv)."""
+    units = single_units(model, eligible_convs(model)) if units is None else units
+    if not units:
         raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
-    return norms_of(convs, norm_scale)
+    return norms_of(units, norm_scale)
 
 
-def norms_of(convs: list[tuple[str, nn.Conv2d]], norm_scale: str = "filters") -> torch.Tensor:
-    """The pseudo-norms of the filters of ``convs``, concatenated in their order."""
-    return torch.cat([layer_kernel_norms(m.weight, norm_scale) for _, m in convs])
+def norms_of(units: Sequence[Unit], norm_scale: str = "filters") -> torch.Tensor:
+    """The pseudo-norms of the groups of ``units``, concatenated in their order."""
+    return torch.cat([kernel_norms(unit, norm_scale) for unit in units])
 
 
 @torch.no_grad()
-def add_kernel_norm_grad(convs: list[tuple[str, nn.Conv2d]], norm_scale: str,
+def add_kernel_norm_grad(units: Sequence[Unit], norm_scale: str,
                          dpenalty_dn: Callable[[torch.Tensor], torch.Tensor], weight: float) -> None:
-    """Add ``weight * dP/dW`` to each conv's weight gradient for a penalty P(N) of the kernel pseudo-norms:
-    ``dP/dW[l][f] = dP/dN[l][f] * sign(W[l][f]) / F_l`` (``/ F_l`` with eq. 2's scaling only). ``dpenalty_dn``
-    maps N to dP/dN. One pass over each weight (sign and a fused multiply-add)."""
-    coef = dpenalty_dn(norms_of(convs, norm_scale)).mul_(weight)
+    """Add ``weight * dP/dW`` to each member conv's weight gradient for a penalty P(N) of the pseudo-norms:
+    ``dP/dW[k][g] = dP/dN[g] * sign(W[k][g]) / F_k / filters`` (``/ F_k`` with eq. 2's scaling only, ``/ filters``
+    for coupled groups only). ``dpenalty_dn`` maps N to dP/dN. One pass over each weight (sign and a fused
+    multiply-add)."""
+    coef = dpenalty_dn(norms_of(units, norm_scale)).mul_(weight)
     start = 0
-    for _, conv in convs:
-        w = conv.weight
-        part = coef[start:start + w.shape[0]]
-        start += w.shape[0]
-        if norm_scale == "filters":
-            part = part / w.shape[0]
-        grad_of(w).addcmul_(torch.sign(w), part.view(-1, 1, 1, 1))
+    for unit in units:
+        part_coef = coef[start:start + unit.size]
+        start += unit.size
+        if unit.filters > 1:
+            part_coef = part_coef / unit.filters
+        for part, w in unit.weights():
+            c = part_coef / part.module.weight.shape[0] if norm_scale == "filters" else part_coef
+            grad = grad_of(part.module.weight)
+            if w.shape[0] != grad.shape[0]:
+                grad = grad[part.offset:part.offset + unit.size]
+            grad.addcmul_(torch.sign(w), c.view(-1, *([1] * (w.dim() - 1))))

@@ -28,6 +28,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, MethodState, grad_of, option
+from .groups import Unit
 
 
 @register_method
@@ -70,49 +71,72 @@ class L0SGL(Method):
             u = self._u[name] = hard_threshold(weight.detach(), self.threshold)
         return u
 
+    def _member_convs(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """Every member conv of every unit, once (U is kept per conv)."""
+        return list({p.name: p.module for unit in self.units(model) for p in unit.convs}.items())
+
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
 
-        def term(name: str, conv: nn.Conv2d) -> torch.Tensor:
-            w = conv.weight
-            return hp.lam * weighted_group_lasso(w, hp.eps) + 0.5 * self.beta * (w - self._copy(name, w)).square().sum()
+        def term(unit: Unit) -> torch.Tensor:
+            split = sum((w - unit._rows(p, self._copy(p.name, p.module.weight))).square().sum()
+                        for p, w in unit.weights())
+            return hp.lam * unit_weighted_group_lasso(unit, hp.eps) + 0.5 * self.beta * split
 
         return self.layer_sum(model, term)
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
-        # d/dW: lam * sqrt(|g|) * W_f / sqrt(||W_f||^2 + eps) + beta * (W - U)
+        # d/dW: lam * sqrt(|g|) * W_g / sqrt(||W_g||^2 + eps) + beta * (W - U)
         hp = self.hparams
-        for name, conv in self.eligible(model):
-            w = conv.weight
-            norm = torch.linalg.vector_norm(w.flatten(1), dim=1)
-            coef = torch.rsqrt(norm.square_().add_(hp.eps)).mul_(hp.lam * math.sqrt(w[0].numel())).add_(self.beta)
-            coef = coef.view(-1, 1, 1, 1)
-            grad_of(w).addcmul_(w, coef, value=weight).add_(self._copy(name, w), alpha=-weight * self.beta)
+        for unit in self.units(model):
+            members = unit.weights()
+            size = sum(w[0].numel() for _, w in members)
+            sq = None
+            for _, w in members:
+                norm = torch.linalg.vector_norm(w.flatten(1), dim=1).square_()
+                sq = norm if sq is None else sq.add_(norm)
+            coef = torch.rsqrt(sq.add_(hp.eps)).mul_(hp.lam * math.sqrt(size)).add_(self.beta)
+            for part, w in members:
+                grad = grad_of(part.module.weight)
+                if grad.shape[0] != w.shape[0]:
+                    grad = grad[part.offset:part.offset + unit.size]
+                u = unit._rows(part, self._copy(part.name, part.module.weight))
+                grad.addcmul_(w, coef.view(-1, *([1] * (w.dim() - 1))), value=weight).add_(u, alpha=-weight * self.beta)
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, state: MethodState) -> None:
         t = self.threshold
-        for name, conv in self.eligible(model):
+        for name, conv in self._member_convs(model):
             torch.hardshrink(conv.weight, t, out=self._copy(name, conv.weight))
 
     @torch.no_grad()
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
-        for name, conv in self.eligible(model):
-            u = self._copy(name, conv.weight)
+        for name, conv in self._member_convs(model):
             self._w[name] = conv.weight.detach().clone()
-            conv.weight.copy_(u)
-            state.remove(name, u.flatten(1).abs().amax(1) == 0)
+            conv.weight.copy_(self._copy(name, conv.weight))
+        for unit in self.units(model):
+            empty = None
+            for part, _ in unit.weights():
+                rows = unit._rows(part, self._u[part.name]).flatten(1).abs().amax(1) == 0
+                empty = rows if empty is None else empty & rows
+            state.remove(unit.name, empty)
 
     @torch.no_grad()
     def on_epoch_start(self, model: nn.Module, state: MethodState) -> None:
         if state.epoch > 1 and (state.epoch - 1) % self.hparams.beta_every == 0:
             self.beta *= self.hparams.beta_growth
-        for name, conv in self.eligible(model):
+        restored = {}
+        for name, conv in self._member_convs(model):
             w = self._w.pop(name, None)
             if w is not None:
-                alive = state.alive(name).to(w.dtype).view(-1, 1, 1, 1)
-                conv.weight.copy_(w * alive)
+                conv.weight.copy_(w)
+                restored[name] = conv
+        for unit in self.units(model):   # removed groups stay zero
+            alive = state.alive(unit.name)
+            for part, w in unit.weights():
+                if part.name in restored:
+                    w.mul_(alive.to(w.dtype).view(-1, *([1] * (w.dim() - 1))))
 
 
 def hard_threshold(weight: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -124,3 +148,14 @@ def weighted_group_lasso(weight: torch.Tensor, eps: float = 1e-8) -> torch.Tenso
     """sum over filters f of sqrt(|g|) * sqrt(||W[f]||^2 + eps), |g| = C * kh * kw, vectorised."""
     size = weight[0].numel()
     return math.sqrt(size) * torch.sqrt(weight.square().flatten(1).sum(1) + eps).sum()
+
+
+def unit_weighted_group_lasso(unit: Unit, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`weighted_group_lasso` over a unit's groups: a group is every member conv's filter at that channel,
+    |g| the number of their weights."""
+    members = unit.weights()
+    if len(members) == 1:
+        return weighted_group_lasso(members[0][1], eps)
+    size = sum(w[0].numel() for _, w in members)
+    sq = sum(w.square().flatten(1).sum(1) for _, w in members)
+    return math.sqrt(size) * torch.sqrt(sq + eps).sum()

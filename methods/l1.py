@@ -33,7 +33,7 @@ class L1(Method):
                                  choices=NORM_SCALES)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        return kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model)).sum()
+        return kernel_norm_vector(model, self.hparams.norm_scale, self.units(model)).sum()
 
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
-        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale, torch.ones_like, weight)
+        add_kernel_norm_grad(self.units(model), self.hparams.norm_scale, torch.ones_like, weight)

@@ -40,7 +40,7 @@ class L1OverL2(Method):
         eps: float = option(1e-12, "added under the square root so the ratio is finite at N = 0", min=0.0)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        n = kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model))
+        n = kernel_norm_vector(model, self.hparams.norm_scale, self.units(model))
         return n.sum() / torch.sqrt(n.square().sum() + self.hparams.eps)
 
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
@@ -50,4 +50,4 @@ class L1OverL2(Method):
             l2 = torch.sqrt(n.square().sum() + eps)
             return (1.0 / l2) - n * (n.sum() / l2 ** 3)
 
-        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale, dratio_dn, weight)
+        add_kernel_norm_grad(self.units(model), self.hparams.norm_scale, dratio_dn, weight)

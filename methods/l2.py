@@ -34,10 +34,10 @@ class L2(Method):
         eps: float = option(1e-12, "added under the square root so the gradient is finite at N = 0", min=0.0)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
-        n = kernel_norm_vector(model, self.hparams.norm_scale, self.eligible(model))
+        n = kernel_norm_vector(model, self.hparams.norm_scale, self.units(model))
         return torch.sqrt(n.square().sum() + self.hparams.eps)
 
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
         eps = self.hparams.eps
-        add_kernel_norm_grad(self.eligible(model), self.hparams.norm_scale,
+        add_kernel_norm_grad(self.units(model), self.hparams.norm_scale,
                              lambda n: n / torch.sqrt(n.square().sum() + eps), weight)

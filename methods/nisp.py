@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eligible_convs, eval_mode, option
+from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eval_mode, option
 
 
 @register_method
@@ -63,7 +63,8 @@ class NISP(PruneThenFinetune):
     def prune(self, model: nn.Module, state: MethodState) -> None:
         frl = final_responses(model, state, self.hparams.samples)
         scores = filter_importance(model, state.input_shape, inf_fs(frl, self.hparams.alpha))
-        for layer, s in scores.items():
+        for layer in state.layers:
+            s = scores[layer]
             k = math.floor(self.hparams.ratio * s.numel())
             if k:
                 state.remove(layer, torch.argsort(s, stable=True)[:k])
@@ -175,7 +176,7 @@ class _AbsSurrogate(nn.Module):
 
 def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
-    """Importance of every eligible conv filter: the FRL scores propagated back through |W| (one VJP)."""
+    """Importance of every conv filter, by conv name: the FRL scores propagated back through |W| (one VJP)."""
     surrogate = _AbsSurrogate(model)
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype, requires_grad=True)
@@ -184,6 +185,4 @@ def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores
         if out.shape[1:] != frl_scores.shape:
             raise MethodError(f"final response layer has {tuple(out.shape[1:])} units, scores {tuple(frl_scores.shape)}")
         out.backward(frl_scores.to(out.device, out.dtype).unsqueeze(0))
-    eligible = {n for n, _ in eligible_convs(model)}
-    return {name: y.grad.sum(dim=(0, 2, 3)).detach().cpu() for name, y in surrogate.conv_outputs.items()
-            if name in eligible}
+    return {name: y.grad.sum(dim=(0, 2, 3)).detach().cpu() for name, y in surrogate.conv_outputs.items()}

@@ -12,7 +12,8 @@ gamma measure the channels' importance:
 3. Fine-tune for ``finetune_epochs`` without the penalty, removed channels frozen.
 
 Swept over ``ratio`` (the paper's pruning percentile), so the sweep traces accuracy against sparsity.
-Needs a model with a BatchNorm after every eligible conv (``vgg11``, ``lenet5-bn``, ``resnet20``,
+A group's score is the mean |gamma| over the BatchNorms on its channels (one, for a plain conv and its BN).
+Needs a model with a BatchNorm on the channels of every prunable layer (``vgg11``, ``lenet5-bn``, ``resnet20``,
 ``resnet56``); on another one it stops with a clear error before any training.
 """
 from __future__ import annotations
@@ -48,25 +49,37 @@ class Slimming(PruneThenFinetune):
                                       "(rounded down, at least 1)", min=0)
 
     def check_model(self, model: nn.Module) -> None:
-        following_batchnorms(model, require=True)
+        if "_units" not in self.__dict__:
+            following_batchnorms(model, require=True)
+        missing = [unit.name for unit in self.units(model) if not unit.norms]
+        if missing or not self.units(model):
+            raise MethodError(f"{type(model).__name__} has no BatchNorm on the channels of "
+                              f"{', '.join(missing) or '(no prunable layer)'}: this method regularizes BN scale "
+                              "factors; use a model with BatchNorm (vgg11, lenet5-bn, resnet20, resnet56) or leave "
+                              "those layers out with --exclude-layers")
 
-    def batchnorms(self, model: nn.Module) -> dict[str, nn.BatchNorm2d]:
-        """The BN after each eligible conv, remembered for the last model seen (called at every step)."""
-        return self.per_model(model, "batchnorms", lambda: following_batchnorms(model, require=True))
+    def gammas(self, model: nn.Module) -> list[tuple[object, torch.Tensor]]:
+        """Each unit with the BN scale factors of its groups, one row per member BatchNorm."""
+        return [(unit, [unit._rows(p, p.module.weight) for p in unit.norms]) for unit in self.units(model)]
 
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
-        bns = self.batchnorms(model)
-        return torch.stack([bn.weight.abs().sum() for bn in bns.values()]).sum()
+        return torch.stack([g.abs().sum() for _, rows in self.gammas(model) for g in rows]).sum()
 
     @torch.no_grad()
     def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
-        for bn in self.batchnorms(model).values():
-            grad_of(bn.weight).add_(torch.sign(bn.weight), alpha=weight)
+        for unit in self.units(model):
+            for part in unit.norms:
+                g = part.module.weight
+                grad = grad_of(g)
+                if grad.shape[0] != unit.size:
+                    g, grad = g[part.offset:part.offset + unit.size], grad[part.offset:part.offset + unit.size]
+                grad.add_(torch.sign(g), alpha=weight)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, state: MethodState) -> None:
-        bns = following_batchnorms(model, require=True)
-        for layer, idx in global_percentile_cut({layer: bns[layer].weight for layer in state.layers},
+        scores = {unit.name: rows[0] if len(rows) == 1 else torch.stack([r.abs() for r in rows]).mean(0)
+                  for unit, rows in self.gammas(model)}
+        for layer, idx in global_percentile_cut({layer: scores[layer] for layer in state.layers},
                                                 {layer: state.alive(layer) for layer in state.layers},
                                                 self.hparams.ratio).items():
             if len(idx):

@@ -1,7 +1,7 @@
 """``ssl``: Structured Sparsity Learning, group lasso on conv filters and channels.
 
 Wen, Wu, Wang, Chen, Li, "Learning Structured Sparsity in Deep Neural Networks", NIPS 2016. For every
-eligible conv layer with weight W of shape (F, C, kh, kw):
+unit of coupled channels (``methods/groups.py``; on most layers one conv with weight W of shape (F, C, kh, kw)):
 
     penalty = sum_l [ sum_f ||W[l][f]||_2 + channel_weight * sum_c ||W[l][:, c]||_2 ]
 
@@ -11,7 +11,8 @@ Wen et al. add the group-lasso subgradient inside the solver; as a loss term aut
 gradient, ``w_g / ||w_g||`` summed over the groups that contain w. Sparsity is made exact by the
 ``threshold:1e-4`` zeroing rule after every optimizer step (their "stabilizing sparsity").
 
-``groups`` selects the structures: ``filter+channel`` (default), ``filter``, ``channel``, or ``shape``
+A filter group is all weights of a group of coupled channels (for a single conv: the filter ``W[l][f]``);
+channel and shape groups are each member conv's own. ``groups`` selects the structures: ``filter+channel`` (default), ``filter``, ``channel``, or ``shape``
 (the filter-shape groups ``W[l][:, c, i, j]``, Wen et al.'s shape-wise sparsity).
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, grad_of, option
+from .groups import Unit, is_depthwise
 
 GROUPS = ("filter+channel", "filter", "channel", "shape")
 
@@ -49,14 +51,64 @@ class SSL(Method):
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
-        return self.layer_sum(model, lambda _, conv: group_lasso(conv.weight, hp.groups, hp.channel_weight, hp.eps))
+        return self.layer_sum(model, lambda unit: unit_group_lasso(unit, hp.groups, hp.channel_weight, hp.eps))
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
         hp = self.hparams
-        for _, conv in self.eligible(model):
-            w = conv.weight
-            grad_of(w).addcmul_(w, group_lasso_coef(w, hp.groups, hp.channel_weight, hp.eps), value=weight)
+        for unit in self.units(model):
+            members = unit.weights()
+            if len(members) == 1:
+                coefs = [group_lasso_coef(members[0][1], hp.groups, hp.channel_weight, hp.eps)]
+            else:
+                coefs = unit_group_lasso_coefs(unit, hp.groups, hp.channel_weight, hp.eps)
+            for (part, w), coef in zip(members, coefs):
+                grad = grad_of(part.module.weight)
+                if grad.shape[0] != w.shape[0]:
+                    grad = grad[part.offset:part.offset + unit.size]
+                grad.addcmul_(w, coef, value=weight)
+
+
+def unit_group_lasso(unit: Unit, groups: str = "filter+channel", channel_weight: float = 1.0,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """The SSL group lasso of one unit: a filter group is all weights of a group of coupled channels (every
+    member conv's filter at that channel), channel and shape groups are each member conv's own (a depthwise
+    member has none: its only input channel is the group's)."""
+    members = unit.weights()
+    if len(members) == 1:
+        return group_lasso(members[0][1], groups, channel_weight, eps)
+    total = members[0][1].new_zeros(())
+    if groups in ("filter+channel", "filter"):
+        sq = sum(w.square().flatten(1).sum(1) for _, w in members)
+        total = total + torch.sqrt(sq + eps).sum()
+    for part, w in members:
+        if is_depthwise(part.module):
+            continue
+        if groups in ("filter+channel", "channel"):
+            total = total + channel_weight * torch.sqrt(w.square().sum(dim=(0, 2, 3)) + eps).sum()
+        if groups == "shape":
+            total = total + torch.sqrt(w.square().sum(dim=0) + eps).sum()
+    return total
+
+
+def unit_group_lasso_coefs(unit: Unit, groups: str = "filter+channel", channel_weight: float = 1.0,
+                           eps: float = 1e-8) -> list[torch.Tensor]:
+    """:func:`group_lasso_coef` for each member of a unit of several convs (gradient = rows * coef)."""
+    members = unit.weights()
+    filt = None
+    if groups in ("filter+channel", "filter"):
+        sq = sum(w.square().flatten(1).sum(1) for _, w in members)
+        filt = torch.rsqrt(sq + eps).view(-1, 1, 1, 1)
+    out = []
+    for part, w in members:
+        coef = filt if filt is not None else torch.zeros((), device=w.device, dtype=w.dtype)
+        if not is_depthwise(part.module):
+            if groups in ("filter+channel", "channel"):
+                coef = coef + torch.rsqrt(w.square().sum(0).flatten(1).sum(1) + eps).mul_(channel_weight).view(1, -1, 1, 1)
+            if groups == "shape":
+                coef = coef + torch.rsqrt(w.square().sum(dim=0, keepdim=True) + eps)
+        out.append(coef)
+    return out
 
 
 def group_lasso_coef(weight: torch.Tensor, groups: str = "filter+channel", channel_weight: float = 1.0,

@@ -10,17 +10,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bench.models import describe
+from bench.structure import derive as describe
 from bench.zeroing import FilterMasks
-from methods.base import MethodState
+from methods.base import Method, MethodState
 
 
 class State:
     """The trainer's state for hooks: real masks on ``model``, a fixed ``batch`` for draws and evaluation."""
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int],
-                 batch: tuple[torch.Tensor, torch.Tensor] | None = None, epoch: int = 1, epochs: int = 10) -> None:
+                 batch: tuple[torch.Tensor, torch.Tensor] | None = None, epoch: int = 1, epochs: int = 10,
+                 method: Method | None = None) -> None:
         self.masks = FilterMasks(describe(model, input_shape))
+        if method is not None:   # as the trainer does: the method works on the structure's units
+            method.bind(self.masks.structure.units)
         self.input_shape = tuple(input_shape)
         self.epoch, self.epochs = epoch, epochs
         self.batch = batch

@@ -7,7 +7,8 @@ import torch
 
 from bench import compact as C
 from bench import metrics as M
-from bench.models import build_model, describe, get_model_spec, list_models
+from bench.models import build_model, get_model_spec, list_models
+from bench.structure import derive as describe
 from bench.zeroing import FilterMasks
 
 
@@ -101,9 +102,10 @@ def test_saved_compact_model_reloads_with_the_same_outputs(tmp_path, name):
 def test_resnet_prunes_only_block_internal_convs_and_keeps_the_residual_stream():
     model, structure, masks = trained_looking("resnet20", seed=3)
     assert structure.eligible == tuple(f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3))
-    # the second conv of each block reads the first conv's filters; the stem and second convs are excluded
-    assert structure.by_name["layer2.1.conv2"].source == "layer2.1.conv1"
-    assert structure.by_name["layer2.1.conv1"].source is None and structure.by_name["fc"].source is None
+    # the second conv of each block reads the first conv's filters; the stem and second convs write into the
+    # residual streams, which are coupled (and padded by option-A shortcuts): not pruned
+    assert [f.layer for f in structure.feeds["layer2.1.conv1"]] == ["layer2.1.conv2"]
+    assert "conv1" in structure.skipped and "layer2.1.conv2" not in structure.by_name
     small = C.compact(model, structure)
     assert small.layer3[2].conv2.out_channels == 64 and small.conv1.out_channels == 16
     assert small.layer1[0].conv2.in_channels == masks.alive("layer1.0.conv1").sum()

@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from bench import metrics as M
 from bench import names as N
 from bench.data import DEBIAN_FASHION_MNIST
-from bench.models import build_model, describe
+from bench.models import build_model
+from bench.structure import derive as describe
 
 pytestmark = pytest.mark.slow
 

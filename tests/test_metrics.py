@@ -7,7 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench import metrics as M
 from bench import names as N
-from bench.models import build_model, describe
+from bench.models import build_model
+from bench.structure import derive as describe
 from bench.zeroing import FilterMasks
 
 

@@ -9,7 +9,8 @@ import torch
 from bench.compact import compact
 from bench.config import build_sweep
 from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset, make_synthetic
-from bench.models import build_model, describe, get_model_spec, list_models
+from bench.models import build_model, get_model_spec, list_models
+from bench.structure import derive as describe
 from bench.presets import PRESETS, preset_settings
 from conftest import train_keeping
 from methods import MethodError, get_method, list_methods

@@ -24,14 +24,15 @@ def assert_close(tensor: torch.Tensor, expected) -> None:
     torch.testing.assert_close(tensor.detach(), torch.tensor(expected, dtype=tensor.dtype))
 
 
-def one_conv(weight, bias=None) -> nn.Sequential:
+def one_conv(weight, bias=None, head=False) -> nn.Sequential:
     w = torch.tensor(weight, dtype=torch.float32)
     conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), bias=bias is not None)
     with torch.no_grad():
         conv.weight.copy_(w)
         if bias is not None:
             conv.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-    return nn.Sequential(OrderedDict([("a", conv)]))
+    # with a head after it for the hooks' masks: the layer that produces the logits is never pruned
+    return nn.Sequential(OrderedDict([("a", conv)] + [("head", nn.Conv2d(w.shape[0], 1, 1))] * head))
 
 
 # -- l0sgl ---------------------------------------------------------------------------------------------------
@@ -53,9 +54,9 @@ def test_l0sgl_penalty_by_hand():
 
 def test_l0sgl_hard_threshold_step_and_evaluation_on_u():
     weight = [[[[0.5]], [[0.009]]], [[[0.0005]], [[-0.001]]], [[[-0.02]], [[0.01]]]]
-    model = one_conv(weight, bias=[0.1, 0.2, 0.3])
+    model = one_conv(weight, bias=[0.1, 0.2, 0.3], head=True)
     method = get_method("l0sgl")(**L0_OPTS)
-    state = State(model, (2, 1, 1))
+    state = State(model, (2, 1, 1), method=method)
     method.after_step(model, state)
     # entries with |w| <= 0.01 are zero in U; the weights themselves are untouched by the step
     u = method._u["a"].flatten(1)
@@ -74,8 +75,8 @@ def test_l0sgl_hard_threshold_step_and_evaluation_on_u():
 
 def test_l0sgl_beta_grows_every_beta_every_epochs():
     method = get_method("l0sgl")(lam0=1e-4, beta=2.0, beta_growth=1.25, beta_every=2)
-    model = one_conv(L0_WEIGHT)
-    state = State(model, (2, 1, 1))
+    model = one_conv(L0_WEIGHT, head=True)
+    state = State(model, (2, 1, 1), method=method)
     seen = []
     for epoch in range(1, 6):
         state.epoch = epoch

@@ -159,7 +159,8 @@ def test_resnet20_trains_and_removes_only_block_internal_filters(method, options
     import torch
 
     from bench.compact import compact
-    from bench.models import build_model, describe
+    from bench.models import build_model
+    from bench.structure import derive as describe
 
     data = make_synthetic((3, 32, 32), n_train=128, n_test=64)
     cfg = build_sweep({"methods": [method], "epochs": 2, "dataset": "synthetic", "device": "cpu",

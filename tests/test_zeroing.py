@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import describe
+from bench.structure import derive as describe
 from bench.zeroing import (Cumulative, FilterMasks, NoZeroing, Threshold, ZeroingSpecError, cumulative_selection,
                            parse_zeroing)
 
@@ -175,7 +175,8 @@ def test_cumulative_rule_follows_the_methods_norm_scale():
     from methods import get_method
 
     def fresh():
-        model = nn.Sequential(OrderedDict([("a", nn.Conv2d(1, 50, 1)), ("b", nn.Conv2d(50, 2, 1))]))
+        model = nn.Sequential(OrderedDict([("a", nn.Conv2d(1, 50, 1)), ("b", nn.Conv2d(50, 2, 1)),
+                                           ("head", nn.Conv2d(2, 1, 1))]))   # the logits layer is never pruned
         set_filter_norms(model.a, [100.0] * 50)
         set_filter_norms(model.b, [20.0, 100.0])
         return FilterMasks(describe(model, (1, 2, 2)))

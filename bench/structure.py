@@ -1,0 +1,426 @@
+"""The channel structure of any traceable model: units of coupled channels, who consumes them, what they cost.
+
+:func:`derive` traces the model once with Torch-Pruning's ``DependencyGraph`` (a maintained library that follows
+channels through residual additions, concatenations, splits, depthwise convs, flattening and pooling) and turns
+each of its pruning groups rooted at a ``Conv2d`` into a :class:`methods.groups.Unit`: the convs and BatchNorms
+whose output channels are removed together, and the input channels of every conv or linear layer that reads
+them (:class:`Feed`). From that one description come:
+
+- the per-epoch counts (:func:`counts`): trainable parameters and forward FLOPs of the network with removed groups
+  deleted, exactly what ``FlopCounterMode`` and a parameter count measure on the compact model
+  (``bench.compact``), which is built by the same index sets;
+- the masks (``bench.zeroing``) and every method's groups (``methods/``).
+
+What is prunable
+----------------
+A unit is *prunable* unless: it holds the layer that produces the logits (the last conv or linear layer that
+runs) or the model's input; it is coupled (several filters write into the same channels, as in a residual
+stream) and ``prune_coupled`` is off; one of its convs matches an ``exclude`` pattern (``fnmatch`` on module
+names) or the model's own ``sparsity_exclude``; it touches a layer the compact model cannot rebuild (a grouped,
+non-depthwise conv; a normalisation other than BatchNorm; a parameter-holding module of another kind); or the
+check fails (:func:`check_units`): a dependency library can mis-group an operation it does not know (channel
+padding in option-A shortcuts, a LayerNorm over channels), so before any trial each unit's removal is tried once
+on the masked model and on a compacted copy, which must give the same outputs. Every reason is kept in
+``Structure.skipped`` and printed by ``bench run``.
+"""
+from __future__ import annotations
+
+import copy
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from methods.base import eval_mode
+from methods.groups import Part, Unit, is_depthwise
+
+_NORMS = (nn.BatchNorm2d,)
+_COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+
+
+class StructureError(ValueError):
+    """A model whose channel structure cannot be derived (an untraceable forward, say)."""
+
+
+@dataclass(frozen=True)
+class Feed:
+    """Input channels of a conv or linear layer that carry a unit's groups: ``index[i]`` are the input positions
+    of group i (several per group for a linear layer after a flatten: the group's H*W features)."""
+
+    layer: str
+    index: torch.Tensor     # (size, per), long
+
+
+@dataclass
+class Structure:
+    """A model's prunable units (model order), their consumers, and what :func:`counts` needs."""
+
+    units: tuple[Unit, ...]
+    feeds: dict[str, tuple[Feed, ...]]
+    modules: dict[str, nn.Module]                     # every counted layer (conv, linear, BatchNorm), by name
+    out_hw: dict[str, int]                            # output positions per example of every conv
+    skipped: dict[str, str] = field(default_factory=dict)   # unit name -> why it is not prunable
+    extra_params: int = 0                             # parameters of layers not counted here (fixed)
+    extra_flops: int = 0                              # FLOPs FlopCounterMode sees outside convs and linears
+    ops: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)   # unit -> traced operations
+
+    @property
+    def eligible(self) -> tuple[str, ...]:
+        return tuple(u.name for u in self.units)
+
+    @property
+    def by_name(self) -> dict[str, Unit]:
+        return {u.name: u for u in self.units}
+
+    def filters(self) -> dict[str, int]:
+        """Output channels of every conv of a prunable unit, by conv name (what ``total_sparsity`` counts)."""
+        out: dict[str, int] = {}
+        for unit in self.units:
+            for part in unit.convs:
+                out[part.name] = out.get(part.name, 0) + unit.size
+        return out
+
+    def without(self, names: Sequence[str], reason: str) -> "Structure":
+        """The same structure with the units ``names`` made unprunable for ``reason``."""
+        drop = set(names)
+        skipped = {**self.skipped, **{n: reason for n in drop}}
+        return Structure(tuple(u for u in self.units if u.name not in drop),
+                         {k: v for k, v in self.feeds.items() if k not in drop}, self.modules, self.out_hw,
+                         skipped, self.extra_params, self.extra_flops, self.ops)
+
+
+# -- deriving ------------------------------------------------------------------------------------------------
+
+def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int]]:
+    """Names of the conv and linear layers in the order they run, and each conv's output positions."""
+    order: list[str] = []
+    out_hw: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            order.append(name)
+            if isinstance(module, nn.Conv2d):
+                out_hw[name] = int(output.shape[2] * output.shape[3])
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return order, out_hw
+
+
+def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = False,
+           exclude: Sequence[str] = (), check: bool = False) -> Structure:
+    """The structure of ``model`` for inputs of shape (C, H, W) (module docstring). ``check`` runs
+    :func:`check_units` as well (what a sweep does once before its trials)."""
+    import torch_pruning as tp
+
+    param = next(model.parameters())
+    example = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
+    names = {m: n for n, m in model.named_modules()}
+    position = {n: i for i, n in enumerate(names.values())}
+    with eval_mode(model):
+        try:
+            order, out_hw = _forward_order(model, example)
+        except Exception as err:
+            raise StructureError(f"{type(model).__name__} does not run on inputs of shape {tuple(input_shape)}: "
+                                 f"{type(err).__name__}: {err}") from None
+        if not order:
+            raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
+        logits = order[-1]
+        try:
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d], ignored_layers=[]))
+        except Exception as err:
+            raise StructureError(f"cannot trace the channel dependencies of {type(model).__name__}: "
+                                 f"{type(err).__name__}: {err}") from None
+    excluded = set(getattr(model, "sparsity_exclude", ()))
+    units: list[Unit] = []
+    feeds: dict[str, tuple[Feed, ...]] = {}
+    skipped: dict[str, str] = {}
+    ops: dict[str, tuple[str, ...]] = {}
+    for group in groups:
+        convs, norms, unit_feeds, problems, op_names = [], [], [], [], []
+        size = None
+        for item in group:
+            dep, idxs = item.dep, [int(i) for i in item.idxs]
+            module = dep.target.module
+            name = names.get(module)
+            outgoing = dep.handler.__name__.startswith("prune_out")
+            if name is None:   # an operation (add, concat, reshape, ...), not a module
+                op_names.append(_op_name(dep.target.name))
+                continue
+            if size is None:
+                size = len(idxs)
+            if outgoing:
+                if isinstance(module, nn.Conv2d):
+                    if module.groups > 1 and not is_depthwise(module):
+                        problems.append(f"grouped convolution {name}")
+                    convs.append((name, module, idxs))
+                elif isinstance(module, _NORMS):
+                    norms.append((name, module, idxs))
+                elif any(True for _ in module.parameters(recurse=False)) or isinstance(module, nn.Linear):
+                    problems.append(f"{type(module).__name__} {name}")
+            elif isinstance(module, (nn.Conv2d, nn.Linear)):
+                if isinstance(module, nn.Conv2d) and module.groups > 1:
+                    problems.append(f"grouped convolution {name}")
+                unit_feeds.append((name, idxs))
+            elif any(True for _ in module.parameters(recurse=False)):
+                problems.append(f"{type(module).__name__} {name}")
+        if not convs or size is None:
+            continue
+        convs.sort(key=lambda c: position[c[0]])
+        size = len(convs[0][2])
+        parts, norm_parts = [], []
+        for name, module, idxs in convs + norms:
+            if idxs != list(range(idxs[0], idxs[0] + size)):
+                problems.append(f"a non-contiguous channel mapping into {name}")
+                continue
+            (parts if isinstance(module, nn.Conv2d) else norm_parts).append(Part(name, module, idxs[0]))
+        unit = Unit(convs[0][0], size, tuple(parts), tuple(norm_parts))
+        ops[unit.name] = tuple(dict.fromkeys(op_names))
+        member_names = [p.name for p in unit.convs]
+        unit_feed = []
+        for name, idxs in unit_feeds:
+            if len(idxs) % size:
+                problems.append(f"an input mapping into {name} of {len(idxs)} positions for {size} channels")
+                continue
+            unit_feed.append(Feed(name, torch.tensor(idxs, dtype=torch.long).view(size, -1)))
+        reason = None
+        if logits in member_names:
+            reason = "produces the logits"
+        elif problems:
+            reason = "touches " + ", ".join(dict.fromkeys(problems)) + " (not rebuilt by the compact model)"
+        elif any(n in excluded for n in member_names):
+            reason = "excluded by the model (sparsity_exclude)"
+        elif any(fnmatch.fnmatchcase(n, pattern) for n in member_names for pattern in exclude):
+            reason = "excluded by --exclude-layers"
+        elif unit.coupled and not prune_coupled:
+            reason = (f"coupled: {unit.filters} convs write into the same channels "
+                      f"({', '.join(member_names)}); pruned with --prune-coupled")
+        if reason:
+            skipped[unit.name] = reason
+            continue
+        units.append(unit)
+        feeds[unit.name] = tuple(unit_feed)
+    units.sort(key=lambda u: position[u.name])
+    modules = {n: m for n, m in model.named_modules() if isinstance(m, _COUNTED)}
+    structure = Structure(tuple(units), feeds, modules, {n: out_hw.get(n, 0) for n in modules
+                                                         if isinstance(modules[n], nn.Conv2d)}, skipped, ops=ops)
+    dense_params, dense_flops = counts(structure, {})
+    structure.extra_params = sum(p.numel() for p in model.parameters() if p.requires_grad) - dense_params
+    structure.extra_flops = measured_flops(model, input_shape) - dense_flops
+    if check:
+        structure = check_units(model, structure, input_shape)
+    return structure
+
+
+def _op_name(target: str) -> str:
+    """``_ElementWiseOp_12(AddBackward0)`` -> ``AddBackward0``; ``_ConcatOp_3([0, 64])`` -> ``concat``."""
+    if "(" in target and target.startswith("_ElementWiseOp"):
+        return target[target.index("(") + 1:target.rindex(")")].replace("Backward0", "").replace("Backward1", "")
+    return target.split("_")[1].lower().removesuffix("op") if target.startswith("_") else target
+
+
+@torch.no_grad()
+def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Forward FLOPs for one example, measured by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(model.parameters())
+    x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+# -- what is removed, and what it costs -----------------------------------------------------------------------
+
+@torch.no_grad()
+def removed_groups(unit: Unit, modules: Mapping[str, nn.Module] | None = None) -> torch.Tensor:
+    """Boolean vector over a unit's groups: True where the group is removed (every parameter a removal zeroes
+    is zero). ``modules``: look the members up by name there (a copy of the model) instead."""
+    if modules is not None:
+        unit = Unit(unit.name, unit.size, tuple(Part(p.name, modules[p.name], p.offset) for p in unit.convs),
+                    tuple(Part(p.name, modules[p.name], p.offset) for p in unit.norms))
+    zero = None
+    for rows in unit.parameters():
+        z = rows.reshape(rows.shape[0], -1).abs().amax(1) == 0 if rows.dim() > 1 else rows == 0
+        zero = z if zero is None else zero & z
+    assert zero is not None
+    return zero.cpu()
+
+
+def removed_channels(structure: Structure, removed: Mapping[str, torch.Tensor]
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Per counted layer, boolean vectors of removed output and input channels (features for a linear layer),
+    given each unit's removed groups. Layers that lose nothing are absent."""
+    out: dict[str, torch.Tensor] = {}
+    inp: dict[str, torch.Tensor] = {}
+
+    def mark(table, name, size, index):
+        vec = table.get(name)
+        if vec is None:
+            vec = table[name] = torch.zeros(size, dtype=torch.bool)
+        vec[index] = True
+
+    for unit in structure.units:
+        gone = removed.get(unit.name)
+        if gone is None or not bool(gone.any()):
+            continue
+        groups = gone.nonzero().flatten()
+        for part in unit.convs:
+            m = part.module
+            mark(out, part.name, m.out_channels, groups + part.offset)
+            if is_depthwise(m):
+                mark(inp, part.name, m.in_channels, groups + part.offset)
+        for part in unit.norms:
+            mark(out, part.name, part.module.num_features, groups + part.offset)
+        for feed in structure.feeds.get(unit.name, ()):
+            m = structure.modules[feed.layer]
+            mark(inp, feed.layer, m.in_channels if isinstance(m, nn.Conv2d) else m.in_features,
+                 feed.index[groups].flatten())
+    return out, inp
+
+
+def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(trainable parameters, forward FLOPs per example) of the network with the ``removed`` groups deleted."""
+    out, inp = removed_channels(structure, removed)
+    params = flops = 0
+    for name, m in structure.modules.items():
+        if isinstance(m, nn.BatchNorm2d):
+            kept = m.num_features - int(out[name].sum()) if name in out else m.num_features
+            params += 2 * kept if m.affine else 0
+            continue
+        cout = (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features) - (int(out[name].sum()) if name in out else 0)
+        cin = (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features) - (int(inp[name].sum()) if name in inp else 0)
+        bias = cout if m.bias is not None else 0
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            per_filter = (1 if is_depthwise(m) else cin // m.groups) * kh * kw
+            macs = cout * per_filter
+            params += macs + bias
+            flops += 2 * macs * structure.out_hw.get(name, 0)
+        else:
+            params += cout * cin + bias
+            flops += 2 * cout * cin
+    return params + structure.extra_params, flops + structure.extra_flops
+
+
+# -- compaction and its check ----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def compact(model: nn.Module, structure: Structure) -> nn.Module:
+    """A copy of ``model`` with every removed group (all its parameters zero) physically deleted: member convs
+    lose those filters (a depthwise member its channels and groups), BatchNorms those channels (running
+    statistics included), consumers those input channels or features."""
+    out = copy.deepcopy(model)
+    modules = dict(out.named_modules())
+    removed = {u.name: removed_groups(u, modules) for u in structure.units}
+    gone_out, gone_in = removed_channels(structure, removed)
+    for name in set(gone_out) | set(gone_in):
+        m = modules[name]
+        keep_out = _kept(gone_out.get(name), m)
+        keep_in = _kept(gone_in.get(name), m, inputs=True)
+        if isinstance(m, nn.BatchNorm2d):
+            idx = keep_out.to(m.weight.device if m.affine else m.running_mean.device)
+            if m.affine:
+                m.weight = nn.Parameter(m.weight[idx].clone())
+                m.bias = nn.Parameter(m.bias[idx].clone())
+            if m.track_running_stats:
+                m.running_mean = m.running_mean[idx].clone()
+                m.running_var = m.running_var[idx].clone()
+            m.num_features = len(idx)
+            continue
+        w = m.weight
+        o, i = keep_out.to(w.device), keep_in.to(w.device)
+        if isinstance(m, nn.Conv2d) and is_depthwise(m):
+            m.weight = nn.Parameter(w[o].clone())
+            m.groups = len(o)
+        else:
+            m.weight = nn.Parameter(w[o][:, i].clone())
+        if m.bias is not None:
+            m.bias = nn.Parameter(m.bias[o].clone())
+        if isinstance(m, nn.Conv2d):
+            m.out_channels, m.in_channels = len(o), len(o) if is_depthwise(m) else len(i)
+        else:
+            m.out_features, m.in_features = len(o), len(i)
+    if hasattr(out, "widths"):   # the registered models' own record of their conv widths
+        out.widths = tuple(m.out_channels for m in out.modules() if isinstance(m, nn.Conv2d))
+    return out
+
+
+def _kept(gone: torch.Tensor | None, m: nn.Module, inputs: bool = False) -> torch.Tensor:
+    if isinstance(m, nn.BatchNorm2d):
+        size = m.num_features
+    elif isinstance(m, nn.Conv2d):
+        size = m.in_channels if inputs else m.out_channels
+    else:
+        size = m.in_features if inputs else m.out_features
+    if gone is None:
+        return torch.arange(size)
+    return (~gone).nonzero().flatten()
+
+
+@torch.no_grad()
+def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[int], tolerance: float = 1e-4
+                ) -> Structure:
+    """``structure`` without the units whose removal the compact model does not reproduce: one group of each
+    unit is zeroed in a copy of the model and deleted in a compacted copy, and both must give the same outputs
+    (eval mode, float32, relative ``tolerance``). All units are tried at once, then halves of a failing set,
+    down to the units that fail alone; each is recorded in ``skipped`` with the operations its group runs
+    through."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn((4, *input_shape), generator=generator)
+    dense = copy.deepcopy(model).cpu().float().eval()
+
+    def agrees(names: Sequence[str]) -> bool:
+        masked = copy.deepcopy(dense)
+        modules = dict(masked.named_modules())
+        for unit in structure.units:
+            if unit.name in names:
+                for param, offset in Unit(unit.name, unit.size,
+                                          tuple(Part(p.name, modules[p.name], p.offset) for p in unit.convs),
+                                          tuple(Part(p.name, modules[p.name], p.offset) for p in unit.norms)).slices():
+                    param[offset] = 0
+        try:
+            want = masked(x)
+            got = compact(masked, structure)(x)
+        except Exception:
+            return False
+        if got.shape != want.shape:
+            return False
+        return bool((got - want).abs().max() <= tolerance * max(1.0, float(want.abs().max())))
+
+    failed: list[str] = []
+
+    def search(names: list[str]) -> None:
+        if not names or agrees(names):
+            return
+        if len(names) == 1:
+            failed.append(names[0])
+            return
+        half = len(names) // 2
+        search(names[:half])
+        search(names[half:])
+
+    search([u.name for u in structure.units])
+    if not failed:
+        return structure
+    out = structure
+    for name in failed:
+        ops = structure.ops.get(name, ())
+        out = out.without([name], "its removal changes the outputs of the compact model: an operation the "
+                          "dependency graph does not follow" + (f" (it runs through {', '.join(ops)})" if ops else ""))
+    return out
+
+
+def describe_skipped(structure: Structure) -> list[str]:
+    """One line per unit that is not prunable, with the reason."""
+    return [f"{name}: {reason}" for name, reason in structure.skipped.items()]

@@ -1,0 +1,117 @@
+"""Groups of coupled output channels: what a method scores and a zeroing rule removes.
+
+A *group* is a set of output channels that can only be removed together: a filter with its bias and its
+BatchNorm channel, plus whatever is tied to it, such as the depthwise conv channel it feeds, or, for a residual
+stream, the same channel of every conv that writes into the stream. Removing a group zeroes all of them, which
+makes that channel exactly zero wherever it flows, so the matching input channels of every consumer can be
+deleted from a compact model.
+
+Groups come in *units* (``bench.structure`` derives them from the model's dependency graph): group ``i`` of a
+unit is output channel ``offset + i`` of each of its member convs and BatchNorms. A plain conv is a unit of as
+many groups as filters; so are the CIFAR ResNets' block-internal convs. A unit's name is its first member
+conv's name, and a method's "layers" (``MethodState.layers``) are the unit names.
+
+Per-group quantities used by the methods (docs/methods.md):
+
+- the kernel pseudo-norm of a group is the mean over the unit's *filters* (its member convs that are not
+  depthwise) of their pseudo-norms, where a depthwise conv's channel is added to the filter that feeds it.
+  With one member conv it is exactly that filter's pseudo-norm, so models without coupled channels compute
+  what they always computed; a coupled group of k filters is scored by their mean, so it competes with single
+  filters on the same scale under the global cumulative rule (a sum would make it k times larger);
+- the parameters of a group (SSL's group, l0sgl's group, what a removal zeroes): every member's weights, biases
+  and BatchNorm weights and biases at that channel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Part:
+    """Output channels ``offset .. offset + size - 1`` of one module of a unit (a conv or a BatchNorm)."""
+
+    name: str
+    module: nn.Module
+    offset: int = 0
+
+
+def is_depthwise(conv: nn.Module) -> bool:
+    """A conv whose every output channel reads exactly one input channel (groups == in == out channels)."""
+    return isinstance(conv, nn.Conv2d) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A set of ``size`` groups: group i is channel ``offset + i`` of every member conv and BatchNorm."""
+
+    name: str
+    size: int
+    convs: tuple[Part, ...]
+    norms: tuple[Part, ...] = ()
+
+    @property
+    def filters(self) -> int:
+        """Member convs that are filters of their own (not depthwise): a group's coupling multiplicity."""
+        return max(1, sum(not is_depthwise(p.module) for p in self.convs))
+
+    @property
+    def coupled(self) -> bool:
+        """True when several filters write into the same channels (a residual stream)."""
+        return self.filters > 1
+
+    def _rows(self, part: Part, tensor: torch.Tensor) -> torch.Tensor:
+        if part.offset == 0 and tensor.shape[0] == self.size:
+            return tensor
+        return tensor[part.offset:part.offset + self.size]
+
+    def weights(self) -> list[tuple[Part, torch.Tensor]]:
+        """Each member conv with its weight rows of this unit's groups (a view, indexed by group)."""
+        return [(p, self._rows(p, p.module.weight)) for p in self.convs]
+
+    def slices(self) -> list[tuple[nn.Parameter, int]]:
+        """Every parameter a removal zeroes, with the offset of this unit's rows in it: member convs' weights
+        and biases, member BatchNorms' weights and biases."""
+        out: list[tuple[nn.Parameter, int]] = []
+        for p in self.convs:
+            out += [(p.module.weight, p.offset)] + ([(p.module.bias, p.offset)] if p.module.bias is not None else [])
+        for p in self.norms:
+            if getattr(p.module, "affine", False):
+                out += [(p.module.weight, p.offset), (p.module.bias, p.offset)]
+        return out
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The rows of :meth:`slices` as views indexed by group along their first dimension (zeroing a view's
+        row zeroes the parameter's)."""
+        return [param if offset == 0 and param.shape[0] == self.size else param[offset:offset + self.size]
+                for param, offset in self.slices()]
+
+
+def kernel_norms(unit: Unit, norm_scale: str = "filters") -> torch.Tensor:
+    """Per-group kernel pseudo-norms of a unit (module docstring): with ``filters`` scaling (eq. 2) each member's
+    l1 norms are divided by that conv's filter count."""
+    total = None
+    for part, w in unit.weights():
+        norms = w.abs().flatten(1).sum(dim=1)
+        if norm_scale == "filters":
+            norms = norms / part.module.weight.shape[0]
+        elif norm_scale != "none":
+            raise ValueError(f"norm_scale must be one of ('filters', 'none'), got {norm_scale!r}")
+        total = norms if total is None else total + norms
+    assert total is not None
+    return total if unit.filters == 1 else total / unit.filters
+
+
+def single_units(model: nn.Module, convs: list[tuple[str, nn.Conv2d]],
+                 batchnorms: dict[str, nn.Module] | None = None) -> list[Unit]:
+    """One unit per conv (each filter its own group), with the BatchNorm that follows it when given."""
+    batchnorms = batchnorms or {}
+    return [Unit(name, conv.out_channels, (Part(name, conv),),
+                 (Part(_name_of(model, batchnorms[name]), batchnorms[name]),) if name in batchnorms else ())
+            for name, conv in convs]
+
+
+def _name_of(model: nn.Module, module: nn.Module) -> str:
+    return next(n for n, m in model.named_modules() if m is module)
