@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "bench.compact.load_compact(FILE); FILE.pt2: a torch.export program, reloaded with "
                             "plain torch: torch.export.load(FILE).module().")
     export.add_argument("run_id", metavar="RUN_ID", help="a trial's MLflow run id (the MLflow UI shows it)")
-    export.add_argument("--out", required=True, metavar="FILE", help="where to write it: FILE.pt or FILE.pt2")
+    export.add_argument("--out", required=True, metavar="FILE", help="where to write it: FILE.pt or FILE.pt2 (models "
+                        "not rebuilt from widths, such as torchvision and your own, are written as FILE.pt2)")
+    export.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
+                        help="a plugin that registers the run's model")
     add_store_arguments(export)
     report = sub.add_parser("report", help="write the trade-off report of an experiment",
                             description="Read an experiment's sweeps from MLflow and write reports/<experiment>/: "
@@ -123,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "compute loop, as bench run --channels-last")
     lst = sub.add_parser("list", help="list registered methods, models and datasets")
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
-                     help="also list the methods a plugin registers")
+                     help="also list the methods and models a plugin registers")
     ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store")
     add_store_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1")
@@ -203,9 +206,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<10} {axis:<22} {cls.default_zeroing:<16} {cls.description}")
         for f in cls.Hparams.__dataclass_fields__.values():
             print(f"  {'':<10}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")
-    print("models")
+    from .models import SOURCES
+    print("models (registered names, then the sources --model accepts)")
     for name, spec in sorted(MODELS.items()):
-        print(f"  {name:<10} {spec.description}")
+        print(f"  {name:<18} {spec.description}")
+    for name, description in SOURCES.items():
+        print(f"  {name:<18} {description}")
     print("datasets")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<14} {spec.description}")
@@ -234,6 +240,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .names import COMPACT_MODEL, COMPACT_PROGRAM
     from .config import ConfigError
     from .tracking import check_tracking_uri, default_tracking_uri, download_artifact, get_run, normalize_uri
+    from methods import load_plugins
+
+    load_plugins(args.plugins or ())
 
     out = Path(args.out)
     if out.suffix not in (".pt", ".pt2"):

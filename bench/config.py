@@ -247,7 +247,8 @@ class SweepConfig:
 
     @property
     def experiment_name(self) -> str:
-        return self.experiment or f"{self.train.model}-{self.train.dataset}"
+        from .models import display_name
+        return self.experiment or f"{display_name(self.train.model)}-{self.train.dataset}"
 
     def grid(self, method: str) -> tuple[float | None, ...]:
         """The values of ``method``'s sweep axis in this sweep (its default grid when none was given)."""

@@ -406,6 +406,14 @@ def model_key(source: str) -> str:
     return f"file-sha256:{digest}:{attr}"
 
 
+def display_name(source: str) -> str:
+    """A model source as people say it: a file's name without its folder (``my_net.py:MyNet``)."""
+    path, sep, attr = source.rpartition(":")
+    if sep and os.sep in path and not source.startswith(("torchvision:", "timm:")):
+        return f"{os.path.basename(path)}:{attr}"
+    return source
+
+
 def build_model(source: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] | None = None
                 ) -> nn.Module:
     """A fresh model for inputs of shape (C, H, W); ``widths`` gives fewer filters (compact registered models)."""

@@ -97,6 +97,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     if t.input_size:
         shape = (shape[0], t.input_size, t.input_size)
     data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=shape, download=t.download)
+    write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
     t1 = time.monotonic()
     try:
         model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes, notes=write)
@@ -119,7 +120,6 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             raise ConfigError(f"method {trial.method!r} cannot run on model {t.model!r}: {err}") from None
     write(f"model  {t.model}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
-    write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
     write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
         f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
         f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
@@ -355,7 +355,7 @@ def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
         filters = " ".join(f"{layer}={n}" for layer, n in N.filters_by_layer(m).items())
         write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
               f"{filters}")
-    write("`bench export RUN --out FILE.pt` writes a trial's compact model")
+    write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program)")
 
 
 def _print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:

@@ -23,6 +23,7 @@ Per-group quantities used by the methods (docs/methods.md):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -104,8 +105,8 @@ def kernel_norms(unit: Unit, norm_scale: str = "filters") -> torch.Tensor:
     return total if unit.filters == 1 else total / unit.filters
 
 
-def single_units(model: nn.Module, convs: list[tuple[str, nn.Conv2d]],
-                 batchnorms: dict[str, nn.Module] | None = None) -> list[Unit]:
+def single_units(model: nn.Module, convs: Sequence[tuple[str, nn.Conv2d]],
+                 batchnorms: Mapping[str, nn.Module] | None = None) -> list[Unit]:
     """One unit per conv (each filter its own group), with the BatchNorm that follows it when given."""
     batchnorms = batchnorms or {}
     return [Unit(name, conv.out_channels, (Part(name, conv),),
