@@ -249,7 +249,7 @@ def register_model(name: str | None = None, *, input_shape: Sequence[int] | None
         if ":" in key:
             raise ValueError(f"model name {key!r} must not contain ':' (it would read as a source)")
         MODELS[key] = ModelSpec(key, description or (inspect.getdoc(builder) or key).splitlines()[0], builder,
-                                tuple(input_shape) if input_shape else None, "widths" in _accepted(builder))
+                                tuple(input_shape) if input_shape else None, "widths" in _accepted(builder, True))
         return builder
     return decorate
 
@@ -258,16 +258,19 @@ def list_models() -> list[str]:
     return sorted(MODELS)
 
 
-def _accepted(builder: Callable) -> set[str]:
-    """The keyword arguments among num_classes, in_channels, input_size, widths that ``builder`` takes."""
+def _accepted(builder: Callable, registered: bool = False) -> set[str]:
+    """The keyword arguments among num_classes, in_channels, input_size, widths that ``builder`` takes (a
+    ``**kwargs`` builder gets all of them when it is registered, else only ``num_classes``, as torchvision's
+    builders pass their keyword arguments to the model class)."""
     wanted = {"num_classes", "in_channels", "input_size", "widths"}
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):
         return set()
+    named = wanted & {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return wanted
-    return wanted & {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return wanted if registered else named | {"num_classes"}
+    return named
 
 
 def _torchvision(name: str) -> ModelSpec:
@@ -419,7 +422,7 @@ def build_model(source: str, input_shape: Sequence[int], num_classes: int, width
     """A fresh model for inputs of shape (C, H, W); ``widths`` gives fewer filters (compact registered models)."""
     spec = get_model_spec(source)
     c, h, w = input_shape
-    accepted = _accepted(spec.builder)
+    accepted = _accepted(spec.builder, registered=source in MODELS)
     if source in MODELS and h != w and "input_size" in accepted:
         raise ModelError(f"{source} expects square inputs, got {h}x{w}")
     kwargs = {"num_classes": num_classes, "in_channels": c, "input_size": h}

@@ -94,21 +94,36 @@ class Structure:
 # -- deriving ------------------------------------------------------------------------------------------------
 
 def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int]]:
-    """Names of the conv and linear layers in the order they run, and each conv's output positions."""
+    """Names of the conv and linear layers in the order they run, and each conv's output positions. A forward
+    that fails raises :class:`StructureError` naming the innermost module that was running."""
     order: list[str] = []
     out_hw: dict[str, int] = {}
+    running: list[str] = []
 
-    def hook(name):
+    def enter(name):
+        return lambda module, inputs: running.append(name)
+
+    def leave(name):
         def record(module, inputs, output):
-            order.append(name)
+            running.pop()
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                order.append(name)
             if isinstance(module, nn.Conv2d):
                 out_hw[name] = int(output.shape[2] * output.shape[3])
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles = []
+    for n, m in model.named_modules():
+        if n:
+            handles += [m.register_forward_pre_hook(enter(n)), m.register_forward_hook(leave(n))]
     try:
         with torch.no_grad():
             model(example)
+    except Exception as err:
+        where = f"in module {running[-1]!r} ({type(model.get_submodule(running[-1])).__name__})" if running else \
+            "in the model's own forward"
+        raise StructureError(f"{type(model).__name__} does not run on one example of shape {tuple(example.shape[1:])}"
+                             f": {type(err).__name__} {where}: {err}") from None
     finally:
         for h in handles:
             h.remove()
@@ -126,11 +141,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(names.values())}
     with eval_mode(model):
-        try:
-            order, out_hw = _forward_order(model, example)
-        except Exception as err:
-            raise StructureError(f"{type(model).__name__} does not run on inputs of shape {tuple(input_shape)}: "
-                                 f"{type(err).__name__}: {err}") from None
+        order, out_hw = _forward_order(model, example)
         if not order:
             raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
         logits = order[-1]
@@ -176,6 +187,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         if not convs or size is None:
             continue
         convs.sort(key=lambda c: position[c[0]])
+        norms.sort(key=lambda c: position[c[0]])
         size = len(convs[0][2])
         parts, norm_parts = [], []
         for name, module, idxs in convs + norms:

@@ -1,0 +1,81 @@
+"""Small networks with the topologies the structure derivation must handle (or refuse), for the tests. Also a
+model file as users write them: ``tests/nets.py:MyNet`` is a valid ``--model``."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PadNet(nn.Module):
+    """Option-A shortcut: the 8-channel stream is zero-padded to 16 channels and added."""
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        y = self.b(x) + F.pad(x, (0, 0, 0, 0, 4, 4))
+        return self.head(y.mean((2, 3)))
+
+
+class ChannelNorm(nn.Module):
+    """A LayerNorm over channels after a conv (channels-last LayerNorm, as in ConvNeXt)."""
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.b = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(self.b(x).mean((2, 3)))
+
+
+class Shuffle(nn.Module):
+    """Channel mean subtracted across channels: every output channel depends on every input channel."""
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.a(x)
+        x = x - x.mean(1, keepdim=True)
+        return self.head(self.b(x).mean((2, 3)))
+
+
+class Broken(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3)
+        self.fc = nn.Linear(10, num_classes)   # wrong size: 8 features arrive
+
+    def forward(self, x):
+        return self.fc(self.a(x).mean((2, 3)))
+
+
+class MyNet(nn.Module):
+    """BatchNorm, a residual add, a 1x1 expansion feeding a depthwise conv, global pooling."""
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                                  nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16))
+        self.expand = nn.Sequential(nn.Conv2d(16, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(48, 48, 3, padding=1, groups=48, bias=False), nn.BatchNorm2d(48),
+                                       nn.ReLU6())
+        self.project = nn.Sequential(nn.Conv2d(48, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(x + self.body(x))
+        x = self.project(self.depthwise(self.expand(x)))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
