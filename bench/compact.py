@@ -75,7 +75,7 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
     ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency.
     """
     dense = copy.deepcopy(model).cpu().eval()
-    small = compact(dense, structure).eval()
+    small = compact(dense, structure, share=True).eval()
     out: dict[str, float] = {"compact_params": count_params(small), "compact_flops": measured_flops(small, input_shape)}
     for b in batches:
         d = latency_ms(dense, input_shape, b, min_run_time)

@@ -328,11 +328,13 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
 # -- compaction and its check ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def compact(model: nn.Module, structure: Structure) -> nn.Module:
+def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.Module:
     """A copy of ``model`` with every removed group (all its parameters zero) physically deleted: member convs
     lose those filters (a depthwise member its channels and groups), BatchNorms those channels (running
-    statistics included), consumers those input channels or features."""
-    out = copy.deepcopy(model)
+    statistics included), consumers those input channels or features. With ``share``, the layers that lose
+    nothing keep ``model``'s own tensors instead of copies (for a copy that is only measured or exported)."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())} if share else None
+    out = copy.deepcopy(model, memo)
     modules = dict(out.named_modules())
     removed = {u.name: removed_groups(u, modules) for u in structure.units}
     gone_out, gone_in = removed_channels(structure, removed)
@@ -352,13 +354,16 @@ def compact(model: nn.Module, structure: Structure) -> nn.Module:
             continue
         w = m.weight
         o, i = keep_out.to(w.device), keep_in.to(w.device)
-        if isinstance(m, nn.Conv2d) and is_depthwise(m):
-            m.weight = nn.Parameter(w[o].clone())
+        depthwise = isinstance(m, nn.Conv2d) and is_depthwise(m)
+        if name in gone_out:
+            w = w.index_select(0, o)
+        if name in gone_in and not depthwise:
+            w = w.index_select(1, i)
+        m.weight = nn.Parameter(w if w is not m.weight else w.clone())
+        if depthwise:
             m.groups = len(o)
-        else:
-            m.weight = nn.Parameter(w[o][:, i].clone())
         if m.bias is not None:
-            m.bias = nn.Parameter(m.bias[o].clone())
+            m.bias = nn.Parameter(m.bias.index_select(0, o) if name in gone_out else m.bias.clone())
         if isinstance(m, nn.Conv2d):
             m.out_channels, m.in_channels = len(o), len(o) if is_depthwise(m) else len(i)
         else:
@@ -389,23 +394,25 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
     down to the units that fail alone; each is recorded in ``skipped`` with the operations its group runs
     through."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn((4, *input_shape), generator=generator)
-    dense = copy.deepcopy(model).cpu().float().eval()
+    param = next(model.parameters())
+    x = torch.randn((4, *input_shape), generator=generator).to(param.device, param.dtype)
+    units = {u.name: u for u in structure.units}
 
     def agrees(names: Sequence[str]) -> bool:
-        masked = copy.deepcopy(dense)
-        modules = dict(masked.named_modules())
-        for unit in structure.units:
-            if unit.name in names:
-                for param, offset in Unit(unit.name, unit.size,
-                                          tuple(Part(p.name, modules[p.name], p.offset) for p in unit.convs),
-                                          tuple(Part(p.name, modules[p.name], p.offset) for p in unit.norms)).slices():
+        saved = []
+        try:   # one group of each unit zeroed in the model itself, restored after
+            for name in names:
+                for param, offset in units[name].slices():
+                    saved.append((param, offset, param[offset].clone()))
                     param[offset] = 0
-        try:
-            want = masked(x)
-            got = compact(masked, structure)(x)
+            with eval_mode(model):
+                want = model(x)
+                got = compact(model, structure, share=True).eval()(x)
         except Exception:
             return False
+        finally:
+            for param, offset, row in reversed(saved):
+                param[offset] = row
         if got.shape != want.shape:
             return False
         return bool((got - want).abs().max() <= tolerance * max(1.0, float(want.abs().max())))

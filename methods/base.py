@@ -49,8 +49,9 @@ class MethodError(ValueError):
 
 class MethodState(Protocol):
     """What a method's hooks may use of the running trial: the trainer passes an object with exactly this
-    (``bench.trainer.TrialState``), and methods never import ``bench``. Layers are named by their module
-    names (``conv1``, ``layer1.0.conv1``), in model order."""
+    (``bench.trainer.TrialState``), and methods never import ``bench``. Layers are the prunable units of groups
+    (``methods/groups.py``), named by their first conv's module name (``conv1``, ``layer1.0.conv1``), in model
+    order; a "filter" index is a group index."""
 
     epoch: int                         # the current epoch, from 1
     epochs: int                        # the trial's epochs in all
@@ -58,7 +59,7 @@ class MethodState(Protocol):
 
     @property
     def layers(self) -> tuple[str, ...]:
-        """The eligible conv layers (the ones a method regularizes and a rule may prune)."""
+        """The prunable units (what a method regularizes and a rule may prune); ``Method.units`` gives them."""
         ...
 
     def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +76,8 @@ class MethodState(Protocol):
         ...
 
     def filter_parameters(self, layer: str) -> Sequence[torch.Tensor]:
-        """The parameters a removal of one of ``layer``'s filters zeroes, each indexed by filter along its
-        first dimension: conv weight, bias, and the following BatchNorm's weight and bias."""
+        """The parameters a removal of one of ``layer``'s groups zeroes, each indexed by group along its first
+        dimension (views): member convs' weights and biases, member BatchNorms' weights and biases."""
         ...
 
     def evaluate(self) -> float:

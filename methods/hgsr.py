@@ -88,8 +88,9 @@ class HGSR(PruneThenFinetune):
         with eval_mode(model):
             base = loss_without({})
             increases = sequential_loss_increases(model, alive, x, y, base) if single else None
-            if increases is None:   # not a plain nn.Sequential of single convs: one full forward pass per group
-                increases = loss_increases(groups, alive, loss_without, base)
+            if increases is None:   # any other model: several groups per forward pass, zeroed by hooks
+                units = [unit for unit in self.units(model) if unit.name in alive]
+                increases = hooked_loss_increases(model, units, alive, x, y, base)
             selected = select_by_loss(increases, lambda chosen: loss_without(chosen) - base, self.hparams.tolerance)
         for layer, idx in selected.items():
             if len(idx):
@@ -194,6 +195,45 @@ def sequential_loss_increases(model: nn.Module, alive: Mapping[str, torch.Tensor
             losses = F.cross_entropy(batch, y.repeat(len(chunk)), reduction="none").view(len(chunk), n).mean(1)
             inc[chunk] = losses.double().cpu() - base
         out[layer] = inc
+    return out
+
+
+@torch.no_grad()
+def hooked_loss_increases(model: nn.Module, units, alive: Mapping[str, torch.Tensor], x: torch.Tensor,
+                          y: torch.Tensor, base: float, max_batch: int = 4096) -> dict[str, torch.Tensor]:
+    """The numbers of :func:`loss_increases` for any model, with far fewer passes. Removing a group makes the
+    outputs of its member convs and BatchNorms exactly zero at its channels (zero weights, bias, BN weight and
+    bias), so forward hooks that zero those output channels measure the same loss; copies of the samples, each
+    with another group's channels zeroed, go through the network together (``max_batch`` examples a pass)."""
+    n = len(x)
+    per_batch = max(1, max_batch // n)
+    out = {}
+    for unit in units:
+        mask = alive[unit.name]
+        inc = torch.full((mask.numel(),), float("inf"), dtype=torch.float64)
+        groups = mask.nonzero().flatten().tolist()
+        for start in range(0, len(groups), per_batch):
+            chunk = groups[start:start + per_batch]
+            k = len(chunk)
+            rows = torch.arange(k, device=x.device)
+            channels = torch.tensor(chunk, device=x.device)
+
+            def zero(offset: int):
+                def hook(module, inputs, output):
+                    output = output.clone()
+                    output.view(k, n, *output.shape[1:])[rows, :, channels + offset] = 0
+                    return output
+                return hook
+
+            handles = [p.module.register_forward_hook(zero(p.offset)) for p in (*unit.convs, *unit.norms)]
+            try:
+                logits = model(x.repeat(k, *([1] * (x.dim() - 1))))
+            finally:
+                for h in handles:
+                    h.remove()
+            losses = F.cross_entropy(logits, y.repeat(k), reduction="none").view(k, n).mean(1)
+            inc[chunk] = losses.double().cpu() - base
+        out[unit.name] = inc
     return out
 
 

@@ -9,11 +9,13 @@ Propagation", CVPR 2018. A post-hoc criterion, no penalty:
 3. Score the FRL units with Inf-FS (Roffo et al. 2015, :func:`inf_fs`).
 4. Propagate the scores back to every conv filter: ``s_k = |W_{k+1}|^T s_{k+1}`` through linear layers,
    flatten (reshape), pooling (each score spread evenly over its window) and convolutions (transposed
-   convolution with |W|); biases are ignored and ReLU, dropout and BatchNorm scaling are identity. That is one
-   vector-Jacobian product through a surrogate network with |W|, no biases and identity nonlinearities
-   (:func:`filter_importance`). A filter's score is the sum over its output positions.
-5. Remove ``floor(p * F)`` lowest-score filters in every eligible layer (so ``ceil((1 - p) * F)`` stay; never
-   the last one), then fine-tune for ``finetune_epochs`` with the removed filters frozen by the masks.
+   convolution with |W|), residual additions and concatenations; biases are ignored and activations, dropout
+   and BatchNorm scaling are identity. That is one vector-Jacobian product through a surrogate network with |W|,
+   no biases and identity nonlinearities (:func:`filter_importance`: the model itself, its weights swapped and
+   its activation modules hooked for the call, so any traceable model works). A filter's score is the sum over
+   its output positions; a coupled group's is the sum over its filters.
+5. Remove ``floor(p * F)`` lowest-score groups in every prunable unit (so ``ceil((1 - p) * F)`` stay; never
+   the last one), then fine-tune for ``finetune_epochs`` with the removed groups frozen by the masks.
 
 The epoch at which pruning happens records ``accuracy_before_pruning`` and ``accuracy_after_pruning``; its
 ``test_accuracy`` is the accuracy right after pruning, and the last epoch's is the accuracy after fine-tuning.
@@ -29,6 +31,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eval_mode, option
+from .groups import is_depthwise
 
 
 @register_method
@@ -55,16 +58,14 @@ class NISP(PruneThenFinetune):
         return False
 
     def check_model(self, model: nn.Module) -> None:
-        if not isinstance(model, nn.Sequential):
-            raise MethodError(f"nisp propagates importance through nn.Sequential models only; "
-                              f"{type(model).__name__} is not one")
         classifier(model)
 
     def prune(self, model: nn.Module, state: MethodState) -> None:
         frl = final_responses(model, state, self.hparams.samples)
         scores = filter_importance(model, state.input_shape, inf_fs(frl, self.hparams.alpha))
+        units = {unit.name: unit for unit in self.units(model)}
         for layer in state.layers:
-            s = scores[layer]
+            s = group_importance(scores, units[layer])
             k = math.floor(self.hparams.ratio * s.numel())
             if k:
                 state.remove(layer, torch.argsort(s, stable=True)[:k])
@@ -138,51 +139,88 @@ def inf_fs(responses: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     return scores
 
 
-class _AbsSurrogate(nn.Module):
-    """The model's layers up to the final response layer with |W|, no biases and identity nonlinearities.
+_IDENTITY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
+             nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity,
+             nn.modules.batchnorm._BatchNorm)
 
-    Works for ``nn.Sequential`` models of Conv2d, BatchNorm2d, pooling, activations, dropout, Flatten and Linear
-    (the registered models); convs' outputs are kept so their gradients give the filter scores.
-    """
 
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        if not isinstance(model, nn.Sequential):
-            raise MethodError(f"nisp's importance propagation supports nn.Sequential models, not {type(model).__name__}")
-        self.layers = list(model.named_children())
-        self.last = classifier(model)
-        self.conv_outputs: dict[str, torch.Tensor] = {}
+def _surrogate_forward(m: nn.Module):
+    """What the surrogate network has in place of module ``m`` (None: ``m`` itself). Replacing the forward
+    instead of hooking its output keeps in-place activations (``ReLU(inplace=True)``) from running at all."""
+    if isinstance(m, _IDENTITY):
+        return lambda x, *args, **kwargs: x
+    if isinstance(m, nn.MaxPool2d):
+        return lambda x: F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
+    if isinstance(m, nn.AdaptiveMaxPool2d):
+        return lambda x: F.adaptive_avg_pool2d(x, m.output_size)
+    return None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for name, m in self.layers:
-            if m is self.last:
-                return x
-            if isinstance(m, nn.Conv2d):
-                x = F.conv2d(x, m.weight.detach().abs(), None, m.stride, m.padding, m.dilation, m.groups)
-                x.retain_grad()
-                self.conv_outputs[name] = x
-            elif isinstance(m, nn.Linear):
-                x = F.linear(x, m.weight.detach().abs())
-            elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-                x = F.avg_pool2d(x, m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
-            elif isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
-                x = F.adaptive_avg_pool2d(x, m.output_size)
-            elif isinstance(m, nn.Flatten):
-                x = m(x)
-            elif not isinstance(m, (nn.ReLU, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.LeakyReLU, nn.ReLU6)):
-                raise MethodError(f"nisp cannot propagate importance through {type(m).__name__} ({name!r})")
-        raise MethodError("the classifier is not a direct child of the model")
+
+@torch.no_grad()
+def _swap(params: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, value in params:
+        tmp = p.detach().clone()
+        p.copy_(value)
+        value.copy_(tmp)
 
 
 def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
-    """Importance of every conv filter, by conv name: the FRL scores propagated back through |W| (one VJP)."""
-    surrogate = _AbsSurrogate(model)
+    """Importance of every conv filter, by conv name: the FRL scores propagated back through |W| (one VJP).
+
+    The surrogate network is the model itself with, for the duration of the call, every conv and linear weight
+    replaced by |W| and every bias by 0, BatchNorms, activation and dropout modules turned into the identity and
+    max pooling modules into average pooling (their ``forward`` replaced), run at a positive input: every activation is then
+    non-negative, so activations written as functions (``torch.relu`` in a ``forward``) pass the scores through
+    as the identity would. Residual additions and concatenations are linear and need nothing. The FRL's scores
+    are propagated with ``torch.autograd.grad`` to every conv's output (no parameter's ``.grad`` is touched)."""
+    last = classifier(model)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    swapped = [(m.weight, m.weight.detach().abs()) for _, m in layers]
+    swapped += [(m.bias, torch.zeros_like(m.bias)) for _, m in layers if m.bias is not None]
+    outputs: dict[str, torch.Tensor] = {}
+    frl: list[torch.Tensor] = []
+    handles = [last.register_forward_pre_hook(lambda m, inputs: frl.append(inputs[0]))]
+    replaced = []
+    for name, module in model.named_modules():
+        forward = _surrogate_forward(module) if module is not model else None
+        if forward is not None:
+            module.forward = forward
+            replaced.append(module)
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(
+                lambda m, inputs, output, name=name: outputs.__setitem__(name, output)))
     param = next(model.parameters())
-    x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype, requires_grad=True)
-    with torch.enable_grad():
-        out = surrogate(x)
-        if out.shape[1:] != frl_scores.shape:
-            raise MethodError(f"final response layer has {tuple(out.shape[1:])} units, scores {tuple(frl_scores.shape)}")
-        out.backward(frl_scores.to(out.device, out.dtype).unsqueeze(0))
-    return {name: y.grad.sum(dim=(0, 2, 3)).detach().cpu() for name, y in surrogate.conv_outputs.items()}
+    x = torch.ones((1, *input_shape), device=param.device, dtype=param.dtype)
+    _swap(swapped)
+    try:
+        with eval_mode(model), torch.enable_grad():
+            model(x)
+            if not frl:
+                raise MethodError("the classifier did not run: no final response layer")
+            out = frl[0].flatten(1)
+            if out.shape[1:] != frl_scores.shape:
+                raise MethodError(f"final response layer has {tuple(out.shape[1:])} units, scores "
+                                  f"{tuple(frl_scores.shape)}")
+            names = [n for n in outputs if outputs[n].requires_grad]
+            grads = torch.autograd.grad(out, [outputs[n] for n in names],
+                                        frl_scores.to(out.device, out.dtype).unsqueeze(0), allow_unused=True)
+    finally:
+        _swap(swapped)
+        for h in handles:
+            h.remove()
+        for module in replaced:
+            del module.forward
+    return {n: (g.sum(dim=(0, 2, 3)) if g is not None else torch.zeros(outputs[n].shape[1])).detach().cpu()
+            for n, g in zip(names, grads)}
+
+
+def group_importance(scores: dict[str, torch.Tensor], unit) -> torch.Tensor:
+    """A group's importance: its filter's score, or, for a coupled group, the sum over its filters (a depthwise
+    member is already in the score of the filter that feeds it)."""
+    members = [p for p in unit.convs if not is_depthwise(p.module)] or list(unit.convs)
+    total = None
+    for part in members:
+        s = scores[part.name][part.offset:part.offset + unit.size]
+        total = s if total is None else total + s
+    return total

@@ -32,8 +32,8 @@ def assert_nothing_started(tmp_path):
     (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, lenet5-bn, resnet20, resnet56, vgg11"),
     (["--preset", "table9"], "unknown preset 'table9'; valid presets: cifar10-lenet, cifar10-vgg11, "
                              "fashion-mnist-lenet, mnist-lenet"),
-    (["--model", "resnet20", "--methods", "nisp", "--epochs", "2"],
-     "method 'nisp' cannot run on model 'resnet20': nisp propagates importance through nn.Sequential models only"),
+    (["--model", "lenet5", "--methods", "slimming", "--epochs", "2"],
+     "method 'slimming' cannot run on model 'lenet5': LeNet5 has no BatchNorm on the channels of conv1, conv2"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: cifar10, fashion-mnist, mnist, synthetic"),
     (["--lambdas", "0.1,-0.5"], "method 'l1l2': option 'lam' must be >= 0.0, got -0.5"),
     (["--epochs", "0"], "epochs must be >= 1, got 0"),

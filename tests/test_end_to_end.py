@@ -209,3 +209,28 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
     out = bench(cwd, "export", parent.info.run_id, "--out", str(cwd / "x.pt"))
     assert out.returncode == 2 and "give one of its trials' run ids" in out.stderr
+
+
+def test_a_users_model_file_runs_end_to_end_and_exports_as_a_program(tmp_path):
+    """`bench run --model my_net.py:MyNet` (a residual add, a depthwise conv), then `bench export --out net.pt2`:
+    the program loads with plain torch and runs a 3x32x32 batch."""
+    import shutil
+
+    import torch
+
+    shutil.copy(Path(__file__).with_name("nets.py"), tmp_path / "my_net.py")
+    proc = bench(tmp_path, "run", "--model", "my_net.py:MyNet", "--dataset", "synthetic", "--methods", "l1l2",
+                 "--lambdas", "1", "--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--device", "cpu")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "kept   stem.0: coupled channels" in proc.stdout and "model  my_net.py:MyNet: 3 prunable layers" in proc.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("my_net.py:MyNet-synthetic")
+    trial = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("bench.kind") == "trial")
+    assert trial.info.status == "FINISHED"
+    assert trial.data.metrics[N.PARAMS] == trial.data.metrics["compact_params"]
+    proc = bench(tmp_path, "export", trial.info.run_id, "--out", "net.pt2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    program = torch.export.load(str(tmp_path / "net.pt2")).module()
+    assert program(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+    proc = bench(tmp_path, "export", trial.info.run_id, "--out", "net.pt")
+    assert proc.returncode == 2 and "export it as FILE.pt2" in proc.stderr

@@ -95,3 +95,66 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
         x = torch.randn(4, *shape)
         with torch.no_grad():
             assert (small(x) - model(x)).abs().max().item() < 1e-4, method
+
+
+NETS = str(__import__("pathlib").Path(__file__).with_name("nets.py"))
+SLOW = pytest.mark.slow
+REPRESENTATIVE = [   # (source, input side): small inputs, as small as each model's downsampling allows
+    (f"{NETS}:MyNet", 16),
+    pytest.param("torchvision:resnet18", 16, marks=SLOW),
+    pytest.param("torchvision:mobilenet_v2", 16, marks=SLOW),
+    pytest.param("torchvision:squeezenet1_1", 32, marks=SLOW),
+]
+# 130 M parameters and 2 700 filters; 120 units through concatenations: every method but hgsr, whose one loss
+# per group (5 400 forward passes of vgg11_bn here) is the cost the rest of this matrix exercises on the others
+HEAVY = [pytest.param("torchvision:vgg11_bn", 32, marks=SLOW), pytest.param("torchvision:densenet121", 32, marks=SLOW)]
+TINY = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}
+
+
+def _matrix():
+    for source in REPRESENTATIVE:
+        for coupled in (False, True):
+            values, marks = (source.values, source.marks) if hasattr(source, "values") else (source, ())
+            yield pytest.param(*values, coupled, (), marks=marks, id=f"{values[0].rsplit('/', 1)[-1]}-"
+                               f"{'coupled' if coupled else 'single'}")
+    for source in HEAVY:
+        yield pytest.param(*source.values, False, ("hgsr",), marks=source.marks, id=source.values[0])
+
+
+@pytest.mark.parametrize("source, side, coupled, skip", _matrix())
+def test_every_method_runs_on_models_of_any_topology_or_refuses_them_before_training(source, side, coupled, skip):
+    """torchvision classes and a user module with a residual add and a depthwise conv: every registered method
+    trains on each (its coupled streams pruned as groups or left alone) or refuses it with a reason; the
+    trained model compacts to the same outputs."""
+    shape = (3, side, side)
+    data = make_synthetic(shape, n_train=16, n_test=8)
+    probe = build_model(source, shape, 10)
+    structure = describe(probe, shape, prune_coupled=coupled)
+    ran = []
+    for method in [m for m in list_methods() if m not in skip]:
+        try:
+            m = get_method(method)()
+            m.bind(structure.units)
+            m.check_model(probe)
+        except MethodError as err:
+            assert str(err)
+            continue
+        cls = get_method(method)
+        grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+        options = {method: TINY[method]} if method in TINY else {}
+        cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
+                           "device": "cpu", "model": source, "options": options, "prune_coupled": coupled,
+                           **grid}).trials()[0]
+        rows, model, structure_after = train_keeping(cfg, data)
+        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
+        model = model.eval()
+        small = compact(model, structure_after).eval()
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            want = model(x)
+            assert (small(x) - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item()), method
+        ran.append(method)
+    required = {"none", "l1", "l2", "l1l2", "ssl", "l0sgl", "hgsr", "nisp", "slimming"}
+    if "squeezenet" in source:   # no BatchNorm, and its classifier is a conv: no final response layer
+        required -= {"nisp", "slimming"}
+    assert required - set(skip) <= set(ran)

@@ -218,3 +218,38 @@ def test_slimming_trains_cuts_globally_and_fine_tunes_without_penalty():
     assert cut["filters_alive/conv1"] + cut["filters_alive/conv2"] == 35 and "accuracy_after_pruning" in cut
     assert rows[1][N.PENALTY] == 0.0 and rows[3][N.PENALTY] == 0.0
     assert rows[3]["filters_alive/conv2"] == cut["filters_alive/conv2"]
+
+
+def test_hgsr_loss_increases_by_hooks_equal_one_forward_per_group_on_coupled_groups():
+    """Any model: a residual stream pruned as one group and an expansion with its depthwise channel."""
+    from pathlib import Path
+
+    from bench.structure import derive
+    from methods.hgsr import hooked_loss_increases, loss_increases, zeroed
+
+    torch.manual_seed(0)
+    model = build_model(f"{Path(__file__).with_name('nets.py')}:MyNet", (3, 16, 16), 10).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.bias.uniform_(-0.3, 0.3)
+    structure = derive(model, (3, 16, 16), prune_coupled=True)
+    state = State(model, (3, 16, 16))
+    state.masks = __import__("bench.zeroing", fromlist=["FilterMasks"]).FilterMasks(structure)
+    state.remove("expand.0", [3, 7])
+    x, y = torch.randn(20, 3, 16, 16), torch.randint(0, 10, (20,))
+    groups = {layer: state.filter_parameters(layer) for layer in state.layers}
+    alive = {layer: state.alive(layer) for layer in state.layers}
+
+    def loss_without(removal):
+        with zeroed(groups, removal):
+            return float(nn.functional.cross_entropy(model(x), y))
+
+    base = loss_without({})
+    slow = loss_increases(groups, alive, loss_without, base)
+    fast = hooked_loss_increases(model, structure.units, alive, x, y, base, max_batch=100)   # 5 groups a pass
+    assert set(slow) == set(fast) == {"stem.0", "body.0", "expand.0", "project.0"}
+    for layer in slow:
+        torch.testing.assert_close(fast[layer], slow[layer], rtol=1e-4, atol=1e-5)
+    assert torch.isinf(fast["expand.0"][[3, 7]]).all()

@@ -137,3 +137,37 @@ def test_nisp_removes_floor_p_filters_per_layer_and_records_both_accuracies(rati
     assert pruned["accuracy_after_pruning"] == pruned[N.TEST_ACCURACY]
     assert 0.0 <= pruned["accuracy_before_pruning"] <= 1.0
     assert (rows[2]["filters_alive/conv1"], rows[2]["filters_alive/conv2"]) == expected  # frozen while fine-tuning
+
+
+def test_nisp_propagates_through_residual_additions_and_in_place_activations():
+    """a (2 -> 3, 1x1) -> ReLU6(inplace) -> y = h + b(h) -> global max pool -> fc (3 -> 2), at 1x1 inputs.
+    The final response layer is fc's input, the pooled y, scored s. By hand, with |W| and no biases: b's
+    filters score s; a's score s + |W_b|^T s (the identity path and the path through b). The ReLU6 must not clamp (the surrogate's activations are the
+    identity) and the max pool becomes an average pool."""
+    from methods.nisp import filter_importance
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(2, 3, 1)
+            self.act = nn.ReLU6(inplace=True)
+            self.b = nn.Conv2d(3, 3, 1)
+            self.pool = nn.AdaptiveMaxPool2d(1)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.act(self.a(x))
+            return self.fc(torch.flatten(self.pool(h + self.b(h)), 1))
+
+    torch.manual_seed(0)
+    model = Residual()
+    with torch.no_grad():
+        model.a.weight.mul_(50.0)      # activations far above 6 at the surrogate's input of ones
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = torch.tensor([0.3, 0.7, 0.2], dtype=torch.float64)
+    scores = filter_importance(model, (2, 1, 1), s.float())
+    wb = model.b.weight.detach().abs().double().flatten(1)
+    torch.testing.assert_close(scores["b"].double(), s, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(scores["a"].double(), s + wb.T @ s, rtol=1e-5, atol=1e-7)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # weights restored
+    assert all(p.grad is None for p in model.parameters()) and "forward" not in vars(model.act)
