@@ -68,7 +68,7 @@ class Results:
     sweeps: list[dict[str, Any]]       # parent runs: run_id, name, status, params, tags, config
     trials: pd.DataFrame               # one row per trial: ids, status, error, final metrics
     epochs: pd.DataFrame               # one row per trial and epoch (results.csv)
-    layers: list[str]                  # eligible conv layers, model order
+    layers: list[str]                  # convs of the prunable units, model order
     layer_sizes: dict[str, int]        # filters per layer before any removal
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # run_id -> first conv's weights
 

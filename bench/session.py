@@ -67,7 +67,7 @@ def describe_structure(structure) -> list[str]:
     by_reason: dict[str, list[str]] = {}
     for name, reason in structure.skipped.items():
         by_reason.setdefault(reason if not reason.startswith("coupled") else "coupled channels (a residual "
-                             "stream), pruned with --prune-coupled", []).append(name)
+                             "stream or a gate), pruned with --prune-coupled", []).append(name)
     return [f"kept   {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''}: {reason}"
             for reason, names in by_reason.items()]
 
@@ -77,7 +77,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     from methods import MethodError
 
     from .data import load_dataset
-    from .models import default_input
+    from .models import default_input, display_name
     from .structure import StructureError
     from .sweep import check_local_resources, check_ray_address
     from .trainer import build_trial_model, resolve_device
@@ -104,27 +104,27 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     except WeightsError as err:
         raise ConfigError(str(err)) from None
     except (StructureError, ValueError) as err:
-        raise ConfigError(f"model {t.model!r} cannot take {t.dataset!r} inputs: {err}") from None
+        raise ConfigError(f"model {display_name(t.model)!r} cannot take {t.dataset!r} inputs: {err}") from None
     for line in describe_structure(structure):
         write(line)
     if not structure.units:
-        raise ConfigError(f"nothing in {t.model} can be pruned: " + "; ".join(
+        raise ConfigError(f"nothing in {display_name(t.model)} can be pruned: " + "; ".join(
             f"{name} {reason}" for name, reason in structure.skipped.items()) if structure.skipped else
-            f"nothing in {t.model} can be pruned: it has no conv layer with output channels to remove")
+            f"nothing in {display_name(t.model)} can be pruned: it has no conv layer with output channels to remove")
     for trial in {trial.method: trial for trial in trials}.values():
         try:
             method = trial.build_method()
             method.bind(structure.units)
             method.check_model(model)
         except MethodError as err:
-            raise ConfigError(f"method {trial.method!r} cannot run on model {t.model!r}: {err}") from None
-    write(f"model  {t.model}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
+            raise ConfigError(f"method {trial.method!r} cannot run on model {display_name(t.model)!r}: {err}") from None
+    write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
         f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
         f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
     write(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
-    write(f"budget {t.model}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
+    write(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
           f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
           + (", channels-last" if t.channels_last else ""))
     return trials, data

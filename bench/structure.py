@@ -14,8 +14,8 @@ them (:class:`Feed`). From that one description come:
 What is prunable
 ----------------
 A unit is *prunable* unless: it holds the layer that produces the logits (the last conv or linear layer that
-runs) or the model's input; it is coupled (several filters write into the same channels, as in a residual
-stream) and ``prune_coupled`` is off; one of its convs matches an ``exclude`` pattern (``fnmatch`` on module
+runs) or the model's input; it is coupled (several filters share its channels: the convs writing into a residual
+stream, or a squeeze-and-excitation gate multiplying a conv's output) and ``prune_coupled`` is off; one of its convs matches an ``exclude`` pattern (``fnmatch`` on module
 names) or the model's own ``sparsity_exclude``; it touches a layer the compact model cannot rebuild (a grouped,
 non-depthwise conv; a normalisation other than BatchNorm; a parameter-holding module of another kind); or the
 check fails (:func:`check_units`): a dependency library can mis-group an operation it does not know (channel
@@ -214,7 +214,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         elif any(fnmatch.fnmatchcase(n, pattern) for n in member_names for pattern in exclude):
             reason = "excluded by --exclude-layers"
         elif unit.coupled and not prune_coupled:
-            reason = (f"coupled: {unit.filters} convs write into the same channels "
+            reason = (f"coupled: {unit.filters} filters share these channels (a residual stream, or a gate) "
                       f"({', '.join(member_names)}); pruned with --prune-coupled")
         if reason:
             skipped[unit.name] = reason

@@ -9,10 +9,10 @@ Gradients are masked too (:meth:`FilterMasks.mask_grads`) so nothing flows into 
 Rules (specs as on the command line)
 ------------------------------------
 - ``cumulative:T[:global|layer]`` (Berthelier et al. 2020, Sec. III-C): at the end of every epoch take the
-  kernel pseudo-norms N of all alive filters (of every eligible layer for ``global``, the default; of each
+  kernel pseudo-norms N of all alive groups (of every prunable unit for ``global``, the default; of each
   layer separately for ``layer``), normalise them to sum to 1, sort ascending, and remove the filters whose
   cumulative sum is <= T. The paper uses T = 0.01.
-- ``threshold:EPS`` (Wen et al. 2016, "stabilizing sparsity"): after every optimizer step, eligible conv
+- ``threshold:EPS`` (Wen et al. 2016, "stabilizing sparsity"): after every optimizer step, member conv
   weights with |w| < EPS are set to zero; a filter whose weights are then all zero is removed.
 - ``none``.
 

@@ -38,6 +38,18 @@ CASES = [
     Case("unknown method", ["run", "--methods", "l1l2,foo", *SYNTH]),
     Case("unknown model", ["run", "--model", "resnet9", *SYNTH]),
     Case("unknown dataset", ["run", "--dataset", "svhn"]),
+    Case("unknown torchvision model", ["run", "--model", "torchvision:resnet19", *SYNTH]),
+    Case("timm model (without timm)", ["run", "--model", "timm:resnet18", *SYNTH]),
+    Case("model file without the callable", ["run", "--model", "net.py:Net", *SYNTH],
+         files={"net.py": "from torch import nn\nclass Other(nn.Module):\n    pass\n"}),
+    Case("model that does not run", ["run", "--model", "net.py:Net", "--methods", "l1l2", *SYNTH],
+         files={"net.py": "from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self, num_classes=10):\n"
+                "        super().__init__(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(10, num_classes))\n"}),
+    Case("model with nothing to prune", ["run", "--model", "net.py:Net", "--methods", "l1l2", *SYNTH],
+         files={"net.py": "from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self, num_classes=10):\n"
+                "        super().__init__(nn.Conv2d(3, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"}),
+    Case("init-from missing", ["run", "--init-from", "nowhere.pt", *SYNTH]),
+    Case("init-from not a torch file", ["run", "--init-from", "w.pt", *SYNTH], files={"w.pt": b"junk"}),
     Case("negative lambda", ["run", "--methods", "l1l2", "--lambdas", "-0.5", *SYNTH]),
     Case("ratio of 1", ["run", "--methods", "nisp", "--ratios", "1.0", *SYNTH, "--epochs", "2"]),
     Case("lambda that is not a number", ["run", "--methods", "l1l2", "--lambdas", "abc", *SYNTH]),

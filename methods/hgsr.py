@@ -3,7 +3,7 @@
 Mitsuno and Kurita, "Filter Pruning using Hierarchical Group Sparse Regularization for Deep Convolutional
 Neural Networks", arXiv 2011.02389 (2020). Three phases in one budget of epochs:
 
-1. Train with the hierarchical squared group l1/2 penalty on the 2-D kernels of every eligible conv,
+1. Train with the hierarchical squared group l1/2 penalty on the 2-D kernels of every conv of a prunable unit,
    ``a[o, i] = ||W[o, i, :, :]||_1``::
 
        penalty = sum_l [ lam2 * sum_i (sum_o sqrt(a[o, i] + eps))**2 + (1 - lam2) * sum |W| ]

@@ -1,10 +1,10 @@
 """``slimming``: Network Slimming, l1 on BatchNorm scale factors, then a global percentile cut.
 
 Liu, Li, Shen, Huang, Yan, Zhang, "Learning Efficient Convolutional Networks through Network Slimming",
-ICCV 2017. Each eligible conv's channels are scaled by the BatchNorm that follows it; the scale factors
+ICCV 2017. Each prunable group's channels are scaled by the BatchNorms on them; the scale factors
 gamma measure the channels' importance:
 
-1. Train with ``penalty = sum over the BNs after eligible convs of sum |gamma|`` (lam 1e-4 in the paper's
+1. Train with ``penalty = sum over the BN channels of every prunable group of |gamma|`` (lam 1e-4 in the paper's
    CIFAR experiments).
 2. At the end of epoch ``epochs - finetune_epochs``: remove the fraction ``ratio`` of all alive channels
    with the smallest |gamma|, over the whole network (one global percentile, not per layer); the last
@@ -34,7 +34,7 @@ class Slimming(PruneThenFinetune):
     name = "slimming"
     description = "Network Slimming: l1 on the BatchNorm scale factors, global percentile cut, fine-tune"
     paper = "Liu et al. 2017, Learning Efficient Convolutional Networks through Network Slimming (ICCV)"
-    formula = "sum over BNs after eligible convs of sum |gamma|; remove the fraction ratio of smallest |gamma|"
+    formula = "sum of |gamma| over the BN channels of prunable groups; remove the fraction ratio of smallest |gamma|"
     default_zeroing = "none"   # the percentile cut removes channels
     closed_form_grad = True
     sweep_axis = "ratio"

@@ -222,7 +222,7 @@ def test_a_users_model_file_runs_end_to_end_and_exports_as_a_program(tmp_path):
     proc = bench(tmp_path, "run", "--model", "my_net.py:MyNet", "--dataset", "synthetic", "--methods", "l1l2",
                  "--lambdas", "1", "--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--device", "cpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "kept   stem.0: coupled channels" in proc.stdout and "model  my_net.py:MyNet: 3 prunable layers" in proc.stdout
+    assert "kept   stem.0: coupled channels (a residual stream or a gate)" in proc.stdout and "model  my_net.py:MyNet: 3 prunable layers" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("my_net.py:MyNet-synthetic")
     trial = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("bench.kind") == "trial")

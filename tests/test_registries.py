@@ -113,7 +113,7 @@ TINY = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}
 
 def _matrix():
     for source in REPRESENTATIVE:
-        for coupled in (False, True):
+        for coupled in (False, True) if "squeezenet" not in str(source) else (False,):   # no residual streams
             values, marks = (source.values, source.marks) if hasattr(source, "values") else (source, ())
             yield pytest.param(*values, coupled, (), marks=marks, id=f"{values[0].rsplit('/', 1)[-1]}-"
                                f"{'coupled' if coupled else 'single'}")
