@@ -26,6 +26,19 @@ def filters_by_layer(values: Mapping[str, float]) -> dict[str, int]:
     prefix = FILTERS_ALIVE.format("")
     return {k[len(prefix):]: int(v) for k, v in values.items() if k.startswith(prefix)}
 
+def filters_line(values: Mapping[str, float], sep: str = " ", most: int = 8) -> str:
+    """Filters alive per layer for a progress or summary line: every layer when there are at most ``most``;
+    else the total and the layers that lost filters (the first five)."""
+    alive = filters_by_layer(values)
+    if len(alive) <= most:
+        return " ".join(f"{layer}{sep}{n}" for layer, n in alive.items())
+    thinned = [layer for layer in alive if values.get(SPARSITY.format(layer), 0) > 0]
+    shown = " ".join(f"{layer}{sep}{alive[layer]}" for layer in thinned[:5])
+    more = f" and {len(thinned) - 5} more" if len(thinned) > 5 else ""
+    return (f"{sum(alive.values())} in {len(alive)} convs; thinned: {shown}{more}" if thinned
+            else f"{sum(alive.values())} in {len(alive)} convs, none removed")
+
+
 # Keys a trial reports to Ray Tune beside its metrics (the sweep's summary reads them back).
 RUN_ID_KEY = "mlflow_run_id"
 TRIAL_KEY = "trial_key"

@@ -352,7 +352,7 @@ def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
             reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
             write(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {run_id:<32}  {o.error or ''}{reached}")
             continue
-        filters = " ".join(f"{layer}={n}" for layer, n in N.filters_by_layer(m).items())
+        filters = N.filters_line(m, "=")
         write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
               f"{filters}")
     write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program)")

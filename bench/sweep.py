@@ -145,7 +145,7 @@ class _Progress(tune.Callback):
         self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        filters = " ".join(f"{layer} {n}" for layer, n in N.filters_by_layer(result).items())
+        filters = N.filters_line(result)
         self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/{self.epochs}  "
                    f"acc {result[N.TEST_ACCURACY]:.4f}  loss {result[N.TRAIN_LOSS]:.4f}  "
                    f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {filters}  "

@@ -90,3 +90,16 @@ def test_lenet_structure_on_cifar_shaped_inputs():
     assert m[N.PARAMS] == sum(p.numel() for p in model.parameters())
     assert model.fc1.in_features == 50 * 5 * 5
     assert m[N.FLOPS] == measured_flops(model, (3, 32, 32))
+
+
+def test_progress_lines_list_every_layer_of_a_small_model_and_only_the_thinned_ones_of_a_large_one():
+    from bench import names as N
+
+    small = {"filters_alive/conv1": 5, "sparsity/conv1": 0.75, "filters_alive/conv2": 50, "sparsity/conv2": 0.0}
+    assert N.filters_line(small) == "conv1 5 conv2 50" and N.filters_line(small, "=") == "conv1=5 conv2=50"
+    large = {}
+    for i in range(20):
+        large[f"filters_alive/l{i}"] = 8 if i in (2, 4, 6, 8, 10, 12, 14) else 10
+        large[f"sparsity/l{i}"] = 0.2 if i in (2, 4, 6, 8, 10, 12, 14) else 0.0
+    assert N.filters_line(large, "=") == "186 in 20 convs; thinned: l2=8 l4=8 l6=8 l8=8 l10=8 and 2 more"
+    assert N.filters_line({k: (10 if k.startswith("filters") else 0.0) for k in large}) == "200 in 20 convs, none removed"
