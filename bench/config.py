@@ -55,10 +55,24 @@ class TrainSettings:
                                     cli={"action": "store_const", "const": False})
     epochs: int = setting(10, "training epochs per trial (the same budget for every method)", role=TRIAL, min=1)
     batch_size: int = setting(64, "training batch size", role=TRIAL, min=1)
-    lr: float = setting(0.01, "SGD learning rate", role=TRIAL, open_min=0, label="learning rate")
+    lr: float = setting(0.01, "learning rate (the schedule's base rate)", role=TRIAL, open_min=0,
+                        label="learning rate")
     momentum: float = setting(0.9, "SGD momentum", role=TRIAL, min=0, open_max=1)
-    weight_decay: float = setting(5e-4, "SGD weight decay, the same for every method (Caffe's LeNet solver)",
+    weight_decay: float = setting(5e-4, "weight decay, the same for every method (Caffe's LeNet solver)",
                                   role=TRIAL, min=0)
+    optimizer: str = setting("sgd", "sgd (momentum, weight decay) or adamw (decoupled weight decay)", role=TRIAL,
+                             choices=("sgd", "adamw"), key_default="sgd")
+    schedule: str = setting("constant", "learning-rate schedule per epoch: constant, cosine, onecycle, or "
+                            "step:E1,E2[,...][:GAMMA] (x GAMMA, default 0.1, after each of those epochs)",
+                            role=TRIAL, key_default="constant", cli={"metavar": "SCHEDULE"})
+    warmup_epochs: int = setting(0, "linear warm-up: epoch e <= W runs at e / (W + 1) of the scheduled rate",
+                                 role=TRIAL, min=0, key_default=0, cli={"metavar": "W"})
+    label_smoothing: float = setting(0.0, "label smoothing of the training cross-entropy", role=TRIAL, min=0,
+                                     open_max=1, key_default=0.0)
+    nesterov: bool = setting(False, "Nesterov momentum (sgd)", role=TRIAL, key_default=False)
+    augment: str = setting("none", "training augmentation on the device: none, flip, or crop-flip (pad 4, random "
+                           "crop, flip: the CIFAR standard)", role=TRIAL, choices=("none", "flip", "crop-flip"),
+                           key_default="none")
     limit_train: int | None = setting(None, "use only the first N training examples (quick runs)", role=TRIAL,
                                       min=1, shown_default="all", cli={"metavar": "N"}, label="limit-train")
     limit_test: int | None = setting(None, "use only the first N test examples", role=TRIAL, min=1,
@@ -98,6 +112,15 @@ class TrainSettings:
         get_dataset_spec(self.dataset)
         _check(self.init_from is None or os.path.isfile(self.init_from),
                f"--init-from {self.init_from}: no such file")
+        from .recipe import RecipeError, parse_schedule
+        try:
+            parse_schedule(self.schedule, self.epochs)
+        except RecipeError as err:
+            raise ConfigError(f"--schedule: {err}") from None
+        _check(self.warmup_epochs < self.epochs, f"--warmup-epochs {self.warmup_epochs} leaves no epoch at the "
+               f"scheduled rate ({self.epochs} epochs)")
+        _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0),
+               "--nesterov needs the sgd optimizer with a momentum > 0")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 

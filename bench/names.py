@@ -10,6 +10,7 @@ from typing import Mapping
 TEST_ACCURACY = "test_accuracy"
 TRAIN_LOSS = "train_loss"
 PENALTY = "penalty"
+LR = "lr"                             # the learning rate of the epoch (bench/recipe.py)
 TOTAL_SPARSITY = "total_sparsity"
 PARAMS = "params"
 FLOPS = "flops"

@@ -34,6 +34,7 @@ from . import names as N
 from .config import TrialConfig
 from .data import Dataset
 from .models import build_model
+from .recipe import Augment, build_optimizer, parse_schedule, rate
 from .structure import Structure, derive
 from .zeroing import FilterMasks, parse_zeroing
 
@@ -177,11 +178,13 @@ def train(config: TrialConfig, data: Dataset,
         model = model.to(memory_format=torch.channels_last)
     method.bind(structure.units)
     method.check_model(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    optimizer = build_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.momentum, tc.weight_decay, tc.nesterov)
+    schedule = parse_schedule(tc.schedule, tc.epochs)
     masks = FilterMasks(structure, optimizer)
     rule.prepare(masks)
     batches = Batches(data, device)
     generator = torch.Generator().manual_seed(config.seed)
+    augment = Augment(tc.augment, generator)
     state = TrialState(model, masks, batches, config, generator)
     weight = method.penalty_weight
     closed_form = bool(weight) and method.closed_form_grad   # the penalty's gradient without autograd
@@ -192,6 +195,9 @@ def train(config: TrialConfig, data: Dataset,
     for epoch in range(1, tc.epochs + 1):
         state.epoch = epoch
         state.extra_metrics = {}
+        lr = rate(tc.lr, epoch, schedule, tc.warmup_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         start = time.perf_counter()
         method.on_epoch_start(model, state)
         model.train()
@@ -200,12 +206,12 @@ def train(config: TrialConfig, data: Dataset,
         perm = torch.randperm(n, generator=generator).to(device)
         for i in range(0, n, tc.batch_size):
             idx = perm[i:i + tc.batch_size]
-            x, y = batches.normalise(batches.train_x[idx]), batches.train_y[idx]
+            x, y = batches.normalise(augment(batches.train_x[idx])), batches.train_y[idx]
             if tc.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = model(x)
-                task = F.cross_entropy(out, y)
+                task = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
             loss = task + weight * method.penalty(model) if weight and not closed_form else task
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -242,6 +248,7 @@ def train(config: TrialConfig, data: Dataset,
             "train_accuracy": float(correct) / n,
             N.TRAIN_LOSS: train_loss,
             N.PENALTY: penalty,
+            N.LR: lr,
             **filters,
             "epoch_time_s": train_time,
             "steps_time_s": steps_end - start,
