@@ -127,6 +127,13 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     write(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
           f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
           + (", channels-last" if t.channels_last else ""))
+    recipe = [f"{t.optimizer}" + (" (nesterov)" if t.nesterov else "")] * (t.optimizer != "sgd" or t.nesterov)
+    recipe += [f"schedule {t.schedule}"] * (t.schedule != "constant")
+    recipe += [f"warm-up {t.warmup_epochs} epochs"] * (t.warmup_epochs > 0)
+    recipe += [f"label smoothing {t.label_smoothing:g}"] * (t.label_smoothing > 0)
+    recipe += [f"augment {t.augment}"] * (t.augment != "none")
+    if recipe:
+        write("recipe " + ", ".join(recipe))
     return trials, data
 
 
