@@ -64,9 +64,18 @@ class Unit:
         return self.filters > 1
 
     def _rows(self, part: Part, tensor: torch.Tensor) -> torch.Tensor:
+        """The rows of this unit's groups in ``tensor`` (a member's parameter, its gradient or a copy of it)."""
         if part.offset == 0 and tensor.shape[0] == self.size:
             return tensor
         return tensor[part.offset:part.offset + self.size]
+
+    def grad_rows(self, part: Part) -> torch.Tensor:
+        """The rows of this unit's groups in a member conv's weight gradient (created as zeros when unset), to
+        add a closed-form penalty gradient into."""
+        weight = part.module.weight
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+        return self._rows(part, weight.grad)
 
     def weights(self) -> list[tuple[Part, torch.Tensor]]:
         """Each member conv with its weight rows of this unit's groups (a view, indexed by group)."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, MethodState, PruneThenFinetune, eval_mode, grad_of, option
+from .base import HparamsBase, MethodState, PruneThenFinetune, eval_mode, option
 
 
 @register_method
@@ -69,9 +69,7 @@ class HGSR(PruneThenFinetune):
         hp = self.hparams
         for unit in self.units(model):
             for part, w in unit.weights():
-                grad = grad_of(part.module.weight)
-                if grad.shape[0] != w.shape[0]:
-                    grad = grad[part.offset:part.offset + unit.size]
+                grad = unit.grad_rows(part)
                 grad.addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
 
     @torch.no_grad()

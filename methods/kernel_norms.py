@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .base import eligible_convs, grad_of
+from .base import eligible_convs
 from .groups import Unit, kernel_norms, single_units
 
 NORM_SCALES = ("filters", "none")
@@ -59,7 +59,5 @@ def add_kernel_norm_grad(units: Sequence[Unit], norm_scale: str,
             part_coef = part_coef / unit.filters
         for part, w in unit.weights():
             c = part_coef / part.module.weight.shape[0] if norm_scale == "filters" else part_coef
-            grad = grad_of(part.module.weight)
-            if w.shape[0] != grad.shape[0]:
-                grad = grad[part.offset:part.offset + unit.size]
+            grad = unit.grad_rows(part)
             grad.addcmul_(torch.sign(w), c.view(-1, *([1] * (w.dim() - 1))))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, MethodState, grad_of, option
+from .base import HparamsBase, Method, MethodState, option
 from .groups import Unit
 
 
@@ -98,9 +98,7 @@ class L0SGL(Method):
                 sq = norm if sq is None else sq.add_(norm)
             coef = torch.rsqrt(sq.add_(hp.eps)).mul_(hp.lam * math.sqrt(size)).add_(self.beta)
             for part, w in members:
-                grad = grad_of(part.module.weight)
-                if grad.shape[0] != w.shape[0]:
-                    grad = grad[part.offset:part.offset + unit.size]
+                grad = unit.grad_rows(part)
                 u = unit._rows(part, self._copy(part.name, part.module.weight))
                 grad.addcmul_(w, coef.view(-1, *([1] * (w.dim() - 1))), value=weight).add_(u, alpha=-weight * self.beta)
 

@@ -69,11 +69,8 @@ class Slimming(PruneThenFinetune):
     def add_training_penalty_grad(self, model: nn.Module, weight: float) -> None:
         for unit in self.units(model):
             for part in unit.norms:
-                g = part.module.weight
-                grad = grad_of(g)
-                if grad.shape[0] != unit.size:
-                    g, grad = g[part.offset:part.offset + unit.size], grad[part.offset:part.offset + unit.size]
-                grad.add_(torch.sign(g), alpha=weight)
+                gamma = part.module.weight
+                unit._rows(part, grad_of(gamma)).add_(torch.sign(unit._rows(part, gamma)), alpha=weight)
 
     @torch.no_grad()
     def prune(self, model: nn.Module, state: MethodState) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, grad_of, option
+from .base import HparamsBase, Method, option
 from .groups import Unit, is_depthwise
 
 GROUPS = ("filter+channel", "filter", "channel", "shape")
@@ -63,9 +63,7 @@ class SSL(Method):
             else:
                 coefs = unit_group_lasso_coefs(unit, hp.groups, hp.channel_weight, hp.eps)
             for (part, w), coef in zip(members, coefs):
-                grad = grad_of(part.module.weight)
-                if grad.shape[0] != w.shape[0]:
-                    grad = grad[part.offset:part.offset + unit.size]
+                grad = unit.grad_rows(part)
                 grad.addcmul_(w, coef, value=weight)
 
 

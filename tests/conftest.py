@@ -128,3 +128,18 @@ def train_keeping(cfg, data):
     rows: list[dict] = []
     train(cfg, data, lambda epoch, m: rows.append(m), finish=finish)
     return rows, kept["model"], kept["structure"]
+
+
+def assert_closed_form_equals_autograd(method, model, weight: float = 0.7) -> None:
+    """A method's closed-form penalty gradient (``add_penalty_grad``) against autograd's of ``penalty``."""
+    params = list(model.parameters())
+    (weight * method.penalty(model)).backward()
+    expected = [None if p.grad is None else p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    method.add_penalty_grad(model, weight)
+    for p, want in zip(params, expected):
+        if want is None:
+            assert p.grad is None or not p.grad.any()
+        else:
+            torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12)

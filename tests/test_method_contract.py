@@ -15,6 +15,8 @@ from bench.zeroing import parse_zeroing
 from methods import MethodError, get_method, list_methods
 from methods.base import Method
 
+from conftest import assert_closed_form_equals_autograd
+
 DATA = make_synthetic((1, 28, 28), n_train=256, n_test=128)
 
 
@@ -100,16 +102,4 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(name):
                 m.weight.uniform_(-1.0, 1.0)
         model.conv1.weight[3].zero_()        # a zero filter: the subgradient at 0 must agree too
         model.conv2.weight[:5].zero_()
-    params = [p for p in model.parameters()]
-    method = cls()
-    (0.7 * method.penalty(model)).backward()
-    expected = [None if p.grad is None else p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    method.add_penalty_grad(model, 0.7)
-    for p, want in zip(params, expected):
-        got = p.grad
-        if want is None:
-            assert got is None or not got.any()
-        else:
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert_closed_form_equals_autograd(cls(), model)

@@ -18,6 +18,8 @@ from bench.zeroing import FilterMasks, parse_zeroing
 from methods import get_method
 from methods.groups import kernel_norms
 
+from conftest import assert_closed_form_equals_autograd
+
 NETS = str(Path(__file__).with_name("nets.py"))
 SHAPE = (3, 32, 32)
 
@@ -188,17 +190,7 @@ def test_closed_form_gradients_equal_autograd_on_coupled_and_depthwise_groups(na
     with torch.no_grad():
         model.body[3].weight[2].zero_()      # half of a coupled group at zero
         model.expand[0].weight[4].zero_()
-    params = list(model.parameters())
-    (0.7 * method.penalty(model)).backward()
-    expected = [None if p.grad is None else p.grad.clone() for p in params]
-    for p in params:
-        p.grad = None
-    method.add_penalty_grad(model, 0.7)
-    for p, want in zip(params, expected):
-        if want is None:
-            assert p.grad is None or not p.grad.any()
-        else:
-            torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12)
+    assert_closed_form_equals_autograd(method, model)
 
 
 def test_group_penalties_by_hand():
