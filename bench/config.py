@@ -367,10 +367,10 @@ def file_digest(path: str) -> str:
 
 def _model_spec(spec: str) -> str:
     """A model file is kept as an absolute path (trials and ``bench resume`` find it from anywhere)."""
-    path, sep, attr = spec.rpartition(":")
-    if sep and (path.endswith(".py") or os.sep in path) and not spec.startswith(("torchvision:", "timm:")):
-        return f"{os.path.abspath(path)}:{attr}"
-    return spec
+    from .models import file_source
+
+    found = file_source(spec)
+    return f"{os.path.abspath(found[0])}:{found[1]}" if found else spec
 
 
 def _plugin_spec(spec: str) -> str:

@@ -35,15 +35,11 @@ def alive_filters(structure: Structure, removed: dict[str, torch.Tensor] | None 
     return out
 
 
-def all_filters(structure: Structure) -> dict[str, int]:
-    return structure.filters()
-
-
 def filter_metrics(structure: Structure) -> dict[str, float]:
     """Alive filters and sparsity per conv, total filter sparsity, structural params and FLOPs."""
     removed = {u.name: removed_groups(u) for u in structure.units}
     alive = alive_filters(structure, removed)
-    total = all_filters(structure)
+    total = structure.filters()
     out: dict[str, float] = {}
     for name in alive:
         out[FILTERS_ALIVE.format(name)] = alive[name]

@@ -323,6 +323,14 @@ def _first_conv_for(model: nn.Module, in_channels: int, source: str) -> nn.Modul
     return model
 
 
+def file_source(source: str) -> tuple[str, str] | None:
+    """(path, callable) of a ``FILE.py:CALLABLE`` source (its path ends in .py or names a folder), else None."""
+    if source.startswith(("torchvision:", "timm:")):
+        return None
+    path, _, attr = source.rpartition(":")
+    return (path, attr) if path and attr and (path.endswith(".py") or os.sep in path) else None
+
+
 def _split_source(source: str) -> tuple[str, str]:
     path, _, attr = source.rpartition(":")
     if not path or not attr:
@@ -332,7 +340,7 @@ def _split_source(source: str) -> tuple[str, str]:
 
 def _user_code(source: str) -> ModelSpec:
     path, attr = _split_source(source)
-    if path.endswith(".py") or os.sep in path:
+    if file_source(source):
         file = os.path.abspath(path)
         if not os.path.isfile(file):
             raise ModelError(f"model source {source!r}: no such file {file}")
@@ -396,25 +404,21 @@ def default_input(source: str) -> tuple[int, int, int]:
 def model_key(source: str) -> str:
     """What a trial's key records of its model: the source itself, except for a file, whose content digest
     replaces its path (moving the file keeps the key; editing it changes the key)."""
-    if ":" not in source or source.startswith(("torchvision:", "timm:")):
-        return source
-    path, attr = _split_source(source)
-    if not (path.endswith(".py") or os.sep in path):
+    from .config import file_digest
+
+    found = file_source(source)
+    if found is None:
         return source
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        return f"file-{file_digest(found[0])}:{found[1]}"
     except OSError:
         return source
-    return f"file-sha256:{digest}:{attr}"
 
 
 def display_name(source: str) -> str:
     """A model source as people say it: a file's name without its folder (``my_net.py:MyNet``)."""
-    path, sep, attr = source.rpartition(":")
-    if sep and os.sep in path and not source.startswith(("torchvision:", "timm:")):
-        return f"{os.path.basename(path)}:{attr}"
-    return source
+    found = file_source(source)
+    return f"{os.path.basename(found[0])}:{found[1]}" if found else source
 
 
 def build_model(source: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] | None = None

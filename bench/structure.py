@@ -439,7 +439,3 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
                           "dependency graph does not follow" + (f" (it runs through {', '.join(ops)})" if ops else ""))
     return out
 
-
-def describe_skipped(structure: Structure) -> list[str]:
-    """One line per unit that is not prunable, with the reason."""
-    return [f"{name}: {reason}" for name, reason in structure.skipped.items()]
