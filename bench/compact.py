@@ -99,16 +99,21 @@ def save_compact(path: str | Path, model: nn.Module, model_name: str, input_shap
     return path
 
 
-def read_compact_info(path: str | Path) -> dict[str, Any]:
-    """What :func:`save_compact` recorded (model, input shape, classes, widths, removed filters, parameter count),
-    without rebuilding the model."""
-    path = Path(path)
+def _read(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict :func:`save_compact` wrote (weights only), or a ValueError naming the file."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
         raise ValueError(f"{path}: not a readable compact model ({type(err).__name__}: {err})") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
         raise ValueError(f"{path}: not a compact model written by bench (expected format {FORMAT})")
+    return saved
+
+
+def read_compact_info(path: str | Path) -> dict[str, Any]:
+    """What :func:`save_compact` recorded (model, input shape, classes, widths, removed filters, parameter count),
+    without rebuilding the model."""
+    saved = _read(Path(path))
     info = {k: v for k, v in saved.items() if k != "state_dict"}
     info["params"] = sum(v.numel() for k, v in saved["state_dict"].items()
                          if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
@@ -118,12 +123,7 @@ def read_compact_info(path: str | Path) -> dict[str, Any]:
 def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_compact`: (the model in eval mode, its description)."""
     path = Path(path)
-    try:
-        saved = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable compact model ({type(err).__name__}: {err})") from None
-    if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a compact model written by bench (expected format {FORMAT})")
+    saved = _read(path, map_location)
     if not rebuildable(saved["model"]):
         raise ValueError(f"{path}: model {saved['model']!r} cannot be rebuilt from its widths; load the run's "
                          "compact_model.pt2 program instead (torch.export.load)")
