@@ -5,14 +5,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class PadNet(nn.Module):
-    """Option-A shortcut: the 8-channel stream is zero-padded to 16 channels and added."""
+class _TwoConvs(nn.Module):
+    """conv a (8 channels), conv b (16), a linear head on the pooled features; subclasses put an operation
+    between a and b."""
 
     def __init__(self, num_classes=10, in_channels=3):
         super().__init__()
         self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
         self.b = nn.Conv2d(8, 16, 3, padding=1)
         self.head = nn.Linear(16, num_classes)
+
+
+class PadNet(_TwoConvs):
+    """Option-A shortcut: the 8-channel stream is zero-padded to 16 channels and added."""
 
     def forward(self, x):
         x = torch.relu(self.a(x))
@@ -20,29 +25,20 @@ class PadNet(nn.Module):
         return self.head(y.mean((2, 3)))
 
 
-class ChannelNorm(nn.Module):
+class ChannelNorm(_TwoConvs):
     """A LayerNorm over channels after a conv (channels-last LayerNorm, as in ConvNeXt)."""
 
     def __init__(self, num_classes=10, in_channels=3):
-        super().__init__()
-        self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
+        super().__init__(num_classes, in_channels)
         self.norm = nn.LayerNorm(8)
-        self.b = nn.Conv2d(8, 16, 3, padding=1)
-        self.head = nn.Linear(16, num_classes)
 
     def forward(self, x):
         x = self.norm(self.a(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.head(self.b(x).mean((2, 3)))
 
 
-class Shuffle(nn.Module):
+class Shuffle(_TwoConvs):
     """Channel mean subtracted across channels: every output channel depends on every input channel."""
-
-    def __init__(self, num_classes=10, in_channels=3):
-        super().__init__()
-        self.a = nn.Conv2d(in_channels, 8, 3, padding=1)
-        self.b = nn.Conv2d(8, 16, 3, padding=1)
-        self.head = nn.Linear(16, num_classes)
 
     def forward(self, x):
         x = self.a(x)

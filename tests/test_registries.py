@@ -83,18 +83,27 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
     methods = [m for m in list_methods() if _accepts(m, probe)]
     assert "none" in methods and "l1l2" in methods
     for method in methods:
-        cls = get_method(method)
-        grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
-        options = {method: FEW_SAMPLES[method]} if method in FEW_SAMPLES else {}
-        cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
-                           "device": "cpu", "model": name, "options": options, **grid}).trials()[0]
-        rows, model, structure = train_keeping(cfg, data)
-        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
-        model = model.eval()
-        small = compact(model, structure).eval()
-        x = torch.randn(4, *shape)
-        with torch.no_grad():
-            assert (small(x) - model(x)).abs().max().item() < 1e-4, method
+        diff, _ = _train_and_compact(name, shape, method, data, FEW_SAMPLES, examples=4)
+        assert diff < 1e-4, method
+
+
+def _train_and_compact(source, shape, method, data, options, examples, **settings):
+    """Two epochs of ``method`` at its strongest default value (``options[method]``, if any, for its options) on
+    ``source``; the largest difference between the trained model's outputs and its compact model's on
+    ``examples`` random inputs, and the largest output."""
+    cls = get_method(method)
+    grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+    cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic", "device": "cpu",
+                       "model": source, "options": {method: options[method]} if method in options else {},
+                       **grid, **settings}).trials()[0]
+    rows, model, structure = train_keeping(cfg, data)
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
+    model = model.eval()
+    small = compact(model, structure).eval()
+    x = torch.randn(examples, *shape)
+    with torch.no_grad():
+        want = model(x)
+        return (small(x) - want).abs().max().item(), want.abs().max().item()
 
 
 NETS = str(__import__("pathlib").Path(__file__).with_name("nets.py"))
@@ -139,20 +148,8 @@ def test_every_method_runs_on_models_of_any_topology_or_refuses_them_before_trai
         except MethodError as err:
             assert str(err)
             continue
-        cls = get_method(method)
-        grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
-        options = {method: TINY[method]} if method in TINY else {}
-        cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
-                           "device": "cpu", "model": source, "options": options, "prune_coupled": coupled,
-                           **grid}).trials()[0]
-        rows, model, structure_after = train_keeping(cfg, data)
-        assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows), method
-        model = model.eval()
-        small = compact(model, structure_after).eval()
-        x = torch.randn(2, *shape)
-        with torch.no_grad():
-            want = model(x)
-            assert (small(x) - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item()), method
+        diff, largest = _train_and_compact(source, shape, method, data, TINY, examples=2, prune_coupled=coupled)
+        assert diff <= 1e-4 * max(1.0, largest), method
         ran.append(method)
     required = {"none", "l1", "l2", "l1l2", "ssl", "l0sgl", "hgsr", "nisp", "slimming"}
     if "squeezenet" in source:   # no BatchNorm, and its classifier is a conv: no final response layer
