@@ -229,7 +229,7 @@ def cumulative_selection(norms: Sequence[torch.Tensor], alive: Sequence[torch.Te
 class Threshold(ZeroingRule):
     """Two implementations of the same rule: on CPU, where reading a value back costs nothing, the common
     step is a few passes and filters are removed through :meth:`FilterMasks.remove` when they empty; on
-    an accelerator, :func:`threshold_layer` does it without any host sync (every layer's masks are then
+    an accelerator, :func:`threshold_unit` does it without any host sync (every layer's masks are then
     re-applied at each step). ``sync_free`` forces one of them (None: by the weights' device)."""
 
     eps: float = 1e-4
@@ -285,12 +285,6 @@ def _below(value: float, dtype: torch.dtype) -> float:
     """The largest number below ``value`` in ``dtype``."""
     v = torch.tensor(value, dtype=dtype)
     return float(torch.nextafter(v, torch.zeros((), dtype=dtype)))
-
-
-@torch.no_grad()
-def threshold_layer(weight: torch.Tensor, mask: torch.Tensor, eps: float) -> None:
-    """:func:`threshold_unit` of a single conv's weight."""
-    threshold_unit([weight], mask, eps)
 
 
 @torch.no_grad()
