@@ -280,7 +280,9 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
                                              run_name=f"{name}-{time.strftime('%H%M%S')}")
         except BaseException as err:
             close_open_children(uri, experiment_id, parent)
-            interrupted = isinstance(err, KeyboardInterrupt)
+            # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
+            # objects, dead workers) is the interruption, not a failure of the sweep
+            interrupted = isinstance(err, KeyboardInterrupt) or getattr(session, "terminated", False)
             end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
                     f"{type(err).__name__}: {err}")
             if interrupted:

@@ -272,6 +272,7 @@ class ray_session:
         self._abort: Callable[[], None] | None = None
         self._timer: threading.Timer | None = None
         self._previous: Any = None
+        self.terminated = False   # a SIGTERM arrived: what fails after it is part of the stop
 
     def on_abort(self, callback: Callable[[], None]) -> None:
         self._abort = callback
@@ -297,6 +298,7 @@ class ray_session:
             signal.signal(signal.SIGTERM, self._previous)
 
     def _on_sigterm(self, signum, frame) -> None:
+        self.terminated = True
         if self._timer is None:
             self._timer = threading.Timer(self.grace, self._hard_stop)
             self._timer.daemon = True
