@@ -212,9 +212,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<18} {spec.description}")
     for name, description in SOURCES.items():
         print(f"  {name:<18} {description}")
-    print("datasets")
+    from .sources import DATASET_PLUGINS, SOURCE_HELP
+    print("datasets (registered names, then the sources --dataset accepts)")
     for name, spec in sorted(DATASETS.items()):
-        print(f"  {name:<14} {spec.description}")
+        print(f"  {name:<18} {spec.description}")
+    for name in sorted(DATASET_PLUGINS):
+        print(f"  {name:<18} {(DATASET_PLUGINS[name].__doc__ or 'registered by a plugin').strip().splitlines()[0]}")
+    for name, description in SOURCE_HELP.items():
+        print(f"  {name:<18} {description}")
     from .presets import PRESETS
     print("presets (bench run --preset NAME; its experiment is NAME)")
     for name, preset in PRESETS.items():

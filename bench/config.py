@@ -70,9 +70,10 @@ class TrainSettings:
     label_smoothing: float = setting(0.0, "label smoothing of the training cross-entropy", role=TRIAL, min=0,
                                      open_max=1, key_default=0.0)
     nesterov: bool = setting(False, "Nesterov momentum (sgd)", role=TRIAL, key_default=False)
-    augment: str = setting("none", "training augmentation on the device: none, flip, or crop-flip (pad 4, random "
-                           "crop, flip: the CIFAR standard)", role=TRIAL, choices=("none", "flip", "crop-flip"),
-                           key_default="none")
+    augment: str = setting("auto", "training augmentation: none, flip, crop-flip (pad 4, random crop, flip: the CIFAR "
+                           "standard) or standard (RandomResizedCrop + flip)", role=TRIAL,
+                           choices=("auto", "none", "flip", "crop-flip", "standard"), key_default="none",
+                           shown_default="auto: none for the built-in datasets, standard for any other")
     limit_train: int | None = setting(None, "use only the first N training examples (quick runs)", role=TRIAL,
                                       min=1, shown_default="all", cli={"metavar": "N"}, label="limit-train")
     limit_test: int | None = setting(None, "use only the first N test examples", role=TRIAL, min=1,
@@ -85,9 +86,20 @@ class TrainSettings:
                              choices=PRECISIONS, key_default="fp32")
     channels_last: bool = setting(False, "channels-last memory layout for conv weights and inputs", role=TRIAL,
                                   key_default=False)
-    input_size: int | None = setting(None, "side of the square inputs the synthetic dataset generates", role=TRIAL,
-                                     min=1, key_default=None, shown_default="the model's (else 32)",
+    image_size: int | None = setting(None, "side of the square images: image folders and torchvision/file datasets "
+                                     "are resized (shorter side) and centre-cropped to it, built-in ones resized, "
+                                     "synthetic data generated at it; the model is built for it", role=TRIAL, min=1,
+                                     key_default=None, shown_default="the data's own (folders 224)",
                                      cli={"metavar": "S"})
+    data_path: str = setting("auto", "memory: the whole dataset as one uint8 tensor on the device; stream: a "
+                             "DataLoader with worker processes; auto: memory when the decoded data takes at most "
+                             "2 GiB", role=TRIAL, choices=("auto", "memory", "stream"), key_default="auto")
+    loader_workers: int = setting(2, "DataLoader worker processes of the streaming path (and of decoding an image "
+                                  "folder into memory)", role=TRIAL, min=0, key_default=2, cli={"metavar": "N"})
+    normalize: str | None = setting(None, "per-channel mean/std on the [0, 1] scale, MEAN1,MEAN2,MEAN3/STD1,STD2,STD3 "
+                                    "or imagenet", role=TRIAL, key_default=None,
+                                    shown_default="the dataset's own, else computed from its training split and cached",
+                                    cli={"metavar": "MEAN/STD"})
     prune_coupled: bool = setting(False, "also prune coupled channels (a residual stream: the same channel of "
                                   "every conv that writes into it), each as one group", role=TRIAL, key_default=False)
     exclude_layers: tuple[str, ...] = setting((), "keep layers matching these patterns (fnmatch on module names, "
@@ -103,13 +115,21 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         _checked(self)
-        from .data import get_dataset_spec
+        from .data import DATASETS, check_source
         from .models import ModelError, get_model_spec
         try:
             get_model_spec(self.model)
         except ModelError as err:
             raise ConfigError(str(err)) from None
-        get_dataset_spec(self.dataset)
+        check_source(self.dataset)   # a DataError naming the valid datasets or what is missing
+        if self.augment == "auto":   # the built-in datasets keep what their sweeps and presets always meant
+            object.__setattr__(self, "augment", "none" if self.dataset in DATASETS else "standard")
+        if self.normalize is not None:
+            from .sources import parse_normalize
+            try:
+                parse_normalize(self.normalize)
+            except ValueError as err:
+                raise ConfigError(f"--normalize: {err}") from None
         _check(self.init_from is None or os.path.isfile(self.init_from),
                f"--init-from {self.init_from}: no such file")
         from .recipe import RecipeError, parse_schedule
@@ -159,12 +179,14 @@ class TrialConfig:
     def key(self) -> str:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
         resume); where the data files are and whether they may be downloaded are not part of it."""
+        from .data import data_key
         from .models import model_key
         d = self.to_dict()
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
         d["train"]["model"] = model_key(self.train.model)
+        d["train"]["dataset"] = data_key(self.train.dataset)
         if self.train.init_from is not None:
             d["train"]["init_from"] = file_digest(self.train.init_from)
         blob = json.dumps(d, sort_keys=True, default=str)
@@ -270,8 +292,9 @@ class SweepConfig:
 
     @property
     def experiment_name(self) -> str:
+        from .data import data_display
         from .models import display_name
-        return self.experiment or f"{display_name(self.train.model)}-{self.train.dataset}"
+        return self.experiment or f"{display_name(self.train.model)}-{data_display(self.train.dataset)}"
 
     def grid(self, method: str) -> tuple[float | None, ...]:
         """The values of ``method``'s sweep axis in this sweep (its default grid when none was given)."""
@@ -373,6 +396,13 @@ def _model_spec(spec: str) -> str:
     return f"{os.path.abspath(found[0])}:{found[1]}" if found else spec
 
 
+def _dataset_spec(spec: str) -> str:
+    """A dataset folder or file is kept as an absolute path, as a model file is."""
+    if spec.startswith("imagefolder:"):
+        return "imagefolder:" + os.path.abspath(os.path.expanduser(spec.partition(":")[2]))
+    return _model_spec(spec) if not spec.startswith("torchvision:") else spec
+
+
 def _plugin_spec(spec: str) -> str:
     """Plugin files are kept as absolute paths, so that ``bench resume`` finds them from anywhere."""
     return os.path.abspath(spec) if spec.endswith(".py") or os.sep in spec else spec
@@ -433,6 +463,8 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 merged[key] = _merge_nested(merged[key], value)
             elif key == "model" and isinstance(value, str):
                 merged[key] = _model_spec(value)
+            elif key == "dataset" and isinstance(value, str):
+                merged[key] = _dataset_spec(value)
             elif key == "init_from" and isinstance(value, str):
                 merged[key] = os.path.abspath(value)
             elif key == "plugins":

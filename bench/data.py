@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import pickle
 import struct
@@ -58,6 +59,14 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_x)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test_x)
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train_x)} train / {len(self.test_x)} test, "
@@ -300,33 +309,161 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+SOURCES = ("imagefolder:PATH", "torchvision:NAME[:KEY=VALUE,...]", "FILE.py:CALLABLE", "MODULE:CALLABLE")
+DATA_PATHS = ("auto", "memory", "stream")
+MEMORY_LIMIT_BYTES = 2 * 2 ** 30   # auto: decoded uint8 splits up to this size are held in memory
+
+
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    from .sources import DATASET_PLUGINS
+    return sorted({*DATASETS, *DATASET_PLUGINS})
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(list_datasets())}") from None
+        raise DataError(f"unknown dataset {name!r}; valid datasets: {', '.join(list_datasets())}; or "
+                        + ", ".join(SOURCES)) from None
+
+
+def check_source(name: str) -> None:
+    """A cheap check that ``name`` is a dataset or a source that may load (before any work starts)."""
+    from .models import file_source
+    from .sources import DATASET_PLUGINS, torchvision_class
+    if name in DATASETS or name in DATASET_PLUGINS:
+        return
+    kind, _, rest = name.partition(":")
+    if kind == "imagefolder":
+        if not rest or not Path(rest).expanduser().is_dir():
+            raise DataError(f"dataset {name}: no such folder {Path(rest).expanduser().absolute() if rest else '(none given)'}")
+    elif kind == "torchvision":
+        torchvision_class(rest.partition(":")[0])
+    elif rest:
+        found = file_source(name)
+        if found and not Path(found[0]).expanduser().is_file():
+            raise DataError(f"dataset source {name!r}: no such file {Path(found[0]).expanduser().absolute()}")
+    else:
+        get_dataset_spec(name)
+
+
+def data_key(name: str) -> str:
+    """What a trial's key records of its dataset: the name, except for a folder (its content fingerprint)
+    and a file (its content digest)."""
+    from .models import model_key
+    from .sources import folder_key
+    if name.startswith("imagefolder:"):
+        return folder_key(name)
+    return model_key(name) if not name.startswith("torchvision:") else name
+
+
+def data_display(name: str) -> str:
+    """A dataset as people say it: a folder or file by its name, not its path (``imagefolder:flowers``)."""
+    if name.startswith("imagefolder:"):
+        return f"imagefolder:{Path(name.partition(':')[2]).name}"
+    from .models import display_name
+    return display_name(name) if not name.startswith("torchvision:") else name
+
+
+def _source_data(name: str, data_dir, download, input_shape, image_size):
+    """The full dataset of ``name``: built-in arrays, or what a source gives (arrays or items)."""
+    from .sources import DATASET_PLUGINS, image_folder, torchvision_data, user_data
+    if name in DATASETS:
+        if name == "synthetic" and image_size and input_shape:
+            input_shape = (input_shape[0], image_size, image_size)
+        return DATASETS[name].loader(data_dir=data_dir, download=download, input_shape=input_shape)
+    kind, _, rest = name.partition(":")
+    if kind == "imagefolder":
+        return image_folder(rest, image_size)
+    if kind == "torchvision":
+        return torchvision_data(rest, search_roots(data_dir), downloads_allowed(download), image_size)
+    if name in DATASET_PLUGINS or rest:
+        return user_data(name, data_dir, image_size)
+    return get_dataset_spec(name).loader()
+
+
+def _resized(x: np.ndarray, size: int) -> np.ndarray:
+    """uint8 images resized (shorter side, bilinear, antialiased) and centre-cropped to size x size."""
+    if x.shape[2] == size and x.shape[3] == size:
+        return x
+    import torch
+    from torchvision.transforms.v2 import functional as TF
+    out = [TF.center_crop(TF.resize(torch.tensor(x[i:i + 1024]), [size], antialias=True), [size, size])
+           for i in range(0, len(x), 1024)]
+    return torch.cat(out).numpy()
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_train: int | None = None,
                  limit_test: int | None = None, input_shape: Sequence[int] | None = None,
-                 download: bool | None = None) -> Dataset:
-    """Load a registered dataset into memory; ``limit_*`` keep the first N examples of each split.
+                 download: bool | None = None, image_size: int | None = None, data_path: str = "auto",
+                 normalize: str | None = None, workers: int = 2, progress: Callable[[str], None] | None = None):
+    """Load a dataset: a :class:`Dataset` (arrays, the memory path) or a :class:`bench.sources.StreamData`
+    (examples read per batch, the streaming path).
 
-    ``input_shape`` is the model's preferred (C, H, W); only the synthetic dataset uses it.
+    ``limit_*`` keep the first N examples of a built-in dataset and a seeded class-stratified subset of any other
+    source. ``input_shape`` is the model's preferred (C, H, W) (the synthetic dataset uses it); ``image_size``
+    resizes every image to a square of that side (folders: the decoding size, default 224). ``data_path``:
+    ``memory``, ``stream`` or ``auto`` (memory when the decoded uint8 splits take at most
+    ``MEMORY_LIMIT_BYTES``); ``normalize`` replaces the mean/std (``bench.sources.parse_normalize``), which are
+    otherwise the dataset's own or computed from its training split and cached.
     """
+    from .sources import ArrayItems, StreamData, cached_stats, channel_stats, decoded_bytes, materialise, \
+        parse_normalize, stratified
     for flag, value in (("limit_train", limit_train), ("limit_test", limit_test)):
         if value is not None and value < 1:
             raise DataError(f"{flag} must be >= 1, got {value}")
-    ds = get_dataset_spec(name).loader(data_dir=data_dir, download=download, input_shape=input_shape)
-    if limit_train is not None:
-        ds.train_x, ds.train_y = ds.train_x[:limit_train], ds.train_y[:limit_train]
-    if limit_test is not None:
-        ds.test_x, ds.test_y = ds.test_x[:limit_test], ds.test_y[:limit_test]
-    return ds
+    if data_path not in DATA_PATHS:
+        raise DataError(f"data path {data_path!r}: valid values: {', '.join(DATA_PATHS)}")
+    ds = _source_data(name, data_dir, download, input_shape, image_size)
+    if isinstance(ds, Dataset) and image_size and name != "synthetic":
+        ds.train_x, ds.test_x = _resized(ds.train_x, image_size), _resized(ds.test_x, image_size)
+    if normalize:
+        ds.mean, ds.std = parse_normalize(normalize)
+    elif not ds.mean:
+        train_items = ds.train if isinstance(ds, StreamData) else ArrayItems(ds.train_x, ds.train_y)
+        places = [Path(ds.source) / ".bench"] if name.startswith("imagefolder:") else []
+        key = json.dumps([data_key(name), ds.n_train, list(ds.input_shape)])
+        ds.mean, ds.std = cached_stats(key, places + [Path.home() / ".cache" / "bench" / "stats"],
+                                       lambda: channel_stats(train_items, workers))
+    if len(ds.mean) != ds.input_shape[0]:
+        raise DataError(f"dataset {name}: {len(ds.mean)} normalisation channels for {ds.input_shape[0]}-channel "
+                        "images; give one mean and std per channel with --normalize")
+    builtin = name in DATASETS
+    if isinstance(ds, Dataset):
+        for split, limit in (("train", limit_train), ("test", limit_test)):
+            if limit is not None:
+                x, y = getattr(ds, f"{split}_x"), getattr(ds, f"{split}_y")
+                keep = slice(None, limit) if builtin else stratified(y, limit)
+                setattr(ds, f"{split}_x", x[keep])
+                setattr(ds, f"{split}_y", y[keep])
+        if data_path != "stream":
+            return ds
+        return StreamData(ds.name, ArrayItems(ds.train_x, ds.train_y), ArrayItems(ds.test_x, ds.test_y),
+                          ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info)
+    for split, limit in (("train", limit_train), ("test", limit_test)):
+        if limit is not None:
+            items = getattr(ds, split)
+            setattr(ds, split, _subset(items, stratified(items.labels, limit)))
+    if data_path == "stream" or (data_path == "auto" and decoded_bytes(ds) > MEMORY_LIMIT_BYTES):
+        return ds
+    train_x, train_y = materialise(ds.train, workers, progress, f"{ds.name} train")
+    test_x, test_y = materialise(ds.test, workers, progress, f"{ds.name} test")
+    return Dataset(ds.name, train_x, train_y, test_x, test_y, ds.num_classes, ds.mean, ds.std, ds.source, ds.info)
+
+
+def _subset(items, keep: np.ndarray):
+    """``items`` restricted to the examples ``keep``."""
+    import copy
+    out = copy.copy(items)
+    out.labels = items.labels[keep]
+    if hasattr(items, "paths"):
+        out.paths = [items.paths[i] for i in keep]
+    elif hasattr(items, "x"):
+        out.x = items.x[keep]
+    else:
+        from torch.utils.data import Subset
+        out.dataset = Subset(items.dataset, keep.tolist())
+    return out
 
 
 __all__ = ["DATASETS", "DataError", "Dataset", "list_datasets", "load_dataset", "make_synthetic", "read_idx",

@@ -20,7 +20,11 @@ a function of its config and seed (and resumes at any epoch) without a scheduler
 Augmentation (``--augment``), on the uint8 batch on the device, before normalisation, with the trial's own
 generator, no per-image Python: ``flip`` (horizontal, probability 1/2) and ``crop-flip`` (zero-pad 4 pixels,
 random crop back to the size, then ``flip``: the CIFAR standard, as torchvision's ``RandomCrop(size, padding=4)``
-and ``RandomHorizontalFlip``). Evaluation never augments.
+and ``RandomHorizontalFlip``) and ``standard`` (RandomResizedCrop, scale 0.08-1 and aspect ratio 3/4-4/3 as
+torchvision samples them, resized back to the image's size with ``torchvision.ops.roi_align``'s bilinear
+sampling, then ``flip``). On the streaming path ``standard`` runs per image in the DataLoader workers instead
+(``torchvision.transforms.v2``, cropping from the full-size original of an image file). Evaluation never
+augments.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ import torch
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step:E1,E2[,...][:GAMMA]", "onecycle")
-AUGMENTS = ("none", "flip", "crop-flip")
+AUGMENTS = ("none", "flip", "crop-flip", "standard")
 
 
 class RecipeError(ValueError):
@@ -112,6 +116,8 @@ class Augment:
         if self.spec == "none":
             return x
         b, _, h, w = x.shape
+        if self.spec == "standard":
+            return self._resized_crop(x)
         if self.spec == "crop-flip":
             p = self.pad
             padded = torch.nn.functional.pad(x, (p, p, p, p))
@@ -124,3 +130,28 @@ class Augment:
             x = padded[batch, channel, rows, cols]
         flip = (torch.rand(b, generator=self.generator) < 0.5).to(x.device)
         return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+    def _resized_crop(self, x: torch.Tensor, scale: tuple[float, float] = (0.08, 1.0),
+                      ratio: tuple[float, float] = (3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
+        """RandomResizedCrop + flip of every image of the batch at once: torchvision's sampling (``tries``
+        candidate boxes per image, the first that fits, else the whole image), float output in [0, 255]."""
+        from torchvision.ops import roi_align
+
+        b, _, h, w = x.shape
+        g = self.generator
+        area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(b, tries, generator=g))
+        log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(b, tries, generator=g)
+        aspect = torch.exp(log_r)
+        cw = torch.sqrt(area * aspect).round()
+        ch = torch.sqrt(area / aspect).round()
+        fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        first = torch.where(fits.any(1), fits.int().argmax(1), -1)
+        rows = torch.arange(b)
+        cw = torch.where(first >= 0, cw[rows, first.clamp(min=0)], torch.tensor(float(w)))
+        ch = torch.where(first >= 0, ch[rows, first.clamp(min=0)], torch.tensor(float(h)))
+        top = torch.floor(torch.rand(b, generator=g) * (h - ch + 1))
+        left = torch.floor(torch.rand(b, generator=g) * (w - cw + 1))
+        boxes = torch.stack([rows.float(), left, top, left + cw, top + ch], 1).to(x.device)
+        out = roi_align(x.float(), boxes, output_size=(h, w), spatial_scale=1.0, sampling_ratio=1, aligned=True)
+        flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+        return torch.where(flip[:, None, None, None], out.flip(3), out)

@@ -16,6 +16,7 @@ The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sw
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +73,26 @@ def describe_structure(structure) -> list[str]:
             for reason, names in by_reason.items()]
 
 
+def describe_path(data, t) -> str:
+    """Which data path the trials take and why (bench/batches.py)."""
+    from .data import MEMORY_LIMIT_BYTES, Dataset
+    mib = (data.n_train + data.n_test) * math.prod(data.input_shape) / 2 ** 20
+    if isinstance(data, Dataset):
+        why = "--data-path memory" if t.data_path == "memory" else (
+            f"{mib:.0f} MiB decoded, within the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
+        return f"memory path: uint8 tensor on the device ({why}); normalised with mean " \
+               f"{_fmt(data.mean)}, std {_fmt(data.std)}"
+    why = "--data-path stream" if t.data_path == "stream" else (
+        f"{mib:.0f} MiB decoded, over the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
+    return (f"stream path: DataLoader, {t.loader_workers} workers ({why}); normalised with mean {_fmt(data.mean)}, "
+            f"std {_fmt(data.std)}" + ("; standard augmentation per image in the workers"
+                                       if t.augment == "standard" else ""))
+
+
+def _fmt(values) -> str:
+    return ",".join(f"{v:.4f}" for v in values)
+
+
 def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     """Everything checked before any run is created: returns the trials and the loaded data."""
     from methods import MethodError
@@ -93,11 +114,11 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             raise ConfigError(f"--device {t.device}: {err}") from None
         check_local_resources(sweep.cpus_per_trial, sweep.gpus_per_trial)
     t0 = time.monotonic()
-    shape = default_input(t.model)
-    if t.input_size:
-        shape = (shape[0], t.input_size, t.input_size)
-    data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=shape, download=t.download)
+    data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=default_input(t.model),
+                        download=t.download, image_size=t.image_size, data_path=t.data_path, normalize=t.normalize,
+                        workers=t.loader_workers, progress=write)
     write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
+    write(f"       {describe_path(data, t)}")
     t1 = time.monotonic()
     try:
         model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes, notes=write)

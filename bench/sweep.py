@@ -34,6 +34,7 @@ from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
 from .config import SweepConfig, TrainSettings, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
+from .sources import StreamData  # noqa: E402
 from .settings import TRIAL, declared  # noqa: E402
 from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
 
@@ -73,7 +74,7 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, threads: int,
+def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
                plugins: tuple[str, ...] = ()) -> None:
     """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch."""
     import torch
@@ -88,8 +89,8 @@ def _run_trial(config: dict[str, Any], data: Dataset, tracking: TrackingInfo, th
     device = str(resolve_device(trial.train.device))
     run = TrialRun(tracking, trial.name, trial_params(trial),
                    {"trial": trial.to_dict(), N.TRIAL_KEY: trial.key, "device": device,
-                    "data": {"name": data.name, "source": data.source, "train": len(data.train_x),
-                             "test": len(data.test_x)}},
+                    "data": {"name": data.name, "source": data.source, "train": data.n_train,
+                             "test": data.n_test}},
                    trial.key, device)
 
     def report(epoch: int, values: dict[str, float]) -> None:
@@ -329,7 +330,7 @@ def cluster_summary() -> str:
     return f"{nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
 
 
-def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset, tracking: TrackingInfo,
+def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | StreamData, tracking: TrackingInfo,
               write: Callable[[str], None] = print, run_name: str | None = None) -> list[TrialOutcome]:
     """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial.
 

@@ -13,9 +13,10 @@ Precision: ``precision="bf16"`` runs the forward pass and the task loss under bf
 gradients, penalty, optimizer step and evaluation stay float32); ``channels_last`` stores conv weights and
 inputs channels-last. Both are off by default: on a 2-core CPU neither helps LeNet.
 
-Data path (docs/architecture.md): the dataset is one uint8 tensor on the training device; each epoch draws a
-permutation and batches are slices of it, normalised on the device. A trial is a pure function of its
-config and seed: on CPU the same config and seed give identical metrics.
+Data path (``bench/batches.py``, docs/architecture.md): each epoch draws a permutation from the trial's generator;
+the memory path slices the uint8 dataset held on the device with it, the streaming path reads the same batches
+through a DataLoader; both normalise on the device. A trial is a pure function of its config and seed: on CPU
+the same config and seed give identical metrics, on either path.
 """
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ from torch import nn
 from . import metrics as M
 from . import names as N
 from .config import TrialConfig
+from .batches import MemoryBatches, StreamBatches, make_batches
 from .data import Dataset
 from .models import build_model
 from .recipe import Augment, build_optimizer, parse_schedule, rate
+from .sources import StreamData
 from .structure import Structure, derive
 from .zeroing import FilterMasks, parse_zeroing
 
@@ -58,44 +61,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A tensor over ``array`` without copying on CPU (arrays from Ray's object store are read-only;
-    the trainer only reads them), copied once onto another device."""
-    if not array.flags.writeable:
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            t = torch.from_numpy(array)
-    else:
-        t = torch.from_numpy(array)
-    return t.to(device)
-
-
-class Batches:
-    """Normalises uint8 batches on the device: (x / 255 - mean) / std, per channel."""
-
-    def __init__(self, data: Dataset, device: torch.device) -> None:
-        self.device = device
-        self.train_x = as_tensor(data.train_x, device)
-        self.train_y = as_tensor(data.train_y, device)
-        self.test_x = as_tensor(data.test_x, device)
-        self.test_y = as_tensor(data.test_y, device)
-        c = len(data.mean)
-        self.scale = (1.0 / (255.0 * torch.tensor(data.std, device=device))).view(1, c, 1, 1)
-        self.shift = (-torch.tensor(data.mean, device=device) / torch.tensor(data.std, device=device)).view(1, c, 1, 1)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, x.float(), self.scale)
-
-    def test(self, batch_size: int):
-        for i in range(0, len(self.test_x), batch_size):
-            yield self.normalise(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]
-
-
 class TrialState:
     """What a method's hooks may use: implements ``methods.base.MethodState`` (checked by mypy in CI)."""
 
-    def __init__(self, model: nn.Module, masks: FilterMasks, batches: Batches, config: TrialConfig,
+    def __init__(self, model: nn.Module, masks: FilterMasks, batches: MemoryBatches | StreamBatches,
+                 config: TrialConfig,
                  generator: torch.Generator) -> None:
         self.model = model
         self.masks = masks
@@ -104,7 +74,7 @@ class TrialState:
         self.epochs = config.train.epochs
         self.step = 0
         self.device = batches.device
-        self.input_shape = tuple(batches.train_x.shape[1:])
+        self.input_shape = batches.input_shape
         self._batches = batches
         self._generator = generator
         self.extra_metrics: dict[str, float] = {}
@@ -116,8 +86,8 @@ class TrialState:
 
     def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """n random training examples (normalised) from the trial's own generator."""
-        idx = torch.randint(len(self._batches.train_x), (n,), generator=self._generator).to(self.device)
-        return self._batches.normalise(self._batches.train_x[idx]), self._batches.train_y[idx]
+        x, y = self._batches.take(torch.randint(self._batches.n, (n,), generator=self._generator))
+        return self._batches.normalise(x), y
 
     def remove(self, layer: str, filters) -> list[int]:
         """Remove filters of ``layer`` through the masks (they stay zero); returns the indices removed."""
@@ -159,7 +129,7 @@ def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_class
     return model, structure
 
 
-def train(config: TrialConfig, data: Dataset,
+def train(config: TrialConfig, data: Dataset | StreamData,
           report: Callable[[int, dict[str, float]], None] | None = None,
           finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None) -> dict[str, float]:
     """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics.
@@ -179,85 +149,86 @@ def train(config: TrialConfig, data: Dataset,
     method.bind(structure.units)
     method.check_model(model)
     optimizer = build_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.momentum, tc.weight_decay, tc.nesterov)
-    schedule = parse_schedule(tc.schedule, tc.epochs)
     masks = FilterMasks(structure, optimizer)
     rule.prepare(masks)
-    batches = Batches(data, device)
+    schedule = parse_schedule(tc.schedule, tc.epochs)
+    batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    augment = Augment(tc.augment, generator)
+    augment = Augment(on_device, generator)
     state = TrialState(model, masks, batches, config, generator)
     weight = method.penalty_weight
     closed_form = bool(weight) and method.closed_form_grad   # the penalty's gradient without autograd
     autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
-    n = len(batches.train_x)
+    n = batches.n
     last: dict[str, float] = {}
 
-    for epoch in range(1, tc.epochs + 1):
-        state.epoch = epoch
-        state.extra_metrics = {}
-        lr = rate(tc.lr, epoch, schedule, tc.warmup_epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start = time.perf_counter()
-        method.on_epoch_start(model, state)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(n, generator=generator).to(device)
-        for i in range(0, n, tc.batch_size):
-            idx = perm[i:i + tc.batch_size]
-            x, y = batches.normalise(augment(batches.train_x[idx])), batches.train_y[idx]
-            if tc.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model(x)
-                task = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
-            loss = task + weight * method.penalty(model) if weight and not closed_form else task
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if closed_form:
-                method.add_penalty_grad(model, weight)
-            masks.mask_grads()
-            optimizer.step()
-            rule.after_step(masks)   # may clear mask entries (threshold rule) ...
-            masks.apply()            # ... which this one in-place pass then enforces
-            method.after_step(model, state)
-            state.step += 1
-            loss_sum += task.detach() * len(idx)
-            correct += (out.detach().argmax(1) == y).sum()
-        train_loss = float(loss_sum) / n  # waits for the device, so the times below are the real ones
-        steps_end = time.perf_counter()
-        method.on_epoch_end(model, state)
-        hook_end = time.perf_counter()
-        rule.on_epoch_end(masks)
-        train_time = time.perf_counter() - start
-        zeroing_time = start + train_time - hook_end
-        if not math.isfinite(train_loss):
-            raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
-                                "lower the learning rate or the penalty")
-        metrics_start = time.perf_counter()
-        with torch.no_grad():
-            penalty = float(method.penalty(model)) if method.has_penalty else 0.0
-        if not math.isfinite(penalty):   # a diverged penalty, even where its gradient stayed finite
-            raise TrialDiverged(f"penalty is {penalty} at epoch {epoch} of {config.name}; lower the penalty "
-                                "strength or the learning rate")
-        filters = M.filter_metrics(structure)
-        metrics_time = time.perf_counter() - metrics_start
-        last = {
-            N.TEST_ACCURACY: state.evaluate(),
-            "train_accuracy": float(correct) / n,
-            N.TRAIN_LOSS: train_loss,
-            N.PENALTY: penalty,
-            N.LR: lr,
-            **filters,
-            "epoch_time_s": train_time,
-            "steps_time_s": steps_end - start,
-            "method_hook_time_s": hook_end - steps_end,
-            "zeroing_metrics_time_s": zeroing_time + metrics_time,
-            **state.extra_metrics,
-        }
-        if finish is not None and epoch == tc.epochs:
-            last.update(finish(model, structure))
-        if report is not None:
-            report(epoch, last)
+    try:
+        for epoch in range(1, tc.epochs + 1):
+            state.epoch = epoch
+            state.extra_metrics = {}
+            lr = rate(tc.lr, epoch, schedule, tc.warmup_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            start = time.perf_counter()
+            method.on_epoch_start(model, state)
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            for x8, y in batches.epoch(torch.randperm(n, generator=generator), tc.batch_size):
+                x = batches.normalise(augment(x8))
+                if tc.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = model(x)
+                    task = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
+                loss = task + weight * method.penalty(model) if weight and not closed_form else task
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if closed_form:
+                    method.add_penalty_grad(model, weight)
+                masks.mask_grads()
+                optimizer.step()
+                rule.after_step(masks)   # may clear mask entries (threshold rule) ...
+                masks.apply()            # ... which this one in-place pass then enforces
+                method.after_step(model, state)
+                state.step += 1
+                loss_sum += task.detach() * len(y)
+                correct += (out.detach().argmax(1) == y).sum()
+            train_loss = float(loss_sum) / n  # waits for the device, so the times below are the real ones
+            steps_end = time.perf_counter()
+            method.on_epoch_end(model, state)
+            hook_end = time.perf_counter()
+            rule.on_epoch_end(masks)
+            train_time = time.perf_counter() - start
+            zeroing_time = start + train_time - hook_end
+            if not math.isfinite(train_loss):
+                raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
+                                    "lower the learning rate or the penalty")
+            metrics_start = time.perf_counter()
+            with torch.no_grad():
+                penalty = float(method.penalty(model)) if method.has_penalty else 0.0
+            if not math.isfinite(penalty):   # a diverged penalty, even where its gradient stayed finite
+                raise TrialDiverged(f"penalty is {penalty} at epoch {epoch} of {config.name}; lower the penalty "
+                                    "strength or the learning rate")
+            filters = M.filter_metrics(structure)
+            metrics_time = time.perf_counter() - metrics_start
+            last = {
+                N.TEST_ACCURACY: state.evaluate(),
+                "train_accuracy": float(correct) / n,
+                N.TRAIN_LOSS: train_loss,
+                N.PENALTY: penalty,
+                N.LR: lr,
+                **filters,
+                "epoch_time_s": train_time,
+                "steps_time_s": steps_end - start,
+                "method_hook_time_s": hook_end - steps_end,
+                "zeroing_metrics_time_s": zeroing_time + metrics_time,
+                **state.extra_metrics,
+            }
+            if finish is not None and epoch == tc.epochs:
+                last.update(finish(model, structure))
+            if report is not None:
+                report(epoch, last)
+    finally:
+        batches.close()
     return last

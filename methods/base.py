@@ -25,6 +25,8 @@ What a method provides
 
 Methods that train, then prune once, then fine-tune (``nisp``, ``hgsr``, ``slimming``) derive from
 :class:`PruneThenFinetune`, which owns the split of the epochs and switches the penalty off for fine-tuning.
+The learning-rate schedule (``bench/recipe.py``) is a function of the epoch over the whole budget: the cut does
+not restart it, and the fine-tuning epochs run at the rates the schedule gives them.
 
 The math of every method and zeroing rule: docs/methods.md.
 """

@@ -80,6 +80,26 @@ def write_cifar10(folder: Path, per_batch: int = 20, seed: int = 0) -> dict:
     return batches
 
 
+def write_image_folder(root: Path, classes: int = 10, size: int = 40, n_train: int = 30, n_val: int = 10,
+                       seed: int = 0, split: str = "val") -> Path:
+    """An image folder (root/train/CLASS/*.png, root/<split>/CLASS/*.png) of RGB PNGs whose classes are separable:
+    each class has its own colour and stripe direction, plus noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(40, 216, (classes, 3))
+    yy, xx = np.mgrid[:size, :size]
+    for split_name, n in (("train", n_train), (split, n_val)):
+        for k in range(classes):
+            folder = root / split_name / f"class_{k:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            stripes = np.sin((xx if k % 2 else yy) * (0.3 + 0.1 * (k // 2)))[..., None] * 30
+            for i in range(n):
+                image = palette[k] + stripes + rng.normal(0, 12, (size, size, 3))
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
 FAULTY_PLUGIN = '''"""A method plugin that raises at the end of epoch ``fail_at`` (for failure handling tests)."""
 from dataclasses import dataclass
 

@@ -108,7 +108,7 @@ def test_nothing_to_prune_and_an_untraceable_model_are_errors_before_any_trial(t
 
 def test_methods_that_cannot_work_on_a_model_refuse_it_before_training():
     sweep = build_sweep({"model": "torchvision:squeezenet1_1", "methods": ["nisp"], "dataset": "synthetic",
-                         "input_size": 32})
+                         "image_size": 32})
     with pytest.raises(ConfigError, match="method 'nisp' cannot run on model .*no linear classifier"):
         prepare(sweep, write=lambda line: None)
     sweep = build_sweep({"model": "lenet5", "methods": ["slimming"], "dataset": "synthetic"})

@@ -39,7 +39,7 @@ def test_schedules_by_hand():
     ({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adamw, got 'lbfgs'"),
     ({"warmup_epochs": 3, "epochs": 3}, "--warmup-epochs 3 leaves no epoch"),
     ({"nesterov": True, "optimizer": "adamw"}, "--nesterov needs the sgd optimizer"),
-    ({"augment": "standard"}, "augment must be one of"),
+    ({"augment": "autoaugment"}, "augment must be one of"),
     ({"label_smoothing": 1.0}, "label smoothing must be in \\[0, 1\\), got 1.0"),
 ])
 def test_bad_recipes_are_clear_errors(settings, message):

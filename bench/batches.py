@@ -1,0 +1,181 @@
+"""The two data paths behind one interface: how the trainer gets its uint8 batches onto the device.
+
+- **memory** (:class:`MemoryBatches`): the whole dataset is one uint8 tensor on the training device; an epoch's
+  batches are slices of a permutation of it. No per-example Python, no worker process.
+- **stream** (:class:`StreamBatches`): examples are read per batch by a torch ``DataLoader`` (worker processes,
+  persistent across epochs, pinned memory on CUDA) from a :class:`bench.sources.Items`: image files decoded on
+  the fly, a user's torch dataset, or arrays.
+
+Which one runs: ``bench.data.load_dataset`` returns arrays (memory) or items (stream); with ``--data-path auto``
+arrays for the built-in datasets and for any source whose decoded uint8 splits fit in
+``bench.data.MEMORY_LIMIT_BYTES``.
+
+Both take the epoch's permutation from the trainer (drawn from the trial's generator) and batch it the same way,
+and both hand uint8 batches to the same normalisation and the same on-device augmentation (``flip``,
+``crop-flip``), so that on CPU the same trial gives the same metrics on either path (tested). ``standard``
+augmentation is the exception: on the streaming path it runs per image in the workers (``bench.recipe``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .data import Dataset
+from .sources import Items, StreamData, _stack
+
+
+def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A tensor over ``array`` without copying on CPU (arrays from Ray's object store are read-only;
+    the trainer only reads them), copied once onto another device."""
+    if not array.flags.writeable:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(array)
+    else:
+        t = torch.from_numpy(array)
+    return t.to(device)
+
+
+class _Normalise:
+    """(x / 255 - mean) / std per channel, on the device, for uint8 (or float [0, 255]) batches."""
+
+    def __init__(self, mean, std, device: torch.device) -> None:
+        c = len(mean)
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, c, 1, 1)
+        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, c, 1, 1)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x.float(), self.scale)
+
+
+class MemoryBatches(_Normalise):
+    """The memory path (module docstring)."""
+
+    path = "memory"
+
+    def __init__(self, data: Dataset, device: torch.device) -> None:
+        super().__init__(data.mean, data.std, device)
+        self.device = device
+        self.train_x = as_tensor(data.train_x, device)
+        self.train_y = as_tensor(data.train_y, device)
+        self.test_x = as_tensor(data.test_x, device)
+        self.test_y = as_tensor(data.test_y, device)
+        self.n = len(self.train_x)
+        self.input_shape = tuple(self.train_x.shape[1:])
+
+    def epoch(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 training batches in the order of ``perm``."""
+        perm = perm.to(self.device)
+        for i in range(0, self.n, batch_size):
+            idx = perm[i:i + batch_size]
+            yield self.train_x[idx], self.train_y[idx]
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = idx.to(self.device)
+        return self.train_x[idx], self.train_y[idx]
+
+    def test(self, batch_size: int):
+        for i in range(0, len(self.test_x), batch_size):
+            yield self.normalise(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]
+
+    def close(self) -> None:
+        pass
+
+
+class _Plan:
+    """The batch sampler of the streaming loader: the index lists of the current pass, set before each pass."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Joined(torch.utils.data.Dataset):
+    """Train items at indices [0, n_train), test items after them: one loader and one set of workers serve
+    training and evaluation."""
+
+    def __init__(self, train: Items, test: Items) -> None:
+        self.train, self.test, self.n_train = train, test, len(train)
+
+    def __len__(self) -> int:
+        return self.n_train + len(self.test)
+
+    def __getitem__(self, i: int):
+        return self.train[i] if i < self.n_train else self.test[i - self.n_train]
+
+    def __getitems__(self, idx: list[int]):
+        if all(i < self.n_train for i in idx) and hasattr(self.train, "__getitems__"):
+            return self.train.__getitems__(idx)
+        if all(i >= self.n_train for i in idx) and hasattr(self.test, "__getitems__"):
+            return self.test.__getitems__([i - self.n_train for i in idx])
+        return [self[i] for i in idx]
+
+
+class StreamBatches(_Normalise):
+    """The streaming path (module docstring); ``standard`` turns on per-image RandomResizedCrop + flip of the
+    training examples in the workers; ``seed`` seeds the workers' random streams."""
+
+    path = "stream"
+
+    def __init__(self, data: StreamData, device: torch.device, workers: int = 2, standard: bool = False,
+                 seed: int = 0) -> None:
+        from torch.utils.data import DataLoader
+
+        super().__init__(data.mean, data.std, device)
+        self.device = device
+        self.data = data
+        self.n = data.n_train
+        self.input_shape = tuple(data.input_shape)
+        train = data.train.augmented(self.input_shape[-1]) if standard else data.train
+        self.plan = _Plan()
+        cuda = device.type == "cuda"
+        self.loader = DataLoader(_Joined(train, data.test), batch_sampler=self.plan, num_workers=workers,
+                                 collate_fn=_stack, pin_memory=cuda, persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers > 0 else None,
+                                 generator=torch.Generator().manual_seed(seed))
+
+    def _pass(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.plan.batches = batches
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def epoch(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = perm.tolist()
+        return self._pass([order[i:i + batch_size] for i in range(0, self.n, batch_size)])
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = _stack([self.data.train[i] for i in idx.tolist()])
+        return x.to(self.device), y.to(self.device)
+
+    def test(self, batch_size: int):
+        n, m = self.n, self.data.n_test
+        for x, y in self._pass([list(range(n + i, n + min(i + batch_size, m))) for i in range(0, m, batch_size)]):
+            yield self.normalise(x), y
+
+    def close(self) -> None:
+        """Stop the persistent workers now rather than when the loader is collected."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+
+def make_batches(data: Dataset | StreamData, device: torch.device, augment: str, workers: int = 2, seed: int = 0
+                 ) -> tuple[MemoryBatches | StreamBatches, str]:
+    """The data path for ``data`` and the augmentation left to run on the device (``standard`` runs in the
+    streaming path's workers)."""
+    if isinstance(data, Dataset):
+        return MemoryBatches(data, device), augment
+    standard = augment == "standard"
+    return StreamBatches(data, device, workers, standard, seed), "none" if standard else augment
+
+
+__all__ = ["MemoryBatches", "StreamBatches", "as_tensor", "make_batches"]
