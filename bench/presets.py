@@ -107,6 +107,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             "methods": ["none", "l1", "l2", "l1l2"],
             "lambdas": {"l1": [0.0001], "l2": [0.005], "l1l2": [0.005, 0.001]}, "options": _FAMILY_PLAIN},
            TABLE_III),
+    # He et al. 2016 (arXiv 1512.03385), sec. 4.2: SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, the rate
+    # divided by 10 at 32k and 48k iterations of 64k (epochs 82 and 123 of 164 at 391 steps per epoch), 4-pixel
+    # padding, random 32x32 crops and horizontal flips; published test error 8.75 % (ResNet-20), 6.97 % (ResNet-56)
+    *(Preset(f"cifar10-{model}", f"{model} on CIFAR-10 with He et al.'s recipe (SGD 0.1, x0.1 at epochs 82 and "
+             f"123 of 164, weight decay 1e-4, batch 128, crop-flip; published baseline {acc} % test accuracy); a "
+             "GPU job", {"model": model, "dataset": "cifar10", "epochs": 164, "batch_size": 128, "lr": 0.1,
+                         "weight_decay": 1e-4, "schedule": "step:82,123", "augment": "crop-flip",
+                         "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp"]})
+      for model, acc in (("resnet20", 91.25), ("resnet56", 93.03))),
 )}
 
 

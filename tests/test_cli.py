@@ -30,8 +30,8 @@ def assert_nothing_started(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--methods", "l1l2,foo"], f"unknown method 'foo'; valid methods: {', '.join(list_methods())}"),
     (["--model", "resnet9"], "unknown model 'resnet9'; valid models: lenet5, lenet5-bn, resnet20, resnet56, vgg11"),
-    (["--preset", "table9"], "unknown preset 'table9'; valid presets: cifar10-lenet, cifar10-vgg11, "
-                             "fashion-mnist-lenet, mnist-lenet"),
+    (["--preset", "table9"], "unknown preset 'table9'; valid presets: cifar10-lenet, cifar10-resnet20, "
+                             "cifar10-resnet56, cifar10-vgg11, fashion-mnist-lenet, mnist-lenet"),
     (["--model", "lenet5", "--methods", "slimming", "--epochs", "2"],
      "method 'slimming' cannot run on model 'lenet5': LeNet5 has no BatchNorm on the channels of conv1, conv2"),
     (["--dataset", "svhn"], "unknown dataset 'svhn'; valid datasets: cifar10, fashion-mnist, mnist, synthetic"),
