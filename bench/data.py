@@ -436,10 +436,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
                 keep = slice(None, limit) if builtin else stratified(y, limit)
                 setattr(ds, f"{split}_x", x[keep])
                 setattr(ds, f"{split}_y", y[keep])
-        if data_path != "stream":
-            return ds
-        return StreamData(ds.name, ArrayItems(ds.train_x, ds.train_y), ArrayItems(ds.test_x, ds.test_y),
-                          ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info)
+        return as_stream(ds) if data_path == "stream" else ds
     for split, limit in (("train", limit_train), ("test", limit_test)):
         if limit is not None:
             items = getattr(ds, split)
@@ -449,6 +446,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
     train_x, train_y = materialise(ds.train, workers, progress, f"{ds.name} train")
     test_x, test_y = materialise(ds.test, workers, progress, f"{ds.name} test")
     return Dataset(ds.name, train_x, train_y, test_x, test_y, ds.num_classes, ds.mean, ds.std, ds.source, ds.info)
+
+
+def as_stream(ds: Dataset):
+    """In-memory arrays served per example, for the streaming path."""
+    from .sources import ArrayItems, StreamData
+    return StreamData(ds.name, ArrayItems(ds.train_x, ds.train_y), ArrayItems(ds.test_x, ds.test_y),
+                      ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info)
 
 
 def _subset(items, keep: np.ndarray):

@@ -11,6 +11,10 @@
 4. The per-epoch overhead of zeroing and of the filter / parameter / FLOP metrics, as a fraction of the
    epoch; and ``flops_utilization``, the trainer's training FLOP/s over the FLOP/s of a large float32
    matrix multiply measured in the same run.
+5. The data paths (:func:`data_paths`): the streaming path (DataLoader, 2 workers) against the memory path,
+   trainer throughput for ResNet-20 on CIFAR-sized data and for LeNet on Fashion-MNIST-sized data, with the
+   loader's own throughput (no training) that bounds the stream; and what ``crop-flip`` on the device costs
+   as a fraction of a ResNet-20 epoch.
 
 The workloads are LeNet on Fashion-MNIST (the real files when found, else generated data of the same shape)
 and VGG11 on CIFAR-shaped generated data (torchvision's ``FakeData`` for the reference loop). Training
@@ -36,7 +40,8 @@ import torch.nn.functional as F
 from methods import MethodError, get_method, list_methods
 
 from .config import TrainSettings, TrialConfig
-from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, load_dataset, make_synthetic
+from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, as_stream, load_dataset, make_synthetic
+from .sources import StreamData
 from .models import build_model
 from .trainer import resolve_device, train
 
@@ -103,15 +108,16 @@ class Format:
     channels_last: bool = False
 
 
-def trainer_epoch(data: Dataset, model: str, method: str, device: torch.device, epochs: int = 1,
-                  batch_size: int = 64, options: dict[str, Any] | None = None, fmt: Format = Format()
-                  ) -> list[dict[str, float]]:
+def trainer_epoch(data: Dataset | StreamData, model: str, method: str, device: torch.device, epochs: int = 1,
+                  batch_size: int = 64, options: dict[str, Any] | None = None, fmt: Format = Format(),
+                  **settings: Any) -> list[dict[str, float]]:
     """The harness's trainer on ``data`` (one trial, ``method`` with its default options and the first value
     of its grid, updated by ``options``): each epoch's metrics."""
     cls = get_method(method)
     options = {**({cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}), **(options or {})}
     settings = TrainSettings(model=model, dataset=data.name, epochs=epochs, batch_size=batch_size, limit_test=1000,
-                             device=str(device), precision=fmt.precision, channels_last=fmt.channels_last)
+                             device=str(device), precision=fmt.precision, channels_last=fmt.channels_last,
+                             **settings)
     trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
     trial.build_method().check_budget(epochs)
     rows: list[dict[str, float]] = []
@@ -319,6 +325,9 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
             w["penalty_overhead"], w["method_hook_s"], w["penalty_step_s"] = penalty_overheads(
                 work, data, dev, log, fmt, rounds=1 if quick else 2)
             out["workloads"][work.model] = w
+    sizes = {"resnet20": 256, "lenet5": 512} if only else (
+        {"resnet20": 1024, "lenet5": 10000} if quick and dev.type == "cpu" else {"resnet20": 4096, "lenet5": 30000})
+    out["data_paths"] = data_paths(dev, log, fmt, sizes)
     lenet = next(iter(out["workloads"].values()))
     out.update({k: lenet[k] for k in ("reference_ratio", "compute_limit_ratio", "flops_utilization",
                                       "zeroing_metrics_fraction")})
@@ -327,6 +336,57 @@ def run_perf(quick: bool = False, device: str = "auto", threads: int | None = No
     log(f"\npeak RSS {out['peak_rss_mb']:.0f} MB after a LeNet trial ({out['rss_before_trial_mb']:.0f} MB before "
         f"it; dataset {out['dataset_mb']:.0f} MB); resident memory grew {out['rss_growth_epoch2_mb']:+.1f} MB from "
         "epoch 1 to epoch 2 (the dataset is held once)")
+    return out
+
+
+def data_paths(device: torch.device, log: Callable[[str], None], fmt: Format, sizes: dict[str, int]
+               ) -> dict[str, Any]:
+    """Item 5 of the module docstring: per model, memory and stream trainer throughput (method none, the faster
+    of two epochs; the stream with 2 workers over the same arrays), the loader alone, and for ResNet-20 the
+    on-device crop-flip time per epoch over the epoch's step time."""
+    from .batches import StreamBatches
+    from .recipe import Augment
+
+    out: dict[str, Any] = {}
+    log("\ndata paths (method none, batch 64; stream = DataLoader with 2 workers over the same examples)")
+    for model, shape in (("resnet20", (3, 32, 32)), ("lenet5", (1, 28, 28))):
+        n = sizes[model]
+        data = make_synthetic(shape, n_train=n, n_test=256)
+        memory = trainer_epoch(data, model, "none", device, epochs=2, fmt=fmt)
+        stream = trainer_epoch(as_stream(data), model, "none", device, epochs=2, fmt=fmt, data_path="stream",
+                               loader_workers=2)
+        memory_ips = n / min(r["steps_time_s"] for r in memory)
+        stream_ips = n / min(r["steps_time_s"] for r in stream)
+        batches = StreamBatches(as_stream(data), device, workers=2)
+        try:
+            loader_s = []
+            for _ in range(2):
+                start = time.perf_counter()
+                for x, _y in batches.epoch(torch.randperm(n), 64):
+                    pass
+                _sync(device)
+                loader_s.append(time.perf_counter() - start)
+        finally:
+            batches.close()
+        w = {"images": n, "memory_images_per_s": memory_ips, "stream_images_per_s": stream_ips,
+             "stream_ratio": stream_ips / memory_ips, "loader_images_per_s": n / min(loader_s)}
+        log(f"  {model:<9} memory {memory_ips:8.0f} img/s   stream {stream_ips:8.0f} img/s   stream / memory = "
+            f"{w['stream_ratio']:.2f}   (the loader alone: {w['loader_images_per_s']:.0f} img/s, {n} images)")
+        if model == "resnet20":
+            augment = Augment("crop-flip", torch.Generator().manual_seed(0))
+            x = torch.from_numpy(data.train_x).to(device)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                for i in range(0, n, 64):
+                    augment(x[i:i + 64])
+                _sync(device)
+                times.append(time.perf_counter() - start)
+            w["crop_flip_s"] = min(times)
+            w["crop_flip_fraction"] = min(times) / min(r["steps_time_s"] for r in memory)
+            log(f"  crop-flip on the device: {w['crop_flip_s'] * 1e3:.1f} ms per epoch of {n} images = "
+                f"{w['crop_flip_fraction']:.2%} of a ResNet-20 epoch's steps")
+        out[model] = w
     return out
 
 

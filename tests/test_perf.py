@@ -41,6 +41,13 @@ def test_perf_reports_every_ratio_for_every_method():
     conv1_input_grad = 2 * 20 * 25 * 24 * 24
     assert w["train_flops_per_image"] == 3 * forward - conv1_input_grad
     assert any("trainer / reference" in line for line in lines)
+    paths = out["data_paths"]
+    for model in ("resnet20", "lenet5"):
+        d = paths[model]
+        assert d["stream_ratio"] == pytest.approx(d["stream_images_per_s"] / d["memory_images_per_s"])
+        assert d["loader_images_per_s"] > 0 and d["images"] > 0
+    assert 0 < paths["resnet20"]["crop_flip_fraction"] < 1
+    assert any("stream / memory" in line for line in lines)
 
 
 def test_perf_json_on_a_missing_device_is_a_clear_error():

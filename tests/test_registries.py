@@ -61,6 +61,10 @@ def _accepts(method: str, model) -> bool:
         return False
 
 
+# hgsr measures one loss per filter: on resnet56 (2 000 filters) that repeats resnet20's topology at 3x its cost
+SAME_COST = {("hgsr", "resnet56")}
+
+
 def _model_params():
     """Every registered model; those with many filters (hgsr measures one loss per filter) in the slow run."""
     out = []
@@ -80,7 +84,7 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
     probe = build_model(name, shape, 10)
     structure = describe(probe, shape)
     assert structure.eligible, f"{name} has no eligible conv layer"
-    methods = [m for m in list_methods() if _accepts(m, probe)]
+    methods = [m for m in list_methods() if _accepts(m, probe) and (m, name) not in SAME_COST]
     assert "none" in methods and "l1l2" in methods
     for method in methods:
         diff, _ = _train_and_compact(name, shape, method, data, FEW_SAMPLES, examples=4)
@@ -114,9 +118,10 @@ REPRESENTATIVE = [   # (source, input side): small inputs, as small as each mode
     pytest.param("torchvision:mobilenet_v2", 16, marks=SLOW),
     pytest.param("torchvision:squeezenet1_1", 32, marks=SLOW),
 ]
-# 130 M parameters and 2 700 filters; 120 units through concatenations: every method but hgsr, whose one loss
-# per group (5 400 forward passes of vgg11_bn here) is the cost the rest of this matrix exercises on the others
-HEAVY = [pytest.param("torchvision:vgg11_bn", 32, marks=SLOW), pytest.param("torchvision:densenet121", 32, marks=SLOW)]
+# 120 units through concatenations: every method but hgsr, whose one loss per group is the cost the rest of
+# this matrix exercises on the others (a plain chain like torchvision's vgg11_bn adds nothing the built-in vgg11
+# does not cover, at 130 M parameters)
+HEAVY = [pytest.param("torchvision:densenet121", 32, marks=SLOW)]
 TINY = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}
 
 
