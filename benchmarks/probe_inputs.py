@@ -24,6 +24,26 @@ from pathlib import Path
 SYNTH = ["--dataset", "synthetic", "--epochs", "1", "--device", "cpu"]
 
 
+def _png(shade: int = 128) -> bytes:
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (shade, shade, shade)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _folder(classes=("a", "b"), val=("a", "b"), extra=None) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {f"imgs/train/{c}/0.png": _png() for c in classes}
+    files.update({f"imgs/val/{c}/0.png": _png() for c in val})
+    files.update(extra or {})
+    return files
+
+
+FOLDER = ["run", "--dataset", "imagefolder:imgs", "--image-size", "16", "--model", "lenet5", "--epochs", "1",
+          "--device", "cpu", "--methods", "l1l2"]
+
+
 @dataclass
 class Case:
     label: str
@@ -77,6 +97,19 @@ CASES = [
     Case("missing data files", ["run", "--methods", "l1l2", "--dataset", "mnist", "--data-dir", "nowhere"]),
     Case("corrupt data file", ["run", "--methods", "l1l2", "--dataset", "mnist", "--data-dir", "d"],
          files={"d/train-images-idx3-ubyte": b"\x00\x00\x08\x03" + b"\x00" * 20}),
+    Case("image folder empty", FOLDER, files={"imgs/.keep": ""}),
+    Case("image folder missing", FOLDER),
+    Case("image class folder without images", FOLDER,
+         files=_folder(classes=("a", "b", "c"), extra={"imgs/val/c/notes.txt": "no images"})),
+    Case("image that cannot be read", FOLDER, files=_folder(extra={"imgs/train/b/0.png": b"junk"})),
+    Case("image classes differ between splits", FOLDER, files=_folder(val=("a",))),
+    Case("torchvision dataset without its files", ["run", "--dataset", "torchvision:SVHN", "--data-dir", "d", "--methods", "l1l2",
+                                                    *SYNTH[2:]]),
+    Case("torchvision class that does not exist", ["run", "--dataset", "torchvision:SVNH", *SYNTH[2:]]),
+    Case("unknown schedule", ["run", "--methods", "l1l2", *SYNTH, "--schedule", "linear"]),
+    Case("unknown optimizer", ["run", "--methods", "l1l2", *SYNTH, "--optimizer", "lbfgs"]),
+    Case("schedule milestone beyond the epochs", ["run", "--methods", "l1l2", *SYNTH, "--schedule", "step:5"]),
+    Case("normalize that does not parse", ["run", "--methods", "l1l2", *SYNTH, "--normalize", "0.5"]),
     Case("export to a path under a file", ["export", "0123", "--out", "afile/m.pt"], files={"afile": "x"}),
     Case("resume of a sweep that does not exist", ["resume", "nosuch"]),
     Case("report with no store", ["report"]),
