@@ -86,16 +86,17 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     torch.set_num_threads(max(1, threads))
     load_plugins(plugins)
     trial = TrialConfig.from_dict(config["trial"])
+    key = config["trial"].get("key") or trial.key   # computed by the driver (a folder's fingerprint reads it)
     device = str(resolve_device(trial.train.device))
     run = TrialRun(tracking, trial.name, trial_params(trial),
-                   {"trial": trial.to_dict(), N.TRIAL_KEY: trial.key, "device": device,
+                   {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
                     "data": {"name": data.name, "source": data.source, "train": data.n_train,
                              "test": data.n_test}},
-                   trial.key, device)
+                   key, device)
 
     def report(epoch: int, values: dict[str, float]) -> None:
         run.log_epoch(epoch, values)
-        tune.report({**values, "epoch": epoch, N.TRIAL_KEY: trial.key, N.RUN_ID_KEY: run.run_id})
+        tune.report({**values, "epoch": epoch, N.TRIAL_KEY: key, N.RUN_ID_KEY: run.run_id})
 
     def finish(model, structure) -> dict[str, float]:
         """The compact model: measured, saved as the run's ``compact_model.pt``."""
@@ -345,7 +346,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         {"cpu": cpus, "gpu": gpus})
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.to_dict() for t in trials])},
+        param_space={"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None,
                                     trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
@@ -374,7 +375,7 @@ def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
         metrics = dict(result.metrics or {})
         key = metrics.get(N.TRIAL_KEY)
         if key is None and result.config and "trial" in result.config:
-            key = TrialConfig.from_dict(result.config["trial"]).key
+            key = result.config["trial"].get("key") or TrialConfig.from_dict(result.config["trial"]).key
         if key not in by_key:
             continue
         trial = by_key[key]
