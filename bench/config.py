@@ -224,6 +224,20 @@ class SweepConfig:
         cli={"type": S.parse_per_method_floats, "action": S.MergeDict, "metavar": "[METHOD=]V1,V2,..."})
     seeds: tuple[int, ...] = setting((0,), "comma-separated seeds; every point of the sweep runs once per seed",
                                      role=SWEEP, group=WHAT, shown_default="0", cli={"type": S.parse_ints})
+    target_sparsity: tuple[float, ...] = setting(
+        (), "search each method's strength for these filter sparsities instead of running a grid, per seed "
+        "(bench/targets.py); --lambdas/--ratios become the search's starting points", role=SWEEP, group=WHAT,
+        shown_default="none", cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+    target_flops_reduction: tuple[float, ...] = setting(
+        (), "the same for fractions of the FLOPs removed", role=SWEEP, group=WHAT, shown_default="none",
+        cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+    target_params_reduction: tuple[float, ...] = setting(
+        (), "the same for fractions of the parameters removed", role=SWEEP, group=WHAT, shown_default="none",
+        cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+    target_tolerance: float = setting(0.02, "a target is reached within this distance (absolute, as a fraction)",
+                                      role=SWEEP, group=WHAT, open_min=0, open_max=0.5)
+    max_probes: int = setting(8, "probes (trials) per method and seed of a target search, shared by its targets",
+                              role=SWEEP, group=WHAT, min=1, cli={"metavar": "N"})
     zeroing: Mapping[str, str] = setting(
         help="zeroing rule for every method (none, cumulative:T[:layer], threshold:EPS), or METHOD=RULE entries, "
         "comma separated", role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's own",
@@ -289,6 +303,52 @@ class SweepConfig:
                                                                           for c in self.name)),
                f"sweep name must be 1-100 letters, digits, '.', '_' or '-', got {self.name!r}")
         self.trials()  # validates every method option, swept value and zeroing spec
+        from .targets import parse_targets
+        try:
+            parse_targets(self.target_values)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
+    @property
+    def target_values(self) -> dict[str, tuple[float, ...]]:
+        return {k: v for k, v in (("sparsity", self.target_sparsity), ("flops", self.target_flops_reduction),
+                                  ("params", self.target_params_reduction)) if v}
+
+    @property
+    def targets(self):
+        """The equal-sparsity targets of this sweep (``bench.targets.Target``); empty for a grid sweep."""
+        from .targets import parse_targets
+        return parse_targets(self.target_values)
+
+    def runnable(self) -> list[TrialConfig]:
+        """The trials known before the sweep runs: every trial of a grid sweep; of a target search, those of the
+        methods without a strength to search (``none``, the baseline, once per seed)."""
+        trials = self.trials()
+        return [t for t in trials if t.sweep_axis is None] if self.target_values else trials
+
+    def probe(self, method: str, value: float, seed: int) -> TrialConfig:
+        """The trial of a target search that runs ``method`` at strength ``value`` with ``seed``."""
+        from .zeroing import parse_zeroing
+        cls = _method(method)
+        opts = {**self.options.get(method, {}), cls.sweep_axis: float(value)}
+        hp = cls.Hparams.from_options(opts)
+        rule = parse_zeroing(self.zeroing_for(method), cls(hp).kernel_norm_scale)
+        return TrialConfig(method, hp.as_dict(), rule.spec, int(seed), self.train)
+
+    def searches(self):
+        """One ``bench.targets.Search`` per searched method and seed (siblings linked), nothing recorded yet."""
+        from .targets import Search
+        out = []
+        for name in self.methods:
+            axis = _method(name).sweep_axis
+            if axis is None:
+                continue
+            group = [Search(name, int(seed), axis, self.grid(name), self.targets, self.target_tolerance,
+                            self.max_probes) for seed in self.seeds]
+            for s in group:
+                s.siblings = [o for o in group if o is not s]
+            out += group
+        return out
 
     @property
     def experiment_name(self) -> str:
@@ -337,8 +397,13 @@ class SweepConfig:
 
     @property
     def key(self) -> str:
-        """A stable hash of the sweep's set of trials: a resumed sweep must have the same one."""
-        blob = json.dumps(sorted(t.key for t in self.trials()))
+        """A stable hash of the sweep's set of trials (and of a target search's targets): a resumed sweep must
+        have the same one."""
+        keys: list[Any] = sorted(t.key for t in self.trials())
+        if self.target_values:
+            keys.append({"targets": self.target_values, "tolerance": self.target_tolerance,
+                         "max_probes": self.max_probes})
+        blob = json.dumps(keys, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from methods.base import eval_mode
 
-from .names import FILTERS_ALIVE, FLOPS, PARAMS, SPARSITY, TOTAL_SPARSITY
+from .names import FILTERS_ALIVE, FLOPS, FLOPS_REDUCTION, PARAMS, PARAMS_REDUCTION, SPARSITY, TOTAL_SPARSITY
 from .structure import Structure, counts, removed_groups
 
 
@@ -46,6 +46,9 @@ def filter_metrics(structure: Structure) -> dict[str, float]:
         out[SPARSITY.format(name)] = 1.0 - alive[name] / total[name]
     out[TOTAL_SPARSITY] = 1.0 - sum(alive.values()) / sum(total.values()) if total else 0.0
     out[PARAMS], out[FLOPS] = counts(structure, removed)
+    dense_params, dense_flops = counts(structure, {})
+    out[PARAMS_REDUCTION] = 1.0 - out[PARAMS] / dense_params if dense_params else 0.0
+    out[FLOPS_REDUCTION] = 1.0 - out[FLOPS] / dense_flops if dense_flops else 0.0
     return out
 
 

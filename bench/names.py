@@ -14,6 +14,8 @@ LR = "lr"                             # the learning rate of the epoch (bench/re
 TOTAL_SPARSITY = "total_sparsity"
 PARAMS = "params"
 FLOPS = "flops"
+PARAMS_REDUCTION = "params_reduction"   # 1 - params / the dense model's (what a --target-params-reduction reads)
+FLOPS_REDUCTION = "flops_reduction"     # 1 - flops / the dense model's
 FILTERS_ALIVE = "filters_alive/{}"
 SPARSITY = "sparsity/{}"
 
@@ -42,6 +44,7 @@ def filters_line(values: Mapping[str, float], sep: str = " ", most: int = 8) -> 
 
 # Keys a trial reports to Ray Tune beside its metrics (the sweep's summary reads them back).
 RUN_ID_KEY = "mlflow_run_id"
+TARGETS_ARTIFACT = "targets.json"    # a target search's records, on the sweep's run (bench/targets.py)
 TRIAL_KEY = "trial_key"
 
 # MLflow tags of bench's runs (tracking.py writes them; the report and the benchmarks read them).

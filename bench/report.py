@@ -71,6 +71,7 @@ class Results:
     layers: list[str]                  # convs of the prunable units, model order
     layer_sizes: dict[str, int]        # filters per layer before any removal
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # run_id -> first conv's weights
+    targets: list[dict[str, Any]] = field(default_factory=list)    # target searches' records (targets.json)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -156,6 +157,8 @@ def load_results(uri: str, experiment: str, sweep: str | None = None, with_filte
     layers, sizes = _layers(epochs)
     epochs = epochs[_column_order(epochs.columns, layers)]
     results = Results(experiment, uri, sweeps, trials, epochs, layers, sizes)
+    results.targets = [{**r, "sweep": p.name} for p in parents
+                       for r in (read_json_artifact(uri, p.run_id, N.TARGETS_ARTIFACT) or [])]
     if with_filters:
         results.filters = _first_filters(uri, results.finished["run_id"])
     return results
@@ -396,6 +399,113 @@ def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[p
         else:
             verdicts.append(f"No method reached {target:.0%} filter sparsity.")
     return pd.DataFrame(rows), verdicts
+
+
+ALPHA = 0.05   # the significance level of the equal-sparsity comparison
+
+
+def compare(a: Sequence[float], b: Sequence[float]) -> tuple[bool, str]:
+    """Whether sample ``a``'s mean is above ``b``'s beyond seed noise: Welch's t-test, one-sided at ALPHA (the
+    difference of means over its standard error, Welch-Satterthwaite degrees of freedom). With fewer than two
+    seeds on a side there is no noise estimate: never beyond noise. Zero variance on both sides: beyond noise
+    only when the means differ."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        return False, f"n = {len(a)} and {len(b)}: too few seeds to tell noise"
+    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
+        return bool(a.mean() > b.mean()), "no spread over seeds on either side"
+    import warnings
+    with warnings.catch_warnings():   # nearly equal samples: scipy warns of precision, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        t, p = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
+    return bool(p < ALPHA), f"Welch's t = {t:.2f}, one-sided p = {p:.3f}"
+
+
+def equal_sparsity(results: Results) -> tuple[pd.DataFrame, list[str]]:
+    """The target searches' answer: rows methods, columns targets, cells mean +- sd of the test accuracy over
+    the seeds that reached the target (n, mean achieved value); one sentence per target naming the best method
+    where its lead over the runner-up is beyond seed noise (:func:`compare`), else a tie."""
+    records = pd.DataFrame(results.targets)
+    columns = sorted({(r["kind"], r["target"]) for r in results.targets})
+    rows, verdicts = [], []
+    base = results.finished[results.finished["method"] == "none"][N.TEST_ACCURACY].dropna()
+    if len(base):
+        rows.append({"method": "none (no pruning)", **{_target_title(k, t): _mean_sd(base) for k, t in columns}})
+    reached = records[records["status"] == "reached"]
+    for method in [m for m in results.methods if m in set(records["method"])]:
+        row = {"method": method}
+        for kind, target in columns:
+            mine = records[(records["method"] == method) & (records["kind"] == kind) & (records["target"] == target)]
+            ok = mine[mine["status"] == "reached"]
+            cell = (f"{_mean_sd(ok['test_accuracy'])} (n = {len(ok)}, achieved {_pct(ok['achieved'].mean(), 1)} %)"
+                    if len(ok) else "not reached")
+            missed = len(mine) - len(ok)
+            if missed:
+                closest = mine[mine["status"] != "reached"]["achieved"].dropna()
+                cell += f"; {missed} seed(s) unreachable" + (f" (closest {_pct(closest.mean(), 1)} %)"
+                                                             if len(closest) else "")
+            row[_target_title(kind, target)] = cell
+        rows.append(row)
+    for kind, target in columns:
+        at = reached[(reached["kind"] == kind) & (reached["target"] == target)]
+        means = at.groupby("method")["test_accuracy"].mean().sort_values(ascending=False)
+        where = f"At {target:.0%} {_KIND_WORDS[kind]}"
+        if len(means) == 0:
+            verdicts.append(f"{where}, no method reached the target.")
+            continue
+        if len(means) == 1:
+            verdicts.append(f"{where}, only `{means.index[0]}` reached the target.")
+            continue
+        first, second = means.index[0], means.index[1]
+        beyond, test = compare(at[at["method"] == first]["test_accuracy"], at[at["method"] == second]["test_accuracy"])
+        if beyond:
+            verdicts.append(f"{where}, **`{first}`** keeps the most accuracy, beyond seed noise over `{second}` "
+                            f"({_pct(means.iloc[0])} % against {_pct(means.iloc[1])} %; {test}).")
+        else:
+            verdicts.append(f"{where}, tie within noise between `{first}` and `{second}` ({_pct(means.iloc[0])} % "
+                            f"against {_pct(means.iloc[1])} %; {test}).")
+    return pd.DataFrame(rows), verdicts
+
+
+_KIND_WORDS = {"sparsity": "of filters removed", "flops": "of FLOPs removed", "params": "of parameters removed"}
+
+
+def _target_title(kind: str, target: float) -> str:
+    return f"{kind} {target:.0%}"
+
+
+def _mean_sd(values: Any) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    return f"{_pct(v.mean())} +- {_pct(v.std(ddof=1)) if len(v) > 1 else '0.00'} %"
+
+
+def fig_equal_sparsity(results: Results):
+    """Test accuracy against each target, mean over the seeds that reached it with one standard deviation."""
+    plt, sns = _plt()
+    records = pd.DataFrame(results.targets)
+    reached = records[records["status"] == "reached"]
+    if reached.empty:
+        return None
+    kinds = sorted(set(reached["kind"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), squeeze=False)
+    colors = palette(results.methods)
+    for ax, kind in zip(axes[0], kinds):
+        mine = reached[reached["kind"] == kind]
+        for i, (method, group) in enumerate(mine.groupby("method", sort=False)):
+            stats = group.groupby("target")["test_accuracy"].agg(["mean", "std", "count"]).reset_index()
+            offset = (i - len(set(mine["method"])) / 2) * 0.004
+            ax.errorbar(100 * (stats["target"] + offset), 100 * stats["mean"], yerr=100 * stats["std"].fillna(0),
+                        marker="o", capsize=3, label=method, color=colors.get(method))
+        ticks = sorted(set(100 * mine["target"]))
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 5, ticks[-1] + 5)
+        ax.set_xlabel(f"target: % {_KIND_WORDS[kind]}")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def quoted_table(results: Results) -> tuple[pd.DataFrame, str] | None:
@@ -709,7 +819,8 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
                                                                        "forward MFLOPs per example", False)),
                        ("trajectories.png", lambda: fig_trajectories(results)),
                        ("losses.png", lambda: fig_losses(results)),
-                       ("filters.png", lambda: fig_filters(results))):
+                       ("filters.png", lambda: fig_filters(results)),
+                       ("accuracy_at_targets.png", lambda: fig_equal_sparsity(results) if results.targets else None)):
         if results.finished.empty:
             break
         fig = make()
@@ -755,6 +866,14 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                            " ".join(verdicts) + " A cell gives a method's most accurate setting (final epoch, "
                            "mean over seeds) among those at or above the target sparsity.",
                            targets if len(targets) else None))
+    if results.targets:
+        table, verdicts = equal_sparsity(results)
+        out.insert(1, Section("Accuracy at equal sparsity", " ".join(verdicts) + (
+            " Each method's strength was searched per seed for each target (`bench run --target-sparsity`); a "
+            "cell is the final test accuracy, mean +- sd over the seeds that reached the target within its "
+            "tolerance, with n and the mean value achieved. The best method is named only where its lead over "
+            f"the runner-up is beyond seed noise: Welch's t-test, one-sided at {ALPHA}, on the seeds' accuracies."),
+            table, figure="accuracy_at_targets.png" if "accuracy_at_targets.png" in figures else None))
     quoted = quoted_table(results)
     if quoted is not None:
         out.append(Section("Published numbers (quoted) beside this run", quoted[1], quoted[0]))

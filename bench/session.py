@@ -55,6 +55,8 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
     """``bench run`` (``record`` None) or ``bench resume`` (the saved sweep's record): prepare, locate and
     execute; returns the exit status."""
     trials, data = prepare(sweep, write)
+    if sweep.target_values:   # a target search: the trials known in advance are the baselines
+        trials = [t for t in trials if t.sweep_axis is None]
     if dry_run:
         for trial in trials:
             write(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
@@ -174,9 +176,15 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     located = Located(uri, experiment_id, record)
     if record is not None:
         keys = {t.key for t in trials}
-        located.done = {k: r for k, r in finished_trials(uri, experiment_id, record.run_id).items() if k in keys}
-        write(f"resume sweep {record.name!r} ({record.status}): {len(located.done)} of {len(trials)} trials "
-              f"finished, running the other {len(trials) - len(located.done)}")
+        located.done = {k: r for k, r in finished_trials(uri, experiment_id, record.run_id).items()
+                        if k in keys or sweep.target_values}   # a target search's probes are not known in advance
+        if sweep.target_values:
+            probes = len(set(located.done) - keys)
+            write(f"resume sweep {record.name!r} ({record.status}): {len(set(located.done) & keys)} of {len(trials)} "
+                  f"baseline trials and {probes} probes finished; the searches continue from those probes")
+        else:
+            write(f"resume sweep {record.name!r} ({record.status}): {len(located.done)} of {len(trials)} trials "
+                  f"finished, running the other {len(trials) - len(located.done)}")
     return located
 
 
@@ -271,7 +279,12 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
     todo = [t for t in trials if t.key not in done]
     previous = [_finished(t, done[t.key]) for t in trials if t.key in done]
-    if record is not None and not todo:
+    searches = None
+    if sweep.target_values:
+        known = {t.key for t in trials}
+        previous += [_finished(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
+        searches = target_searches(sweep, previous)
+    if record is not None and not todo and (searches is None or all(s.finished for s in searches)):
         if record.status != "FINISHED":
             end_run(uri, record.run_id, "FINISHED")
         write(f"nothing to run: every trial of sweep {record.name!r} finished")
@@ -298,7 +311,8 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
             session.on_abort(lambda: _abort(tracking, name, trials, write))
         try:
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
-                                             run_name=f"{name}-{time.strftime('%H%M%S')}")
+                                             run_name=f"{name}-{time.strftime('%H%M%S')}",
+                                             **({"searches": searches} if searches is not None else {}))
         except BaseException as err:
             close_open_children(uri, experiment_id, parent)
             # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
@@ -312,9 +326,19 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
             raise
         close_open_children(uri, experiment_id, parent)
     outcomes = previous + outcomes
+    if searches is not None:   # a probe that diverged is an overshoot, data of its search, not a failure
+        for o in outcomes:
+            if o.status == "FAILED" and o.trial is not None and o.trial.sweep_axis is not None and _diverged(o):
+                o.status = "DIVERGED"
     status, code, note = ending(outcomes)
+    if searches is not None:
+        from .tracking import log_json_artifact
+        records = [r for s in target_searches(sweep, outcomes) for r in s.results()]
+        log_json_artifact(uri, parent, N.TARGETS_ARTIFACT, records)
     end_run(uri, parent, status, note)
     print_summary(outcomes, write)
+    if searches is not None:
+        print_targets(records, write)
     _print_where(sweep, uri, name, write)
     if code == EXIT_INTERRUPTED:
         finished = sum(o.status == "FINISHED" for o in outcomes)
@@ -361,7 +385,46 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
 def _finished(trial: TrialConfig, run) -> Any:
     """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics."""
     from .sweep import TrialOutcome
-    return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key)
+    return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key,
+                        trial=trial)
+
+
+def _diverged(outcome) -> bool:
+    """A trial that failed because its loss or penalty became NaN or infinite (trainer.TrialDiverged)."""
+    return any(word in (outcome.error or "") for word in ("TrialDiverged", "training loss is", "penalty is"))
+
+
+def _probe_trial(sweep: SweepConfig, run) -> TrialConfig:
+    """The probe of a target search that an MLflow run recorded (its method, seed and strength)."""
+    p = run.data.params
+    return sweep.probe(p["method"], float(p[p["sweep_axis"]]), int(p["seed"]))
+
+
+def target_searches(sweep: SweepConfig, outcomes: list) -> list:
+    """The sweep's searches holding every probe among ``outcomes`` (finished, or failed: an overshoot); a
+    search is rebuilt from its probes alone, so a resumed sweep continues where the records stop."""
+    searches = {(s.method, s.seed): s for s in sweep.searches()}
+    for o in sorted(outcomes, key=lambda o: o.name):
+        t = o.trial
+        if t is None or t.sweep_axis is None or (t.method, t.seed) not in searches or o.status == "KILLED":
+            continue
+        searches[(t.method, t.seed)].record(float(t.swept_value), o.metrics if o.status == "FINISHED" else None,
+                                            o.metrics.get(N.RUN_ID_KEY), failed=o.status != "FINISHED")
+    return list(searches.values())
+
+
+def print_targets(records: list[dict], write: Callable[[str], None] = print) -> None:
+    """One line per method, seed and target: the strength found, what it reached, its accuracy, probes."""
+    write(f"\n{'method':<10} {'seed':>4}  {'target':<16} {'status':<11} {'value':>10} {'achieved':>9} "
+          f"{'test acc':>8} {'probes':>6}")
+    for r in records:
+        value = f"{r['value']:.4g}" if r["value"] is not None else "-"
+        achieved = f"{r['achieved']:.3f}" if r["achieved"] is not None else "-"
+        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        write(f"{r['method']:<10} {r['seed']:>4}  {r['kind'] + ' ' + format(r['target'], 'g'):<16} "
+              f"{r['status']:<11} {value:>10} {achieved:>9} {acc:>8} {r['probes']:>6}"
+              + (f"  ({r['reason']})" if r.get("reason") else ""))
+    write("targets.json on the sweep's run holds these records; `bench report` compares the methods at each target")
 
 
 def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:

@@ -29,6 +29,7 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
@@ -60,6 +61,7 @@ class TrialOutcome:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     key: str | None = None
+    trial: TrialConfig | None = field(default=None, repr=False, compare=False)
 
 
 def trial_params(trial: TrialConfig) -> dict[str, Any]:
@@ -133,8 +135,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
 class _Progress(tune.Callback):
     """One line per trial epoch on the driver: trial, epoch, accuracy, filters left."""
 
-    def __init__(self, trials: list[TrialConfig], write: Callable[[str], None]) -> None:
-        self.total = len(trials)
+    def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None) -> None:
+        self.total = total if total is not None else len(trials)   # 0: unknown (a target search)
         self.epochs = trials[0].train.epochs if trials else 0
         self.write = write
         self.done = 0
@@ -155,7 +157,7 @@ class _Progress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
-        self.write(f"[{self._elapsed()}] done   {self._name(trial)}  ({self.done}/{self.total} trials)")
+        self.write(f"[{self._elapsed()}] done   {self._name(trial)}  ({self._count()})")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.write(f"[{self._elapsed()}] retry  {self._name(trial)} after an error "
@@ -163,8 +165,11 @@ class _Progress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
-        self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self.done}/{self.total} trials); "
+        self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self._count()}); "
                    f"error in {trial.storage.trial_fs_path if trial.storage else '?'}")
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total} trials" if self.total else f"{self.done} trials done"
 
     def _elapsed(self) -> str:
         s = int(time.monotonic() - self.start)
@@ -331,9 +336,44 @@ def cluster_summary() -> str:
     return f"{nodes} node{'s' * (nodes != 1)}, {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
 
 
+class TargetSearcher(Searcher):
+    """Ray Tune's side of a target search (bench/targets.py): the sweep's fixed trials first (the baselines),
+    then the probes its searches propose, as many at once as Tune has room for; every finished probe is handed
+    back to its search. FINISHED once every search has settled all its targets."""
+
+    def __init__(self, sweep: SweepConfig, fixed: list[TrialConfig], searches: list) -> None:
+        super().__init__(metric=N.TEST_ACCURACY, mode="max")
+        self.sweep, self.queue, self.searches = sweep, list(fixed), searches
+        self.asked: dict[str, tuple[Any, float]] = {}
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.queue:
+            trial = self.queue.pop(0)
+            return {"trial": {**trial.to_dict(), "key": trial.key}}
+        for search in self.searches:
+            value = search.propose()
+            if value is not None:
+                self.asked[trial_id] = (search, value)
+                trial = self.sweep.probe(search.method, value, search.seed)
+                return {"trial": {**trial.to_dict(), "key": trial.key}}
+        if not self.asked and all(s.finished for s in self.searches):
+            return Searcher.FINISHED
+        return None
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.asked:
+            return
+        search, value = self.asked.pop(trial_id)
+        done = not error and result is not None and result.get("epoch") == self.sweep.train.epochs
+        search.record(value, result if done else None, (result or {}).get(N.RUN_ID_KEY), failed=not done)
+
+
 def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | StreamData, tracking: TrackingInfo,
-              write: Callable[[str], None] = print, run_name: str | None = None) -> list[TrialOutcome]:
-    """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial.
+              write: Callable[[str], None] = print, run_name: str | None = None, searches: list | None = None
+              ) -> list[TrialOutcome]:
+    """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial. With
+    ``searches`` (a target search: ``SweepConfig.searches``, possibly holding probes of an earlier run), the
+    trials run first and the searches' probes after them; the outcomes then hold every probe too.
 
     A trial that raises is retried up to ``sweep.max_failures`` times (each attempt is its own MLflow run),
     then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here.
@@ -344,22 +384,28 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
                              plugins=tuple(sweep.plugins)),
         {"cpu": cpus, "gpu": gpus})
+    if searches is None:
+        space, search = {"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])}, {}
+    else:
+        budget = len(trials) + sum(s.max_probes for s in searches)
+        space, search = {}, {"search_alg": TargetSearcher(sweep, trials, searches), "num_samples": budget}
     tuner = tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])},
-        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None,
+        param_space=space,
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None, **search,
                                     trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
-                                  callbacks=[_Progress(trials, write), JsonLoggerCallback(), CSVLoggerCallback()],
+                                  callbacks=[_Progress(trials, write, None if searches is None else 0), JsonLoggerCallback(),
+                                             CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
     try:
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has
     finally:
         sys.stdout.flush()
-    outcomes = collect_outcomes(grid, trials)
+    outcomes = collect_outcomes(grid, trials, probes=searches is not None)
     for o in outcomes:
         if o.status == "FAILED":  # the trial closes its own run; a lost worker cannot
             close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id, "FAILED",
@@ -367,9 +413,16 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     return outcomes
 
 
-def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
-    """One outcome per trial: FINISHED (all epochs reported), FAILED (raised) or KILLED (stopped or never run)."""
+def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> list[TrialOutcome]:
+    """One outcome per trial: FINISHED (all epochs reported), FAILED (raised) or KILLED (stopped or never run);
+    with ``probes``, also one per trial a target search added."""
     by_key = {t.key: t for t in trials}
+    if probes:
+        for result in grid:
+            if result.config and "trial" in result.config:
+                trial = TrialConfig.from_dict(result.config["trial"])
+                by_key.setdefault(result.config["trial"].get("key") or trial.key, trial)
+        trials = list(by_key.values())
     outcomes: dict[str, TrialOutcome] = {}
     for result in grid:
         metrics = dict(result.metrics or {})
@@ -380,13 +433,13 @@ def collect_outcomes(grid, trials: list[TrialConfig]) -> list[TrialOutcome]:
             continue
         trial = by_key[key]
         if result.error is not None:
-            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error), key)
+            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error), key, trial)
         elif metrics.get("epoch") == trial.train.epochs:
-            outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key)
+            outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
         else:
-            outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch", key)
+            outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch", key, trial)
     for key, trial in by_key.items():
-        outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run", key))
+        outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run", key, trial))
     return [outcomes[t.key] for t in trials]
 
 

@@ -403,6 +403,11 @@ def read_json_artifact(uri: str, run_id: str, name: str) -> Any:
         return None if path is None else json.loads(path.read_text())
 
 
+def log_json_artifact(uri: str, run_id: str, name: str, value: Any) -> None:
+    """``value`` as the JSON artifact ``name`` of a run."""
+    _client(uri).log_dict(run_id, value, name)
+
+
 def attach_folder(uri: str, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
     """Log every file of ``folder`` as artifacts of a run, under ``artifact_path`` (replacing earlier copies)."""
     _client(uri).log_artifacts(run_id, str(folder), artifact_path)

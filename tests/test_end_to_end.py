@@ -239,8 +239,9 @@ def test_a_users_model_file_runs_end_to_end_and_exports_as_a_program(tmp_path):
 def test_an_image_folder_runs_end_to_end_on_the_streaming_path(tmp_path):
     """`bench run --dataset imagefolder:DIR --image-size 32 --model vgg11 --methods none,l1l2 --lambdas 0.2
     --epochs 4` on 10 separable classes of 40x40 PNGs (30 train, 10 val each), streamed through DataLoader
-    workers inside the Ray trials, with the default `standard` augmentation. The rate is 0.01: at 0.05, 20 SGD
-    steps leave VGG11 near chance on 300 images (see the README's Data section)."""
+    workers inside the Ray trials, with the default `standard` augmentation. The rate is 0.01: at 0.05 the 20 SGD
+    steps of this budget leave VGG11 near chance on 300 images (train accuracy 0.2-0.6, test 0.1-0.3 over six
+    seeds and data designs), at 0.01 it reaches 0.8-1.0."""
     from tests.conftest import write_image_folder
 
     write_image_folder(tmp_path / "shapes")
