@@ -285,6 +285,8 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
         previous += [_finished(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
         searches = target_searches(sweep, previous)
     if record is not None and not todo and (searches is None or all(s.finished for s in searches)):
+        if searches is not None:
+            _log_targets(uri, record.run_id, searches)
         if record.status != "FINISHED":
             end_run(uri, record.run_id, "FINISHED")
         write(f"nothing to run: every trial of sweep {record.name!r} finished")
@@ -332,9 +334,10 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
                 o.status = "DIVERGED"
     status, code, note = ending(outcomes)
     if searches is not None:
-        from .tracking import log_json_artifact
-        records = [r for s in target_searches(sweep, outcomes) for r in s.results()]
-        log_json_artifact(uri, parent, N.TARGETS_ARTIFACT, records)
+        settled = target_searches(sweep, outcomes)
+        records = _log_targets(uri, parent, settled)
+        if not all(s.finished for s in settled):   # Tune stopped (Ctrl-C) before the searches were done
+            status, code, note = "KILLED", EXIT_INTERRUPTED, "interrupted before the target searches finished"
     end_run(uri, parent, status, note)
     print_summary(outcomes, write)
     if searches is not None:
@@ -387,6 +390,14 @@ def _finished(trial: TrialConfig, run) -> Any:
     from .sweep import TrialOutcome
     return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key,
                         trial=trial)
+
+
+def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:
+    """The searches' records as ``targets.json`` on the sweep's run; returns them."""
+    from .tracking import log_json_artifact
+    records = [r for s in searches for r in s.results()]
+    log_json_artifact(uri, run_id, N.TARGETS_ARTIFACT, records)
+    return records
 
 
 def _diverged(outcome) -> bool:

@@ -107,3 +107,71 @@ def test_a_seed_starts_where_its_siblings_found_the_target():
 def test_targets_must_be_fractions():
     with pytest.raises(ValueError, match=r"fraction removed in \(0, 1\), got 1.5"):
         parse_targets({"sparsity": [1.5]})
+
+
+# -- the report's answer -----------------------------------------------------------------------------------
+
+def _record(method, seed, acc, target=0.5, status="reached", achieved=None, kind="sparsity"):
+    return {"method": method, "seed": seed, "target": target, "kind": kind, "value": 1.0,
+            "achieved": target if achieved is None else achieved, "test_accuracy": acc, "probes": 3,
+            "status": status, "run_id": f"{method}{seed}"}
+
+
+def test_welchs_test_against_a_value_computed_by_hand():
+    from bench.report import compare
+    a, b = [0.90, 0.92, 0.91], [0.85, 0.88, 0.86]
+    # by hand: means 0.91 and 0.86333, variances 1e-4 and 2.3333e-4, se = sqrt(1e-4/3 + 2.3333e-4/3) = 0.010541,
+    # t = 0.046667 / 0.010541 = 4.4272, Welch df = se^4 / ((1e-4/3)^2/2 + (2.3333e-4/3)^2/2) = 3.4286
+    beyond, text = compare(a, b)
+    assert beyond and "t = 4.43" in text
+    from scipy import stats
+    p = stats.t.sf(4.4272, 3.4286)
+    assert f"p = {p:.3f}" in text
+    assert compare([0.9, 0.8], [0.85, 0.86])[0] is False                  # inside the noise
+    assert compare([0.9, 0.9], [0.9, 0.9]) == (False, "no spread over seeds on either side")   # equal: a tie
+    assert compare([0.91, 0.91], [0.9, 0.9])[0] is True
+    assert compare([0.99], [0.5, 0.51])[0] is False                       # one seed: no noise estimate
+
+
+def test_the_equal_sparsity_section_names_a_winner_only_beyond_noise():
+    from tests.test_report import comparison_results
+    from bench import report as R
+    results = comparison_results()
+    results.targets = ([_record("l1l2", s, a) for s, a in enumerate((0.90, 0.92, 0.91))]
+                       + [_record("l1", s, a) for s, a in enumerate((0.85, 0.88, 0.86))]
+                       + [_record("l1l2", s, a, target=0.8) for s, a in enumerate((0.80, 0.70, 0.75))]
+                       + [_record("l1", s, a, target=0.8) for s, a in enumerate((0.74, 0.77))]
+                       + [_record("l1", 2, 0.5, target=0.8, status="unreachable", achieved=0.6)])
+    table, verdicts = R.equal_sparsity(results)
+    rows = table.set_index("method")
+    assert rows.loc["l1l2", "sparsity 50%"] == "91.00 +- 1.00 % (n = 3, achieved 50.0 %)"
+    assert rows.loc["l1", "sparsity 80%"] == ("75.50 +- 2.12 % (n = 2, achieved 80.0 %); 1 seed(s) unreachable "
+                                              "(closest 60.0 %)")
+    assert rows.loc["none (no pruning)", "sparsity 50%"].startswith("90.00")
+    assert verdicts[0].startswith("At 50% of filters removed, **`l1l2`** keeps the most accuracy, beyond seed noise")
+    assert verdicts[1].startswith("At 80% of filters removed, tie within noise between `l1` and `l1l2`")
+    sections = R._sections(results, {}, {})
+    assert sections[1].title == "Accuracy at equal sparsity" and sections[1].table is not None
+
+
+# -- a search rebuilt from its records continues where it stopped ----------------------------------------
+
+def test_a_search_rebuilt_from_recorded_probes_asks_what_the_original_would():
+    from bench.config import build_sweep
+    from bench.session import target_searches
+    from bench.sweep import TrialOutcome
+
+    sweep = build_sweep({"methods": ["l1l2"], "target_sparsity": [0.5, 0.8], "dataset": "synthetic",
+                         "seeds": [0], "max_probes": 10})
+    (live,) = sweep.searches()
+    outcomes = []
+    for _ in range(3):   # three probes, then the driver stops
+        value = live.propose()
+        metrics = {N.TOTAL_SPARSITY: monotone(30.0)(value), N.TEST_ACCURACY: 0.9, N.RUN_ID_KEY: f"r{value:g}"}
+        live.record(value, metrics)
+        trial = sweep.probe("l1l2", value, 0)
+        outcomes.append(TrialOutcome(trial.name, "FINISHED", metrics, key=trial.key, trial=trial))
+    (rebuilt,) = target_searches(sweep, outcomes)
+    assert [p.value for p in rebuilt._done()] == [p.value for p in live._done()]
+    assert rebuilt.propose() == pytest.approx(live.propose())
+    assert sweep.probe("l1l2", outcomes[0].trial.swept_value, 0).key == outcomes[0].key
