@@ -63,6 +63,8 @@ class MemoryBatches(_Normalise):
         self.train_y = as_tensor(data.train_y, device)
         self.test_x = as_tensor(data.test_x, device)
         self.test_y = as_tensor(data.test_y, device)
+        self.val_x = as_tensor(data.val_x, device) if data.val_x is not None else None
+        self.val_y = as_tensor(data.val_y, device) if data.val_y is not None else None
         self.n = len(self.train_x)
         self.input_shape = tuple(self.train_x.shape[1:])
 
@@ -77,9 +79,16 @@ class MemoryBatches(_Normalise):
         idx = idx.to(self.device)
         return self.train_x[idx], self.train_y[idx]
 
-    def test(self, batch_size: int):
-        for i in range(0, len(self.test_x), batch_size):
-            yield self.normalise(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]
+    def test(self, batch_size: int, split: str = "test"):
+        """Normalised batches of the test split (or of the validation split held out of training)."""
+        x, y = (self.val_x, self.val_y) if split == "val" else (self.test_x, self.test_y)
+        assert x is not None and y is not None, "no validation split (--val-split)"
+        for i in range(0, len(x), batch_size):
+            yield self.normalise(x[i:i + batch_size]), y[i:i + batch_size]
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None
 
     def close(self) -> None:
         pass
@@ -99,23 +108,29 @@ class _Plan:
 
 
 class _Joined(torch.utils.data.Dataset):
-    """Train items at indices [0, n_train), test items after them: one loader and one set of workers serve
-    training and evaluation."""
+    """Splits one after another in one index space (train items at [0, n_train), then test, then validation):
+    one loader and one set of workers serve training and evaluation."""
 
-    def __init__(self, train: Items, test: Items) -> None:
-        self.train, self.test, self.n_train = train, test, len(train)
+    def __init__(self, *parts: Items) -> None:
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts]).tolist()
 
     def __len__(self) -> int:
-        return self.n_train + len(self.test)
+        return self.starts[-1]
+
+    def _where(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return k, i - self.starts[k]
 
     def __getitem__(self, i: int):
-        return self.train[i] if i < self.n_train else self.test[i - self.n_train]
+        k, j = self._where(i)
+        return self.parts[k][j]
 
     def __getitems__(self, idx: list[int]):
-        if all(i < self.n_train for i in idx) and hasattr(self.train, "__getitems__"):
-            return self.train.__getitems__(idx)
-        if all(i >= self.n_train for i in idx) and hasattr(self.test, "__getitems__"):
-            return self.test.__getitems__([i - self.n_train for i in idx])
+        k, _ = self._where(idx[0])
+        part = self.parts[k]
+        if hasattr(part, "__getitems__") and all(self.starts[k] <= i < self.starts[k + 1] for i in idx):
+            return part.__getitems__([i - self.starts[k] for i in idx])
         return [self[i] for i in idx]
 
 
@@ -137,7 +152,8 @@ class StreamBatches(_Normalise):
         train = data.train.augmented(self.input_shape[-1]) if standard else data.train
         self.plan = _Plan()
         cuda = device.type == "cuda"
-        self.loader = DataLoader(_Joined(train, data.test), batch_sampler=self.plan, num_workers=workers,
+        parts = (train, data.test) + ((data.val,) if data.val is not None else ())
+        self.loader = DataLoader(_Joined(*parts), batch_sampler=self.plan, num_workers=workers,
                                  collate_fn=_stack, pin_memory=cuda, persistent_workers=workers > 0,
                                  prefetch_factor=4 if workers > 0 else None,
                                  generator=torch.Generator().manual_seed(seed))
@@ -155,10 +171,16 @@ class StreamBatches(_Normalise):
         x, y = _stack([self.data.train[i] for i in idx.tolist()])
         return x.to(self.device), y.to(self.device)
 
-    def test(self, batch_size: int):
-        n, m = self.n, self.data.n_test
-        for x, y in self._pass([list(range(n + i, n + min(i + batch_size, m))) for i in range(0, m, batch_size)]):
+    def test(self, batch_size: int, split: str = "test"):
+        """Normalised batches of the test split (or of the validation split held out of training)."""
+        start, m = (self.n + self.data.n_test, len(self.data.val)) if split == "val" and self.data.val is not None \
+            else (self.n, self.data.n_test)
+        for x, y in self._pass([list(range(start + i, start + min(i + batch_size, m))) for i in range(0, m, batch_size)]):
             yield self.normalise(x), y
+
+    @property
+    def has_val(self) -> bool:
+        return self.data.val is not None
 
     def close(self) -> None:
         """Stop the persistent workers now rather than when the loader is collected."""

@@ -76,6 +76,11 @@ class TrainSettings:
                            shown_default="auto: none for the built-in datasets, standard for any other")
     limit_train: int | None = setting(None, "use only the first N training examples (quick runs)", role=TRIAL,
                                       min=1, shown_default="all", cli={"metavar": "N"}, label="limit-train")
+    val_split: float | None = setting(None, "hold out this fraction of the training split (seeded, stratified by "
+                                      "class) as a validation split: its accuracy is logged per epoch, and the "
+                                      "report makes its choices on it instead of the test accuracy", role=TRIAL,
+                                      open_min=0, max=0.5, key_default=None, shown_default="none",
+                                      cli={"metavar": "F"})
     limit_test: int | None = setting(None, "use only the first N test examples", role=TRIAL, min=1,
                                      shown_default="all", cli={"metavar": "N"}, label="limit-test")
     eval_batch_size: int = setting(1000, "evaluation batch size", role=TRIAL, min=1, flag="",

@@ -55,6 +55,8 @@ class Dataset:
     std: tuple[float, ...]
     source: str = ""
     info: dict = field(default_factory=dict)
+    val_x: np.ndarray | None = None   # held out of the training split by --val-split
+    val_y: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -69,7 +71,8 @@ class Dataset:
         return len(self.test_x)
 
     def describe(self) -> str:
-        return (f"{self.name}: {len(self.train_x)} train / {len(self.test_x)} test, "
+        held = f" / {len(self.val_x)} validation" if self.val_x is not None else ""
+        return (f"{self.name}: {len(self.train_x)} train{held} / {len(self.test_x)} test, "
                 f"{'x'.join(map(str, self.input_shape))}, {self.num_classes} classes ({self.source})")
 
 
@@ -396,7 +399,8 @@ def _resized(x: np.ndarray, size: int) -> np.ndarray:
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_train: int | None = None,
                  limit_test: int | None = None, input_shape: Sequence[int] | None = None,
                  download: bool | None = None, image_size: int | None = None, data_path: str = "auto",
-                 normalize: str | None = None, workers: int = 2, progress: Callable[[str], None] | None = None):
+                 normalize: str | None = None, workers: int = 2, progress: Callable[[str], None] | None = None,
+                 val_split: float | None = None):
     """Load a dataset: a :class:`Dataset` (arrays, the memory path) or a :class:`bench.sources.StreamData`
     (examples read per batch, the streaming path).
 
@@ -436,23 +440,49 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
                 keep = slice(None, limit) if builtin else stratified(y, limit)
                 setattr(ds, f"{split}_x", x[keep])
                 setattr(ds, f"{split}_y", y[keep])
+        hold_out(ds, val_split)
         return as_stream(ds) if data_path == "stream" else ds
     for split, limit in (("train", limit_train), ("test", limit_test)):
         if limit is not None:
             items = getattr(ds, split)
             setattr(ds, split, _subset(items, stratified(items.labels, limit)))
     if data_path == "stream" or (data_path == "auto" and decoded_bytes(ds) > MEMORY_LIMIT_BYTES):
-        return ds
+        return hold_out(ds, val_split)
     train_x, train_y = materialise(ds.train, workers, progress, f"{ds.name} train")
     test_x, test_y = materialise(ds.test, workers, progress, f"{ds.name} test")
-    return Dataset(ds.name, train_x, train_y, test_x, test_y, ds.num_classes, ds.mean, ds.std, ds.source, ds.info)
+    out = Dataset(ds.name, train_x, train_y, test_x, test_y, ds.num_classes, ds.mean, ds.std, ds.source, ds.info)
+    return hold_out(out, val_split)
 
 
 def as_stream(ds: Dataset):
     """In-memory arrays served per example, for the streaming path."""
     from .sources import ArrayItems, StreamData
     return StreamData(ds.name, ArrayItems(ds.train_x, ds.train_y), ArrayItems(ds.test_x, ds.test_y),
-                      ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info)
+                      ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info,
+                      val=ArrayItems(ds.val_x, ds.val_y) if ds.val_x is not None else None)
+
+
+VAL_SEED = 1   # the held-out validation examples are the same for every trial and sweep
+
+
+def hold_out(ds, fraction: float | None):
+    """``fraction`` of the training split held out as a validation split, stratified by class and seeded
+    (``VAL_SEED``), taken after ``--limit-train``; the rest stays the training split."""
+    if not fraction:
+        return ds
+    from .sources import StreamData, stratified
+    labels = ds.train.labels if isinstance(ds, StreamData) else ds.train_y
+    n = int(round(fraction * len(labels)))
+    if n < 1 or n >= len(labels):
+        raise DataError(f"--val-split {fraction} leaves {n} of {len(labels)} training examples for validation")
+    val = np.zeros(len(labels), dtype=bool)
+    val[stratified(labels, n, seed=VAL_SEED)] = True
+    if isinstance(ds, StreamData):
+        ds.val, ds.train = _subset(ds.train, np.flatnonzero(val)), _subset(ds.train, np.flatnonzero(~val))
+    else:
+        ds.val_x, ds.val_y = ds.train_x[val], ds.train_y[val]
+        ds.train_x, ds.train_y = ds.train_x[~val], ds.train_y[~val]
+    return ds
 
 
 def _subset(items, keep: np.ndarray):

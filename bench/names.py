@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Mapping
 
 TEST_ACCURACY = "test_accuracy"
+VAL_ACCURACY = "val_accuracy"          # on the examples --val-split holds out of the training split
 TRAIN_LOSS = "train_loss"
 PENALTY = "penalty"
 LR = "lr"                             # the learning rate of the epoch (bench/recipe.py)

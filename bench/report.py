@@ -83,6 +83,20 @@ class Results:
         return self.epochs[self.epochs["run_id"].isin(self.finished["run_id"])]
 
     @property
+    def selection(self) -> str:
+        """The accuracy the report's choices are made on: the validation accuracy when every finished trial held
+        a validation split out (``--val-split``), else the test accuracy."""
+        f = self.finished
+        return N.VAL_ACCURACY if len(f) and N.VAL_ACCURACY in f and f[N.VAL_ACCURACY].notna().all() \
+            else N.TEST_ACCURACY
+
+    def choice_note(self) -> str:
+        return ("Choices are made on validation accuracy (the examples --val-split held out of training); the "
+                "accuracy shown is test accuracy." if self.selection == N.VAL_ACCURACY else
+                "Choices are made on test accuracy: no validation split was held out (run with --val-split F to "
+                "choose without looking at the test set).")
+
+    @property
     def finished_methods(self) -> list[str]:
         """Methods with at least one finished trial, in report order."""
         return [m for m in self.methods if (self.finished["method"] == m).any()]
@@ -267,31 +281,33 @@ def settings(final: pd.DataFrame) -> pd.DataFrame:
     its own name and its spread under ``<name>_sd`` (0 with one seed)."""
     if final.empty:
         return final
-    metrics = [N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.FLOPS]
+    metrics = [N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.FLOPS] + [N.VAL_ACCURACY] * (N.VAL_ACCURACY in final)
     group = final.groupby(["method", "setting", "value"], dropna=False)
     out = group.agg(**{m: (m, "mean") for m in metrics}, **{f"{m}_sd": (m, "std") for m in metrics},
                     seeds=("seed", "count")).reset_index()
     return out.fillna({f"{m}_sd": 0.0 for m in metrics})
 
 
-def baseline_accuracy(results: Results) -> float | None:
-    """Mean final test accuracy of the finished ``none`` trials, None without any."""
+def baseline_accuracy(results: Results, column: str = N.TEST_ACCURACY) -> float | None:
+    """Mean final accuracy (``column``: test, or validation) of the finished ``none`` trials, None without any."""
     base = results.finished[results.finished["method"] == "none"]
-    return float(base[N.TEST_ACCURACY].mean()) if len(base) else None
+    return float(base[column].mean()) if len(base) else None
 
 
 def best_within(results: Results, baseline: float, points: float, any_epoch: bool = False) -> dict[str, dict]:
-    """For each method, its highest total sparsity with test accuracy >= baseline - ``points`` accuracy
-    points: over final epochs, or over every epoch of every trial (any epoch's model can be kept)."""
+    """For each method, its highest total sparsity with accuracy >= baseline - ``points`` accuracy points
+    (``baseline`` and the choice on ``results.selection``, the test accuracy reported): over final epochs, or
+    over every epoch of every trial (any epoch's model can be kept)."""
     if any_epoch:
         rows = results.finished_epochs
     else:
         rows = results.finished
-    rows = rows.dropna(subset=[N.TEST_ACCURACY, N.TOTAL_SPARSITY])
-    ok = rows[rows[N.TEST_ACCURACY] >= baseline - points / 100 - 1e-12]
+    chosen = results.selection
+    rows = rows.dropna(subset=[chosen, N.TOTAL_SPARSITY])
+    ok = rows[rows[chosen] >= baseline - points / 100 - 1e-12]
     out = {}
     for method, group in ok.groupby("method"):
-        best = group.sort_values([N.TOTAL_SPARSITY, N.TEST_ACCURACY], ascending=False).iloc[0]
+        best = group.sort_values([N.TOTAL_SPARSITY, chosen], ascending=False).iloc[0]
         out[method] = {"sparsity": float(best[N.TOTAL_SPARSITY]), "accuracy": float(best[N.TEST_ACCURACY]),
                        "trial": best["trial"], "epoch": int(best["epoch"])}
     return out
@@ -303,13 +319,14 @@ def best_sparse_trial(results: Results, method: str, baseline: float | None) -> 
     rows = results.finished[results.finished["method"] == method]
     if rows.empty:
         return None
+    chosen = results.selection   # baseline is on the same accuracy
     if baseline is not None:
-        ok = rows[rows[N.TEST_ACCURACY] >= baseline - 0.01]
+        ok = rows[rows[chosen] >= baseline - 0.01]
         ok = ok[ok[N.TOTAL_SPARSITY] > 0]
         if len(ok):
-            return ok.sort_values([N.TOTAL_SPARSITY, N.TEST_ACCURACY], ascending=False).iloc[0]
+            return ok.sort_values([N.TOTAL_SPARSITY, chosen], ascending=False).iloc[0]
     sparse = rows[rows[N.TOTAL_SPARSITY] > 0]
-    return (sparse if len(sparse) else rows).sort_values(N.TEST_ACCURACY, ascending=False).iloc[0]
+    return (sparse if len(sparse) else rows).sort_values(chosen, ascending=False).iloc[0]
 
 
 # -- tables ------------------------------------------------------------------------------------------------
@@ -340,7 +357,7 @@ def layer_table(results: Results) -> pd.DataFrame:
 
 def best_table(results: Results) -> tuple[pd.DataFrame, str]:
     """Highest sparsity within 0.5 and 1 accuracy points of the baseline, per method; and a note."""
-    baseline = baseline_accuracy(results)
+    baseline = baseline_accuracy(results, results.selection)
     if baseline is None:
         return pd.DataFrame(), ("No finished `none` trial in this experiment, so there is no baseline to "
                                 "measure accuracy drops against: add one with `bench run --methods none ...`.")
@@ -362,9 +379,11 @@ def best_table(results: Results) -> tuple[pd.DataFrame, str]:
                           f"{'' if title.startswith('final') else ', epoch ' + str(hit['epoch'])})"
                           if hit else "none within")
         rows.append(row)
-    note = (f"Baseline: `none`, mean final test accuracy {_pct(baseline)} % over "
+    which = "validation" if results.selection == N.VAL_ACCURACY else "test"
+    note = (f"Baseline: `none`, mean final {which} accuracy {_pct(baseline)} % over "
             f"{int((results.finished['method'] == 'none').sum())} trial(s). A cell gives the highest total filter "
-            "sparsity reached with test accuracy at most that many points below it.")
+            f"sparsity reached with {which} accuracy at most that many points below it, and that trial's test "
+            f"accuracy. {results.choice_note()}")
     return pd.DataFrame(rows), note
 
 
@@ -373,7 +392,7 @@ def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[p
     least each target; and one sentence per target naming the winner."""
     points = settings(results.finished)
     rows, verdicts = [], []
-    best: dict[float, tuple[float, str]] = {}
+    best: dict[float, tuple[float, str, float]] = {}
     for method in results.finished_methods:
         if method == "none":
             continue
@@ -386,14 +405,14 @@ def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[p
                 reached = mine[N.TOTAL_SPARSITY].max() if len(mine) else float("nan")
                 row[title] = f"not reached (max {_pct(reached, 1)} %)"
                 continue
-            hit = ok.sort_values([N.TEST_ACCURACY, N.TOTAL_SPARSITY], ascending=False).iloc[0]
+            hit = ok.sort_values([results.selection, N.TOTAL_SPARSITY], ascending=False).iloc[0]
             row[title] = f"{_pct(hit[N.TEST_ACCURACY])} % ({hit['setting']}, {_pct(hit[N.TOTAL_SPARSITY], 1)} %)"
-            if target not in best or hit[N.TEST_ACCURACY] > best[target][0]:
-                best[target] = (float(hit[N.TEST_ACCURACY]), method)
+            if target not in best or hit[results.selection] > best[target][2]:
+                best[target] = (float(hit[N.TEST_ACCURACY]), method, float(hit[results.selection]))
         rows.append(row)
     for target in targets:
         if target in best:
-            acc, method = best[target]
+            acc, method, _ = best[target]
             verdicts.append(f"At {target:.0%} filter sparsity or more, **`{method}`** keeps the highest test "
                             f"accuracy: {_pct(acc)} %.")
         else:
@@ -740,7 +759,7 @@ def fig_filters(results: Results):
     """The learned first-layer filters of the baseline and of each method's best sparse model (Fig. 5);
     removed filters are drawn as empty, red-framed squares."""
     plt, sns = _plt()
-    baseline = baseline_accuracy(results)
+    baseline = baseline_accuracy(results, results.selection)
     shown = []
     for method in results.methods:
         trial = best_sparse_trial(results, method, baseline)
@@ -864,7 +883,7 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
         out.append(Section("Most accurate method at " + " and ".join(f"{t:.0%}" for t in TARGETS)
                            + " filter sparsity",
                            " ".join(verdicts) + " A cell gives a method's most accurate setting (final epoch, "
-                           "mean over seeds) among those at or above the target sparsity.",
+                           "mean over seeds) among those at or above the target sparsity. " + results.choice_note(),
                            targets if len(targets) else None))
     if results.targets:
         table, verdicts = equal_sparsity(results)

@@ -118,7 +118,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     t0 = time.monotonic()
     data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=default_input(t.model),
                         download=t.download, image_size=t.image_size, data_path=t.data_path, normalize=t.normalize,
-                        workers=t.loader_workers, progress=write)
+                        workers=t.loader_workers, progress=write, val_split=t.val_split)
     write(f"data   {data.describe()} [{time.monotonic() - t0:.1f}s]")
     write(f"       {describe_path(data, t)}")
     t1 = time.monotonic()

@@ -208,6 +208,7 @@ class StreamData:
     std: tuple[float, ...] = ()
     source: str = ""
     info: dict = field(default_factory=dict)
+    val: Items | None = None   # held out of the training split by --val-split
 
     @property
     def n_train(self) -> int:
@@ -218,7 +219,8 @@ class StreamData:
         return len(self.test)
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.n_train} train / {self.n_test} test, {'x'.join(map(str, self.input_shape))}, "
+        held = f" / {len(self.val)} validation" if self.val is not None else ""
+        return (f"{self.name}: {self.n_train} train{held} / {self.n_test} test, {'x'.join(map(str, self.input_shape))}, "
                 f"{self.num_classes} classes ({self.source})")
 
 

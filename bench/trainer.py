@@ -214,6 +214,8 @@ def train(config: TrialConfig, data: Dataset | StreamData,
             metrics_time = time.perf_counter() - metrics_start
             last = {
                 N.TEST_ACCURACY: state.evaluate(),
+                **({N.VAL_ACCURACY: M.accuracy(model, batches.test(tc.eval_batch_size, "val"))}
+                   if batches.has_val else {}),
                 "train_accuracy": float(correct) / n,
                 N.TRAIN_LOSS: train_loss,
                 N.PENALTY: penalty,

@@ -252,3 +252,26 @@ def test_image_size_resizes_built_in_arrays_and_feeds_the_model(tmp_path):
     resized = load_dataset("mnist", data_dir=tmp_path, image_size=32, download=False)
     assert resized.input_shape == (1, 32, 32) and resized.n_train == 64
     assert os.path.isdir(tmp_path / "mnist")
+
+
+def test_val_split_holds_out_a_stratified_seeded_part_of_training_on_both_paths():
+    from bench.data import hold_out
+    data = load_dataset("synthetic", input_shape=(1, 28, 28), limit_train=300, limit_test=100, val_split=0.2)
+    assert data.n_train == 240 and len(data.val_x) == 60
+    assert "240 train / 60 validation / 100 test" in data.describe()
+    full = load_dataset("synthetic", input_shape=(1, 28, 28), limit_train=300, limit_test=100)
+    counts = np.bincount(full.train_y, minlength=10)
+    assert np.abs(np.bincount(data.val_y, minlength=10) - counts * 0.2).max() <= 1   # stratified
+    # the two parts are the training split, disjoint, and the same in every load
+    rows = {r.tobytes() for r in full.train_x}
+    assert {r.tobytes() for r in data.train_x} | {r.tobytes() for r in data.val_x} == rows
+    assert not ({r.tobytes() for r in data.train_x} & {r.tobytes() for r in data.val_x})
+    with pytest.raises(DataError, match="leaves 0 of 300"):
+        hold_out(load_dataset("synthetic", input_shape=(1, 28, 28), limit_train=300), 0.001)
+    stream = load_dataset("synthetic", input_shape=(1, 28, 28), limit_train=300, limit_test=100, val_split=0.2,
+                          data_path="stream")
+    assert len(stream.val) == 60 and stream.n_train == 240
+    a = _metrics(data, val_split=0.2)
+    b = _metrics(stream, val_split=0.2, data_path="stream")
+    assert a == b and all(0 <= r["val_accuracy"] <= 1 for r in a)
+    assert "val_accuracy" not in _metrics(full)[0]

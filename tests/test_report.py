@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bench import names as N
 from bench import report as R
 from bench.data import DEBIAN_FASHION_MNIST
 
@@ -232,3 +233,18 @@ def test_the_report_module_imports_neither_torch_nor_ray():
     code = "import sys, bench.report; print(sorted({'torch', 'ray'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_with_a_validation_split_the_report_chooses_on_validation_accuracy():
+    results = comparison_results()
+    assert results.selection == N.TEST_ACCURACY and "Choices are made on test accuracy" in results.choice_note()
+    base = R.baseline_accuracy(results, results.selection)
+    assert "l1" not in {m for m, hit in R.best_within(results, base, 1.0).items() if hit["sparsity"] > 0.8}
+    # l1 lam 1 (test 80 %) looks as good as the baseline on the held-out examples: chosen, its test accuracy shown
+    results.trials["val_accuracy"] = [0.90, 0.80, 0.895, 0.85, 0.84, 0.70, 0.88]
+    assert results.selection == N.VAL_ACCURACY
+    base = R.baseline_accuracy(results, results.selection)
+    hit = R.best_within(results, base, 1.0)["l1"]
+    assert hit["sparsity"] == 0.85 and hit["accuracy"] == 0.80
+    table, note = R.best_table(results)
+    assert "validation accuracy" in note and "85.0 % at 80.00 %" in table.set_index("method").loc["l1"].iloc[2]
