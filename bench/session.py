@@ -311,6 +311,8 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
         tracking = TrackingInfo(uri, experiment_id, parent)
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
+            from . import guard
+            guard.start(uri, experiment_id, parent)   # closes the records if this process dies abruptly
         try:
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
                                              run_name=f"{name}-{time.strftime('%H%M%S')}",

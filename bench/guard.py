@@ -1,0 +1,69 @@
+"""The sweep's guardian: a small process that outlives a driver killed without a chance to close its records.
+
+``bench run`` starts one per sweep (in a session of its own, so a signal to the driver's process group does not
+reach it) once the sweep's MLflow parent run exists. It waits for the driver's process to end; if the parent run
+is still RUNNING then (the driver was SIGKILLed, or Ray terminated it: when a whole process group is sent
+SIGTERM, the local Ray's object store dies with it and Ray's core worker ends the driver with exit status 1
+before it can stop gracefully), it marks every RUNNING run of the sweep KILLED with the reason, so that nothing
+is left running and ``bench resume`` continues the sweep. A driver that ends normally has closed its runs
+itself; the guardian sees the closed run and exits.
+
+    python -m bench.guard PID URI EXPERIMENT_ID PARENT_RUN_ID
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+REASON = "the sweep's driver ended without closing this run (killed, or its local Ray died with it)"
+
+
+def start(uri: str, experiment_id: str, parent_run_id: str) -> subprocess.Popen | None:
+    """Start the guardian of this process's sweep; None where it cannot start (the sweep runs unguarded)."""
+    try:
+        return subprocess.Popen([sys.executable, "-m", "bench.guard", str(os.getpid()), uri, experiment_id,
+                                 parent_run_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: float = 0.2, check: float = 5.0
+          ) -> int:
+    """Wait for ``pid`` to end, then close the sweep's runs if it left them RUNNING; returns how many. Ends
+    early, doing nothing, once the sweep's run is closed (every ``check`` seconds)."""
+    from .tracking import close_open_children, end_run, get_run   # imported now: ready the moment pid ends
+
+    last = time.monotonic()
+    while _alive(pid):
+        time.sleep(poll)
+        if time.monotonic() - last > check:
+            last = time.monotonic()
+            if get_run(uri, parent_run_id).status != "RUNNING":
+                return 0
+    if get_run(uri, parent_run_id).status != "RUNNING":
+        return 0
+    closed = close_open_children(uri, experiment_id, parent_run_id, "KILLED", REASON)
+    end_run(uri, parent_run_id, "KILLED", REASON)
+    return closed + 1
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
