@@ -154,8 +154,8 @@ def _runs(uri: str, experiment: str):
 
 
 def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
-    """SIGKILL to the driver once the first trial finished: nothing is cleaned up by the killed process.
-    `bench run ... --resume` keeps the finished trial (same run id), marks the stale RUNNING run KILLED and
+    """SIGKILL to the driver once the first trial finished: nothing is cleaned up by the killed process, its
+    guardian marks the open runs KILLED. `bench run ... --resume` keeps the finished trial (same run id) and
     runs the rest; `bench resume NAME` then has nothing left to do."""
     argv = ["run", "--methods", "none,l1,l1l2", "--lambdas", "0.1", "--epochs", "2", *QUICK, "--max-concurrent", "1",
             "--name", "killed"]
@@ -171,14 +171,18 @@ def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
     proc.wait(timeout=60)
     assert any("done   none-s0" in x for x in lines), "".join(lines)[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    deadline = time.monotonic() + 30   # the killed driver closes nothing: its guardian (bench/guard.py) does
+    while time.monotonic() < deadline and any(r.info.status == "RUNNING" for r in _runs(uri, "lenet5-synthetic")):
+        time.sleep(0.5)
     before = _runs(uri, "lenet5-synthetic")
     first = {r.info.run_name: r for r in before if r.data.tags.get("bench.kind") == "trial"}
     assert first["none-s0"].info.status == "FINISHED"
-    assert first["l1-lam0.1-s0"].info.status == "RUNNING"  # the killed driver could not close it
+    assert first["l1-lam0.1-s0"].info.status == "KILLED"
+    assert "driver ended without closing" in first["l1-lam0.1-s0"].data.tags["bench.error"]
 
     proc2 = bench(tmp_path, *argv, "--resume")
     assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
-    assert "resume sweep 'killed' (RUNNING): 1 of 3 trials finished, running the other 2" in proc2.stdout
+    assert "resume sweep 'killed' (KILLED): 1 of 3 trials finished, running the other 2" in proc2.stdout
     assert "start  none-s0" not in proc2.stdout
     after = _runs(uri, "lenet5-synthetic")
     assert all(r.info.status != "RUNNING" for r in after), [(r.info.run_name, r.info.status) for r in after]
