@@ -34,6 +34,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .sources import Described
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -42,7 +44,7 @@ class DataError(ValueError):
 
 
 @dataclass
-class Dataset:
+class Dataset(Described):
     """A dataset held in memory: uint8 images (N, C, H, W), int64 labels."""
 
     name: str
@@ -59,21 +61,20 @@ class Dataset:
     val_y: np.ndarray | None = None
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, int, int]:  # type: ignore[override]
         return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
 
     @property
-    def n_train(self) -> int:
+    def n_train(self) -> int:  # type: ignore[override]
         return len(self.train_x)
 
     @property
-    def n_test(self) -> int:
+    def n_test(self) -> int:  # type: ignore[override]
         return len(self.test_x)
 
-    def describe(self) -> str:
-        held = f" / {len(self.val_x)} validation" if self.val_x is not None else ""
-        return (f"{self.name}: {len(self.train_x)} train{held} / {len(self.test_x)} test, "
-                f"{'x'.join(map(str, self.input_shape))}, {self.num_classes} classes ({self.source})")
+    @property
+    def n_val(self) -> int:  # type: ignore[override]
+        return len(self.val_x) if self.val_x is not None else 0
 
 
 @dataclass(frozen=True)

@@ -194,8 +194,25 @@ def fit(image, size: int):
 
 # -- a streamed dataset ------------------------------------------------------------------------------------
 
+class Described:
+    """The one-line description both dataset forms (arrays, items) print: sizes, shape, classes, source."""
+
+    name: str
+    num_classes: int
+    source: str
+    n_train: int
+    n_test: int
+    n_val: int
+    input_shape: tuple[int, int, int]
+
+    def describe(self) -> str:
+        held = f" / {self.n_val} validation" if self.n_val else ""
+        return (f"{self.name}: {self.n_train} train{held} / {self.n_test} test, "
+                f"{'x'.join(map(str, self.input_shape))}, {self.num_classes} classes ({self.source})")
+
+
 @dataclass
-class StreamData:
+class StreamData(Described):
     """A dataset read per example (:class:`Items`) rather than held as arrays; the streaming data path's input.
     Same descriptive surface as :class:`bench.data.Dataset`."""
 
@@ -211,17 +228,16 @@ class StreamData:
     val: Items | None = None   # held out of the training split by --val-split
 
     @property
-    def n_train(self) -> int:
+    def n_train(self) -> int:  # type: ignore[override]
         return len(self.train)
 
     @property
-    def n_test(self) -> int:
+    def n_test(self) -> int:  # type: ignore[override]
         return len(self.test)
 
-    def describe(self) -> str:
-        held = f" / {len(self.val)} validation" if self.val is not None else ""
-        return (f"{self.name}: {self.n_train} train{held} / {self.n_test} test, {'x'.join(map(str, self.input_shape))}, "
-                f"{self.num_classes} classes ({self.source})")
+    @property
+    def n_val(self) -> int:  # type: ignore[override]
+        return len(self.val) if self.val is not None else 0
 
 
 def decoded_bytes(data: StreamData) -> int:
