@@ -17,7 +17,11 @@ The search, per target, on the probes that have finished:
 2. **Bracket.** While every probe is below the target, the next probe is the next grid value above the largest
    probed, then past the grid geometrically (x10 per probe, x100 when the last step did not move the value at
    all); symmetrically downwards. A probe that diverged (the trial failed: NaN loss) counts as an overshoot,
-   above any target.
+   above any target (of its own search: a sibling's pooled probes bracket only through finished ones). When
+   the value falls again past the best probe (stronger penalties removing fewer filters, as l1 does on LeNet
+   once conv1 is down to a filter or two), the search stops expanding: it probes the geometric middle between
+   the best probe and the next stronger one while that gap is wider than x3, then gives the target up as not
+   monotone.
 3. **Narrow.** Inside a bracket (one probe below, the next one above) the next probe interpolates the value
    linearly in log lambda (in the ratio for ratio methods), kept inside the middle 80 % of the bracket so that
    every probe shrinks it, and bisects where the upper end diverged.
@@ -200,18 +204,46 @@ class Search:
         if below and above:
             self._given_up[target] = "not monotone in the strength: no two neighbouring probes straddle it"
             return None
+        if below and not above:
+            turned = self._turned(done, target)
+            if turned is not None:
+                return turned if turned > 0 else None
         edge = max(p.value for p in below) if below else min(p.value for p in above)
         hint = self._pooled(target)
         if hint is not None and (hint > edge * 1.0001 if below else hint < edge * 0.9999):
             return hint
         return self._expand(edge, up=bool(below), target=target)
 
+    def _turned(self, done: list[Probe], target: Target) -> float | None:
+        """Every probe below the target, and past the best of them the value falls again (by more than the
+        tolerance): stronger penalties remove fewer filters there (training collapses onto a few dominant
+        filters, or stalls), so expanding further up wastes probes. Returns the geometric middle between the
+        best probe and the next stronger one while that gap is wider than x3 (ratio: 0.02), the peak being
+        somewhere inside; else gives the target up (returns 0) as not monotone; None when the curve has not
+        turned."""
+        ok = [p for p in done if not p.failed]
+        if len(ok) < 2:
+            return None
+        best = max(range(len(ok)), key=lambda i: self._value(ok[i], target))
+        peak = ok[best]
+        if best == len(ok) - 1 or self._value(ok[-1], target) >= self._value(peak, target) - self.tolerance:
+            return None
+        beyond = ok[best + 1]
+        wide = beyond.value - peak.value > 0.02 if self.axis == "ratio" else beyond.value / peak.value > 3.0
+        if wide:
+            return _from_x((_x(peak.value, self.axis) + _x(beyond.value, self.axis)) / 2, self.axis)
+        self._given_up[target] = (f"not monotone: the {target.kind} peaks at {self._value(peak, target):.3f} near "
+                                  f"{self.axis} {peak.value:.4g} and falls at stronger ones (down to "
+                                  f"{self._value(ok[-1], target):.3f} at {ok[-1].value:.4g})")
+        return 0.0
+
     def _pooled(self, target: Target) -> float | None:
         """An interpolation inside a bracket of this search's and its siblings' probes together (a seed's curve
         is close to its siblings'), or None."""
         pooled = sorted((p for s in (self, *self.siblings) for p in s._done()), key=lambda p: p.value)
-        for a, b in zip(pooled, pooled[1:]):
-            if self._value(a, target) < target.value < self._value(b, target) and not _same(a.value, b.value):
+        for a, b in zip(pooled, pooled[1:]):   # a sibling's divergence bounds nothing but its own search
+            if self._value(a, target) < target.value < self._value(b, target) and not _same(a.value, b.value) \
+                    and not b.failed:
                 return self._inside(a, b, target)
         return None
 

@@ -68,6 +68,19 @@ def test_a_non_monotone_method_is_unreachable_with_the_closest_point():
     assert r["value"] == pytest.approx(1.0) and "reason" in r
 
 
+def test_a_curve_that_turns_down_is_not_chased_to_ever_stronger_penalties():
+    # what l1 does on LeNet: sparsity rises to 0.67 near lam 0.2, then falls (conv1 collapses onto one filter)
+    def turning(lam: float) -> float:
+        return 0.67 * math.exp(-math.log(lam / 0.2) ** 2 / 2)
+
+    search = Search("l1ish", 0, "lam", (0.02, 0.0632, 0.2), [Target("sparsity", 0.8)], max_probes=8)
+    asked = run(search, turning)
+    (r,) = search.results()
+    assert r["status"] == "unreachable" and "not monotone: the sparsity peaks at 0.670 near lam 0.2" in r["reason"]
+    assert max(asked) <= 2.0 and len(asked) <= 5, asked   # never x100 past the peak
+    assert r["value"] == pytest.approx(0.2) and r["achieved"] == pytest.approx(0.67)
+
+
 def test_a_collapse_is_unreachable_once_the_bracket_is_narrow():
     step = lambda lam: 0.1 if lam < 4.0 else 0.97   # noqa: E731 - jumps over every target in between
     search = Search("cliff", 0, "lam", (0.5, 1.0, 2.0), [Target("sparsity", 0.5)], max_probes=30)
