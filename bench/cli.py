@@ -92,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "bench.compact.load_compact(FILE); FILE.pt2: a torch.export program, reloaded with "
                             "plain torch: torch.export.load(FILE).module().")
     export.add_argument("run_id", metavar="RUN_ID", help="a trial's MLflow run id (the MLflow UI shows it)")
-    export.add_argument("--out", required=True, metavar="FILE", help="where to write it: FILE.pt or FILE.pt2 (models "
+    export.add_argument("--out", metavar="FILE", help="where to write it: FILE.pt or FILE.pt2 (models "
                         "not rebuilt from widths, such as torchvision and your own, are written as FILE.pt2)")
+    export.add_argument("--register", metavar="NAME", help="register the trial's compact model (the MLflow Model "
+                        "it logged) in the MLflow Model Registry under NAME, a new version each time; with or "
+                        "without --out")
     export.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                         help="a plugin that registers the run's model")
     add_store_arguments(export)
@@ -127,8 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list registered methods, models and datasets")
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                      help="also list the methods and models a plugin registers")
-    ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store")
+    ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store",
+                        description="Serve the MLflow UI on the store `bench run` used (one worker, on "
+                        "127.0.0.1 unless --host says otherwise) and print the address of the experiment's "
+                        "training runs (MLflow 3 otherwise opens its GenAI view).")
     add_store_arguments(ui)
+    ui.add_argument("--experiment", help="the experiment whose runs the printed address opens (default: the one "
+                    "a sweep wrote last)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     return parser
@@ -136,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import shlex
+    args.command_line = "bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     from methods import MethodError
 
     from .config import ConfigError
@@ -183,11 +193,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         uri = normalize_uri(args.tracking_uri or default_tracking_uri())
         check_tracking_uri(uri)
         sweep, record = session.saved_sweep(uri, args.sweep_name, args.experiment, values)
-        return session.run(sweep, uri, record=record)
+        return session.run(sweep, uri, record=record, command=args.command_line)
     sweep = sweep_from_sources(values, args.config)
     uri = normalize_uri(sweep.tracking_uri or default_tracking_uri())
     check_tracking_uri(uri)
-    return session.run(sweep, uri, resume=args.resume, dry_run=args.dry_run)
+    return session.run(sweep, uri, resume=args.resume, dry_run=args.dry_run, command=args.command_line)
 
 
 # -- bench list / ui -----------------------------------------------------------------------------------
@@ -249,14 +259,23 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugins or ())
 
-    out = Path(args.out)
-    if out.suffix not in (".pt", ".pt2"):
+    if args.out is None and args.register is None:
+        raise ConfigError("say what to do with the compact model: --out FILE.pt|FILE.pt2, --register NAME, or both")
+    out = Path(args.out) if args.out is not None else None
+    if out is not None and out.suffix not in (".pt", ".pt2"):
         raise ConfigError(f"--out {out}: name the file FILE.pt (state dict and widths) or FILE.pt2 (torch.export)")
     uri = normalize_uri(args.tracking_uri or default_tracking_uri())
     check_tracking_uri(uri)
     run = get_run(uri, args.run_id)
     if run.kind == "sweep":
         raise ConfigError(f"run {run.run_id} is the sweep {run.name!r}; give one of its trials' run ids")
+    if args.register is not None:
+        from .tracking import registered_model
+        name, version = registered_model(uri, run.run_id, args.register)
+        print(f"registered {name} version {version}: the compact model of run {run.name} ({run.run_id}); "
+              f"load it with mlflow.pyfunc.load_model('models:/{name}/{version}')")
+    if out is None:
+        return 0
     with tempfile.TemporaryDirectory() as folder:
         path = download_artifact(uri, run.run_id, COMPACT_MODEL, folder)
         if path is None:
@@ -361,9 +380,16 @@ def cmd_ui(args: argparse.Namespace) -> int:
         from .config import ConfigError
         raise ConfigError(f"cannot serve the MLflow UI on {args.host}:{args.port}: {err.strerror or err}; pick "
                           "another --port (or stop what listens there)") from None
+    from .tracking import runs_page
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {uri}: {base}{runs_page(uri, args.experiment)}  (Ctrl-C to stop)", flush=True)
+    # the server's own imports warn about deprecations in its dependencies (starlette's WSGI middleware, a
+    # UserWarning): nothing a user of the UI can act on
+    quiet = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
+    env = {**os.environ, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS") or quiet}
+    os.execve(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+                       "--workers", "1"], env)
     return 0  # not reached: the process is now MLflow's
 
 

@@ -52,27 +52,32 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, min_run_time: float = 0.3) -> float:
-    """Median CPU forward time in milliseconds at ``batch``, eval mode, with the process's torch threads.
+def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, min_run_time: float = 0.3,
+               device: str | torch.device = "cpu") -> float:
+    """Median forward time in milliseconds at ``batch``, eval mode, on ``device`` (CPU: with the process's
+    torch threads; CUDA: the Timer synchronizes the device around each block).
 
     torch.utils.benchmark's ``blocked_autorange`` picks the number of runs per block and reports the median
     over blocks (after a warm-up), so a fast model gets many repeats and a slow one fewer.
     """
     from torch.utils import benchmark
 
-    model = model.eval()
-    x = torch.randn((batch, *input_shape))
+    model = model.eval().to(device)
+    x = torch.randn((batch, *input_shape), device=device)
     timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
     model(x)  # warm-up
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
 def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
-            batches: Sequence[int] = (1, 64), min_run_time: float = 0.3) -> tuple[nn.Module, dict[str, float]]:
+            batches: Sequence[int] = (1, 64), min_run_time: float = 0.3,
+            device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, float]]:
     """The compact model of ``model`` (on CPU) and its measurements against the dense (masked) model.
 
     Metrics: ``compact_params``, ``compact_flops`` (FlopCounterMode on the compact model),
-    ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency.
+    ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency,
+    on the CPU; when ``device`` is a GPU (the trial's), also ``gpu_latency_ms_b{N}``,
+    ``gpu_dense_latency_ms_b{N}`` and ``gpu_speedup_b{N}`` there.
     """
     dense = copy.deepcopy(model).cpu().eval()
     small = compact(dense, structure, share=True).eval()
@@ -83,6 +88,15 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
         out[f"latency_ms_b{b}"] = c
         out[f"dense_latency_ms_b{b}"] = d
         out[f"speedup_b{b}"] = d / c
+    if torch.device(device).type == "cuda":
+        gpu_dense, gpu_small = copy.deepcopy(dense).to(device), copy.deepcopy(small).to(device)
+        for b in batches:
+            d = latency_ms(gpu_dense, input_shape, b, min_run_time, device)
+            c = latency_ms(gpu_small, input_shape, b, min_run_time, device)
+            out[f"gpu_latency_ms_b{b}"] = c
+            out[f"gpu_dense_latency_ms_b{b}"] = d
+            out[f"gpu_speedup_b{b}"] = d / c
+        del gpu_dense, gpu_small
     return small, out
 
 

@@ -272,6 +272,10 @@ class SweepConfig:
     ray_address: str | None = setting(None, "join a Ray cluster started with `ray start --head`, HOST:PORT (also "
                                       "RAY_ADDRESS; checked before any work)", role=RUNTIME, group=WHERE,
                                       shown_default="a local Ray for this command")
+    ray_cpus: int | None = setting(None, "CPUs of the local Ray (without --ray-address): at most that many trials' "
+                                   "CPUs at once", role=RUNTIME, group=WHERE, min=1, cli={"metavar": "N"},
+                                   shown_default="the CPUs this process may use: the smaller of its CPU affinity "
+                                   "and Ray's cgroup-aware count")
     cpus_per_trial: float = setting(1.0, "CPUs reserved per trial; torch threads follow it", role=RUNTIME,
                                     group=WHERE, open_min=0, shown_default="1")
     gpus_per_trial: float | None = setting(
@@ -285,6 +289,8 @@ class SweepConfig:
     def __post_init__(self) -> None:
         _checked(self)
         _check(len(self.methods) > 0, "no method given")
+        _check(self.ray_cpus is None or self.ray_address is None, "--ray-cpus sizes a local Ray; a cluster joined "
+               "with --ray-address has the CPUs its nodes were started with (`ray start --num-cpus N`)")
         _check(len(set(self.methods)) == len(self.methods), f"a method is listed twice: {','.join(self.methods)}")
         for name in self.methods:
             _method(name)

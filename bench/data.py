@@ -30,11 +30,11 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .sources import Described
+from .sources import Described, StreamData
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -359,6 +359,27 @@ def data_key(name: str) -> str:
     if name.startswith("imagefolder:"):
         return folder_key(name)
     return model_key(name) if not name.startswith("torchvision:") else name
+
+
+def dataset_record(data: Dataset | StreamData, name: str) -> dict[str, Any]:
+    """What a trial's run records of its dataset (MLflow's dataset input): the name as people say it, a
+    digest of the content, where it came from and the split sizes. The digest covers the uint8 arrays a
+    memory dataset holds (its examples and labels, every split: a changed file, or another --limit-train,
+    gives another digest) and, for streamed data, the folder's content fingerprint or the file's digest of
+    the trial key; computed once, on the driver."""
+    import hashlib
+    h = hashlib.sha256()
+    if isinstance(data, Dataset):
+        for a in (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y):
+            if a is not None:
+                h.update(np.ascontiguousarray(a).data)
+    else:
+        h.update(f"{data_key(name)} {data.n_train} {data.n_val} {data.n_test}".encode())
+    record: dict[str, Any] = {"name": data_display(name), "digest": h.hexdigest()[:16], "source": data.source,
+                              "train": data.n_train, "test": data.n_test}
+    if data.n_val:
+        record["val"] = data.n_val
+    return record
 
 
 def data_display(name: str) -> str:

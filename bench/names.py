@@ -22,7 +22,8 @@ SPARSITY = "sparsity/{}"
 
 # Measured once per trial, on its final model (compact.measure), logged with the last epoch.
 COMPACT_METRICS = ("compact_params", "compact_flops", "latency_ms_b1", "latency_ms_b64", "dense_latency_ms_b1",
-                   "dense_latency_ms_b64", "speedup_b1", "speedup_b64")
+                   "dense_latency_ms_b64", "speedup_b1", "speedup_b64", "gpu_latency_ms_b1", "gpu_latency_ms_b64",
+                   "gpu_dense_latency_ms_b1", "gpu_dense_latency_ms_b64", "gpu_speedup_b1", "gpu_speedup_b64")
 
 
 def filters_by_layer(values: Mapping[str, float]) -> dict[str, int]:
@@ -56,6 +57,7 @@ SWEEP_KEY_TAG = "bench.sweep_key"
 ERROR_TAG = "bench.error"
 RESUMED_TAG = "bench.resumed"
 FILTERS_REMOVED_TAG = "bench.filters_removed"
+MODEL_ERROR_TAG = "bench.model_error"  # why a finished trial's compact model is not an MLflow Model
 PROVENANCE_PREFIX = "bench."          # bench.torch, bench.python, bench.host, bench.git_commit, ...
 
 # Artifacts.

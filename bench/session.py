@@ -51,9 +51,9 @@ def runtime_keys() -> tuple[str, ...]:
 
 
 def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_run: bool = False,
-        write: Callable[[str], None] = print) -> int:
+        write: Callable[[str], None] = print, command: str | None = None) -> int:
     """``bench run`` (``record`` None) or ``bench resume`` (the saved sweep's record): prepare, locate and
-    execute; returns the exit status."""
+    execute; returns the exit status. ``command`` (the command line) becomes the sweep run's description."""
     trials, data = prepare(sweep, write)
     if sweep.target_values:   # a target search: the trials known in advance are the baselines
         trials = [t for t in trials if t.sweep_axis is None]
@@ -62,7 +62,7 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
             write(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
         return EXIT_OK
     located = locate(sweep, trials, uri, resume=resume, record=record, write=write)
-    return execute(sweep, trials, data, located, write=write)
+    return execute(sweep, trials, data, located, write=write, command=command)
 
 
 def describe_structure(structure) -> list[str]:
@@ -114,7 +114,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             resolve_device(t.device)
         except (RuntimeError, ValueError) as err:
             raise ConfigError(f"--device {t.device}: {err}") from None
-        check_local_resources(sweep.cpus_per_trial, sweep.gpus_per_trial)
+        check_local_resources(sweep.cpus_per_trial, sweep.gpus_per_trial, sweep.ray_cpus)
     t0 = time.monotonic()
     data = load_dataset(t.dataset, t.data_dir, t.limit_train, t.limit_test, input_shape=default_input(t.model),
                         download=t.download, image_size=t.image_size, data_path=t.data_path, normalize=t.normalize,
@@ -143,9 +143,17 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             raise ConfigError(f"method {trial.method!r} cannot run on model {display_name(t.model)!r}: {err}") from None
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
-    write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
-        f"{m} ({len(sweep.grid(m))} x {len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}, "
-        f"zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
+    seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
+    if sweep.target_values:
+        searched = [m for m in sweep.methods if any(s.method == m for s in sweep.searches())]
+        baselines = [m for m in sweep.methods if m not in searched]
+        write(f"search targets {', '.join(tg.label for tg in sweep.targets)} (tolerance {sweep.target_tolerance:g}) "
+              f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
+              f"and seed, {seeds}, at most {sweep.max_probes} probes each"
+              + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
+    else:
+        write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
+            f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
     write(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
     write(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
           f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
@@ -268,13 +276,16 @@ def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
 # -- running it --------------------------------------------------------------------------------------------
 
 def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, *,
-            runner: Callable[..., list] | None = None, write: Callable[[str], None] = print) -> int:
+            runner: Callable[..., list] | None = None, write: Callable[[str], None] = print,
+            command: str | None = None) -> int:
     """Run the trials not yet finished under the sweep's parent run and close everything; the exit status.
 
     ``runner(sweep, todo, data, tracking, run_name=...)`` runs the trials and returns one outcome each
     (default: :func:`bench.sweep.run_sweep` inside a Ray session)."""
     from .sweep import ray_session, run_sweep
-    from .tracking import TrackingInfo, close_open_children, end_run, reopen_run, start_sweep_run
+    from .data import dataset_record
+    from .tracking import (TrackingInfo, close_open_children, end_run, log_summary, reopen_run, source_tags,
+                           start_sweep_run)
 
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
     todo = [t for t in trials if t.key not in done]
@@ -299,7 +310,8 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
         if record is None:
             default = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
             parent, name = start_sweep_run(uri, experiment_id, sweep.name or default, sweep_params(sweep, len(trials)),
-                                           sweep.to_dict(), sweep.key, unique=sweep.name is None)
+                                           sweep.to_dict(), sweep.key, unique=sweep.name is None, note=command,
+                                           tags=source_tags())
         else:
             name, parent = record.name, record.run_id
             closed = close_open_children(uri, experiment_id, parent, "KILLED",
@@ -308,7 +320,8 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
                 write(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
             reopen_run(uri, parent)
         write(f"mlflow {uri}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
-        tracking = TrackingInfo(uri, experiment_id, parent)
+        tracking = TrackingInfo(uri, experiment_id, parent, tuple(source_tags().items()),
+                                tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
             from . import guard
@@ -335,14 +348,16 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
             if o.status == "FAILED" and o.trial is not None and o.trial.sweep_axis is not None and _diverged(o):
                 o.status = "DIVERGED"
     status, code, note = ending(outcomes)
+    records: list[dict] | None = None
     if searches is not None:
         settled = target_searches(sweep, outcomes)
         records = _log_targets(uri, parent, settled)
         if not all(s.finished for s in settled):   # Tune stopped (Ctrl-C) before the searches were done
             status, code, note = "KILLED", EXIT_INTERRUPTED, "interrupted before the target searches finished"
+    log_summary(uri, parent, summary_metrics(outcomes, records))
     end_run(uri, parent, status, note)
     print_summary(outcomes, write)
-    if searches is not None:
+    if records is not None:
         print_targets(records, write)
     _print_where(sweep, uri, name, write)
     if code == EXIT_INTERRUPTED:
@@ -392,6 +407,31 @@ def _finished(trial: TrialConfig, run) -> Any:
     from .sweep import TrialOutcome
     return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key,
                         trial=trial)
+
+
+def summary_metrics(outcomes: list, records: list[dict] | None = None) -> dict[str, float]:
+    """The sweep run's summary metrics (MLflow's runs table compares sweeps by them): per method, trials
+    ``finished``, ``failed`` and ``diverged`` (a target search's overshoots), the best test accuracy of its
+    finished trials; per method and target reached on some seed, the mean test accuracy and achieved value
+    over those seeds and how many seeds reached it (``l1l2/sparsity_0.8/test_accuracy``...)."""
+    out: dict[str, float] = {}
+    for o in outcomes:
+        method = o.trial.method if o.trial is not None else o.name.split("-")[0]
+        for status in ("FINISHED", "FAILED", "DIVERGED"):
+            key = f"{method}/trials_{status.lower()}"
+            out[key] = out.get(key, 0) + (o.status == status)
+        if o.status == "FINISHED" and N.TEST_ACCURACY in o.metrics:
+            key = f"{method}/best_test_accuracy"
+            out[key] = max(out.get(key, 0.0), float(o.metrics[N.TEST_ACCURACY]))
+    groups: dict[str, list[dict]] = {}
+    for r in records or []:
+        if r["status"] == "reached":
+            groups.setdefault(f"{r['method']}/{r['kind']}_{r['target']:g}", []).append(r)
+    for prefix, reached in groups.items():
+        out[f"{prefix}/test_accuracy"] = sum(r["test_accuracy"] for r in reached) / len(reached)
+        out[f"{prefix}/achieved"] = sum(r["achieved"] for r in reached) / len(reached)
+        out[f"{prefix}/seeds_reached"] = len(reached)
+    return out
 
 
 def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:
@@ -461,7 +501,8 @@ def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
         filters = N.filters_line(m, "=")
         write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
               f"{filters}")
-    write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program)")
+    write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program); "
+          "`--register NAME` adds it to MLflow's Model Registry")
 
 
 def _print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:

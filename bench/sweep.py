@@ -50,6 +50,19 @@ class _NoTuneRestoreHint(logging.Filter):
 logging.getLogger("ray.tune.tune").addFilter(_NoTuneRestoreHint())
 
 
+class _NoLocalAuthNotice(logging.Filter):
+    """A new local Ray turns on Ray's token authentication (its default; the token is kept in
+    ``~/.ray/auth_token``) and says so at every start. That Ray lives and dies with the command, so the notice
+    is dropped; the authentication stays on, and a cluster's own settings are not touched (it is not started
+    here; ``RAY_AUTH_MODE`` set by the user is honoured by Ray as always)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_NoLocalAuthNotice())
+
+
 class ClusterError(RuntimeError):
     """The Ray cluster cannot be reached or cannot run the sweep."""
 
@@ -101,14 +114,14 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
         tune.report({**values, "epoch": epoch, N.TRIAL_KEY: key, N.RUN_ID_KEY: run.run_id})
 
     def finish(model, structure) -> dict[str, float]:
-        """The compact model: measured, saved as the run's ``compact_model.pt``."""
+        """The compact model: measured, saved as the run's ``compact_model.pt`` and logged as an MLflow Model."""
         import tempfile
         from pathlib import Path
 
         from .compact import export_program, measure, save_compact, save_first_filters
         from .models import rebuildable
 
-        small, values = measure(model, structure, data.input_shape)
+        small, values = measure(model, structure, data.input_shape, device=device)
         total = structure.filters()
         removed = {layer: total[layer] - n for layer, n in M.alive_filters(structure).items()}
         with tempfile.TemporaryDirectory() as folder:
@@ -119,10 +132,28 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
                 run.log_artifact(export_program(small, data.input_shape, Path(folder) / N.COMPACT_PROGRAM))
             run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
         run.set_tag(N.FILTERS_REMOVED_TAG, sum(removed.values()))
+        compact_model.append(small)
         return values
 
+    def log_model() -> None:
+        """The compact model as an MLflow Model, once the last epoch's metrics are logged (they become the
+        model's); a store that cannot take it leaves a tag, not a failed trial."""
+        example = _input_example(data)
+        try:
+            with torch.no_grad():
+                output = compact_model[0].eval()(torch.from_numpy(example)).numpy()
+            run.log_model(compact_model[0], example, output, trial.train.epochs,
+                          [f"torch=={torch.__version__.split('+')[0]}"],
+                          {"model": trial.train.model, "method": trial.method, "input_shape": list(data.input_shape),
+                           "num_classes": data.num_classes, "mean": list(data.mean), "std": list(data.std)})
+        except Exception as err:
+            run.set_tag(N.MODEL_ERROR_TAG, f"{type(err).__name__}: {err}")
+
+    compact_model: list = []
     try:
         train(trial, data, report, finish)
+        if compact_model:
+            log_model()
     except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
         run.finish("KILLED", err)
         raise
@@ -130,6 +161,19 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
         run.finish("FAILED", err)
         raise
     run.finish("FINISHED")
+
+
+def _input_example(data: Dataset | StreamData):
+    """Two inputs as the model takes them (float32, normalised): the first test images of data held in memory,
+    else seeded noise of the data's shape (reading a streamed split's files here would cost a pass)."""
+    import numpy as np
+
+    if isinstance(data, Dataset) and len(data.test_x) >= 2:
+        x = data.test_x[:2].astype(np.float32) / 255.0
+        mean = np.asarray(data.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(data.std, np.float32).reshape(1, -1, 1, 1)
+        return ((x - mean) / std).astype(np.float32)
+    return np.random.default_rng(0).standard_normal((2, *data.input_shape)).astype(np.float32)
 
 
 class _Progress(tune.Callback):
@@ -218,12 +262,15 @@ def local_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def check_local_resources(cpus_per_trial: float, gpus_per_trial: float | None) -> None:
+def check_local_resources(cpus_per_trial: float, gpus_per_trial: float | None, ray_cpus: int | None = None
+                          ) -> None:
     """Before a local Ray starts: one trial must fit this machine, else Ray would wait for it forever."""
-    cpus, gpus = local_cpus(), local_gpus()
+    cpus, gpus = ray_cpus or local_cpus(), local_gpus()
     if cpus_per_trial > cpus:
-        raise ClusterError(f"--cpus-per-trial {cpus_per_trial:g} does not fit this machine: {cpus} CPU(s) available "
-                           "to this process; ask for at most that many, or join a larger cluster with --ray-address")
+        where = f"the local Ray's --ray-cpus {cpus}" if ray_cpus else \
+            f"this machine: {cpus} CPU(s) available to this process"
+        raise ClusterError(f"--cpus-per-trial {cpus_per_trial:g} does not fit {where}; ask for at most that many, "
+                           "or join a larger cluster with --ray-address")
     if (gpus_per_trial or 0) > gpus:
         raise ClusterError(f"--gpus-per-trial {gpus_per_trial:g} does not fit this machine: {gpus} GPU(s) "
                            "available; use 0 on a machine without GPUs")
@@ -248,14 +295,16 @@ def trial_gpus(sweep: SweepConfig) -> float:
     return 1.0 if sweep.train.device != "cpu" and cluster_gpus() > 0 else 0.0
 
 
-def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` or start a local Ray; returns True when a local Ray was started."""
+def connect(address: str | None, ray_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address`` or start a local Ray of ``ray_cpus`` CPUs (default: :func:`local_cpus`);
+    returns True when a local Ray was started."""
     address = check_ray_address(address)
     try:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             return False
-        ray.init(num_cpus=local_cpus(), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(num_cpus=ray_cpus or local_cpus(), include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
         return True
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
@@ -286,7 +335,7 @@ class ray_session:
 
     def __enter__(self) -> str:
         address = self.sweep.ray_address or os.environ.get("RAY_ADDRESS") or None
-        connect(address)
+        connect(address, self.sweep.ray_cpus)
         try:
             check_cluster_fits(self.sweep.cpus_per_trial, trial_gpus(self.sweep), self.sweep.train.device)
         except BaseException:
@@ -359,6 +408,18 @@ class TargetSearcher(Searcher):
         if not self.asked and all(s.finished for s in self.searches):
             return Searcher.FINISHED
         return None
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's periodic snapshot of the searcher (``bench resume`` rebuilds searches from MLflow instead:
+        a probe is recorded there when it finishes, this snapshot only every few seconds)."""
+        import pickle
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump((self.queue, self.searches, self.asked), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+        with open(checkpoint_path, "rb") as f:
+            self.queue, self.searches, self.asked = pickle.load(f)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id not in self.asked:

@@ -8,7 +8,13 @@ Layout of what a sweep writes:
 - one nested child run per trial (tag ``mlflow.parentRunId``, ``bench.kind=trial``, ``bench.trial_key``)
   with short flat params (``method``, the swept parameter such as ``lam``, ``seed``, ``model``,
   ``dataset``, ``epochs``, ...), per-epoch metrics at ``step=epoch``, provenance tags (library versions,
-  git commit, device) and the resolved trial config as ``config.json``.
+  device), the resolved trial config as ``config.json``, the dataset as an MLflow dataset input (name,
+  content digest, source, split sizes) and, once finished, the compact model as an MLflow Model (the
+  experiment's logged models; :meth:`TrialRun.log_model`);
+- MLflow's own tags where MLflow has one: ``mlflow.source.git.commit``, ``mlflow.source.name``,
+  ``mlflow.source.type``, ``mlflow.user`` on every run, ``mlflow.note.content`` (the command) on the sweep's
+  run, and ``mlflow.experimentKind = custom_model_development`` on the experiment (MLflow 3's UI then opens it
+  on its runs, not on the GenAI overview).
 
 The default store is sqlite at an absolute path (``<cwd>/mlflow.db``): Ray trials run in their own
 working directories, so a relative URI would scatter stores. Artifacts of a sqlite store go beside the
@@ -18,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
+import logging
 import os
 import platform
 import subprocess
@@ -31,11 +39,23 @@ from urllib.parse import urlparse
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in bench's output
 
 from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.entities import Dataset as DatasetEntity  # noqa: E402
+from mlflow.entities import DatasetInput, InputTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from . import __version__  # noqa: E402
 from .names import (ERROR_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX, RESUMED_TAG,  # noqa: E402
                     SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG)
+
+
+# MLflow announces the creation and migration of an sqlite store at INFO ("Creating initial MLflow database
+# tables...", alembic's "Running upgrade ..."): routine for bench, which creates stores as needed
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"   # MLflow 3's UI: a model-training experiment, not a GenAI one
+NOTE_TAG = "mlflow.note.content"
 
 
 class TrackingError(RuntimeError):
@@ -166,15 +186,27 @@ def _search(client: MlflowClient, experiment_id: str, query: str, order_by: list
 
 
 def provenance(device: str | None = None) -> dict[str, str]:
-    """Library versions, the project version and git commit, the host and the device."""
+    """Library versions, the project version, the host and the device (``bench.*`` tags; the git commit is
+    MLflow's own tag, :func:`source_tags`)."""
     p = PROVENANCE_PREFIX
     tags = {f"{p}version": __version__, f"{p}python": platform.python_version(), f"{p}host": platform.node()}
     tags.update({f"{p}{dist}": version for dist, version in _library_versions().items()})
-    commit = _git_commit()
-    if commit:
-        tags[f"{p}git_commit"] = commit
     if device:
         tags[f"{p}device"] = device
+    return tags
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's standard source tags, taken on the driver and given to every run of the sweep (a worker on
+    another node may have no git checkout): the user, the program, and the project's git commit."""
+    try:
+        user = getpass.getuser()
+    except Exception:   # no name for this uid (a container)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    tags = {"mlflow.user": user, "mlflow.source.name": "bench", "mlflow.source.type": "LOCAL"}
+    commit = _git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
     return tags
 
 
@@ -205,11 +237,14 @@ def _git_commit() -> str | None:
 
 @dataclass(frozen=True)
 class TrackingInfo:
-    """What a trial needs to log into the sweep's store (picklable, sent to Ray workers)."""
+    """What a trial needs to log into the sweep's store (picklable, sent to Ray workers): where, the tags of
+    every run (:func:`source_tags`) and the dataset's description (:func:`bench.data.dataset_record`)."""
 
     uri: str
     experiment_id: str
     parent_run_id: str
+    tags: tuple[tuple[str, str], ...] = ()
+    dataset: tuple[tuple[str, Any], ...] = ()
 
 
 def prepare_experiment(uri: str, experiment: str) -> str:
@@ -231,12 +266,15 @@ def _find_or_create_experiment(uri: str, experiment: str) -> str:
         if found.lifecycle_stage == "deleted":
             raise TrackingError(f"experiment {experiment!r} is deleted in {uri}; restore it or pick another "
                                 "--experiment")
+        if EXPERIMENT_KIND_TAG not in found.tags:   # made before bench set it, or by hand
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
     try:
-        return client.create_experiment(experiment, artifact_location=location)
+        return client.create_experiment(experiment, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except Exception:   # created meanwhile by another driver on the same server
         again = client.get_experiment_by_name(experiment)
         if again is None:
@@ -245,10 +283,12 @@ def _find_or_create_experiment(uri: str, experiment: str) -> str:
 
 
 def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str, Any],
-                    sweep_config: Mapping[str, Any], sweep_key: str, unique: bool = False) -> tuple[str, str]:
+                    sweep_config: Mapping[str, Any], sweep_key: str, unique: bool = False,
+                    note: str | None = None, tags: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Create a sweep's parent run; returns (run id, name). With ``unique`` (a default name), a name another
     sweep of the experiment has already gets a suffix (``-2``, ``-3``...): two sweeps started in the same
-    second stay apart. For an sqlite store the choice and the creation happen under the store's lock."""
+    second stay apart. For an sqlite store the choice and the creation happen under the store's lock.
+    ``note`` (the command that made the sweep) becomes the run's description in the MLflow UI."""
     client = _client(uri)
     with _store_lock(uri):
         if unique:
@@ -256,7 +296,8 @@ def start_sweep_run(uri: str, experiment_id: str, name: str, params: Mapping[str
                                                                            f"attributes.run_name LIKE '{name}%'")}
             name = next(n for n in [name] + [f"{name}-{i}" for i in range(2, len(taken) + 3)] if n not in taken)
         run = client.create_run(experiment_id, run_name=name,
-                                tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance()})
+                                tags={KIND_TAG: "sweep", SWEEP_KEY_TAG: sweep_key, **provenance(), **(tags or {}),
+                                      **({NOTE_TAG: note} if note else {})})
     client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
     client.log_dict(run.info.run_id, {**sweep_config, "name": name}, SWEEP_CONFIG)
     return run.info.run_id, name
@@ -421,6 +462,81 @@ def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLik
     return Path(client.download_artifacts(run_id, name, str(folder)))
 
 
+COMPACT_MODEL_NAME = "compact_model"
+
+
+def dataset_input(record: Mapping[str, Any]) -> DatasetInput:
+    """A trial's dataset as an MLflow dataset input (the runs page's Dataset column): ``record`` holds
+    ``name``, ``digest`` (of the content: a changed file shows as a new digest), ``source`` (a path, or the
+    generator) and the split sizes (the dataset's profile)."""
+    import json
+
+    source = str(record.get("source") or "")
+    local = source.startswith("/")
+    entity = DatasetEntity(name=str(record["name"]), digest=str(record["digest"]),
+                           source_type="local" if local else "code",
+                           source=json.dumps({"uri": source} if local else {"description": source}),
+                           profile=json.dumps({k: record[k] for k in ("train", "val", "test") if k in record}))
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def registered_model(uri: str, run_id: str, name: str) -> tuple[str, int]:
+    """Register the compact model logged by a trial run under ``name`` in the Model Registry; returns (name,
+    version). A clear error when the run logged none (it did not finish, or ran before bench logged models)."""
+    client = _client(uri)
+    run = client.get_run(run_id)
+    outputs = [o.model_id for o in (run.outputs.model_outputs if run.outputs else [])]
+    if not outputs:
+        raise TrackingError(f"run {run_id} has no logged model to register (only finished trials log their "
+                            "compact model)")
+    from mlflow.exceptions import MlflowException
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if "already exists" not in str(err).lower() and "ALREADY_EXISTS" not in str(err.error_code):
+            raise TrackingError(f"cannot register a model named {name!r}: {err.message}") from None
+    version = client.create_model_version(name, f"models:/{outputs[-1]}", run_id=run_id, model_id=outputs[-1])
+    return version.name, int(version.version)
+
+
+def runs_page(uri: str, experiment: str | None = None) -> str:
+    """The MLflow UI's address (after host and port) of an experiment's training runs: ``experiment``, else
+    the one a sweep wrote last; the UI's root when the store has none. ``workflowType=machine_learning``
+    keeps MLflow 3's UI out of its GenAI view, which it shows by default."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return "/"
+    try:
+        client = _client(uri)
+        if experiment is not None:
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                names = ", ".join(sorted(experiment_names(uri))) or "none"
+                raise TrackingError(f"no experiment {experiment!r} in {uri} (it has: {names})")
+            experiment_id = found.experiment_id
+        else:
+            ids = [e.experiment_id for e in client.search_experiments()]
+            sweeps = client.search_runs(ids, f"tags.`{KIND_TAG}` = 'sweep'", order_by=["attributes.start_time DESC"],
+                                        max_results=1) if ids else []
+            if not sweeps:
+                return "/"
+            experiment_id = sweeps[0].info.experiment_id
+    except TrackingError:
+        raise
+    except Exception:   # a store the UI will explain better
+        return "/"
+    return f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def log_summary(uri: str, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Summary metrics on a sweep's run (trials finished and failed per method, accuracy at each target):
+    what compares sweeps in MLflow's runs table."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    client = _client(uri)
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i:i + 1000])
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value) if not isinstance(value, (int, float)) else f"{value}"
     return text[:500]
@@ -432,12 +548,15 @@ class TrialRun:
     def __init__(self, info: TrackingInfo, name: str, params: Mapping[str, Any], config: Mapping[str, Any],
                  trial_key: str, device: str) -> None:
         self.client = _client(info.uri)
+        self.info = info
         tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: "trial", TRIAL_KEY_TAG: trial_key,
-                **provenance(device)}
+                **provenance(device), **dict(info.tags)}
         run = self.client.create_run(info.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
         self.client.log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_dict(self.run_id, dict(config), TRIAL_CONFIG)
+        if info.dataset:
+            self.client.log_inputs(self.run_id, datasets=[dataset_input(dict(info.dataset))])
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -451,6 +570,38 @@ class TrialRun:
     def set_tag(self, key: str, value: Any) -> None:
         self.client.set_tag(self.run_id, key, _short(value))
 
+    def log_model(self, model: Any, example: Any, output: Any, step: int, requirements: list[str],
+                  metadata: Mapping[str, Any] | None = None) -> str:
+        """``model`` (a torch module, the trial's compact model) as an MLflow Model of the run: a logged model
+        of the experiment named ``compact_model``, with the run's params and the metrics of ``step`` (its last
+        epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
+        torch.export program (it loads without bench's code; a model torch.export cannot trace is pickled
+        instead) with ``requirements`` as its pip requirements (inferring them costs seconds); returns its
+        model URI."""
+        import mlflow
+        import mlflow.pytorch
+        from mlflow.models import infer_signature
+
+        mlflow.set_tracking_uri(self.info.uri)   # the flavour's log_model writes through the fluent client
+        signature = infer_signature(example, output)
+        params = {k: _short(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
+        logged = self.client.create_logged_model(self.info.experiment_id, name=COMPACT_MODEL_NAME,
+                                                 source_run_id=self.run_id, params=params)
+        kwargs = dict(name=COMPACT_MODEL_NAME, model_id=logged.model_id, run_id=self.run_id, step=step,
+                      signature=signature, input_example=example, pip_requirements=list(requirements),
+                      metadata=dict(metadata or {}))
+        try:
+            info = mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
+        except Exception:   # torch.export cannot trace every module (data-dependent control flow)
+            quiet = logging.getLogger("mlflow.pytorch")   # its advice to prefer pt2, which just failed
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                info = mlflow.pytorch.log_model(model, serialization_format="pickle", **kwargs)
+            finally:
+                quiet.setLevel(level)
+        return info.model_uri
+
     def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
         if error is not None:
             text = "".join(traceback.format_exception(error))
@@ -462,4 +613,4 @@ __all__ = ["SweepRecord", "TrackingError", "TrackingInfo", "TrialRun", "check_tr
            "default_tracking_uri", "end_run", "experiment_id_of", "experiment_names", "find_sweeps", "finished_trials", "normalize_uri",
            "prepare_experiment", "provenance", "reopen_run", "start_sweep_run", "RunRecord", "get_run",
            "download_artifact", "trial_runs", "sweep_runs", "metric_histories", "read_json_artifact",
-           "attach_folder"]
+           "attach_folder", "source_tags", "dataset_input", "registered_model", "log_summary", "runs_page"]

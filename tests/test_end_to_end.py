@@ -247,6 +247,60 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
     assert out.returncode == 2 and "give one of its trials' run ids" in out.stderr
 
 
+def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(sweep):
+    """MLflow's own conventions: each trial's compact model is a logged model of the experiment (pt2, with its
+    metrics, loadable by MLflow alone and equal to the exported compact model), the dataset is a run input
+    with a content digest, the source tags are MLflow's, the sweep run holds the command and a summary; and
+    the run's output has no warning in it."""
+    import mlflow
+    import torch
+
+    from bench.compact import load_compact
+    from bench.data import dataset_record, load_dataset
+
+    cwd, proc, client, runs = sweep
+    noisy = [line for line in (proc.stdout + proc.stderr).splitlines()
+             if "warning" in line.lower() or "deprecat" in line.lower()]
+    assert not noisy, noisy
+    experiment = client.get_experiment(runs[0].info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    trials = {r.data.params["method"]: r for r in runs if r.data.tags.get("bench.kind") == "trial"}
+    mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in trials.values())
+    l1l2 = trials["l1l2"]
+    model = next(m for m in models if m.source_run_id == l1l2.info.run_id)
+    assert model.name == "compact_model" and model.status == "READY"
+    assert {m.key: m.value for m in model.metrics if m.step == 2}[N.TEST_ACCURACY] == \
+        l1l2.data.metrics[N.TEST_ACCURACY]
+    out = bench(cwd, "export", l1l2.info.run_id, "--out", str(cwd / "l1l2.pt"), "--register", "lenet-l1l2")
+    assert out.returncode == 0 and "registered lenet-l1l2 version 1" in out.stdout, out.stdout + out.stderr
+    x = torch.randn(3, 1, 28, 28)
+    compact, _ = load_compact(cwd / "l1l2.pt")
+    with torch.no_grad():
+        want = compact.eval()(x).numpy()
+    for uri in (f"models:/{model.model_id}", "models:/lenet-l1l2/1"):
+        got = mlflow.pyfunc.load_model(uri).predict(x.numpy())
+        assert np.allclose(got, want, atol=1e-5), uri
+
+    (dataset,) = l1l2.inputs.dataset_inputs
+    name = "fashion-mnist" if HAVE_FASHION else "synthetic"
+    data = load_dataset(name, None, 1000 if HAVE_FASHION else None, 300 if HAVE_FASHION else None,
+                        input_shape=(1, 28, 28), download=False)
+    assert dataset.dataset.name == name and dataset.dataset.digest == dataset_record(data, name)["digest"]
+    assert json.loads(dataset.dataset.profile) == {"train": data.n_train, "test": data.n_test}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
+    for run in (l1l2, parent):
+        assert run.data.tags["mlflow.source.name"] == "bench" and run.data.tags["mlflow.user"]
+        if commit.returncode == 0:
+            assert run.data.tags["mlflow.source.git.commit"] == commit.stdout.strip()
+    assert parent.data.tags["mlflow.note.content"].startswith("bench run --methods none,l1l2,l1,l2,ssl,nisp")
+    summary = parent.data.metrics
+    assert summary["l1l2/trials_finished"] == 1 and summary["l1l2/trials_failed"] == 0
+    assert summary["nisp/best_test_accuracy"] == trials["nisp"].data.metrics[N.TEST_ACCURACY]
+
+
 def test_a_users_model_file_runs_end_to_end_and_exports_as_a_program(tmp_path):
     """`bench run --model my_net.py:MyNet` (a residual add, a depthwise conv), then `bench export --out net.pt2`:
     the program loads with plain torch and runs a 3x32x32 batch."""
@@ -256,8 +310,10 @@ def test_a_users_model_file_runs_end_to_end_and_exports_as_a_program(tmp_path):
 
     shutil.copy(Path(__file__).with_name("nets.py"), tmp_path / "my_net.py")
     proc = bench(tmp_path, "run", "--model", "my_net.py:MyNet", "--dataset", "synthetic", "--methods", "l1l2",
-                 "--lambdas", "1", "--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--device", "cpu")
+                 "--lambdas", "1", "--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--device", "cpu",
+                 "--ray-cpus", "1")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ray    1 node, 1 CPUs, 0 GPUs (local)" in proc.stdout   # --ray-cpus sizes the local Ray
     assert "kept   stem.0: coupled channels (a residual stream or a gate)" in proc.stdout and "model  my_net.py:MyNet: 3 prunable layers" in proc.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("my_net.py:MyNet-synthetic")

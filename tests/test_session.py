@@ -115,7 +115,7 @@ def test_bench_resume_takes_the_saved_settings_and_only_runtime_overrides(tmp_pa
     sweep, record = session.saved_sweep(uri, "s1", None, {"max_concurrent": 3, "epochs": 7, "data_dir": "/d"})
     assert record.name == "s1" and sweep.max_concurrent == 3 and sweep.train.data_dir == "/d"
     assert sweep.train.epochs == 1   # what a trial computes is the saved sweep's
-    assert set(session.runtime_keys()) == {"tracking_uri", "storage_path", "ray_address", "cpus_per_trial",
+    assert set(session.runtime_keys()) == {"tracking_uri", "storage_path", "ray_address", "ray_cpus", "cpus_per_trial",
                                            "gpus_per_trial", "max_concurrent", "max_failures", "data_dir",
                                            "download"}
     experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
