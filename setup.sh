@@ -2,9 +2,23 @@
 # One-command set-up: a virtual environment in .venv with the project and its test tools, and, on Debian,
 # the package dataset-fashion-mnist (the offline default dataset) when it can be installed.
 #   PYTHON=python3.12 ./setup.sh    picks another interpreter (3.11 or newer)
+#   ./setup.sh --cpu                 CPU-only torch and torchvision from PyTorch's CPU wheel index (no CUDA
+#                                    libraries: a far smaller .venv); TORCH_INDEX=URL names another index
+#   ./setup.sh --newest              the newest versions the project allows instead of constraints.txt's
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
+CPU=0
+CONSTRAINTS=(-c constraints.txt)
+for arg in "$@"; do
+  case "$arg" in
+    --cpu) CPU=1 ;;
+    --newest) CONSTRAINTS=() ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $arg (see ./setup.sh --help)" >&2; exit 2 ;;
+  esac
+done
+TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"; else return 1; fi
@@ -39,6 +53,18 @@ if sys.version_info < (3, 11):
     sys.exit(f"setup: Python 3.11 or newer is needed, .venv has {sys.version.split()[0]}; "
              "remove .venv and run PYTHON=python3.11 ./setup.sh")
 PY
-echo "setup: installing the project and its dependencies into .venv (torch is large: a few minutes)"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ "$CPU" = 1 ]; then
+  if ! .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" \
+       "$TORCH_INDEX" 2>/dev/null; then
+    echo "setup: --cpu: cannot reach the CPU wheel index $TORCH_INDEX; run without --cpu (torch from PyPI," \
+         "with CUDA libraries) or set TORCH_INDEX to an index you can reach" >&2
+    exit 1
+  fi
+  echo "setup: installing CPU-only torch and torchvision from $TORCH_INDEX"
+  "${PIP[@]}" "${CONSTRAINTS[@]}" --index-url "$TORCH_INDEX" torch torchvision
+fi
+echo "setup: installing the project and its dependencies into .venv (torch is large: a few minutes)" \
+     "${CONSTRAINTS:+within constraints.txt}"
+"${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[dev]"
 echo "setup: done. Run .venv/bin/bench --help, or 'source .venv/bin/activate' and then bench run ..."

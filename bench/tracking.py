@@ -575,8 +575,8 @@ class TrialRun:
         """``model`` (a torch module, the trial's compact model) as an MLflow Model of the run: a logged model
         of the experiment named ``compact_model``, with the run's params and the metrics of ``step`` (its last
         epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
-        torch.export program (it loads without bench's code; a model torch.export cannot trace is pickled
-        instead) with ``requirements`` as its pip requirements (inferring them costs seconds); returns its
+        torch.export program (it loads without bench's code; a model torch.export cannot trace, or an MLflow
+        without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip requirements (inferring them costs seconds); returns its
         model URI."""
         import mlflow
         import mlflow.pytorch
@@ -590,7 +590,10 @@ class TrialRun:
         kwargs = dict(name=COMPACT_MODEL_NAME, model_id=logged.model_id, run_id=self.run_id, step=step,
                       signature=signature, input_example=example, pip_requirements=list(requirements),
                       metadata=dict(metadata or {}))
+        import inspect
         try:
+            if "serialization_format" not in inspect.signature(mlflow.pytorch.log_model).parameters:
+                raise TypeError("this MLflow (before 3.10) saves PyTorch models by pickle only")
             info = mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
         except Exception:   # torch.export cannot trace every module (data-dependent control flow)
             quiet = logging.getLogger("mlflow.pytorch")   # its advice to prefer pt2, which just failed
