@@ -111,11 +111,13 @@ def test_progress_and_summary_on_stdout(sweep):
     assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out
 
 
-@pytest.mark.parametrize("signame,group", [("SIGINT", False), ("SIGTERM", False), ("SIGTERM", True)])
+# SIGTERM to the driver alone (`kill PID`) runs bench's SIGTERM handler, which hands over to the SIGINT handler
+# (Tune's graceful stop): the group case runs that handler, the SIGINT case what follows it
+@pytest.mark.parametrize("signame,group", [("SIGINT", False), ("SIGTERM", True)])
 def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
-    """SIGINT (Ctrl-C) or SIGTERM (`kill PID`) to the driver once trials are training, or SIGTERM to its whole
-    process group (what `timeout`, systemd and batch schedulers send; the local Ray dies with it): the sweep
-    stops within seconds with exit 130 and its summary, every run ends KILLED, none stays RUNNING."""
+    """SIGINT (Ctrl-C) to the driver once trials are training, or SIGTERM to its whole process group (what
+    `timeout`, systemd and batch schedulers send; the local Ray dies with it): the sweep stops within seconds
+    with exit 130 and its summary, every run ends KILLED, none stays RUNNING."""
     import signal
     import time
 
