@@ -179,9 +179,10 @@ def _input_example(data: Dataset | StreamData):
 class _Progress(tune.Callback):
     """One line per trial epoch on the driver: trial, epoch, accuracy, filters left."""
 
-    def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None) -> None:
+    def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None,
+                 epochs: int = 0) -> None:
         self.total = total if total is not None else len(trials)   # 0: unknown (a target search)
-        self.epochs = trials[0].train.epochs if trials else 0
+        self.epochs = epochs or (trials[0].train.epochs if trials else 0)
         self.write = write
         self.done = 0
         self.start = time.monotonic()
@@ -458,7 +459,8 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
-                                  callbacks=[_Progress(trials, write, None if searches is None else 0), JsonLoggerCallback(),
+                                  callbacks=[_Progress(trials, write, None if searches is None else 0, sweep.train.epochs),
+                                             JsonLoggerCallback(),
                                              CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
     )
