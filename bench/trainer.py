@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -131,11 +131,22 @@ def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_class
 
 def train(config: TrialConfig, data: Dataset | StreamData,
           report: Callable[[int, dict[str, float]], None] | None = None,
-          finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None) -> dict[str, float]:
+          finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None,
+          keep: Callable[[int, dict[str, Any]], None] | None = None,
+          resume: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics.
 
     ``finish(model, structure)``, when given, runs after the last epoch's measurements and before its report;
     the metrics it returns join that report (the trial's compact model and its measured speed, say).
+
+    ``keep(epoch, snapshot)``, when given, receives after every epoch's report but the last what the trial
+    needs to continue from there: the epoch and step count, the model's, the optimizer's, the masks' and the
+    method's state (``Method.state_dict``), the random states (the trial generator's, which orders the data and
+    draws the augmentation, torch's, CUDA's, numpy's and Python's) and the epoch's metrics; the learning-rate
+    schedule is a function of the epoch and the zeroing rules keep no state beyond the masks. ``resume``, such
+    a snapshot, continues the trial from the epoch after it: on CPU with the same threads the remaining epochs
+    give exactly the metrics of an uninterrupted trial (on the streaming path with ``--augment standard`` the
+    workers' random crops restart with them, so only there the continued epochs differ).
     """
     tc = config.train
     seed_everything(config.seed)
@@ -161,9 +172,18 @@ def train(config: TrialConfig, data: Dataset | StreamData,
     autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
     n = batches.n
     last: dict[str, float] = {}
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        masks.load_state_dict(resume["masks"])
+        method.load_state_dict(resume["method"])
+        _set_random_states(resume["rng"], generator, device)
+        state.step = int(resume["step"])
+        first, last = int(resume["epoch"]) + 1, dict(resume["last"])
 
     try:
-        for epoch in range(1, tc.epochs + 1):
+        for epoch in range(first, tc.epochs + 1):
             state.epoch = epoch
             state.extra_metrics = {}
             lr = rate(tc.lr, epoch, schedule, tc.warmup_epochs)
@@ -231,6 +251,26 @@ def train(config: TrialConfig, data: Dataset | StreamData,
                 last.update(finish(model, structure))
             if report is not None:
                 report(epoch, last)
+            if keep is not None and epoch < tc.epochs:
+                keep(epoch, {"epoch": epoch, "step": state.step, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(), "masks": masks.state_dict(),
+                             "method": method.state_dict(), "rng": _random_states(generator, device),
+                             "last": last})
     finally:
         batches.close()
     return last
+
+
+def _random_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_random_states(states: Mapping[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    generator.set_state(states["generator"].cpu())
+    torch.set_rng_state(states["torch"].cpu())
+    if states.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])

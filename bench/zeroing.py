@@ -21,7 +21,7 @@ Every rule goes through :meth:`FilterMasks.remove`, which never removes the last
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -73,6 +73,15 @@ class FilterMasks:
     def weights(self, layer: str) -> list[torch.Tensor]:
         """The member convs' weight rows of ``layer``'s groups (views)."""
         return [w for _, w in self._units[layer].weights()]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The masks and which layers have removed groups (a trial checkpoint's part)."""
+        return {"masks": {n: m.clone() for n, m in self._masks.items()}, "dirty": dict(self._dirty)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, mask in state["masks"].items():
+            self._masks[name].copy_(mask)
+        self._dirty.update(state["dirty"])
 
     # -- acting --------------------------------------------------------------------------------------
     def remove(self, layer: str, filters: Sequence[int] | torch.Tensor) -> list[int]:

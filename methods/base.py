@@ -274,6 +274,16 @@ class Method:
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
         """Called at the end of every epoch, before the zeroing rule and the evaluation."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the method itself changes while training (beyond the model, the optimizer and the masks, which
+        the trainer saves): a trial's per-epoch checkpoint holds it, and :meth:`load_state_dict` puts it back
+        when the trial continues from that epoch. Tensors, numbers, strings and containers of them. The
+        default: nothing (most methods keep no state between epochs)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (tensors already on the trial's device)."""
+
     def swept_value(self) -> float | None:
         """The value of this trial's sweep axis (``lam`` or ``ratio``), or None."""
         return None if self.sweep_axis is None else getattr(self.hparams, self.sweep_axis)
@@ -342,6 +352,12 @@ class PruneThenFinetune(Method):
     def training_penalty(self, model: nn.Module) -> torch.Tensor:
         """The penalty of the training phase (before pruning)."""
         return next(model.parameters()).new_zeros(())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pruned": self.pruned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pruned = bool(state.get("pruned", False))
 
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
         if self.pruned or state.epoch != self.prune_epoch(state.epochs):

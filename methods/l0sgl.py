@@ -57,6 +57,16 @@ class L0SGL(Method):
         self._u: dict[str, torch.Tensor] = {}      # the hard-thresholded copies, by conv name
         self._w: dict[str, torch.Tensor] = {}      # W kept aside while the convs hold U (end of epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """beta (grown every beta_every epochs), the hard-thresholded copies U and, between an epoch's end and
+        the next one's start, the weights W set aside while the convs hold U."""
+        return {"beta": self.beta, "u": dict(self._u), "w": dict(self._w)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.beta = float(state["beta"])
+        self._u = dict(state["u"])
+        self._w = dict(state["w"])
+
     @property
     def penalty_weight(self) -> float:
         return 1.0

@@ -1,0 +1,68 @@
+"""Per-epoch trial checkpoints: a trial continued from an epoch's snapshot ends exactly where the same trial
+run without a stop ends (every metric, train loss included), for every method: their own state, the masks,
+the optimizer, the random streams of data order and augmentation."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from bench import names as N
+from bench.config import SweepConfig, TrainSettings
+from bench.data import load_dataset
+from bench.trainer import train
+from methods import list_methods
+
+TIMED = ("epoch_time_s", "steps_time_s", "method_hook_time_s", "zeroing_metrics_time_s")
+
+
+def _trial(method: str, augment: str = "none"):
+    train_settings = TrainSettings(model="lenet5-bn", dataset="synthetic", epochs=3, limit_train=256,
+                                   limit_test=128, device="cpu", augment=augment, batch_size=32)
+    options = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}.get(method)   # their cost, not their logic
+    return SweepConfig(methods=(method,), train=train_settings, options={method: options} if options else {}
+                       ).trials()[-1]   # its strongest default
+
+
+def _bytes(snapshot):
+    """A snapshot as a checkpoint file holds it: written and read back."""
+    buf = io.BytesIO()
+    torch.save(snapshot, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(method):
+    torch.set_num_threads(1)
+    trial = _trial(method, augment="crop-flip")
+    data = load_dataset("synthetic", limit_train=256, limit_test=128, input_shape=(1, 28, 28))
+    whole: dict[int, dict] = {}
+    snapshots: dict[int, dict] = {}
+    last = train(trial, data, report=lambda e, m: whole.__setitem__(e, dict(m)),
+                 keep=lambda e, snap: snapshots.__setitem__(e, _bytes(snap)))
+    assert sorted(snapshots) == [1, 2]   # every epoch but the last
+    for epoch in (1,):   # across NISP's and slimming's pruning (end of epoch 2) and l0sgl's U / W swap
+        again: dict[int, dict] = {}
+        out = train(trial, data, report=lambda e, m: again.__setitem__(e, dict(m)), resume=snapshots[epoch])
+        assert sorted(again) == list(range(epoch + 1, 4))
+        for e, metrics in again.items():
+            want = {k: v for k, v in whole[e].items() if k not in TIMED}
+            assert {k: v for k, v in metrics.items() if k not in TIMED} == want, (method, epoch, e)
+        assert out[N.TRAIN_LOSS] == last[N.TRAIN_LOSS] and out[N.TEST_ACCURACY] == last[N.TEST_ACCURACY]
+
+
+def test_a_method_keeps_its_own_state_through_a_checkpoint():
+    from methods import get_method
+    l0 = get_method("l0sgl")(lam=0.01, beta_every=1)
+    l0.beta = 3.5
+    l0._u = {"conv1": torch.ones(2, 2)}
+    again = get_method("l0sgl")(lam=0.01)
+    again.load_state_dict(_bytes(l0.state_dict()))
+    assert again.beta == 3.5 and torch.equal(again._u["conv1"], torch.ones(2, 2)) and again._w == {}
+    nisp = get_method("nisp")(ratio=0.5)
+    nisp.pruned = True
+    fresh = get_method("nisp")(ratio=0.5)
+    fresh.load_state_dict(nisp.state_dict())
+    assert fresh.pruned and get_method("l1l2")(lam=0.1).state_dict() == {}
