@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
@@ -89,9 +90,37 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
+CHECKPOINT_STATE = "trial_state.pt"     # a trial checkpoint's snapshot (bench.trainer.train's keep)
+CHECKPOINT_INFO = "bench_checkpoint.json"  # its trial key, epoch, MLflow run and sweep run
+PAUSE_ENV = "BENCH_PAUSE_AFTER_EPOCH"   # tests: a trial sleeps once this epoch's checkpoint is kept
+
+
+def find_checkpoint(storage: str, key: str, parent_run_id: str) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint an earlier attempt of this trial of this sweep left under ``storage``: Tune keeps
+    it in ``<storage>/<tuner run>/<trial>/checkpoint_NNNNNN/``, but a resumed sweep is a new Tuner with new
+    trial ids, so checkpoints are found by the trial key and the sweep's run they record."""
+    import json
+
+    found: tuple[Path, dict[str, Any]] | None = None
+    for path in Path(storage).glob(f"*/*/checkpoint_*/{CHECKPOINT_INFO}"):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):   # a checkpoint being written, or cut short
+            continue
+        if info.get("trial_key") == key and info.get("parent_run_id") == parent_run_id and \
+                (path.parent / CHECKPOINT_STATE).is_file() and (found is None or info["epoch"] > found[1]["epoch"]):
+            found = (path.parent, info)
+    return found
+
+
 def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
-               plugins: tuple[str, ...] = ()) -> None:
-    """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch."""
+               plugins: tuple[str, ...] = (), storage: str = "ray_results") -> None:
+    """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch with a checkpoint
+    of the epoch (one kept per trial). A trial that an earlier attempt (a retry, or the sweep before it was
+    interrupted) left a checkpoint of continues from that epoch in the same MLflow run."""
+    import json
+    import tempfile
+
     import torch
 
     from methods import load_plugins
@@ -103,15 +132,35 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     trial = TrialConfig.from_dict(config["trial"])
     key = config["trial"].get("key") or trial.key   # computed by the driver (a folder's fingerprint reads it)
     device = str(resolve_device(trial.train.device))
+    earlier = find_checkpoint(storage, key, tracking.parent_run_id)
+    snapshot = None
+    if earlier is not None:
+        snapshot = torch.load(earlier[0] / CHECKPOINT_STATE, map_location=device, weights_only=False)
     run = TrialRun(tracking, trial.name, trial_params(trial),
                    {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
                     "data": {"name": data.name, "source": data.source, "train": data.n_train,
                              "test": data.n_test}},
-                   key, device)
+                   key, device, continues=earlier[1]["run_id"] if earlier is not None else None)
+    if snapshot is not None:
+        run.set_tag(N.CONTINUED_TAG, f"from epoch {snapshot['epoch']}")
+    pause = int(os.environ.get(PAUSE_ENV, "0") or 0)
+    reported: dict[str, Any] = {}
 
     def report(epoch: int, values: dict[str, float]) -> None:
         run.log_epoch(epoch, values)
-        tune.report({**values, "epoch": epoch, N.TRIAL_KEY: key, N.RUN_ID_KEY: run.run_id})
+        reported.clear()
+        reported.update({**values, "epoch": epoch, N.TRIAL_KEY: key, N.RUN_ID_KEY: run.run_id})
+        if epoch == trial.train.epochs:   # the last epoch keeps no checkpoint: the trial ends with it
+            tune.report(dict(reported))
+
+    def keep(epoch: int, state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / CHECKPOINT_STATE)
+            (Path(folder) / CHECKPOINT_INFO).write_text(json.dumps(
+                {"trial_key": key, "epoch": epoch, "run_id": run.run_id, "parent_run_id": tracking.parent_run_id}))
+            tune.report(dict(reported), checkpoint=tune.Checkpoint.from_directory(folder))
+        if epoch == pause:
+            time.sleep(3600)
 
     def finish(model, structure) -> dict[str, float]:
         """The compact model: measured, saved as the run's ``compact_model.pt`` and logged as an MLflow Model."""
@@ -151,7 +200,7 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
 
     compact_model: list = []
     try:
-        train(trial, data, report, finish)
+        train(trial, data, report, finish, keep=keep, resume=snapshot)
         if compact_model:
             log_model()
     except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
@@ -444,7 +493,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     cpus = sweep.cpus_per_trial
     trainable = tune.with_resources(
         tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
-                             plugins=tuple(sweep.plugins)),
+                             plugins=tuple(sweep.plugins), storage=os.path.abspath(sweep.storage_path)),
         {"cpu": cpus, "gpu": gpus})
     if searches is None:
         space, search = {"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])}, {}
@@ -462,7 +511,8 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
                                   callbacks=[_Progress(trials, write, None if searches is None else 0, sweep.train.epochs),
                                              JsonLoggerCallback(),
                                              CSVLoggerCallback()],
-                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures)),
+                                  failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
     try:
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has

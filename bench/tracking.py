@@ -546,9 +546,21 @@ class TrialRun:
     """The child run of one trial: params and config at start, metrics per epoch, a final status."""
 
     def __init__(self, info: TrackingInfo, name: str, params: Mapping[str, Any], config: Mapping[str, Any],
-                 trial_key: str, device: str) -> None:
+                 trial_key: str, device: str, continues: str | None = None) -> None:
+        """A new run, or with ``continues`` (the run of an earlier attempt that left a checkpoint) that run
+        reopened: the trial goes on in it from the checkpoint's epoch."""
         self.client = _client(info.uri)
         self.info = info
+        if continues is not None:
+            try:
+                self.client.update_run(continues, status="RUNNING")
+            except Exception:   # gone from the store (deleted): a new run then
+                continues = None
+            else:
+                self.run_id = continues
+                if ERROR_TAG in self.client.get_run(continues).data.tags:
+                    self.client.delete_tag(continues, ERROR_TAG)   # the interruption is over
+                return
         tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: "trial", TRIAL_KEY_TAG: trial_key,
                 **provenance(device), **dict(info.tags)}
         run = self.client.create_run(info.experiment_id, run_name=name, tags=tags)

@@ -66,3 +66,52 @@ def test_a_method_keeps_its_own_state_through_a_checkpoint():
     fresh = get_method("nisp")(ratio=0.5)
     fresh.load_state_dict(nisp.state_dict())
     assert fresh.pruned and get_method("l1l2")(lam=0.1).state_dict() == {}
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_continues_it_from_its_last_epoch_in_the_same_run(tmp_path):
+    """`bench run`, its driver and all it started killed with SIGKILL once epoch 2 of 4 is reported (the trial
+    pauses there: BENCH_PAUSE_AFTER_EPOCH), then `--resume`: the trial goes on from epoch 3 in its run, which
+    ends FINISHED with each epoch logged once and the metrics of the same trial run without a stop."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_end_to_end import bench
+
+    argv = ["run", "--methods", "l1l2", "--lambdas", "0.5", "--dataset", "synthetic", "--epochs", "4",
+            "--limit-train", "512", "--limit-test", "256", "--device", "cpu", "--name", "ck"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_PAUSE_AFTER_EPOCH": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    lines, deadline = [], time.monotonic() + 300
+    for line in proc.stdout:
+        lines.append(line)
+        if "epoch   2/4" in line or time.monotonic() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-synthetic").experiment_id
+    deadline = time.monotonic() + 30   # the guardian closes what the driver left open
+    while time.monotonic() < deadline and any(r.info.status == "RUNNING" for r in client.search_runs([experiment])):
+        time.sleep(0.5)
+
+    again = bench(tmp_path, *argv, "--resume")
+    assert again.returncode == 0, "".join(lines)[-2000:] + again.stdout[-3000:] + again.stderr[-3000:]
+    assert "epoch   1/4" not in again.stdout and "epoch   3/4" in again.stdout
+    (run,) = [r for r in client.search_runs([experiment]) if r.data.tags.get("bench.kind") == "trial"]
+    assert run.info.status == "FINISHED" and run.data.tags["bench.continued"] == "from epoch 2"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, N.TEST_ACCURACY)) == [1, 2, 3, 4]
+
+    torch.set_num_threads(1)   # as the trial ran (--cpus-per-trial 1)
+    sweep = SweepConfig(methods=("l1l2",), lambdas={"l1l2": (0.5,)}, train=TrainSettings(
+        dataset="synthetic", epochs=4, limit_train=512, limit_test=256, device="cpu"))
+    whole = train(sweep.trials()[0], load_dataset("synthetic", limit_train=512, limit_test=256,
+                                                  input_shape=(1, 28, 28)))
+    for key in (N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.TRAIN_LOSS):
+        assert run.data.metrics[key] == pytest.approx(whole[key], rel=1e-12, abs=0), key
