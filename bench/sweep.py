@@ -26,6 +26,10 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Tune's automatic TensorBoard logger imports tensorboardX on the driver and writes event files nobody reads
 # here (MLflow is the record); the JSON and CSV loggers it would add too are passed explicitly below.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# One checkpoint kept per trial (CheckpointConfig(num_to_keep=1)) makes Tune snapshot its experiment state at
+# every checkpoint, and warn when that happens often; the snapshot is a small JSON written where the
+# checkpoints go, and bench resumes from MLflow and the checkpoints themselves, not from that state
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
