@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command set-up: a virtual environment in .venv with the project and its test tools, and, on Debian,
-# the package dataset-fashion-mnist (the offline default dataset) when it can be installed.
+# One-command set-up: a virtual environment in .venv with the project, its test tools and the PostgreSQL
+# driver, and, on Debian, the packages dataset-fashion-mnist (the offline default dataset) and postgresql (for
+# the multi-user stack's test) when they can be installed.
 #   PYTHON=python3.12 ./setup.sh    picks another interpreter (3.11 or newer)
 #   ./setup.sh --cpu                 CPU-only torch and torchvision from PyTorch's CPU wheel index (no CUDA
 #                                    libraries: a far smaller .venv); TORCH_INDEX=URL names another index
@@ -14,7 +15,7 @@ for arg in "$@"; do
   case "$arg" in
     --cpu) CPU=1 ;;
     --newest) CONSTRAINTS=() ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup: unknown option $arg (see ./setup.sh --help)" >&2; exit 2 ;;
   esac
 done
@@ -37,6 +38,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   else
     echo "setup: could not install dataset-fashion-mnist (not Debian, or no root); Fashion-MNIST will be" \
          "looked up in --data-dir, \$BENCH_DATA_DIR or ~/.cache/bench, or downloaded on first use"
+  fi
+fi
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then   # the multi-user stack's test (README)
+  if apt_install postgresql; then
+    echo "setup: installed Debian's postgresql (its test runs an mlflow server on a throwaway cluster)"
+  else
+    echo "setup: could not install postgresql (not Debian, or no root); the PostgreSQL server test is skipped"
   fi
 fi
 
@@ -66,5 +75,5 @@ if [ "$CPU" = 1 ]; then
 fi
 echo "setup: installing the project and its dependencies into .venv (torch is large: a few minutes)" \
      "${CONSTRAINTS:+within constraints.txt}"
-"${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[dev]"
+"${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[dev,server]"
 echo "setup: done. Run .venv/bin/bench --help, or 'source .venv/bin/activate' and then bench run ..."

@@ -68,27 +68,83 @@ def group_alive(pgid: int) -> list[int]:
     return alive
 
 
+def _postgres_bin() -> Path | None:
+    """Debian's PostgreSQL binaries (off PATH, in /usr/lib/postgresql/N/bin), the newest; None when absent."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+                   if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else None
+
+
 @pytest.fixture
-def cluster_and_server(tmp_path):
-    """`ray start --head --block` and `mlflow server` (sqlite backend) on 127.0.0.1 with free ports, started
-    side by side; yields (ray address, ray process, server URI, server process); both stopped by process id."""
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (a free port, a temporary folder), run as an unprivileged
+    user (`postgres` through runuser when the tests run as root: initdb refuses root); yields its database
+    URI; stopped by process id and removed. Skipped, with the reason, where PostgreSQL or psycopg is absent."""
+    import importlib.util
+    import shutil
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; setup.sh does where it can)")
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("psycopg (SQLAlchemy's PostgreSQL driver) is not installed: pip install -e '.[server]'")
+    folder = Path(tempfile.mkdtemp(prefix="pg", dir="/tmp"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no user 'postgres' to run PostgreSQL as")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = folder / "data"
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True)
+    server = subprocess.Popen([*as_user, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-h",
+                               "127.0.0.1", "-k", str(folder)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: subprocess.run([*as_user, str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                                        capture_output=True).returncode == 0, "postgres", server, timeout=60)
+        subprocess.run([*as_user, str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "mlflow"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        stop_group(server)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ray_ports() -> list[str]:
+    return ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+            "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+
+
+@pytest.fixture
+def cluster_and_server(tmp_path, postgres):
+    """A two-node Ray cluster on 127.0.0.1 (`ray start --head` and `ray start --address`, one CPU each, each
+    with its own ports) and an `mlflow server --workers 1` on PostgreSQL serving the artifacts, all on free
+    ports, started side by side; yields (ray address, head process, server URI, server process); all stopped
+    by process id (never `ray stop`, which would end every Ray on the machine)."""
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 108 chars
     ray_port, server_port = free_port(), free_port()
-    ray_cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-               "--port", str(ray_port), "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard", "false",
-               "--disable-usage-stats", "--temp-dir", temp, "--node-manager-port", str(free_port()),
-               "--object-manager-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
-               "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
-               "--metrics-export-port", str(free_port())]
+    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--num-gpus", "0",
+              "--disable-usage-stats"]
+    head_cmd = [str(BIN / "ray"), "start", "--head", "--port", str(ray_port), "--include-dashboard", "false",
+                "--temp-dir", temp, *common, *_ray_ports()]
+    worker_cmd = [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{ray_port}", *common, *_ray_ports()]
     folder = tmp_path / "server"
     folder.mkdir()
-    server_cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-                  "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+    server_cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", postgres,
+                  "--artifacts-destination", str(folder / "artifacts"), "--serve-artifacts", "--host", "127.0.0.1",
                   "--port", str(server_port), "--workers", "1"]
-    log = open(Path(temp) / "start.log", "w+")
-    head = subprocess.Popen(ray_cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    head_log, worker_log = open(Path(temp) / "head.log", "w+"), open(Path(temp) / "worker.log", "w+")
+    head = subprocess.Popen(head_cmd, stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True)
     server = subprocess.Popen(server_cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
+    worker = None
     uri = f"http://127.0.0.1:{server_port}"
 
     def healthy() -> bool:
@@ -99,26 +155,32 @@ def cluster_and_server(tmp_path):
             return False
 
     try:
-        wait_for(lambda: "Ray runtime started" in Path(log.name).read_text(), "ray start --head", head)
+        wait_for(lambda: "Ray runtime started" in Path(head_log.name).read_text(), "ray start --head", head)
+        worker = subprocess.Popen(worker_cmd, stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: "Ray runtime started" in Path(worker_log.name).read_text(), "ray start --address", worker)
         wait_for(healthy, "mlflow server", server)
         yield f"127.0.0.1:{ray_port}", head, uri, server
     finally:
-        stop_group(head)
-        stop_group(server)
-        log.close()
+        procs = [p for p in (worker, head, server) if p is not None]
+        for proc in procs:
+            stop_group(proc)
+        head_log.close()
+        worker_log.close()
         deadline = time.monotonic() + 10   # SIGKILLed processes take a moment to leave the table
-        while (group_alive(head.pid) or group_alive(server.pid)) and time.monotonic() < deadline:
+        while any(group_alive(p.pid) for p in procs) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert group_alive(head.pid) == [] and group_alive(server.pid) == []
+        assert all(group_alive(p.pid) == [] for p in procs)
 
 
 def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_and_server):
+    """The multi-user stack: a sweep on a two-node Ray cluster writes every trial to an `mlflow server` backed
+    by PostgreSQL, with the artifacts served by the server."""
     address, head, uri, server = cluster_and_server
     proc = bench(tmp_path, "run", "--methods", "none,l1l2", "--lambdas", "0.1", "--seeds", "0,1", "--epochs", "2",
                  *QUICK, "--ray-address", address, "--tracking-uri", uri, "--experiment", "on-cluster",
                  "--name", "cluster-sweep")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"ray    1 node, 2 CPUs, 0 GPUs at {address}" in proc.stdout
+    assert f"ray    2 nodes, 2 CPUs, 0 GPUs at {address}" in proc.stdout
     assert head.poll() is None  # joining a cluster does not stop it
     assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
 
@@ -138,13 +200,17 @@ def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_an
         assert Path(client.download_artifacts(child.info.run_id, "config.json")).is_file()
     l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
     assert l1l2["0"][N.TRAIN_LOSS] != l1l2["1"][N.TRAIN_LOSS]  # seeds are a real axis
-    assert (tmp_path / "server" / "artifacts").is_dir()
+    assert (tmp_path / "server" / "artifacts").is_dir()   # served by the tracking server, stored beside it
+    import mlflow
+    mlflow.set_tracking_uri(uri)
+    models = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
+    assert len(models) == 4   # the compact models went through the server too
     # a trial no node of the cluster can hold is refused once joined, before any run is created
     started = time.monotonic()
     proc = bench(tmp_path, "run", "--methods", "l1l2", "--epochs", "1", *QUICK, "--ray-address", address,
-                 "--tracking-uri", uri, "--experiment", "too-big", "--cpus-per-trial", "4", timeout=120)
+                 "--tracking-uri", uri, "--experiment", "too-big", "--cpus-per-trial", "2", timeout=120)
     assert proc.returncode == 2 and time.monotonic() - started < 60, proc.stderr[-2000:]
-    assert "no node of the Ray cluster fits one trial (4 CPUs, 0 GPUs per trial); its nodes have: 2 CPUs" in proc.stderr
+    assert "no node of the Ray cluster fits one trial (2 CPUs, 0 GPUs per trial); its nodes have: 1 CPUs" in proc.stderr
     assert client.get_experiment_by_name("too-big") is None or not _runs(uri, "too-big")
 
 
