@@ -283,7 +283,7 @@ class SweepConfig:
         group=WHERE, min=0, shown_default="1 when there are GPUs and --device is not cpu, else 0")
     max_concurrent: int = setting(0, "at most N trials at once", role=RUNTIME, group=WHERE, min=0,
                                   shown_default="as resources allow", cli={"metavar": "N"})
-    max_failures: int = setting(0, "retry a trial that raised up to N times, each attempt its own MLflow run",
+    max_failures: int = setting(0, "retry a trial that raised up to N times, from its last checkpoint, in its MLflow run",
                                 role=RUNTIME, group=WHERE, min=0, cli={"metavar": "N"})
 
     def __post_init__(self) -> None:

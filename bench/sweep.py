@@ -96,7 +96,7 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
 
 CHECKPOINT_STATE = "trial_state.pt"     # a trial checkpoint's snapshot (bench.trainer.train's keep)
 CHECKPOINT_INFO = "bench_checkpoint.json"  # its trial key, epoch, MLflow run and sweep run
-PAUSE_ENV = "BENCH_PAUSE_AFTER_EPOCH"   # tests: a trial sleeps once this epoch's checkpoint is kept
+PAUSE_ENV = "BENCH_PAUSE_AFTER_EPOCH"   # tests: "N" or "METHOD:N", a trial sleeps once epoch N is kept
 
 
 def find_checkpoint(storage: str, key: str, parent_run_id: str) -> tuple[Path, dict[str, Any]] | None:
@@ -147,7 +147,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
                    key, device, continues=earlier[1]["run_id"] if earlier is not None else None)
     if snapshot is not None:
         run.set_tag(N.CONTINUED_TAG, f"from epoch {snapshot['epoch']}")
-    pause = int(os.environ.get(PAUSE_ENV, "0") or 0)
+    method, _, epoch_text = os.environ.get(PAUSE_ENV, "").rpartition(":")
+    pause = int(epoch_text) if epoch_text.isdigit() and method in ("", trial.method) else 0
     reported: dict[str, Any] = {}
 
     def report(epoch: int, values: dict[str, float]) -> None:

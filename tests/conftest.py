@@ -117,9 +117,8 @@ class Faulty(PostHocMethod):
         fail_at: int = option(1, "the epoch at whose end it raises", min=1)
 
     def on_epoch_end(self, model, state):
-        self.seen = getattr(self, "seen", 0) + 1
-        if self.seen >= self.hparams.fail_at:
-            raise RuntimeError(f"faulty method fails on purpose at epoch {self.seen}")
+        if state.epoch >= self.hparams.fail_at:
+            raise RuntimeError(f"faulty method fails on purpose at epoch {state.epoch}")
 '''
 
 

@@ -219,54 +219,69 @@ def _runs(uri: str, experiment: str):
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
-def test_killed_sweep_resumes_without_repeating_finished_trials(tmp_path):
-    """SIGKILL to the driver once the first trial finished: nothing is cleaned up by the killed process, its
-    guardian marks the open runs KILLED. `bench run ... --resume` keeps the finished trial (same run id) and
-    runs the rest; `bench resume NAME` then has nothing left to do."""
-    argv = ["run", "--methods", "none,l1,l1l2", "--lambdas", "0.1", "--epochs", "2", *QUICK, "--max-concurrent", "1",
-            "--name", "killed"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_from_its_checkpoint(tmp_path):
+    """`bench run`, its driver and everything it started killed with SIGKILL (its process group) once the first
+    trial finished and the second reported epoch 2 of 4 (it pauses there: BENCH_PAUSE_AFTER_EPOCH): nothing is
+    cleaned up by the killed process, its guardian (bench/guard.py) marks the open runs KILLED. `bench run ...
+    --resume` keeps the finished trial (same run) and continues the other from epoch 3 in its own run, which ends
+    FINISHED with each epoch logged once and exactly the metrics of the same trial run without a stop; `bench
+    resume NAME` then has nothing left to do."""
+    import torch
+
+    from bench.config import SweepConfig, TrainSettings
+    from bench.data import load_dataset
+    from bench.trainer import train
+
+    size = ["--limit-train", "512", "--limit-test", "256"]
+    argv = ["run", "--methods", "none,l1l2", "--lambdas", "0.5", "--epochs", "4", *QUICK, *size,
+            "--max-concurrent", "1", "--name", "killed"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_PAUSE_AFTER_EPOCH": "l1l2:2"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     lines, deadline = [], time.monotonic() + 300
     for line in proc.stdout:
         lines.append(line)
-        if "epoch   1/2" in line and any("done " in x for x in lines) or time.monotonic() > deadline:
+        if "l1l2-lam0.5-s0" in line and "epoch   2/4" in line or time.monotonic() > deadline:
             break
-    proc.kill()
-    proc.wait(timeout=60)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
     assert any("done   none-s0" in x for x in lines), "".join(lines)[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    deadline = time.monotonic() + 30   # the killed driver closes nothing: its guardian (bench/guard.py) does
+    deadline = time.monotonic() + 30   # the killed driver closes nothing: its guardian does
     while time.monotonic() < deadline and any(r.info.status == "RUNNING" for r in _runs(uri, "lenet5-synthetic")):
         time.sleep(0.5)
-    before = _runs(uri, "lenet5-synthetic")
-    first = {r.info.run_name: r for r in before if r.data.tags.get("bench.kind") == "trial"}
-    assert first["none-s0"].info.status == "FINISHED"
-    assert first["l1-lam0.1-s0"].info.status == "KILLED"
-    assert "driver ended without closing" in first["l1-lam0.1-s0"].data.tags["bench.error"]
+    before = {r.info.run_name: r for r in _runs(uri, "lenet5-synthetic")}
+    assert before["none-s0"].info.status == "FINISHED"
+    for name in ("killed", "l1l2-lam0.5-s0"):   # the sweep's run and the interrupted trial's
+        assert before[name].info.status == "KILLED" and "driver ended without closing" in \
+            before[name].data.tags["bench.error"], name
 
-    proc2 = bench(tmp_path, *argv, "--resume")
-    assert proc2.returncode == 0, proc2.stdout[-3000:] + proc2.stderr[-3000:]
-    assert "resume sweep 'killed' (KILLED): 1 of 3 trials finished, running the other 2" in proc2.stdout
-    assert "start  none-s0" not in proc2.stdout
+    again = bench(tmp_path, *argv, "--resume")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resume sweep 'killed' (KILLED): 1 of 2 trials finished, running the other 1" in again.stdout
+    assert "start  none-s0" not in again.stdout and "epoch   1/4" not in again.stdout
+    assert "epoch   3/4" in again.stdout
     after = _runs(uri, "lenet5-synthetic")
-    assert all(r.info.status != "RUNNING" for r in after), [(r.info.run_name, r.info.status) for r in after]
-    trials = [r for r in after if r.data.tags.get("bench.kind") == "trial"]
-    finished = {}
-    for r in trials:
-        if r.info.status == "FINISHED":
-            assert r.data.tags["bench.trial_key"] not in finished  # each trial finished exactly once
-            finished[r.data.tags["bench.trial_key"]] = r
-    assert len(finished) == 3
-    assert finished[first["none-s0"].data.tags["bench.trial_key"]].info.run_id == first["none-s0"].info.run_id
-    killed = [r for r in trials if r.info.status == "KILLED"]
-    assert [r.info.run_id for r in killed] == [first["l1-lam0.1-s0"].info.run_id]
-    parent = next(r for r in after if r.data.tags.get("bench.kind") == "sweep")
-    assert parent.info.status == "FINISHED" and "bench.resumed" in parent.data.tags
+    assert sorted((r.info.run_name, r.info.status) for r in after) == [
+        ("killed", "FINISHED"), ("l1l2-lam0.5-s0", "FINISHED"), ("none-s0", "FINISHED")]
+    runs = {r.info.run_name: r for r in after}
+    assert {name: runs[name].info.run_id for name in runs} == {name: before[name].info.run_id for name in runs}
+    l1l2 = runs["l1l2-lam0.5-s0"]
+    assert l1l2.data.tags["bench.continued"] == "from epoch 2" and "bench.error" not in l1l2.data.tags
+    client = MlflowClient(uri)
+    assert sorted(m.step for m in client.get_metric_history(l1l2.info.run_id, N.TEST_ACCURACY)) == [1, 2, 3, 4]
+    assert "bench.resumed" in runs["killed"].data.tags
 
-    proc3 = bench(tmp_path, "resume", "killed")
-    assert proc3.returncode == 0 and "nothing to run: every trial of sweep 'killed' finished" in proc3.stdout
+    torch.set_num_threads(1)   # as the trial ran (--cpus-per-trial 1)
+    sweep = SweepConfig(methods=("l1l2",), lambdas={"l1l2": (0.5,)}, train=TrainSettings(
+        dataset="synthetic", epochs=4, limit_train=512, limit_test=256, device="cpu"))
+    whole = train(sweep.trials()[0], load_dataset("synthetic", limit_train=512, limit_test=256,
+                                                  input_shape=(1, 28, 28)))
+    for key in (N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.TRAIN_LOSS):
+        assert l1l2.data.metrics[key] == whole[key], key
+
+    done = bench(tmp_path, "resume", "killed")
+    assert done.returncode == 0 and "nothing to run: every trial of sweep 'killed' finished" in done.stdout
     assert len(_runs(uri, "lenet5-synthetic")) == len(after)
 
 
@@ -279,10 +294,13 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "faulty method fails on purpose at epoch 2" in proc.stdout  # the summary names the error
     runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet5-synthetic")
     by_status = sorted((r.info.run_name, r.info.status) for r in runs)
-    assert by_status == [("f", "FINISHED"), ("faulty-s0", "FAILED"), ("faulty-s0", "FAILED"),
-                         ("l1l2-lam0.1-s0", "FINISHED"), ("none-s0", "FINISHED")]  # 2 attempts: --max-failures 1
-    for run in (r for r in runs if r.info.status == "FAILED"):
-        assert "RuntimeError: faulty method fails on purpose at epoch 2" in run.data.tags["bench.error"]
-        assert run.data.metrics[N.TEST_ACCURACY] >= 0  # epoch 1 was recorded before the failure
+    # 2 attempts (--max-failures 1), one run: the retry continued from epoch 1's checkpoint in the same run
+    assert by_status == [("f", "FINISHED"), ("faulty-s0", "FAILED"), ("l1l2-lam0.1-s0", "FINISHED"),
+                         ("none-s0", "FINISHED")]
+    (run,) = [r for r in runs if r.info.status == "FAILED"]
+    assert "RuntimeError: faulty method fails on purpose at epoch 2" in run.data.tags["bench.error"]
+    assert run.data.tags["bench.continued"] == "from epoch 1"
+    history = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, N.TEST_ACCURACY)
+    assert [m.step for m in history] == [1]   # epoch 1 recorded once, before the failures
     errors = list((tmp_path / "ray_results").glob("f-*/*/error.txt"))
     assert len(errors) == 1 and "fails on purpose" in errors[0].read_text()  # Ray's record of the failure
