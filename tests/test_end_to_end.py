@@ -174,8 +174,11 @@ def test_bench_ui_serves_the_sweeps_store(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    from bench.tracking import prepare_experiment, start_sweep_run
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    MlflowClient(uri).create_experiment("ui-check")
+    experiment = prepare_experiment(uri, "ui-check")
+    start_sweep_run(uri, experiment, "s", {}, {}, "k")
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -190,9 +193,13 @@ def test_bench_ui_serves_the_sweeps_store(tmp_path):
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(1)
         assert body is not None and body["experiment"]["name"] == "ui-check"
+        assert body["experiment"]["tags"] == [{"key": "mlflow.experimentKind", "value": "custom_model_development"}]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        out, _ = proc.communicate(timeout=30)
+    # the address opens the experiment's training runs, and the server's start says nothing to ignore
+    assert f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning" in out
+    assert not [line for line in out.splitlines() if "warning" in line.lower() or "deprecat" in line.lower()], out
 
 
 def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
