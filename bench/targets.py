@@ -15,7 +15,7 @@ The search, per target, on the probes that have finished:
    better than a grid does; until then the seeds search side by side, and a seed without a bracket of its own
    steps into a bracket of its probes pooled with its siblings', where there is one.
 2. **Bracket.** While every probe is below the target, the next probe is the next grid value above the largest
-   probed, then past the grid geometrically (x10 per probe, x100 when the last step did not move the value at
+   probed (at least x1.5 above it: the start often lies next to a grid value), then past the grid geometrically (x10 per probe, x100 when the last step did not move the value at
    all); symmetrically downwards. A probe that diverged (the trial failed: NaN loss) counts as an overshoot,
    above any target (of its own search: a sibling's pooled probes bracket only through finished ones). When
    the value falls again past the best probe (stronger penalties removing fewer filters, as l1 does on LeNet
@@ -272,7 +272,8 @@ class Search:
                 step = (target.value - y_edge) / slope
             nxt = min(max(edge + step, RATIO_BOUNDS[0]), RATIO_BOUNDS[1])
             return nxt if not _same(nxt, edge) else bound
-        beyond = [v for v in sorted(self.grid) if (v > edge * 1.0001 if up else v < edge * 0.9999)]
+        # the next grid value at least x1.5 away: the start (the grid's geometric middle) often lies next to one
+        beyond = [v for v in sorted(self.grid) if (v > edge * 1.5 if up else v < edge / 1.5)]
         if beyond:
             return beyond[0] if up else beyond[-1]
         factor = 10.0

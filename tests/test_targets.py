@@ -81,6 +81,13 @@ def test_a_curve_that_turns_down_is_not_chased_to_ever_stronger_penalties():
     assert r["value"] == pytest.approx(0.2) and r["achieved"] == pytest.approx(0.67)
 
 
+def test_the_search_does_not_step_to_a_grid_value_next_to_its_start():
+    # ssl's grid: the start, its geometric middle 0.0095, lies next to the grid value 0.01
+    search = Search("sslish", 0, "lam", (0.003, 0.01, 0.03), [Target("sparsity", 0.5)], max_probes=8)
+    asked = run(search, monotone(1.0))
+    assert asked[0] == pytest.approx(0.0094868, rel=1e-4) and asked[1] == 0.03, asked
+
+
 def test_a_collapse_is_unreachable_once_the_bracket_is_narrow():
     step = lambda lam: 0.1 if lam < 4.0 else 0.97   # noqa: E731 - jumps over every target in between
     search = Search("cliff", 0, "lam", (0.5, 1.0, 2.0), [Target("sparsity", 0.5)], max_probes=30)
