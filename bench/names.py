@@ -59,7 +59,8 @@ RESUMED_TAG = "bench.resumed"
 CONTINUED_TAG = "bench.continued"     # a trial run continued from a checkpoint: "from epoch N"
 FILTERS_REMOVED_TAG = "bench.filters_removed"
 MODEL_ERROR_TAG = "bench.model_error"  # why a finished trial's compact model is not an MLflow Model
-PROVENANCE_PREFIX = "bench."          # bench.torch, bench.python, bench.host, bench.git_commit, ...
+PROVENANCE_PREFIX = "bench."          # bench.torch, bench.python, bench.host, bench.device, ...
+GIT_COMMIT_TAG = "mlflow.source.git.commit"   # the project's commit (sweeps before it: bench.git_commit)
 
 # Artifacts.
 SWEEP_CONFIG = "sweep.json"           # a sweep's config, on its parent run

@@ -620,7 +620,7 @@ def config_table(results: Results) -> pd.DataFrame:
                      "trials": ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
                      "model": p.get("model", "-"), "dataset": p.get("dataset", "-"), "epochs": p.get("epochs", "-"),
                      "batch": p.get("batch_size", "-"), "lr": p.get("lr", "-"), "seeds": p.get("seeds", "-"),
-                     "bench": f"{prov('version')} ({prov('git_commit', 'no git')[:10]})",
+                     "bench": f"{prov('version')} ({tags.get(N.GIT_COMMIT_TAG, prov('git_commit', 'no git'))[:10]})",
                      **{k: prov(k) for k in ("torch", "torchvision", "ray", "mlflow", "python", "host")}})
     return pd.DataFrame(rows)
 

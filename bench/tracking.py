@@ -44,8 +44,8 @@ from mlflow.entities import DatasetInput, InputTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .names import (ERROR_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX, RESUMED_TAG,  # noqa: E402
-                    SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG)
+from .names import (ERROR_TAG, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX,  # noqa: E402
+                    RESUMED_TAG, SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG)
 
 
 # MLflow announces the creation and migration of an sqlite store at INFO ("Creating initial MLflow database
@@ -206,7 +206,7 @@ def source_tags() -> dict[str, str]:
     tags = {"mlflow.user": user, "mlflow.source.name": "bench", "mlflow.source.type": "LOCAL"}
     commit = _git_commit()
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[GIT_COMMIT_TAG] = commit
     return tags
 
 
