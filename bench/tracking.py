@@ -465,6 +465,28 @@ def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLik
 COMPACT_MODEL_NAME = "compact_model"
 
 
+def _log_torch_model(model: Any, kwargs: dict[str, Any]) -> Any:
+    """``mlflow.pytorch.log_model`` as a torch.export program where this MLflow can (``serialization_format``,
+    3.10+) and torch.export traces the model, else pickled."""
+    import inspect
+
+    import mlflow.pytorch
+    try:
+        if "serialization_format" not in inspect.signature(mlflow.pytorch.log_model).parameters:
+            raise TypeError("this MLflow (before 3.10) saves PyTorch models by pickle only")
+        return mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
+    except Exception:   # torch.export cannot trace every module (data-dependent control flow)
+        quiet = logging.getLogger("mlflow.pytorch")   # its advice to prefer pt2, which just failed
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            if "serialization_format" in inspect.signature(mlflow.pytorch.log_model).parameters:
+                kwargs = {**kwargs, "serialization_format": "pickle"}
+            return mlflow.pytorch.log_model(model, **kwargs)
+        finally:
+            quiet.setLevel(level)
+
+
 def dataset_input(record: Mapping[str, Any]) -> DatasetInput:
     """A trial's dataset as an MLflow dataset input (the runs page's Dataset column): ``record`` holds
     ``name``, ``digest`` (of the content: a changed file shows as a new digest), ``source`` (a path, or the
@@ -591,10 +613,12 @@ class TrialRun:
         without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip requirements (inferring them costs seconds); returns its
         model URI."""
         import mlflow
-        import mlflow.pytorch
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.info.uri)   # the flavour's log_model writes through the fluent client
+        # the flavour's log_model writes through the fluent client's global URI; setting it also exports
+        # MLFLOW_TRACKING_URI, which is put back afterwards (processes this one starts keep their own)
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.info.uri)
         signature = infer_signature(example, output)
         params = {k: _short(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
         logged = self.client.create_logged_model(self.info.experiment_id, name=COMPACT_MODEL_NAME,
@@ -602,19 +626,13 @@ class TrialRun:
         kwargs = dict(name=COMPACT_MODEL_NAME, model_id=logged.model_id, run_id=self.run_id, step=step,
                       signature=signature, input_example=example, pip_requirements=list(requirements),
                       metadata=dict(metadata or {}))
-        import inspect
         try:
-            if "serialization_format" not in inspect.signature(mlflow.pytorch.log_model).parameters:
-                raise TypeError("this MLflow (before 3.10) saves PyTorch models by pickle only")
-            info = mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
-        except Exception:   # torch.export cannot trace every module (data-dependent control flow)
-            quiet = logging.getLogger("mlflow.pytorch")   # its advice to prefer pt2, which just failed
-            level = quiet.level
-            quiet.setLevel(logging.ERROR)
-            try:
-                info = mlflow.pytorch.log_model(model, serialization_format="pickle", **kwargs)
-            finally:
-                quiet.setLevel(level)
+            info = _log_torch_model(model, kwargs)
+        finally:
+            if exported is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = exported
         return info.model_uri
 
     def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:

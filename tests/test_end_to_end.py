@@ -230,7 +230,7 @@ def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
     assert out.returncode == 2 and "give one of its trials' run ids" in out.stderr
 
 
-def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(sweep):
+def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(sweep, monkeypatch):
     """MLflow's own conventions: each trial's compact model is a logged model of the experiment (pt2, with its
     metrics, loadable by MLflow alone and equal to the exported compact model), the dataset is a run input
     with a content digest, the source tags are MLflow's, the sweep run holds the command and a summary; and
@@ -248,6 +248,9 @@ def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(s
     experiment = client.get_experiment(runs[0].info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     trials = {r.data.params["method"]: r for r in runs if r.data.tags.get("bench.kind") == "trial"}
+    # MLflow's fluent calls read the global tracking URI, and setting it exports MLFLOW_TRACKING_URI, which later
+    # tests' subprocesses would inherit: set through monkeypatch, which puts the environment back
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cwd / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{cwd / 'mlflow.db'}")
     models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in trials.values())

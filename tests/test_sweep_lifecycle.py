@@ -201,9 +201,7 @@ def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_an
     l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
     assert l1l2["0"][N.TRAIN_LOSS] != l1l2["1"][N.TRAIN_LOSS]  # seeds are a real axis
     assert (tmp_path / "server" / "artifacts").is_dir()   # served by the tracking server, stored beside it
-    import mlflow
-    mlflow.set_tracking_uri(uri)
-    models = mlflow.search_logged_models(experiment_ids=[runs[0].info.experiment_id], output_format="list")
+    models = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
     assert len(models) == 4   # the compact models went through the server too
     # a trial no node of the cluster can hold is refused once joined, before any run is created
     started = time.monotonic()
