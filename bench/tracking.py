@@ -610,8 +610,8 @@ class TrialRun:
         of the experiment named ``compact_model``, with the run's params and the metrics of ``step`` (its last
         epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
         torch.export program (it loads without bench's code; a model torch.export cannot trace, or an MLflow
-        without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip requirements (inferring them costs seconds); returns its
-        model URI."""
+        without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip
+        requirements (inferring them costs seconds); returns its model URI."""
         import mlflow
         from mlflow.models import infer_signature
 
