@@ -13,7 +13,9 @@ arrays for the built-in datasets and for any source whose decoded uint8 splits f
 Both take the epoch's permutation from the trainer (drawn from the trial's generator) and batch it the same way,
 and both hand uint8 batches to the same normalisation and the same on-device augmentation (``flip``,
 ``crop-flip``), so that on CPU the same trial gives the same metrics on either path (tested). ``standard``
-augmentation is the exception: on the streaming path it runs per image in the workers (``bench.recipe``).
+augmentation is the exception: on the streaming path it runs per image in the workers (``bench.recipe``), each
+batch's crops drawn from a seed of (trial seed, epoch, batch number), so the same trial gives the same metrics
+whatever the number of workers and when continued from a checkpoint.
 """
 from __future__ import annotations
 
@@ -68,8 +70,8 @@ class MemoryBatches(_Normalise):
         self.n = len(self.train_x)
         self.input_shape = tuple(self.train_x.shape[1:])
 
-    def epoch(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """uint8 training batches in the order of ``perm``."""
+    def epoch(self, perm: torch.Tensor, batch_size: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """uint8 training batches in the order of ``perm`` (``epoch`` matters only to the streaming path)."""
         perm = perm.to(self.device)
         for i in range(0, self.n, batch_size):
             idx = perm[i:i + batch_size]
@@ -107,6 +109,16 @@ class _Plan:
         return len(self.batches)
 
 
+class _Seeded(list):
+    """A training batch's indices with the seed its per-image augmentation draws from. The seed is a function of
+    the trial seed, the epoch and the batch's place in it, so the crops do not depend on which worker reads the
+    batch, on the number of workers, or on whether the trial was continued from a checkpoint."""
+
+    def __init__(self, indices: list[int], seed: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+
+
 class _Joined(torch.utils.data.Dataset):
     """Splits one after another in one index space (train items at [0, n_train), then test, then validation):
     one loader and one set of workers serve training and evaluation."""
@@ -127,6 +139,14 @@ class _Joined(torch.utils.data.Dataset):
         return self.parts[k][j]
 
     def __getitems__(self, idx: list[int]):
+        seed = getattr(idx, "seed", None)
+        if seed is None:
+            return self._fetch(idx)
+        with torch.random.fork_rng(devices=[]):   # the process's own stream is left as it was
+            torch.manual_seed(seed)
+            return self._fetch(idx)
+
+    def _fetch(self, idx: list[int]):
         k, _ = self._where(idx[0])
         part = self.parts[k]
         if hasattr(part, "__getitems__") and all(self.starts[k] <= i < self.starts[k + 1] for i in idx):
@@ -136,7 +156,7 @@ class _Joined(torch.utils.data.Dataset):
 
 class StreamBatches(_Normalise):
     """The streaming path (module docstring); ``standard`` turns on per-image RandomResizedCrop + flip of the
-    training examples in the workers; ``seed`` seeds the workers' random streams."""
+    training examples in the workers, drawn from seeds derived from ``seed``, the epoch and the batch."""
 
     path = "stream"
 
@@ -149,6 +169,7 @@ class StreamBatches(_Normalise):
         self.data = data
         self.n = data.n_train
         self.input_shape = tuple(data.input_shape)
+        self.standard, self.seed = standard, seed
         train = data.train.augmented(self.input_shape[-1]) if standard else data.train
         self.plan = _Plan()
         cuda = device.type == "cuda"
@@ -163,9 +184,13 @@ class StreamBatches(_Normalise):
         for x, y in self.loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def epoch(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def epoch(self, perm: torch.Tensor, batch_size: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = perm.tolist()
-        return self._pass([order[i:i + batch_size] for i in range(0, self.n, batch_size)])
+        batches = [order[i:i + batch_size] for i in range(0, self.n, batch_size)]
+        if self.standard:   # each batch's crops and flips drawn from its own seed (see _Seeded)
+            seeds = np.random.SeedSequence([self.seed, epoch]).generate_state(len(batches), np.uint64)
+            batches = [_Seeded(b, int(s) >> 1) for b, s in zip(batches, seeds)]
+        return self._pass(batches)
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = _stack([self.data.train[i] for i in idx.tolist()])

@@ -145,8 +145,8 @@ def train(config: TrialConfig, data: Dataset | StreamData,
     draws the augmentation, torch's, CUDA's, numpy's and Python's) and the epoch's metrics; the learning-rate
     schedule is a function of the epoch and the zeroing rules keep no state beyond the masks. ``resume``, such
     a snapshot, continues the trial from the epoch after it: on CPU with the same threads the remaining epochs
-    give exactly the metrics of an uninterrupted trial (on the streaming path with ``--augment standard`` the
-    workers' random crops restart with them, so only there the continued epochs differ).
+    give exactly the metrics of an uninterrupted trial, on either data path (the streaming path's per-image
+    crops are drawn from seeds of the trial seed, the epoch and the batch: ``bench.batches``).
     """
     tc = config.train
     seed_everything(config.seed)
@@ -194,7 +194,7 @@ def train(config: TrialConfig, data: Dataset | StreamData,
             model.train()
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            for x8, y in batches.epoch(torch.randperm(n, generator=generator), tc.batch_size):
+            for x8, y in batches.epoch(torch.randperm(n, generator=generator), tc.batch_size, epoch):
                 x = batches.normalise(augment(x8))
                 if tc.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)

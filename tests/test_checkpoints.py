@@ -17,9 +17,9 @@ from methods import list_methods
 TIMED = ("epoch_time_s", "steps_time_s", "method_hook_time_s", "zeroing_metrics_time_s")
 
 
-def _trial(method: str, augment: str = "none"):
+def _trial(method: str, augment: str = "none", **settings):
     train_settings = TrainSettings(model="lenet5-bn", dataset="synthetic", epochs=3, limit_train=256,
-                                   limit_test=128, device="cpu", augment=augment, batch_size=32)
+                                   limit_test=128, device="cpu", augment=augment, batch_size=32, **settings)
     options = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}.get(method)   # their cost, not their logic
     return SweepConfig(methods=(method,), train=train_settings, options={method: options} if options else {}
                        ).trials()[-1]   # its strongest default
@@ -51,6 +51,32 @@ def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(m
             want = {k: v for k, v in whole[e].items() if k not in TIMED}
             assert {k: v for k, v in metrics.items() if k not in TIMED} == want, (method, epoch, e)
         assert out[N.TRAIN_LOSS] == last[N.TRAIN_LOSS] and out[N.TEST_ACCURACY] == last[N.TEST_ACCURACY]
+
+
+def _untimed(rows: dict[int, dict]) -> dict[int, dict]:
+    return {e: {k: v for k, v in m.items() if k not in TIMED} for e, m in rows.items()}
+
+
+def test_streamed_standard_augmentation_is_the_same_with_any_workers_and_after_a_restart():
+    """The streaming path's per-image crops and flips (in the loader's workers) are seeded per batch from the
+    trial seed and the epoch: 2 workers, no worker, and a trial continued from epoch 1 all give the same epochs."""
+    torch.set_num_threads(1)
+    data = load_dataset("synthetic", limit_train=256, limit_test=128, input_shape=(1, 28, 28), data_path="stream")
+    whole: dict[int, dict] = {}
+    snapshots: dict[int, dict] = {}
+    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
+          report=lambda e, m: whole.__setitem__(e, dict(m)), keep=lambda e, snap: snapshots.__setitem__(e, _bytes(snap)))
+    inline: dict[int, dict] = {}
+    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=0), data,
+          report=lambda e, m: inline.__setitem__(e, dict(m)))
+    assert _untimed(inline) == _untimed(whole)
+    again: dict[int, dict] = {}
+    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
+          report=lambda e, m: again.__setitem__(e, dict(m)), resume=snapshots[1])
+    assert sorted(again) == [2, 3] and _untimed(again) == {e: m for e, m in _untimed(whole).items() if e > 1}
+    plain: dict[int, dict] = {}   # and the augmentation did something
+    train(_trial("l1l2", data_path="stream", loader_workers=0), data, report=lambda e, m: plain.__setitem__(e, dict(m)))
+    assert plain[1][N.TRAIN_LOSS] != whole[1][N.TRAIN_LOSS]
 
 
 def test_a_method_keeps_its_own_state_through_a_checkpoint():
