@@ -77,11 +77,13 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
     Metrics: ``compact_params``, ``compact_flops`` (FlopCounterMode on the compact model),
     ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency,
     on the CPU; when ``device`` is a GPU (the trial's), also ``gpu_latency_ms_b{N}``,
-    ``gpu_dense_latency_ms_b{N}`` and ``gpu_speedup_b{N}`` there.
+    ``gpu_dense_latency_ms_b{N}`` and ``gpu_speedup_b{N}`` there. ``min_run_time`` 0: no latency metric.
     """
     dense = copy.deepcopy(model).cpu().eval()
     small = compact(dense, structure, share=True).eval()
     out: dict[str, float] = {"compact_params": count_params(small), "compact_flops": measured_flops(small, input_shape)}
+    if min_run_time <= 0:
+        return small, out
     for b in batches:
         d = latency_ms(dense, input_shape, b, min_run_time)
         c = latency_ms(small, input_shape, b, min_run_time)

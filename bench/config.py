@@ -117,6 +117,10 @@ class TrainSettings:
     strict_head: bool = setting(False, "refuse an --init-from file whose classifier has another class count "
                                 "(by default that head is re-initialised, with a notice)", role=TRIAL,
                                 key_default=False)
+    latency_time: float = setting(0.3, "seconds each latency measurement of a trial's compact model runs (compact "
+                                  "and dense, batch 1 and 64, on the CPU and on a GPU trial's device); 0 skips "
+                                  "them (a long target search's probes, say)", role=RUNTIME, min=0,
+                                  cli={"metavar": "S"})
 
     def __post_init__(self) -> None:
         _checked(self)

@@ -175,7 +175,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
         from .compact import export_program, measure, save_compact, save_first_filters
         from .models import rebuildable
 
-        small, values = measure(model, structure, data.input_shape, device=device)
+        small, values = measure(model, structure, data.input_shape, min_run_time=trial.train.latency_time,
+                               device=device)
         total = structure.filters()
         removed = {layer: total[layer] - n for layer, n in M.alive_filters(structure).items()}
         with tempfile.TemporaryDirectory() as folder:

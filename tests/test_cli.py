@@ -185,6 +185,7 @@ def test_unreachable_ray_address_is_an_error_before_any_work(capsys, tmp_path, m
     (["--max-failures", "-1"], "max failures must be >= 0, got -1"),
     (["--name", "my sweep"], "sweep name must be 1-100 letters"),
     (["--cpus-per-trial", "0"], "cpus per trial must be > 0"),
+    (["--latency-time", "-0.1"], "latency time must be >= 0, got -0.1"),
     (["--plugin", "nowhere/plugin.py"], "cannot load method plugin"),
 ])
 def test_bad_runtime_options(capsys, tmp_path, argv, message):

@@ -150,3 +150,7 @@ def test_measure_reports_compact_counts_and_latencies():
     for b in (1, 64):  # speed itself is measured in benchmarks, not asserted here
         assert m[f"latency_ms_b{b}"] > 0 and m[f"dense_latency_ms_b{b}"] > 0
         assert m[f"speedup_b{b}"] == pytest.approx(m[f"dense_latency_ms_b{b}"] / m[f"latency_ms_b{b}"])
+    # --latency-time 0: the counts, no timing
+    again, counts = C.measure(model, structure, (1, 28, 28), min_run_time=0)
+    assert counts == {k: m[k] for k in ("compact_params", "compact_flops")}
+    assert C.conv_widths(again) == C.conv_widths(small)
