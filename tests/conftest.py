@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +138,47 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# -- `bench` as a user runs it: a subprocess of this interpreter --------------------------------------------
+
+def bench(cwd: Path, *argv: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``bench ARGV...`` run to its end in ``cwd``; stdout and stderr captured."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_bench(cwd: Path, *argv: str, env: dict | None = None, group: bool = False) -> subprocess.Popen:
+    """``bench ARGV...`` started in ``cwd``, stdout and stderr on one text pipe; ``group``: in its own process
+    group (a session), so that a signal can reach it and everything it starts."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=group)
+
+
+def read_until(proc: subprocess.Popen, seen: Callable[[list[str]], bool], timeout: float = 300) -> list[str]:
+    """The lines ``proc`` printed until ``seen(lines)`` holds (or it ended, or ``timeout`` seconds passed)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if seen(lines) or time.monotonic() > deadline:
+            break
+    return lines
+
+
+def wait_until_closed(client, experiment: str, timeout: float = 30) -> list:
+    """The experiment's runs once none is RUNNING any more (a killed driver's guardian closes them within
+    seconds), or after ``timeout`` seconds, whichever comes first."""
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = client.search_runs([experiment_id])
+        if time.monotonic() > deadline or all(r.info.status != "RUNNING" for r in runs):
+            return runs
+        time.sleep(0.5)
 
 
 def train_keeping(cfg, data):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +15,12 @@ from bench import names as N
 from bench.data import DEBIAN_FASHION_MNIST
 from bench.models import build_model
 from bench.structure import derive as describe
+from conftest import bench, free_port, read_until, start_bench, wait_until_closed
 
 pytestmark = pytest.mark.slow
 
 HAVE_FASHION = DEBIAN_FASHION_MNIST.is_dir()
 DATASET = ["--limit-train", "1000", "--limit-test", "300"] if HAVE_FASHION else ["--dataset", "synthetic"]
-
-
-def bench(cwd: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +115,9 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
     import signal
     import time
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", "--methods", "l1l2,l1", "--lambdas", "0.1",
-                             "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=group)
-    lines = []
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:
-        lines.append(line)
-        if "epoch   1/200" in line or time.monotonic() > deadline:
-            break
+    proc = start_bench(tmp_path, "run", "--methods", "l1l2,l1", "--lambdas", "0.1", "--dataset", "synthetic",
+                       "--epochs", "200", "--device", "cpu", group=group)
+    lines = read_until(proc, lambda lines: "epoch   1/200" in lines[-1])
     sent = time.monotonic()
     if group:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -141,14 +127,10 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
     took = time.monotonic() - sent
     text = "".join(lines) + out
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("lenet5-synthetic").experiment_id
+    # the group's SIGTERM may kill the local Ray's object store first, and Ray's core worker then ends the driver
+    # ("connection to the plasma store is failed. Terminate the process."): its guardian closes the runs
+    runs = wait_until_closed(client, "lenet5-synthetic")
     if group and proc.returncode == 1:
-        # the group's SIGTERM killed the local Ray's object store first, and Ray's core worker ended the driver
-        # ("connection to the plasma store is failed. Terminate the process."): the guardian closes the runs
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(r.info.status == "RUNNING"
-                                                   for r in client.search_runs([experiment])):
-            time.sleep(0.5)
         assert "Stop signal received" in text, text[-3000:]
     else:
         assert proc.returncode == 130, text[-3000:]
@@ -158,7 +140,6 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
         assert "l1l2-lam0.1-s0                 KILLED" in text   # the summary
     if group:
         assert took < 15, took
-    runs = client.search_runs([experiment])
     statuses = sorted((r.data.tags.get("bench.kind"), r.info.status) for r in runs)
     assert ("sweep", "KILLED") in statuses
     assert all(status != "RUNNING" for _, status in statuses), statuses
@@ -167,21 +148,16 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
 
 def test_bench_ui_serves_the_sweeps_store(tmp_path):
     import signal
-    import socket
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     from bench.tracking import prepare_experiment, start_sweep_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = prepare_experiment(uri, "ui-check")
     start_sweep_run(uri, experiment, "s", {}, {}, "k")
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = start_bench(tmp_path, "ui", "--tracking-uri", uri, "--port", str(port), group=True)
     try:
         deadline, body = time.monotonic() + 120, None
         while time.monotonic() < deadline and body is None:
@@ -325,7 +301,7 @@ def test_an_image_folder_runs_end_to_end_on_the_streaming_path(tmp_path):
     write_image_folder(tmp_path / "shapes")
     proc = bench(tmp_path, "run", "--dataset", "imagefolder:shapes", "--image-size", "32", "--model", "vgg11",
                  "--methods", "none,l1l2", "--lambdas", "0.2", "--epochs", "4", "--lr", "0.01", "--data-path",
-                 "stream", "--device", "cpu")
+                 "stream", "--device", "cpu", "--latency-time", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stream path: DataLoader, 2 workers (--data-path stream)" in proc.stdout
     assert "recipe augment standard" in proc.stdout

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -16,16 +15,11 @@ from bench import names as N
 from bench import report as R
 from bench.data import DEBIAN_FASHION_MNIST
 
-from conftest import write_faulty_plugin
+from conftest import bench, write_faulty_plugin
 
 HAVE_FASHION = DEBIAN_FASHION_MNIST.is_dir()
 DATASET = ["--limit-train", "1000", "--limit-test", "300"] if HAVE_FASHION else ["--dataset", "synthetic"]
 EXPERIMENT = "report-check"
-
-
-def bench(cwd: Path, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 # -- analysis on crafted numbers ---------------------------------------------------------------------------
@@ -215,17 +209,24 @@ def test_report_says_what_is_missing_and_is_self_contained(store):
 
 
 @pytest.mark.slow
-def test_report_on_an_unknown_experiment_or_an_empty_store_is_a_clear_error(store, tmp_path):
+def test_report_on_an_unknown_experiment_or_an_empty_store_is_a_clear_error(store, tmp_path, capsys, monkeypatch):
+    from bench.cli import main
+
+    def report(cwd, *argv):   # in this process: the error paths need no subprocess of their own
+        monkeypatch.chdir(cwd)
+        code = main(["report", *argv])
+        return code, capsys.readouterr().err
+
     cwd, out, client, runs = store
-    proc = bench(cwd, "report", "--experiment", "nope")
-    assert proc.returncode == 2 and "no experiment 'nope'" in proc.stderr and EXPERIMENT in proc.stderr
-    proc = bench(tmp_path, "report")
-    assert proc.returncode == 2 and "no tracking database at" in proc.stderr
+    code, err = report(cwd, "--experiment", "nope")
+    assert code == 2 and "no experiment 'nope'" in err and EXPERIMENT in err
+    code, err = report(tmp_path)
+    assert code == 2 and "no tracking database at" in err
     MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment("empty")
-    proc = bench(tmp_path, "report")
-    assert proc.returncode == 2 and "holds no sweep" in proc.stderr
-    proc = bench(tmp_path, "report", "--experiment", "empty")
-    assert proc.returncode == 2 and "has no trial runs yet" in proc.stderr
+    code, err = report(tmp_path)
+    assert code == 2 and "holds no sweep" in err
+    code, err = report(tmp_path, "--experiment", "empty")
+    assert code == 2 and "has no trial runs yet" in err
     assert not (tmp_path / "reports").exists()
 
 

@@ -15,34 +15,33 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import names as N
-from conftest import free_port, write_faulty_plugin
+from conftest import bench, free_port, read_until, start_bench, wait_until_closed, write_faulty_plugin
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
-QUICK = ["--dataset", "synthetic", "--device", "cpu"]
+QUICK = ["--dataset", "synthetic", "--device", "cpu", "--latency-time", "0"]   # latency: test_compact, test_end_to_end
 
 
-def bench(cwd: Path, *argv: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """Stop a process started with start_new_session=True and everything it started, by process group id:
-    SIGTERM, then SIGKILL after ``grace`` seconds (`ray start --block` takes ~30 s to wind down on SIGTERM)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+def stop_group(*procs: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop processes started with start_new_session=True and everything they started, by process group id:
+    SIGTERM to every group at once, then SIGKILL to what is left after ``grace`` seconds (`ray start --block`
+    takes ~30 s to wind down on SIGTERM)."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
         try:
-            proc.wait(timeout=grace)
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (Ray's workers, say)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=30)
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (Ray's workers, say)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -162,8 +161,7 @@ def cluster_and_server(tmp_path, postgres):
         yield f"127.0.0.1:{ray_port}", head, uri, server
     finally:
         procs = [p for p in (worker, head, server) if p is not None]
-        for proc in procs:
-            stop_group(proc)
+        stop_group(*procs)
         head_log.close()
         worker_log.close()
         deadline = time.monotonic() + 10   # SIGKILLed processes take a moment to leave the table
@@ -233,22 +231,14 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     size = ["--limit-train", "512", "--limit-test", "256"]
     argv = ["run", "--methods", "none,l1l2", "--lambdas", "0.5", "--epochs", "4", *QUICK, *size,
             "--max-concurrent", "1", "--name", "killed"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_PAUSE_AFTER_EPOCH": "l1l2:2"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    lines, deadline = [], time.monotonic() + 300
-    for line in proc.stdout:
-        lines.append(line)
-        if "l1l2-lam0.5-s0" in line and "epoch   2/4" in line or time.monotonic() > deadline:
-            break
+    proc = start_bench(tmp_path, *argv, env={"BENCH_PAUSE_AFTER_EPOCH": "l1l2:2"}, group=True)
+    lines = read_until(proc, lambda lines: "l1l2-lam0.5-s0" in lines[-1] and "epoch   2/4" in lines[-1])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     assert any("done   none-s0" in x for x in lines), "".join(lines)[-3000:]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    deadline = time.monotonic() + 30   # the killed driver closes nothing: its guardian does
-    while time.monotonic() < deadline and any(r.info.status == "RUNNING" for r in _runs(uri, "lenet5-synthetic")):
-        time.sleep(0.5)
-    before = {r.info.run_name: r for r in _runs(uri, "lenet5-synthetic")}
+    # the killed driver closes nothing: its guardian does
+    before = {r.info.run_name: r for r in wait_until_closed(MlflowClient(uri), "lenet5-synthetic")}
     assert before["none-s0"].info.status == "FINISHED"
     for name in ("killed", "l1l2-lam0.5-s0"):   # the sweep's run and the interrupted trial's
         assert before[name].info.status == "KILLED" and "driver ended without closing" in \

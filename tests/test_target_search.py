@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.test_end_to_end import bench
+from conftest import bench, read_until, start_bench
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +25,8 @@ def _targets(client: MlflowClient, experiment: str) -> tuple[list[dict], list]:
 def test_l1l2_and_nisp_reach_half_sparsity_on_every_seed_and_the_report_compares_them(tmp_path):
     """l1l2 needs lambda near 100-500 for 50 % on this data, far past its default grid (0.05-1)."""
     proc = bench(tmp_path, "run", "--methods", "l1l2,nisp", "--target-sparsity", "0.5", "--dataset", "synthetic",
-                 "--epochs", "3", "--seeds", "0,1", "--max-probes", "10", "--device", "cpu")
+                 "--epochs", "3", "--seeds", "0,1", "--max-probes", "10", "--device", "cpu",
+                 "--latency-time", "0")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     records, runs = _targets(client, "lenet5-synthetic")
@@ -50,17 +47,11 @@ def test_l1l2_and_nisp_reach_half_sparsity_on_every_seed_and_the_report_compares
 
 
 def test_an_interrupted_target_search_resumes_from_its_probes_without_repeating_one(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     argv = ["--methods", "l1l2", "--target-sparsity", "0.5", "--dataset", "synthetic", "--epochs", "2",
             "--limit-train", "256", "--limit-test", "128", "--max-probes", "6", "--max-concurrent", "1",
-            "--device", "cpu", "--name", "search"]
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, deadline = [], time.monotonic() + 300
-    for line in proc.stdout:
-        lines.append(line)
-        if sum("done   l1l2" in x for x in lines) >= 2 or time.monotonic() > deadline:
-            break
+            "--device", "cpu", "--latency-time", "0", "--name", "search"]
+    proc = start_bench(tmp_path, "run", *argv)
+    lines = read_until(proc, lambda lines: sum("done   l1l2" in x for x in lines) >= 2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, "".join(lines)[-3000:] + out[-3000:]
