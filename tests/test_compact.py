@@ -154,3 +154,14 @@ def test_measure_reports_compact_counts_and_latencies():
     again, counts = C.measure(model, structure, (1, 28, 28), min_run_time=0)
     assert counts == {k: m[k] for k in ("compact_params", "compact_flops")}
     assert C.conv_widths(again) == C.conv_widths(small)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI has none; run it on a GPU machine)")
+def test_measure_on_a_gpu_trial_times_both_models_there_too():
+    model, structure, masks = trained_looking("lenet5")
+    masks.remove("conv1", list(range(19)))
+    small, m = C.measure(model.cuda(), structure, (1, 28, 28), min_run_time=0.05, device="cuda")
+    for b in (1, 64):
+        assert m[f"gpu_latency_ms_b{b}"] > 0 and m[f"gpu_dense_latency_ms_b{b}"] > 0
+        assert m[f"gpu_speedup_b{b}"] == pytest.approx(m[f"gpu_dense_latency_ms_b{b}"] / m[f"gpu_latency_ms_b{b}"])
+    assert next(small.parameters()).device.type == "cpu"   # the compact model itself stays on the CPU
