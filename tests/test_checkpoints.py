@@ -53,8 +53,12 @@ def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(m
         assert out[N.TRAIN_LOSS] == last[N.TRAIN_LOSS] and out[N.TEST_ACCURACY] == last[N.TEST_ACCURACY]
 
 
-def _untimed(rows: dict[int, dict]) -> dict[int, dict]:
-    return {e: {k: v for k, v in m.items() if k not in TIMED} for e, m in rows.items()}
+def _epochs(trial, data, **kwargs) -> dict[int, dict]:
+    """Every reported epoch's metrics but the timings, by epoch."""
+    rows: dict[int, dict] = {}
+    train(trial, data, report=lambda e, m: rows.__setitem__(e, {k: v for k, v in m.items() if k not in TIMED}),
+          **kwargs)
+    return rows
 
 
 def test_streamed_standard_augmentation_is_the_same_with_any_workers_and_after_a_restart():
@@ -62,20 +66,14 @@ def test_streamed_standard_augmentation_is_the_same_with_any_workers_and_after_a
     trial seed and the epoch: 2 workers, no worker, and a trial continued from epoch 1 all give the same epochs."""
     torch.set_num_threads(1)
     data = load_dataset("synthetic", limit_train=256, limit_test=128, input_shape=(1, 28, 28), data_path="stream")
-    whole: dict[int, dict] = {}
     snapshots: dict[int, dict] = {}
-    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
-          report=lambda e, m: whole.__setitem__(e, dict(m)), keep=lambda e, snap: snapshots.__setitem__(e, _bytes(snap)))
-    inline: dict[int, dict] = {}
-    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=0), data,
-          report=lambda e, m: inline.__setitem__(e, dict(m)))
-    assert _untimed(inline) == _untimed(whole)
-    again: dict[int, dict] = {}
-    train(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
-          report=lambda e, m: again.__setitem__(e, dict(m)), resume=snapshots[1])
-    assert sorted(again) == [2, 3] and _untimed(again) == {e: m for e, m in _untimed(whole).items() if e > 1}
-    plain: dict[int, dict] = {}   # and the augmentation did something
-    train(_trial("l1l2", data_path="stream", loader_workers=0), data, report=lambda e, m: plain.__setitem__(e, dict(m)))
+    whole = _epochs(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
+                    keep=lambda e, snap: snapshots.__setitem__(e, _bytes(snap)))
+    assert _epochs(_trial("l1l2", augment="standard", data_path="stream", loader_workers=0), data) == whole
+    again = _epochs(_trial("l1l2", augment="standard", data_path="stream", loader_workers=2), data,
+                    resume=snapshots[1])
+    assert sorted(again) == [2, 3] and again == {e: m for e, m in whole.items() if e > 1}
+    plain = _epochs(_trial("l1l2", data_path="stream", loader_workers=0), data)   # the augmentation did act
     assert plain[1][N.TRAIN_LOSS] != whole[1][N.TRAIN_LOSS]
 
 
