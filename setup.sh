@@ -6,19 +6,33 @@
 #   ./setup.sh --cpu                 CPU-only torch and torchvision from PyTorch's CPU wheel index (no CUDA
 #                                    libraries: a far smaller .venv); TORCH_INDEX=URL names another index
 #   ./setup.sh --newest              the newest versions the project allows instead of constraints.txt's
+#   ./setup.sh --wheelhouse DIR      no network: every package from the wheel files in DIR (README: offline set-up)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 CPU=0
 CONSTRAINTS=(-c constraints.txt)
-for arg in "$@"; do
-  case "$arg" in
+WHEELHOUSE=
+while [ $# -gt 0 ]; do
+  case "$1" in
     --cpu) CPU=1 ;;
     --newest) CONSTRAINTS=() ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-    *) echo "setup: unknown option $arg (see ./setup.sh --help)" >&2; exit 2 ;;
+    --wheelhouse)
+      WHEELHOUSE=${2:-}
+      if [ -z "$WHEELHOUSE" ] || ! ls "$WHEELHOUSE"/*.whl >/dev/null 2>&1; then
+        echo "setup: --wheelhouse needs a folder of .whl files, got '${WHEELHOUSE}'" >&2; exit 2
+      fi
+      shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "setup: unknown option $1 (see ./setup.sh --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+if [ -n "$WHEELHOUSE" ] && [ "$CPU" = 1 ]; then
+  echo "setup: --cpu does not apply with --wheelhouse: the torch in the wheelhouse is installed (put the CPU" \
+       "wheels there for a CPU-only set-up)" >&2
+  exit 2
+fi
 TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 
 as_root() {
@@ -63,6 +77,10 @@ if sys.version_info < (3, 11):
              "remove .venv and run PYTHON=python3.11 ./setup.sh")
 PY
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+if [ -n "$WHEELHOUSE" ]; then
+  PIP+=(--no-index --find-links "$WHEELHOUSE")
+  echo "setup: installing from the wheels in $WHEELHOUSE only (no package index)"
+fi
 if [ "$CPU" = 1 ]; then
   if ! .venv/bin/python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1].rstrip('/') + '/torch/', timeout=15)" \
        "$TORCH_INDEX" 2>/dev/null; then
