@@ -142,19 +142,22 @@ def free_port() -> int:
 
 # -- `bench` as a user runs it: a subprocess of this interpreter --------------------------------------------
 
+def _command(argv: tuple[str, ...], env: dict | None) -> dict:
+    """The keywords that run ``bench ARGV...`` under this interpreter, output unbuffered."""
+    return {"args": [sys.executable, "-m", "bench.cli", *argv], "text": True,
+            "env": {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}}
+
+
 def bench(cwd: Path, *argv: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``bench ARGV...`` run to its end in ``cwd``; stdout and stderr captured."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(**_command(argv, env), cwd=cwd, capture_output=True, timeout=timeout)
 
 
 def start_bench(cwd: Path, *argv: str, env: dict | None = None, group: bool = False) -> subprocess.Popen:
     """``bench ARGV...`` started in ``cwd``, stdout and stderr on one text pipe; ``group``: in its own process
     group (a session), so that a signal can reach it and everything it starts."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "bench.cli", *argv], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=group)
+    return subprocess.Popen(**_command(argv, env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=group)
 
 
 def read_until(proc: subprocess.Popen, seen: Callable[[list[str]], bool], timeout: float = 300) -> list[str]:

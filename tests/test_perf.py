@@ -3,14 +3,12 @@ own output on a real run, never asserted here)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from bench import perf
+from conftest import bench
 from methods import list_methods
 
 pytestmark = pytest.mark.slow   # it trains every method for an epoch, and runs a subprocess
@@ -50,11 +48,10 @@ def test_perf_reports_every_ratio_for_every_method():
     assert any("stream / memory" in line for line in lines)
 
 
-def test_perf_json_on_a_missing_device_is_a_clear_error():
+def test_perf_json_on_a_missing_device_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    out = subprocess.run([sys.executable, "-m", "bench.cli", "perf", "--json", "--device", "cuda"],
-                         capture_output=True, text=True, timeout=120, env={**os.environ})
+    out = bench(tmp_path, "perf", "--json", "--device", "cuda", timeout=120)
     assert out.returncode == 2 and "CUDA is not available" in out.stderr
     with pytest.raises(json.JSONDecodeError):
         json.loads(out.stdout or "x")
