@@ -343,7 +343,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _safe_folder(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "experiment"
+    """A folder name for an experiment: letters, digits, '.', '_', '-'; never '.' or '..', at most 128."""
+    folder = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:128]
+    return folder if folder.strip(".") else "experiment" + "_" * len(folder)
 
 
 def cmd_perf(args: argparse.Namespace) -> int:

@@ -214,6 +214,17 @@ class TrialConfig:
         return _method(self.method)(**self.options)
 
 
+MAX_EXPERIMENT_NAME = 128   # an experiment names the report's folder: file systems take 255 bytes a name
+
+
+def check_experiment_name(name: str) -> None:
+    """An experiment name bench can create and report: 1-128 printable characters, not only dots or spaces."""
+    _check(0 < len(name) <= MAX_EXPERIMENT_NAME and bool(name.strip(". ")) and name.isprintable(),
+           f"experiment name must be 1-{MAX_EXPERIMENT_NAME} printable characters, not only dots or spaces (it "
+           f"names the report's folder), got {name[:40]!r}" + ("..." if len(name) > 40 else "")
+           + f" ({len(name)} characters)" * (len(name) > MAX_EXPERIMENT_NAME))
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep: which methods, which values of each method's sweep axis, which seeds; and where it runs."""
@@ -315,8 +326,11 @@ class SweepConfig:
         _check(len(self.seeds) > 0, "no seed given")
         _check(len(set(self.seeds)) == len(self.seeds), "a seed is listed twice")
         _check(self.name is None or (0 < len(self.name) <= 100 and all(c.isalnum() or c in "._-"
-                                                                          for c in self.name)),
-               f"sweep name must be 1-100 letters, digits, '.', '_' or '-', got {self.name!r}")
+                                                                          for c in self.name)
+                                     and self.name.strip(".")),
+               f"sweep name must be 1-100 letters, digits, '.', '_' or '-', not only dots, got {self.name!r}")
+        if self.experiment is not None:
+            check_experiment_name(self.experiment)
         self.trials()  # validates every method option, swept value and zeroing spec
         from .targets import parse_targets
         try:

@@ -12,12 +12,50 @@ itself; the guardian sees the closed run and exits.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 REASON = "the sweep's driver ended without closing this run (killed, or its local Ray died with it)"
+
+
+@contextlib.contextmanager
+def exclusive(uri: str, parent_run_id: str, name: str) -> Iterator[None]:
+    """One driver per sweep on this machine: an exclusive lock on a file named after the store and the sweep's
+    run (under ``~/.cache/bench/running``), held while the sweep runs and released when its driver ends, however
+    it ends. A second ``bench run --resume`` or ``bench resume`` of a running sweep is refused, naming the
+    driver that holds it (a sweep's drivers on other machines are not seen)."""
+    import fcntl
+    import hashlib
+    import socket
+
+    from .config import ConfigError
+
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bench" / "running"
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(f"{uri} {parent_run_id}".encode()).hexdigest()[:32]
+    path = folder / f"{digest}.lock"
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ConfigError(f"sweep {name!r} is running now ({holder}); wait for it to end, or stop it (Ctrl-C, "
+                          "or SIGTERM to that process) before resuming it") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"bench pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    lock.flush()
+    try:
+        yield
+    finally:
+        lock.close()
 
 
 def start(uri: str, experiment_id: str, parent_run_id: str) -> subprocess.Popen | None:

@@ -11,7 +11,8 @@
   Pareto fronts), trajectories over epochs in that plane, task loss and penalty over epochs (Berthelier
   et al. Fig. 4), the learned first-layer filters (Fig. 5).
 
-It also attaches the whole folder to each reported sweep's MLflow parent run (artifact path ``report/``).
+It also attaches the files it wrote (nothing else the folder holds) to each reported sweep's MLflow parent
+run (artifact path ``report/``).
 
 Which run stands for a trial: a trial (one method, swept value and seed; MLflow tag ``bench.trial_key``)
 may have several runs when it was retried or resumed. Its earliest FINISHED run stands for it; a trial
@@ -37,7 +38,7 @@ import pandas as pd
 
 from . import names as N
 from .presets import paper_table
-from .tracking import (attach_folder, download_artifact, experiment_id_of, experiment_names,
+from .tracking import (attach_files, download_artifact, experiment_id_of, experiment_names,
                        metric_histories, read_json_artifact, sweep_runs, trial_runs)
 
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
@@ -853,9 +854,10 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
     sections = _sections(results, registry, figures)
     (out / "report.md").write_text(_markdown(results, sections))
     (out / "index.html").write_text(_html(results, sections, figures))
-    if attach:
+    if attach:   # the files written here, never anything else the folder holds
+        written = [out / name for name in ("index.html", "report.md", "results.csv", *figures)]
         for sweep in results.sweeps:
-            attach_folder(results.uri, sweep["run_id"], out, N.REPORT_FOLDER)
+            attach_files(results.uri, sweep["run_id"], written, N.REPORT_FOLDER)
     return out / "index.html"
 
 

@@ -216,8 +216,8 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
                           f"({', '.join(sorted({e for e, _ in found}))}); say which with --experiment")
     experiment, record = found[0]
     allowed = {k: v for k, v in overrides.items() if k in runtime_keys() and v is not None}
-    sweep = SweepConfig.from_dict(record.config, **allowed, tracking_uri=uri, experiment=experiment,
-                                  name=record.name)
+    allowed.update(tracking_uri=uri, experiment=experiment, name=record.name)   # where it was found wins
+    sweep = SweepConfig.from_dict(record.config, **allowed)
     if record.key and sweep.key != record.key:
         raise ConfigError(f"sweep {name!r}: its saved config no longer gives the same trials (the methods' "
                           "defaults or the registry changed since it ran); start a new sweep")
@@ -281,7 +281,27 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
     """Run the trials not yet finished under the sweep's parent run and close everything; the exit status.
 
     ``runner(sweep, todo, data, tracking, run_name=...)`` runs the trials and returns one outcome each
-    (default: :func:`bench.sweep.run_sweep` inside a Ray session)."""
+    (default: :func:`bench.sweep.run_sweep` inside a Ray session). One driver at a time runs a sweep
+    (:func:`bench.guard.exclusive`); a resumed sweep's checkpoints are verified before anything else
+    (:func:`bench.checkpoints.check_sweep`)."""
+    from . import guard
+
+    with contextlib.ExitStack() as held:
+        record = located.record
+        if record is not None:
+            held.enter_context(guard.exclusive(located.uri, record.run_id, record.name))
+            from .checkpoints import CheckpointError, check_sweep
+            try:
+                for line in check_sweep(sweep.storage_path, record.run_id):
+                    write(f"note   {line}")
+            except CheckpointError as err:
+                raise ConfigError(str(err)) from None
+        return _execute(sweep, trials, data, located, held, runner=runner, write=write, command=command)
+
+
+def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
+             *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None) -> int:
+    from . import guard
     from .sweep import ray_session, run_sweep
     from .data import dataset_record
     from .tracking import (TrackingInfo, close_open_children, end_run, log_summary, reopen_run, source_tags,
@@ -312,6 +332,7 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
             parent, name = start_sweep_run(uri, experiment_id, sweep.name or default, sweep_params(sweep, len(trials)),
                                            sweep.to_dict(), sweep.key, unique=sweep.name is None, note=command,
                                            tags=source_tags())
+            held.enter_context(guard.exclusive(uri, parent, name))   # a resume of it is refused while it runs
         else:
             name, parent = record.name, record.run_id
             closed = close_open_children(uri, experiment_id, parent, "KILLED",
@@ -324,7 +345,6 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
                                 tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
-            from . import guard
             guard.start(uri, experiment_id, parent)   # closes the records if this process dies abruptly
         try:
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,

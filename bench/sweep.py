@@ -9,6 +9,7 @@ Without ``--ray-address`` (or ``RAY_ADDRESS``) a local Ray starts with the comma
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -26,8 +27,8 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # Tune's automatic TensorBoard logger imports tensorboardX on the driver and writes event files nobody reads
 # here (MLflow is the record); the JSON and CSV loggers it would add too are passed explicitly below.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# One checkpoint kept per trial (CheckpointConfig(num_to_keep=1)) makes Tune snapshot its experiment state at
-# every checkpoint, and warn when that happens often; the snapshot is a small JSON written where the
+# Keeping few checkpoints per trial (CheckpointConfig(num_to_keep=2)) makes Tune snapshot its experiment state
+# at every checkpoint, and warn when that happens often; the snapshot is a small JSON written where the
 # checkpoints go, and bench resumes from MLflow and the checkpoints themselves, not from that state
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -36,6 +37,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
+from . import checkpoints  # noqa: E402
 from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
 from .config import SweepConfig, TrainSettings, TrialConfig  # noqa: E402
@@ -94,35 +96,15 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-CHECKPOINT_STATE = "trial_state.pt"     # a trial checkpoint's snapshot (bench.trainer.train's keep)
-CHECKPOINT_INFO = "bench_checkpoint.json"  # its trial key, epoch, MLflow run and sweep run
 PAUSE_ENV = "BENCH_PAUSE_AFTER_EPOCH"   # tests: "N" or "METHOD:N", a trial sleeps once epoch N is kept
-
-
-def find_checkpoint(storage: str, key: str, parent_run_id: str) -> tuple[Path, dict[str, Any]] | None:
-    """The latest checkpoint an earlier attempt of this trial of this sweep left under ``storage``: Tune keeps
-    it in ``<storage>/<tuner run>/<trial>/checkpoint_NNNNNN/``, but a resumed sweep is a new Tuner with new
-    trial ids, so checkpoints are found by the trial key and the sweep's run they record."""
-    import json
-
-    found: tuple[Path, dict[str, Any]] | None = None
-    for path in Path(storage).glob(f"*/*/checkpoint_*/{CHECKPOINT_INFO}"):
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, ValueError):   # a checkpoint being written, or cut short
-            continue
-        if info.get("trial_key") == key and info.get("parent_run_id") == parent_run_id and \
-                (path.parent / CHECKPOINT_STATE).is_file() and (found is None or info["epoch"] > found[1]["epoch"]):
-            found = (path.parent, info)
-    return found
 
 
 def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
                plugins: tuple[str, ...] = (), storage: str = "ray_results") -> None:
     """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch with a checkpoint
-    of the epoch (one kept per trial). A trial that an earlier attempt (a retry, or the sweep before it was
-    interrupted) left a checkpoint of continues from that epoch in the same MLflow run."""
-    import json
+    of the epoch (the two newest kept per trial: bench/checkpoints.py). A trial that an earlier attempt (a
+    retry, or the sweep before it was interrupted) left a checkpoint of continues from that epoch in the same
+    MLflow run."""
     import tempfile
 
     import torch
@@ -136,10 +118,10 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     trial = TrialConfig.from_dict(config["trial"])
     key = config["trial"].get("key") or trial.key   # computed by the driver (a folder's fingerprint reads it)
     device = str(resolve_device(trial.train.device))
-    earlier = find_checkpoint(storage, key, tracking.parent_run_id)
-    snapshot = None
-    if earlier is not None:
-        snapshot = torch.load(earlier[0] / CHECKPOINT_STATE, map_location=device, weights_only=False)
+    # the newest checkpoint an earlier attempt left (verified, read as tensors and plain data only); a resumed
+    # sweep is a new Tuner with new trial ids, so checkpoints are found by the trial key and the sweep's run
+    earlier = checkpoints.latest(storage, key, tracking.parent_run_id, map_location=device)
+    snapshot = earlier[0] if earlier is not None else None
     run = TrialRun(tracking, trial.name, trial_params(trial),
                    {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
                     "data": {"name": data.name, "source": data.source, "train": data.n_train,
@@ -160,9 +142,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
 
     def keep(epoch: int, state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / CHECKPOINT_STATE)
-            (Path(folder) / CHECKPOINT_INFO).write_text(json.dumps(
-                {"trial_key": key, "epoch": epoch, "run_id": run.run_id, "parent_run_id": tracking.parent_run_id}))
+            checkpoints.write(Path(folder), state, {"trial_key": key, "epoch": epoch, "run_id": run.run_id,
+                                                    "parent_run_id": tracking.parent_run_id})
             tune.report(dict(reported), checkpoint=tune.Checkpoint.from_directory(folder))
         if epoch == pause:
             time.sleep(3600)
@@ -359,12 +340,53 @@ def connect(address: str | None, ray_cpus: int | None = None) -> bool:
         if address:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             return False
-        ray.init(num_cpus=ray_cpus or local_cpus(), include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=False)
+        # address="local": always a Ray of its own, never one that a `ray start` left (or still runs) here;
+        # its processes in a session of their own, so a SIGTERM to this command's process group reaches the
+        # driver alone, which stops the sweep gracefully and stops them
+        with _own_session():
+            ray.init(address="local", num_cpus=ray_cpus or local_cpus(), include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
+        _private_token()
         return True
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {type(err).__name__}: {err}") from None
+
+
+@contextlib.contextmanager
+def _own_session():
+    """While a local Ray starts: its processes (GCS, raylet and through it every worker) are started in a
+    session of their own. Ray has no option for it, so its process class gets ``start_new_session``; where Ray
+    no longer has that class, nothing changes (a group SIGTERM then reaches Ray too, and the guardian closes
+    the records). They still die with the driver: Ray starts them with kernel fate-sharing (PR_SET_PDEATHSIG)."""
+    from ray._private import services
+
+    original = getattr(services, "ConsolePopen", None)
+    if original is None:
+        yield
+        return
+
+    class OwnSession(original):   # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    services.ConsolePopen = OwnSession
+    try:
+        yield
+    finally:
+        services.ConsolePopen = original
+
+
+def _private_token() -> None:
+    """Ray's token (its default for a local Ray: ``~/.ray/auth_token``) readable by its owner only: it is the
+    one barrier before the local Ray's ports (README: Security). Ray writes it world-readable."""
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass
 
 
 class ray_session:
@@ -518,7 +540,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
                                              JsonLoggerCallback(),
                                              CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints.KEEP)),
     )
     try:
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has

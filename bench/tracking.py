@@ -33,7 +33,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in bench's output
@@ -449,9 +449,11 @@ def log_json_artifact(uri: str, run_id: str, name: str, value: Any) -> None:
     _client(uri).log_dict(run_id, value, name)
 
 
-def attach_folder(uri: str, run_id: str, folder: str | os.PathLike, artifact_path: str) -> None:
-    """Log every file of ``folder`` as artifacts of a run, under ``artifact_path`` (replacing earlier copies)."""
-    _client(uri).log_artifacts(run_id, str(folder), artifact_path)
+def attach_files(uri: str, run_id: str, paths: Sequence[str | os.PathLike], artifact_path: str) -> None:
+    """Log these files as artifacts of a run, under ``artifact_path`` (replacing earlier copies)."""
+    client = _client(uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), artifact_path)
 
 
 def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLike) -> Path | None:
@@ -646,4 +648,4 @@ __all__ = ["SweepRecord", "TrackingError", "TrackingInfo", "TrialRun", "check_tr
            "default_tracking_uri", "end_run", "experiment_id_of", "experiment_names", "find_sweeps", "finished_trials", "normalize_uri",
            "prepare_experiment", "provenance", "reopen_run", "start_sweep_run", "RunRecord", "get_run",
            "download_artifact", "trial_runs", "sweep_runs", "metric_histories", "read_json_artifact",
-           "attach_folder", "source_tags", "dataset_input", "registered_model", "log_summary", "runs_page"]
+           "attach_files", "source_tags", "dataset_input", "registered_model", "log_summary", "runs_page"]

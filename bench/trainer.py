@@ -262,9 +262,14 @@ def train(config: TrialConfig, data: Dataset | StreamData,
 
 
 def _random_states(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random state as tensors and plain data, which torch's safe loader reads back (numpy's own state
+    holds an array: its key goes as a tensor)."""
+    name, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)   # type: ignore[misc]
+    assert isinstance(key, np.ndarray)
     return {"generator": generator.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": np.random.get_state(), "python": random.getstate()}
+            "numpy": (str(name), torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "python": random.getstate()}
 
 
 def _set_random_states(states: Mapping[str, Any], generator: torch.Generator, device: torch.device) -> None:
@@ -272,5 +277,6 @@ def _set_random_states(states: Mapping[str, Any], generator: torch.Generator, de
     torch.set_rng_state(states["torch"].cpu())
     if states.get("cuda") is not None and device.type == "cuda":
         torch.cuda.set_rng_state(states["cuda"].cpu(), device)
-    np.random.set_state(states["numpy"])
+    name, key, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(key.cpu().numpy(), dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(states["python"])

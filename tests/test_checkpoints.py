@@ -26,11 +26,12 @@ def _trial(method: str, augment: str = "none", **settings):
 
 
 def _bytes(snapshot):
-    """A snapshot as a checkpoint file holds it: written and read back."""
+    """A snapshot as a checkpoint file holds it: written and read back by torch's safe loader (tensors and
+    plain data only, as bench.checkpoints reads them)."""
     buf = io.BytesIO()
     torch.save(snapshot, buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=False)
+    return torch.load(buf, weights_only=True)
 
 
 @pytest.mark.parametrize("method", list_methods())
@@ -91,3 +92,71 @@ def test_a_method_keeps_its_own_state_through_a_checkpoint():
     fresh.load_state_dict(nisp.state_dict())
     assert fresh.pruned and get_method("l1l2")(lam=0.1).state_dict() == {}
 
+
+
+class _RunsCode:
+    """A pickle that, unpickled by an unsafe loader, creates a file (as a planted checkpoint would run code)."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def _checkpoint(storage, epoch: int, key: str = "k", parent: str = "sweep-run"):
+    """A checkpoint laid out as Ray Tune stores it: <storage>/<tuner run>/<trial>/checkpoint_NNNNNN/."""
+    from bench import checkpoints
+    folder = storage / "tuner" / "trial_1" / f"checkpoint_{epoch:06d}"
+    folder.mkdir(parents=True)
+    checkpoints.write(folder, {"epoch": epoch, "weights": torch.full((64, 64), float(epoch))},
+                      {"trial_key": key, "epoch": epoch, "run_id": "r", "parent_run_id": parent})
+    return folder
+
+
+@pytest.mark.parametrize("record", ["left as written", "rewritten to match"])
+def test_a_checkpoint_replaced_by_a_pickle_that_runs_code_is_refused_and_runs_nothing(tmp_path, record):
+    """Whether or not the planter also rewrote the record's size and hash, the checkpoint is refused with a
+    message naming it, by the driver's check and by the trial's lookup, and the pickle's code never runs."""
+    import hashlib
+    import json
+    import pickle
+
+    from bench import checkpoints
+    storage, target = tmp_path / "ray_results", tmp_path / "pwned"
+    _checkpoint(storage, 1)
+    folder = _checkpoint(storage, 2)
+    (folder / checkpoints.STATE).write_bytes(pickle.dumps({"epoch": _RunsCode(target)}))
+    if record == "rewritten to match":
+        info = json.loads((folder / checkpoints.INFO).read_text())
+        data = (folder / checkpoints.STATE).read_bytes()
+        info.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        (folder / checkpoints.INFO).write_text(json.dumps(info))
+    with pytest.raises(checkpoints.CheckpointError, match="refusing to resume from a checkpoint") as err:
+        checkpoints.check_sweep(storage, "sweep-run")
+    assert str(folder) in str(err.value) and "delete the folder" in str(err.value)
+    assert ("replaced or altered" if record == "left as written" else "more than tensors") in str(err.value)
+    with pytest.raises(checkpoints.CheckpointError):
+        checkpoints.latest(storage, "k", "sweep-run")
+    assert not target.exists()
+    assert checkpoints.check_sweep(storage, "another-sweep") == []   # other sweeps' checkpoints are not read
+
+
+def test_a_checkpoint_cut_short_is_skipped_for_the_previous_one(tmp_path):
+    """A full disk cut the newest state file's copy short (its record was written): the trial continues from the
+    checkpoint before it, and the driver's check notes it; a record without a hash (an earlier bench) is
+    skipped the same way."""
+    from bench import checkpoints
+    storage = tmp_path / "ray_results"
+    _checkpoint(storage, 1)
+    newest = _checkpoint(storage, 2) / checkpoints.STATE
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    notes: list[str] = []
+    snapshot, info = checkpoints.latest(storage, "k", "sweep-run", note=notes.append)
+    assert snapshot["epoch"] == 1 and info["epoch"] == 1 and torch.equal(snapshot["weights"], torch.ones(64, 64))
+    assert len(notes) == 1 and "cut short" in notes[0] and "epoch 2" in notes[0]
+    assert ["cut short" in n for n in checkpoints.check_sweep(storage, "sweep-run")] == [True]
+    assert checkpoints.latest(storage, "other-trial", "sweep-run") is None
+    (storage / "tuner" / "trial_1" / "checkpoint_000001" / checkpoints.INFO).write_text(
+        '{"trial_key": "k", "epoch": 1, "run_id": "r", "parent_run_id": "sweep-run"}')
+    assert checkpoints.latest(storage, "k", "sweep-run") is None

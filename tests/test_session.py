@@ -120,3 +120,28 @@ def test_bench_resume_takes_the_saved_settings_and_only_runtime_overrides(tmp_pa
                                            "download", "latency_time"}
     experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
     assert find_sweeps(uri, experiment_id, name="s1")[0].key == sweep.key   # the same trials as saved
+    # `bench resume NAME --tracking-uri URI` (the README's form): the store given wins, once
+    sweep, _ = session.saved_sweep(uri, "s1", None, {"tracking_uri": uri, "experiment": "x", "max_concurrent": 2})
+    assert sweep.tracking_uri == uri and sweep.experiment == "lenet5-synthetic" and sweep.max_concurrent == 2
+
+
+def test_a_sweep_that_is_running_cannot_be_resumed_a_second_time(tmp_path):
+    """While a sweep's driver runs it (here: inside its trials), a second resume of it is refused before it
+    touches a run, naming the driver; once that driver is done, a resume goes ahead."""
+    refusals: list[str] = []
+    inner = runner_with({}, [])
+
+    def runner(sweep, todo, data, tracking, run_name=None):
+        with pytest.raises(ConfigError) as err:
+            start(tmp_path, resume=True)
+        refusals.append(str(err.value))
+        return inner(sweep, todo, data, tracking, run_name)
+
+    sweep = build_sweep({**SETTINGS, "name": "s1"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    located = session.locate(sweep, sweep.trials(), uri, write=lambda line: None)
+    assert session.execute(sweep, sweep.trials(), None, located, runner=runner, write=lambda line: None) == 0
+    assert len(refusals) == 1 and refusals[0].startswith("sweep 's1' is running now (bench pid ")
+    assert statuses(uri)["s1"] == ["FINISHED"] and statuses(uri)["none-s0"] == ["FINISHED"]
+    code, _, _, text = start(tmp_path, resume=True)
+    assert code == 0 and "nothing to run" in text

@@ -244,6 +244,25 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
         assert before[name].info.status == "KILLED" and "driver ended without closing" in \
             before[name].data.tags["bench.error"], name
 
+    # a checkpoint replaced by a pickle that would run code: `bench resume`, from another folder with the
+    # store's --tracking-uri and the storage path, refuses it before any work and nothing runs
+    import pickle
+
+    from bench import checkpoints
+    (planted,) = sorted((tmp_path / "ray_results").glob("killed-*/*/checkpoint_*/trial_state.pt"))[-1:]
+    original = planted.read_bytes()
+    planted.write_bytes(pickle.dumps({"epoch": _RunsCode(tmp_path / "pwned")}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    refused = bench(elsewhere, "resume", "killed", "--tracking-uri", uri, "--storage-path",
+                    str(tmp_path / "ray_results"))
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert refused.stderr.startswith("bench: error: refusing to resume from a checkpoint") and \
+        str(planted) in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "pwned").exists() and not (elsewhere / "mlflow.db").exists()
+    planted.write_bytes(original)
+    assert checkpoints.check_sweep(tmp_path / "ray_results", before["killed"].info.run_id) == []
+
     again = bench(tmp_path, *argv, "--resume")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resume sweep 'killed' (KILLED): 1 of 2 trials finished, running the other 1" in again.stdout
@@ -268,9 +287,19 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     for key in (N.TEST_ACCURACY, N.TOTAL_SPARSITY, N.TRAIN_LOSS):
         assert l1l2.data.metrics[key] == whole[key], key
 
-    done = bench(tmp_path, "resume", "killed")
+    done = bench(elsewhere, "resume", "killed", "--tracking-uri", uri)   # the README's form, another folder
     assert done.returncode == 0 and "nothing to run: every trial of sweep 'killed' finished" in done.stdout
     assert len(_runs(uri, "lenet5-synthetic")) == len(after)
+
+
+class _RunsCode:
+    """Unpickled by an unsafe loader, creates a file: what a planted checkpoint would do."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
