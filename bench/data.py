@@ -147,6 +147,8 @@ def _load_mnist_dir(name: str, d: Path, mean: float, std: float) -> Dataset:
             raise DataError(f"{xf}: expected uint8 images of shape (N, H, W), got {x.dtype} {x.shape}")
         if y.ndim != 1 or len(y) != len(x):
             raise DataError(f"{yf}: expected {len(x)} labels to match {xf.name}, got shape {y.shape}")
+        if len(x) == 0:
+            raise DataError(f"{xf}: holds no image (its header says 0 examples): the {split} split is empty")
         if len(y) and (y.min() < 0 or y.max() > 9):
             raise DataError(f"{yf}: labels must be in 0..9, found {int(y.min())}..{int(y.max())}")
     return Dataset(name, arrays["train_x"][:, None], arrays["train_y"].astype(np.int64),
@@ -441,6 +443,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
     if data_path not in DATA_PATHS:
         raise DataError(f"data path {data_path!r}: valid values: {', '.join(DATA_PATHS)}")
     ds = _source_data(name, data_dir, download, input_shape, image_size)
+    for split, n in (("training", ds.n_train), ("test", ds.n_test)):
+        if n == 0:
+            raise DataError(f"dataset {name}: its {split} split holds no example")
+    if ds.num_classes < 2:
+        raise DataError(f"dataset {name}: {ds.num_classes} class: a classifier needs at least two (an image folder "
+                        "holds one sub-folder per class)")
     if isinstance(ds, Dataset) and image_size and name != "synthetic":
         ds.train_x, ds.test_x = _resized(ds.train_x, image_size), _resized(ds.test_x, image_size)
     if normalize:

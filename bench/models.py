@@ -37,9 +37,10 @@ import importlib.util
 import inspect
 import os
 import sys
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -283,7 +284,9 @@ def _torchvision(name: str) -> ModelSpec:
                          + " (torchvision.models.list_models() lists them)")
 
     def build(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> nn.Module:
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        with warnings.catch_warnings():   # GoogLeNet's and Inception's notice of a future default: not ours
+            warnings.filterwarnings("ignore", message="The default weight initialization", category=FutureWarning)
+            model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
         return _first_conv_for(model, in_channels, f"torchvision:{name}")
 
     return ModelSpec(f"torchvision:{name}", f"torchvision.models.{name}", build, None, False)
@@ -440,4 +443,25 @@ def build_model(source: str, input_shape: Sequence[int], num_classes: int, width
         raise ModelError(f"building {source} failed: {type(err).__name__}: {err}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"{source} returned {type(model).__name__}, not an nn.Module")
+    if source not in MODELS:   # torchvision, timm and your models may return more than the logits
+        model.register_forward_hook(main_output)
     return model
+
+
+def main_output(module: nn.Module, args: Any, output: Any) -> Any:
+    """A model's forward hook: the logits of a forward that returns more than them. A tuple, list or namedtuple
+    gives its first field (torchvision's GoogLeNet and Inception v3 return ``(logits, aux...)`` while
+    training); a mapping its ``"logits"`` or ``"out"`` entry. Training, evaluation and the structure see the
+    logits alone (auxiliary heads get no gradient). Anything else is refused, naming what came back."""
+    if isinstance(output, torch.Tensor):
+        return None
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, Mapping):
+        for key in ("logits", "out"):
+            if isinstance(output.get(key), torch.Tensor):
+                return output[key]
+    fields = f" with keys {', '.join(map(str, output))}" if isinstance(output, Mapping) else ""
+    raise ModelError(f"{type(module).__name__}'s forward returns {type(output).__name__}{fields}, not a tensor of "
+                     "logits: return the logits, or a tuple (or namedtuple) whose first field they are, or a "
+                     "mapping with a 'logits' entry")

@@ -100,10 +100,10 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     from methods import MethodError
 
     from .data import load_dataset
-    from .models import default_input, display_name
-    from .structure import StructureError
+    from .models import ModelError, default_input, display_name
+    from .structure import StructureError, TraceError
     from .sweep import check_local_resources, check_ray_address
-    from .trainer import build_trial_model, resolve_device
+    from .trainer import build_trial_model, preflight, resolve_device
     from .weights import WeightsError
 
     trials = sweep.trials()
@@ -126,6 +126,8 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
         model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes, notes=write)
     except WeightsError as err:
         raise ConfigError(str(err)) from None
+    except TraceError as err:
+        raise ConfigError(f"model {display_name(t.model)!r}: {err}") from None
     except (StructureError, ValueError) as err:
         raise ConfigError(f"model {display_name(t.model)!r} cannot take {t.dataset!r} inputs: {err}") from None
     for line in describe_structure(structure):
@@ -141,6 +143,11 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
             method.check_model(model)
         except MethodError as err:
             raise ConfigError(f"method {trial.method!r} cannot run on model {display_name(t.model)!r}: {err}") from None
+    try:   # a trial's first step, once, here: what fails in training fails before Ray starts
+        preflight(model, data.input_shape, data.num_classes)
+    except Exception as err:
+        raise ConfigError(f"model {display_name(t.model)!r} fails a training step (forward, loss, backward on 2 "
+                          f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"

@@ -154,7 +154,7 @@ def as_uint8_chw(image: Any, what: str):
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
+        image = np.array(image if image.mode in ("L", "RGB") else rgb(image))   # writable: torch takes it
     t = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
     if t.dtype != torch.uint8:
         if t.is_floating_point() and t.numel() and float(t.max()) <= 1.0:
@@ -170,11 +170,23 @@ def as_uint8_chw(image: Any, what: str):
     return t.contiguous()
 
 
+def rgb(image):
+    """A PIL image as 8-bit RGB. 16- and 32-bit integer greys (16-bit PNGs, TIFFs) are scaled to 8 bits by their
+    type's range (PIL's own conversion clips them, turning most of a 16-bit image white)."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):   # I;16, I;16B, I;16L, I (32-bit; a 16-bit PNG may open as it)
+        values = np.asarray(image).astype(np.int64)
+        bits = 8 if values.size and int(values.max()) <= 255 else 16 if int(values.max()) <= 65535 else 32
+        image = Image.fromarray((np.clip(values, 0, None) >> (bits - 8)).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def open_image(path: str):
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return rgb(im)
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise _data_error(f"{path}: cannot read this image ({type(err).__name__}: {err}); delete or replace it"
                           ) from None

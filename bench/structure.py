@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -42,6 +43,10 @@ _COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
 class StructureError(ValueError):
     """A model whose channel structure cannot be derived (an untraceable forward, say)."""
+
+
+class TraceError(StructureError):
+    """Torch-Pruning's dependency graph cannot follow the model's operations."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +154,14 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d], ignored_layers=[]))
         except Exception as err:
-            raise StructureError(f"cannot trace the channel dependencies of {type(model).__name__}: "
-                                 f"{type(err).__name__}: {err}") from None
+            import traceback
+            frame = traceback.extract_tb(err.__traceback__)[-1]
+            where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
+            raise TraceError(f"Torch-Pruning's DependencyGraph cannot trace the channel dependencies of "
+                             f"{type(model).__name__} ({type(err).__name__}: {err}, in {where}): an operation it "
+                             "does not follow mixes channels (a channel shuffle, say, a view that splits the "
+                             "channel axis); such a model cannot be pruned by channel groups here. Replace that "
+                             "operation in your model, or choose a model without it") from None
     excluded = set(getattr(model, "sparsity_exclude", ()))
     units: list[Unit] = []
     feeds: dict[str, tuple[Feed, ...]] = {}
@@ -397,6 +408,10 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
     param = next(model.parameters())
     x = torch.randn((4, *input_shape), generator=generator).to(param.device, param.dtype)
     units = {u.name: u for u in structure.units}
+    with eval_mode(model):
+        if not bool(torch.isfinite(model(x)).all()):
+            raise StructureError(f"{type(model).__name__}'s output holds NaN or infinite values (eval mode, 4 random "
+                                 "inputs): a model must give finite logits before anything can be pruned")
 
     def agrees(names: Sequence[str]) -> bool:
         saved = []

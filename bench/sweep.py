@@ -48,10 +48,12 @@ from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
 
 
 class _NoTuneRestoreHint(logging.Filter):
-    """Tune suggests ``Tuner.restore`` after an interruption; bench resumes with ``bench resume`` instead."""
+    """Tune suggests ``Tuner.restore`` after an interruption, and warns that it stops on a signal; bench says
+    both itself (``interrupted ...; continue with `bench resume NAME```)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tuner.restore" not in record.getMessage()
+        message = record.getMessage()
+        return "Tuner.restore" not in message and "Stop signal received" not in message
 
 
 logging.getLogger("ray.tune.tune").addFilter(_NoTuneRestoreHint())

@@ -129,6 +129,26 @@ def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_class
     return model, structure
 
 
+def preflight(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
+    """One training step's forward, task loss and backward on two random examples, in train mode, on the
+    model's device: what every trial does first, tried once before any trial starts. Raises ``ValueError``
+    naming what is wrong (outputs that are not logits of the right shape, NaN or infinite outputs)."""
+    param = next(model.parameters())
+    x = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(param.device, param.dtype)
+    model.train()
+    try:
+        out = model(x)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"in training mode it gives {shape} for 2 examples, not logits of shape (2, {num_classes})")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError("in training mode its output holds NaN or infinite values (on 2 random inputs)")
+        F.cross_entropy(out, torch.zeros(2, dtype=torch.long, device=out.device)).backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
 def train(config: TrialConfig, data: Dataset | StreamData,
           report: Callable[[int, dict[str, float]], None] | None = None,
           finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None,

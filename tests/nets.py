@@ -75,3 +75,25 @@ class MyNet(nn.Module):
         x = torch.relu(x + self.body(x))
         x = self.project(self.depthwise(self.expand(x)))
         return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class WithFeatures(_TwoConvs):
+    """Returns (logits, features) in every mode, as models with auxiliary outputs do."""
+
+    def forward(self, x):
+        features = torch.relu(self.b(torch.relu(self.a(x)))).mean((2, 3))
+        return self.head(features), features
+
+
+class FeaturesOnly(WithFeatures):
+    """Returns a mapping without logits."""
+
+    def forward(self, x):
+        return {"features": super().forward(x)[1]}
+
+
+class NotANumber(WithFeatures):
+    """Logits that are all NaN."""
+
+    def forward(self, x):
+        return super().forward(x)[0] * float("nan")

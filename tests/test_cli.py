@@ -184,6 +184,10 @@ def test_unreachable_ray_address_is_an_error_before_any_work(capsys, tmp_path, m
 @pytest.mark.parametrize("argv,message", [
     (["--max-failures", "-1"], "max failures must be >= 0, got -1"),
     (["--name", "my sweep"], "sweep name must be 1-100 letters"),
+    (["--name", ".."], "not only dots, got '..'"),
+    (["--experiment", ".."], "experiment name must be 1-128 printable characters, not only dots"),
+    (["--experiment", "x" * 300], "(300 characters)"),
+    (["--experiment", "a\nb"], "experiment name must be 1-128 printable characters"),
     (["--cpus-per-trial", "0"], "cpus per trial must be > 0"),
     (["--latency-time", "-0.1"], "latency time must be >= 0, got -0.1"),
     (["--plugin", "nowhere/plugin.py"], "cannot load method plugin"),
@@ -321,3 +325,10 @@ def test_export_to_a_path_that_cannot_be_written_is_a_message(capsys, tmp_path):
     assert code == 2 and "bench: error:" in err and str(tmp_path / "afile") in err
     code, out, _ = run_cli(capsys, "export", run.info.run_id, "--out", str(tmp_path / "m.pt"), "--tracking-uri", uri)
     assert code == 0 and torch.load(tmp_path / "m.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("name,folder", [("lenet5-synthetic", "lenet5-synthetic"), ("..", "experiment__"),
+                                         (".", "experiment_"), ("a/../b", "a_.._b"), ("x" * 300, "x" * 128)])
+def test_an_experiment_names_a_report_folder_inside_reports(name, folder):
+    from bench.cli import _safe_folder
+    assert _safe_folder(name) == folder

@@ -75,6 +75,10 @@ def test_bad_magic_and_mismatched_labels(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
     with pytest.raises(DataError, match="expected 64 labels"):
         load_dataset("mnist", data_dir=tmp_path)
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))   # a well-formed empty split
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: holds no image .* the train split is empty"):
+        load_dataset("mnist", data_dir=tmp_path)
 
 
 def test_cifar10_python_batches(tmp_path):

@@ -172,6 +172,24 @@ def test_bad_image_folders_are_errors_that_name_the_problem(tmp_path):
     with pytest.raises(DataError, match="class class_01 in train/ but not in test/"):
         load_dataset(f"imagefolder:{root}")
 
+    root = write_image_folder(tmp_path / "d", classes=1, size=8, n_train=2, n_val=1)
+    index_folder.cache_clear()
+    with pytest.raises(DataError, match="1 class: a classifier needs at least two"):
+        load_dataset(f"imagefolder:{root}")
+
+
+def test_16_bit_grey_images_are_scaled_to_8_bits_not_clipped(tmp_path):
+    """A 16-bit grey PNG (mode I;16) spanning 0..65535 becomes 0..255 greys, as an 8-bit one would
+    (PIL's convert("RGB") clips it: 99.6 % of this ramp would be white)."""
+    from bench.sources import open_image
+    ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)   # 0..65520
+    Image.fromarray(ramp).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    decoded = np.asarray(open_image(str(tmp_path / "grey16.png")))
+    assert decoded.shape == (64, 64, 3) and decoded.dtype == np.uint8
+    assert np.array_equal(decoded[..., 0], (ramp >> 8).astype(np.uint8))
+    assert np.array_equal(decoded[..., 0], decoded[..., 2])
+
 
 def test_torchvision_classes_load_from_their_files_and_missing_files_are_listed(tmp_path):
     raw = tmp_path / "KMNIST" / "raw"

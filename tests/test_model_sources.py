@@ -170,3 +170,40 @@ def test_a_classifier_of_another_class_count_is_reinitialised_with_a_notice_or_r
     seen = []
     build_trial_model(cfg, (1, 28, 28), 10, notes=seen.append)
     assert seen and "re-initialised" in seen[0]
+
+
+def _prepare(model: str, image_size: int | None = None):
+    settings = {"model": model, "methods": ["l1l2"], "dataset": "synthetic", "epochs": 1, "device": "cpu"}
+    return prepare(build_sweep({**settings, **({"image_size": image_size} if image_size else {})}),
+                   write=lambda line: None)
+
+
+def test_a_model_returning_logits_and_more_trains_on_its_first_field():
+    """torchvision's GoogLeNet returns (logits, aux2, aux1) in train mode, a users' model (logits, features):
+    bench trains and measures on the logits; the pre-flight training step passes for both."""
+    model = build_model(f"{NETS}:WithFeatures", (3, 16, 16), 5)
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 5)
+    data = make_synthetic((3, 16, 16), n_train=64, n_test=32)
+    trial = build_sweep({"model": f"{NETS}:WithFeatures", "methods": ["l1l2"], "lambdas": [0.1], "epochs": 1,
+                         "dataset": "synthetic", "device": "cpu", "batch_size": 32}).trials()[0]
+    assert 0 <= train(trial, data)["test_accuracy"] <= 1
+    trials, _ = _prepare("torchvision:googlenet", image_size=64)
+    assert len(trials) == 3
+    googlenet = build_model("torchvision:googlenet", (3, 64, 64), 10).train()
+    assert type(googlenet.forward(torch.zeros(2, 3, 64, 64))).__name__ == "GoogLeNetOutputs"   # its own forward
+    assert googlenet(torch.zeros(2, 3, 64, 64)).shape == (2, 10)                               # what bench sees
+
+
+@pytest.mark.parametrize("model,message", [
+    ("FeaturesOnly", "forward returns dict with keys features, not a tensor of logits"),
+    ("NotANumber", "output holds NaN or infinite values"),
+])
+def test_models_whose_outputs_are_not_logits_are_refused_naming_why(model, message):
+    with pytest.raises(ConfigError, match=message):
+        _prepare(f"{NETS}:{model}")
+
+
+def test_a_model_the_dependency_graph_cannot_trace_is_refused_saying_what_to_do():
+    with pytest.raises(ConfigError, match=r"cannot trace the channel dependencies of ShuffleNetV2 \(ZeroDivisionError"
+                                          r".*a channel shuffle.*Replace that operation"):
+        _prepare("torchvision:shufflenet_v2_x0_5", image_size=32)

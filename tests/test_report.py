@@ -136,6 +136,9 @@ def store(tmp_path_factory):
                  "--lambdas", "l2=0.001", "--zeroing", "l2=none", "--seeds", "0,1", "--epochs", "2",
                  "--experiment", EXPERIMENT, "--device", "cpu", *DATASET)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the faulty trials failed
+    (cwd / "out" / "sub").mkdir(parents=True)   # files the report did not write: never attached
+    (cwd / "out" / "secret.txt").write_text("not for the tracking server")
+    (cwd / "out" / "sub" / "other.txt").write_text("nor this")
     out = bench(cwd, "report", "--plugin", str(plugin), "--out", str(cwd / "out"))
     assert out.returncode == 0, out.stdout + out.stderr
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")
@@ -205,7 +208,7 @@ def test_report_says_what_is_missing_and_is_self_contained(store):
     # attached to the sweep's parent run
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
     attached = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"index.html", "report.md", "results.csv", "accuracy_vs_sparsity.png"} <= attached
+    assert attached == {"index.html", "report.md", "results.csv", *R.FIGURES}   # only what it wrote
 
 
 @pytest.mark.slow
@@ -218,6 +221,13 @@ def test_report_on_an_unknown_experiment_or_an_empty_store_is_a_clear_error(stor
         return code, capsys.readouterr().err
 
     cwd, out, client, runs = store
+    here = tmp_path / "here"   # --out . writes into the current folder and attaches only its own files
+    here.mkdir()
+    (here / "secret.txt").write_text("not for the tracking server")
+    code, err = report(here, "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}", "--out", ".")
+    assert code == 0 and (here / "index.html").is_file()
+    parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
+    assert "secret.txt" not in {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     code, err = report(cwd, "--experiment", "nope")
     assert code == 2 and "no experiment 'nope'" in err and EXPERIMENT in err
     code, err = report(tmp_path)
