@@ -175,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:   # an output path that cannot be written, a full disk: a message, not a traceback
-        where = f" {err.filename}" if err.filename else ""
-        print(f"bench: error:{where}: {err.strerror or err}", file=sys.stderr)
+        where = f" {err.filename}:" if err.filename else ""
+        print(f"bench: error:{where} {err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -319,7 +319,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugins or ())
     uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, write=args.attach)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
         from .report import ReportError
         raise ReportError(f"no tracking database at {uri[len('sqlite:///'):]}: run `bench run` here first, or "
@@ -390,9 +390,40 @@ def cmd_ui(args: argparse.Namespace) -> int:
     # UserWarning): nothing a user of the UI can act on
     quiet = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
     env = {**os.environ, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS") or quiet}
-    os.execve(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
-                       "--workers", "1"], env)
-    return 0  # not reached: the process is now MLflow's
+    return serve([mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+                  "--workers", "1"], env)
+
+
+def serve(argv: list[str], env: dict[str, str], grace: float = 5.0) -> int:
+    """Run a server in a session of its own until it ends or this command is stopped (Ctrl-C or SIGTERM reach
+    this process alone, not the server's workers, which would each print their traceback); then SIGTERM to the
+    server's process group and SIGKILL to what is left after ``grace`` seconds. Exit 0 when stopped so."""
+    import signal
+    import subprocess
+
+    server = subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(server.pid, signal.SIGKILL)   # its workers, whatever still runs
+        except ProcessLookupError:
+            pass
+        server.wait()
+        print("MLflow UI stopped", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -337,6 +337,9 @@ class SweepConfig:
             parse_targets(self.target_values)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        _check(not self.target_values or any(_method(m).sweep_axis for m in self.methods),
+               f"a target search needs a method with a strength to search (lam or ratio), and --methods "
+               f"{','.join(self.methods)} names none ('none' is the baseline): add one, e.g. --methods none,l1l2")
 
     @property
     def target_values(self) -> dict[str, tuple[float, ...]]:
@@ -502,12 +505,19 @@ def _plugin_spec(spec: str) -> str:
     return os.path.abspath(spec) if spec.endswith(".py") or os.sep in spec else spec
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML config file whose keys are ``bench run``'s options (with underscores)."""
     p = Path(path)
     try:
         with open(p, "rb") as f:
-            values = tomllib.load(f)
+            text = f.read(MAX_CONFIG_BYTES + 1)   # /dev/zero or a huge file: read no further than a config's size
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {p} is larger than {MAX_CONFIG_BYTES // 2 ** 20} MiB (or endless); give "
+                              "a TOML file of bench run's options")
+        values = tomllib.loads(text.decode())
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found") from None
     except IsADirectoryError:

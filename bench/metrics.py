@@ -52,6 +52,18 @@ def filter_metrics(structure: Structure) -> dict[str, float]:
     return out
 
 
+def reachable(structure: Structure) -> dict[str, float]:
+    """The most of each target kind a trial can remove: every unit keeps one group (the last alive group of a
+    layer is never removed). Keys: ``total_sparsity``, ``flops_reduction``, ``params_reduction``."""
+    alive = alive_filters(structure, _first_removed(structure, {u.name: 1 for u in structure.units}))
+    total = structure.filters()
+    params, flops = counts(structure, _first_removed(structure, {u.name: 1 for u in structure.units}))
+    dense_params, dense_flops = counts(structure, {})
+    return {TOTAL_SPARSITY: 1.0 - sum(alive.values()) / sum(total.values()) if total else 0.0,
+            FLOPS_REDUCTION: 1.0 - flops / dense_flops if dense_flops else 0.0,
+            PARAMS_REDUCTION: 1.0 - params / dense_params if dense_params else 0.0}
+
+
 def _first_removed(structure: Structure, alive: Mapping[str, int]) -> dict[str, torch.Tensor]:
     return {u.name: torch.arange(u.size) >= alive.get(u.name, u.size) for u in structure.units}
 

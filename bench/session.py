@@ -95,6 +95,23 @@ def _fmt(values) -> str:
     return ",".join(f"{v:.4f}" for v in values)
 
 
+def check_writable(folder: str, flag: str) -> None:
+    """A folder bench will write into (and create if need be): refused before any work when it cannot be.
+    Nothing is created here: the nearest existing folder on its path must be a writable folder."""
+    import os
+    from pathlib import Path
+
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    problem = None if existing.is_dir() else f"{existing} is not a folder"
+    if problem is None and not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable by this user" + (" (a read-only file system)" if os.access(
+            existing, os.R_OK) and os.statvfs(existing).f_flag & os.ST_RDONLY else "")
+    if problem:
+        raise ConfigError(f"{flag} {folder}: cannot write there: {problem}; pick a folder this user can write"
+                          + (" (one every node of the cluster reaches)" if "storage" in flag else ""))
+
+
 def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     """Everything checked before any run is created: returns the trials and the loaded data."""
     from methods import MethodError
@@ -107,6 +124,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     from .weights import WeightsError
 
     trials = sweep.trials()
+    check_writable(sweep.storage_path, "--storage-path")
     address = check_ray_address(sweep.ray_address)
     t = sweep.train
     if not address:   # a cluster's resources and devices are checked once joined (sweep.ray_session)
@@ -148,6 +166,16 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     except Exception as err:
         raise ConfigError(f"model {display_name(t.model)!r} fails a training step (forward, loss, backward on 2 "
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
+    if sweep.target_values:
+        from .metrics import reachable
+        most = reachable(structure)
+        for target in sweep.targets:
+            if target.value > most[target.metric]:
+                flag = {"sparsity": "--target-sparsity", "flops": "--target-flops-reduction",
+                        "params": "--target-params-reduction"}[target.kind]
+                raise ConfigError(f"{flag} {target.value:g} cannot be reached: at most {most[target.metric]:.1%} "
+                                  f"({target.kind}) of {display_name(t.model)} can be removed, when every prunable "
+                                  "layer keeps one filter (group); ask for less")
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"

@@ -28,6 +28,7 @@ import getpass
 import logging
 import os
 import platform
+import socket
 import subprocess
 import time
 import traceback
@@ -81,8 +82,9 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any trial starts, if the store cannot be reached or written."""
+def check_tracking_uri(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+    """Fail fast, before any trial starts, if the store cannot be reached, or written (``write``; a command
+    that only reads, such as ``bench report --no-attach``, passes False)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         import urllib.error
@@ -95,8 +97,20 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"cannot reach the MLflow tracking server at {uri}: {err}. Start one with "
                                 f"`mlflow server --host {parsed.hostname} --port {parsed.port}` or pick "
                                 "another --tracking-uri") from None
+    elif parsed.scheme.split("+")[0] in _DATABASE_PORTS:   # postgresql://, mysql+pymysql://, ...
+        host, port = parsed.hostname or "localhost", parsed.port or _DATABASE_PORTS[parsed.scheme.split("+")[0]]
+        try:   # MLflow retries an unreachable database for minutes; a TCP connection answers in seconds
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as err:
+            raise TrackingError(f"cannot reach the tracking database at {host}:{port} ({parsed.scheme}): "
+                                f"{err.strerror or err}; start it, or pick another --tracking-uri") from None
     elif parsed.scheme == "sqlite":
         db = Path(uri[len("sqlite:///"):])
+        if not write:
+            if db.exists():
+                check_sqlite_store(db)
+            return
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -106,6 +120,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         if db.exists():
             with _store_lock(uri):   # a store another command is creating right now is checked once it is whole
                 check_sqlite_store(db)
+
+
+_DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}   # SQLAlchemy stores MLflow takes
 
 
 def check_sqlite_store(db: Path) -> None:
@@ -168,8 +185,12 @@ def _client(uri: str) -> MlflowClient:
     """A client of the store; an sqlite store is created (or migrated) under the store's lock the first time
     this process touches it, so that two commands starting together in an empty folder cannot both create it."""
     if uri.startswith("sqlite:///") and uri not in _READY:
-        with _store_lock(uri):
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        db = Path(uri[len("sqlite:///"):])
+        if db.is_file() and db.stat().st_size and not os.access(db.parent, os.W_OK):
+            pass   # a whole store in a read-only folder, only read (bench report --no-attach): nothing to create
+        else:
+            with _store_lock(uri):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         _READY.add(uri)
     return MlflowClient(tracking_uri=uri)
 

@@ -47,6 +47,8 @@ def assert_nothing_started(tmp_path):
     (["--methods", "nisp"], "nisp needs at least one pre-training epoch: finetune_epochs=1 with 1 epochs in all"),
     (["--methods", "l1,l1"], "a method is listed twice"),
     (["--model", "vgg11", "--dataset", "mnist"], "dataset 'mnist' not found"),
+    (["--target-sparsity", "0.999"], "--target-sparsity 0.999 cannot be reached: at most 97.1% (sparsity) of lenet5"),
+    (["--methods", "none", "--target-sparsity", "0.5"], "a target search needs a method with a strength to search"),
 ])
 def test_bad_input_is_a_clear_error_before_any_work(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, *argv)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -164,12 +165,19 @@ def test_bench_ui_serves_the_sweeps_store(tmp_path):
                 time.sleep(1)
         assert body is not None and body["experiment"]["name"] == "ui-check"
         assert body["experiment"]["tags"] == [{"key": "mlflow.experimentKind", "value": "custom_model_development"}]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+    finally:   # Ctrl-C as a terminal sends it: SIGINT to the foreground process group
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
     # the address opens the experiment's training runs, and the server's start says nothing to ignore
     assert f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning" in out
     assert not [line for line in out.splitlines() if "warning" in line.lower() or "deprecat" in line.lower()], out
+    # Ctrl-C stops the server (in a session of its own) quietly within seconds, and nothing keeps its port
+    assert proc.returncode == 0 and "Traceback" not in out and out.rstrip().endswith("MLflow UI stopped"), out
+    assert took < 10, took
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_every_trial_saves_its_compact_model_and_bench_export_writes_it(sweep):
