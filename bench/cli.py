@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import shlex
-    args.command_line = "bench " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    from .config import redact
+    args.command_line = redact("bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)))
     from methods import MethodError
 
     from .config import ConfigError
@@ -314,6 +315,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from methods import get_method, list_methods, load_plugins
 
+    from .config import redact
     from .report import MethodInfo, build_report, choose_experiment, load_results
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
@@ -326,7 +328,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                           "pass the --tracking-uri the sweeps used")
     experiment = choose_experiment(uri, args.experiment)
     started = time.monotonic()
-    print(f"reading experiment {experiment!r} from {uri}", flush=True)
+    print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
     results = load_results(uri, experiment, args.sweep)
     registry = {name: MethodInfo(name, cls.description, cls.paper, cls.formula)
                 for name, cls in ((name, get_method(name)) for name in list_methods())}
@@ -385,7 +387,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .tracking import runs_page
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     base = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {uri}: {base}{runs_page(uri, args.experiment)}  (Ctrl-C to stop)", flush=True)
+    from .config import redact
+    print(f"MLflow UI on {redact(uri)}: {base}{runs_page(uri, args.experiment)}  (Ctrl-C to stop)", flush=True)
     # the server's own imports warn about deprecations in its dependencies (starlette's WSGI middleware, a
     # UserWarning): nothing a user of the UI can act on
     quiet = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -212,6 +213,14 @@ class TrialConfig:
 
     def build_method(self):
         return _method(self.method)(**self.options)
+
+
+_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@\s/]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it masked: ``postgresql://user:***@host/db``."""
+    return _PASSWORD.sub(r"\1:***@", text)
 
 
 MAX_EXPERIMENT_NAME = 128   # an experiment names the report's folder: file systems take 255 bytes a name
@@ -439,7 +448,12 @@ class SweepConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        """The settings as saved with the sweep (``sweep.json``): a password in the tracking URI masked (a
+        resume is told the store again)."""
+        d = json.loads(json.dumps(dataclasses.asdict(self), default=list))
+        if d.get("tracking_uri"):
+            d["tracking_uri"] = redact(d["tracking_uri"])
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], **overrides: Any) -> SweepConfig:

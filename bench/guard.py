@@ -58,6 +58,59 @@ def exclusive(uri: str, parent_run_id: str, name: str) -> Iterator[None]:
         lock.close()
 
 
+# what a full disk or quota says, through the layers that meet it first (the OS, sqlite, pyarrow, MLflow)
+DISK_FULL = ("No space left on device", "database or disk is full", "[Errno 28]", "Disk quota exceeded",
+             "[Errno 122]")
+
+
+def disk_full(text: str | None) -> bool:
+    return bool(text) and any(marker in text for marker in DISK_FULL)   # type: ignore[operator]
+
+
+class Reserve:
+    """A few MiB set aside on the disks a sweep writes (its sqlite store's folder, its storage path) while it
+    runs: when a trial meets a full disk, :meth:`release` frees them so that the runs can still be closed
+    FAILED or KILLED and the checkpoints' records stay whole, instead of being left RUNNING. One file per disk
+    (``.bench-reserve-PID``); files a dead driver left are removed when the next sweep sets aside its own."""
+
+    SIZE = 4 << 20
+
+    def __init__(self, folders: list[str | os.PathLike]) -> None:
+        self.files: list[Path] = []
+        devices = set()
+        for folder in folders:
+            path = Path(folder).absolute()
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                device = path.stat().st_dev
+            except OSError:
+                continue
+            if device in devices:
+                continue
+            devices.add(device)
+            for stale in path.glob(".bench-reserve-*"):
+                pid = stale.name.rpartition("-")[2]
+                if pid.isdigit() and not _alive(int(pid)):
+                    stale.unlink(missing_ok=True)
+            target = path / f".bench-reserve-{os.getpid()}"
+            try:
+                with open(target, "wb") as f:
+                    f.write(b"\0" * self.SIZE)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as err:
+                target.unlink(missing_ok=True)
+                from .config import ConfigError
+                raise ConfigError(f"{path}: cannot write {self.SIZE >> 20} MiB there ({err.strerror or err}): the "
+                                  "disk is full; free space before running the sweep") from None
+            self.files.append(target)
+
+    def release(self) -> None:
+        for path in self.files:
+            path.unlink(missing_ok=True)
+        self.files = []
+
+
 def start(uri: str, experiment_id: str, parent_run_id: str) -> subprocess.Popen | None:
     """Start the guardian of this process's sweep; None where it cannot start (the sweep runs unguarded)."""
     try:

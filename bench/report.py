@@ -461,11 +461,14 @@ def equal_sparsity(results: Results) -> tuple[pd.DataFrame, list[str]]:
             ok = mine[mine["status"] == "reached"]
             cell = (f"{_mean_sd(ok['test_accuracy'])} (n = {len(ok)}, achieved {_pct(ok['achieved'].mean(), 1)} %)"
                     if len(ok) else "not reached")
-            missed = len(mine) - len(ok)
+            missed = int((mine["status"] == "unreachable").sum())
             if missed:
-                closest = mine[mine["status"] != "reached"]["achieved"].dropna()
+                closest = mine[mine["status"] == "unreachable"]["achieved"].dropna()
                 cell += f"; {missed} seed(s) unreachable" + (f" (closest {_pct(closest.mean(), 1)} %)"
                                                              if len(closest) else "")
+            unfinished = int((mine["status"] == "unfinished").sum())
+            if unfinished:   # an interrupted sweep: its search had probes left
+                cell += f"; {unfinished} seed(s) unfinished (the sweep was interrupted: resume it)"
             row[_target_title(kind, target)] = cell
         rows.append(row)
     for kind, target in columns:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import names as N
-from .config import ConfigError, SweepConfig, TrialConfig
+from .config import ConfigError, SweepConfig, TrialConfig, redact
 from .settings import RUNTIME, names_with_role
 
 EXIT_OK = 0
@@ -336,8 +336,10 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
 
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
              *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None) -> int:
+    from pathlib import Path
+
     from . import guard
-    from .sweep import ray_session, run_sweep
+    from .sweep import NO_SPACE, ray_session, run_sweep
     from .data import dataset_record
     from .tracking import (TrackingInfo, close_open_children, end_run, log_summary, reopen_run, source_tags,
                            start_sweep_run)
@@ -358,6 +360,10 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         write(f"nothing to run: every trial of sweep {record.name!r} finished")
         print_summary(previous, write)
         return EXIT_OK
+    if runner is None:   # space set aside on the store's and the checkpoints' disks, freed if one fills up
+        reserve = guard.Reserve([sweep.storage_path] + ([Path(uri[len("sqlite:///"):]).parent]
+                                                        if uri.startswith("sqlite:///") else []))
+        held.callback(reserve.release)
     session = ray_session(sweep) if runner is None else contextlib.nullcontext()
     with session as ray_info:
         if ray_info:
@@ -375,7 +381,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             if closed:
                 write(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
             reopen_run(uri, parent)
-        write(f"mlflow {uri}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
+        write(f"mlflow {redact(uri)}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
         tracking = TrackingInfo(uri, experiment_id, parent, tuple(source_tags().items()),
                                 tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())
         if runner is None:
@@ -384,7 +390,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         try:
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
                                              run_name=f"{name}-{time.strftime('%H%M%S')}",
-                                             **({"searches": searches} if searches is not None else {}))
+                                             **({"searches": searches} if searches is not None else {}),
+                                             **({"reserve": reserve} if runner is None else {}))
         except BaseException as err:
             close_open_children(uri, experiment_id, parent)
             # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
@@ -403,6 +410,9 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             if o.status == "FAILED" and o.trial is not None and o.trial.sweep_axis is not None and _diverged(o):
                 o.status = "DIVERGED"
     status, code, note = ending(outcomes)
+    full = [o for o in outcomes if (o.error or "").startswith(NO_SPACE)]
+    if full:   # the sweep stopped on a full disk: a failure, resumable once space is back
+        status, code, note = "FAILED", EXIT_TRIALS_FAILED, f"{NO_SPACE}: the sweep stopped; {note}"
     records: list[dict] | None = None
     if searches is not None:
         settled = target_searches(sweep, outcomes)
@@ -419,10 +429,24 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         finished = sum(o.status == "FINISHED" for o in outcomes)
         print(f"interrupted: {finished} of {len(outcomes)} trials finished; continue with "
               f"`bench resume {name}`", file=sys.stderr)
+    elif full:
+        print(f"bench: error: {NO_SPACE} on the disk of {where_full(sweep, uri)}: the sweep stopped and its runs are "
+              f"closed; free space, then `bench resume {name}` continues it", file=sys.stderr)
     elif code == EXIT_TRIALS_FAILED:
         failed = sum(o.status == "FAILED" for o in outcomes)
         print(f"{failed} trial(s) failed; `bench resume {name}` runs them again", file=sys.stderr)
     return code
+
+
+def where_full(sweep: SweepConfig, uri: str) -> str:
+    """The sweep's folders on a disk with (almost) no space left, else all of them."""
+    import shutil
+    from pathlib import Path
+
+    folders = [str(Path(sweep.storage_path).absolute())] + ([str(Path(uri[len("sqlite:///"):]).parent)]
+                                                            if uri.startswith("sqlite:///") else [])
+    full = [f for f in folders if shutil.disk_usage(f).free < 64 << 20]
+    return " and ".join(dict.fromkeys(full or folders))
 
 
 def ending(outcomes: list) -> tuple[str, int, str | None]:
@@ -562,5 +586,5 @@ def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
 
 def _print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:
     from .tracking import default_tracking_uri, normalize_uri
-    ui = "`bench ui" + (f" --tracking-uri {uri}`" if uri != normalize_uri(default_tracking_uri()) else "`")
-    write(f"\nresults in MLflow: {uri} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")
+    ui = "`bench ui" + (f" --tracking-uri {redact(uri)}`" if uri != normalize_uri(default_tracking_uri()) else "`")
+    write(f"\nresults in MLflow: {redact(uri)} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")

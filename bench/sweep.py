@@ -37,7 +37,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from . import checkpoints  # noqa: E402
+from . import checkpoints, guard  # noqa: E402
 from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
 from .config import SweepConfig, TrainSettings, TrialConfig  # noqa: E402
@@ -48,15 +48,29 @@ from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
 
 
 class _NoTuneRestoreHint(logging.Filter):
-    """Tune suggests ``Tuner.restore`` after an interruption, and warns that it stops on a signal; bench says
-    both itself (``interrupted ...; continue with `bench resume NAME```)."""
+    """Tune suggests ``Tuner.restore`` after an interruption, warns that it stops on a signal, lists the trials
+    that did not complete and those that left no result: bench says all of it itself (the summary's statuses,
+    ``interrupted ...; continue with `bench resume NAME```)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return "Tuner.restore" not in message and "Stop signal received" not in message
+        return not any(text in message for text in ("Tuner.restore", "Stop signal received",
+                                                    "Trials did not complete", "Failed to fetch metrics"))
 
 
-logging.getLogger("ray.tune.tune").addFilter(_NoTuneRestoreHint())
+for _name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+    logging.getLogger(_name).addFilter(_NoTuneRestoreHint())
+
+
+class _NoTrialTraceback(logging.Filter):
+    """Tune logs every failed trial's traceback on the driver; bench prints one line for it (``FAILED NAME
+    ...; error in FOLDER``, the folder's error.txt holds the traceback) and the error in the summary."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
+
+
+logging.getLogger("ray.tune.execution.tune_controller").addFilter(_NoTrialTraceback())
 
 
 class _NoLocalAuthNotice(logging.Filter):
@@ -218,10 +232,11 @@ class _Progress(tune.Callback):
     """One line per trial epoch on the driver: trial, epoch, accuracy, filters left."""
 
     def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None,
-                 epochs: int = 0) -> None:
+                 epochs: int = 0, on_disk_full: Callable[[str], None] | None = None) -> None:
         self.total = total if total is not None else len(trials)   # 0: unknown (a target search)
         self.epochs = epochs or (trials[0].train.epochs if trials else 0)
         self.write = write
+        self.on_disk_full = on_disk_full
         self.done = 0
         self.start = time.monotonic()
 
@@ -250,6 +265,12 @@ class _Progress(tune.Callback):
         self.done += 1
         self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self._count()}); "
                    f"error in {trial.storage.trial_fs_path if trial.storage else '?'}")
+        try:
+            text = Path(trial.error_file).read_text()[-50000:] if trial.error_file else ""
+        except OSError as err:
+            text = str(err)
+        if self.on_disk_full is not None and guard.disk_full(text):
+            self.on_disk_full(trial.storage.trial_fs_path if trial.storage else "?")
 
     def _count(self) -> str:
         return f"{self.done}/{self.total} trials" if self.total else f"{self.done} trials done"
@@ -509,16 +530,45 @@ class TargetSearcher(Searcher):
         search.record(value, result if done else None, (result or {}).get(N.RUN_ID_KEY), failed=not done)
 
 
+class _StopAll(tune.Stopper):
+    """Stops every trial once :meth:`trip` is called (a full disk: no trial can go on writing)."""
+
+    def __init__(self) -> None:
+        self.tripped = False
+
+    def trip(self) -> None:
+        self.tripped = True
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.tripped
+
+
 def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | StreamData, tracking: TrackingInfo,
-              write: Callable[[str], None] = print, run_name: str | None = None, searches: list | None = None
-              ) -> list[TrialOutcome]:
+              write: Callable[[str], None] = print, run_name: str | None = None, searches: list | None = None,
+              reserve: guard.Reserve | None = None) -> list[TrialOutcome]:
     """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial. With
     ``searches`` (a target search: ``SweepConfig.searches``, possibly holding probes of an earlier run), the
     trials run first and the searches' probes after them; the outcomes then hold every probe too.
 
     A trial that raises is retried up to ``sweep.max_failures`` times (each attempt is its own MLflow run),
-    then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here.
+    then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here. A
+    trial that met a full disk stops the sweep: ``reserve`` (space set aside by the driver) is freed so that
+    every run can be closed, and the other trials are stopped (KILLED, resumable once space is back).
     """
+    stopper = _StopAll()
+
+    def disk_full(where: str) -> None:
+        if stopper.tripped:
+            return
+        if reserve is not None:
+            reserve.release()
+        stopper.trip()
+        write(f"no space left on device (a trial's error in {where}): stopping every trial; free space, then "
+              "resume the sweep")
+
     gpus = trial_gpus(sweep)
     cpus = sweep.cpus_per_trial
     trainable = tune.with_resources(
@@ -538,7 +588,9 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
-                                  callbacks=[_Progress(trials, write, None if searches is None else 0, sweep.train.epochs),
+                                  stop=stopper,
+                                  callbacks=[_Progress(trials, write, None if searches is None else 0,
+                                                       sweep.train.epochs, on_disk_full=disk_full),
                                              JsonLoggerCallback(),
                                              CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
@@ -588,5 +640,10 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
 
 def _error_text(error: BaseException) -> str:
     cause = getattr(error, "cause", None) or error
+    if guard.disk_full(str(error)) or guard.disk_full(str(cause)):
+        return f"{NO_SPACE}: {type(cause).__name__}"
     text = str(cause).strip().splitlines()
     return text[-1] if text else type(cause).__name__
+
+
+NO_SPACE = "no space left on device"   # a FAILED outcome's error when the disk was full

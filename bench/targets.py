@@ -29,7 +29,8 @@ The search, per target, on the probes that have finished:
    bracket has narrowed to nothing (lambda within 2 %, ratio within 0.002: the value jumps over the target, a
    collapse), when the probes leave no bracket at all although values on both sides exist (not monotone there),
    or when ``--max-probes`` (per method and seed, shared by its targets) is spent; its record then holds the
-   closest point, never nothing.
+   closest point, never nothing. A search stopped while it still had a strength to probe (an interrupted
+   sweep) is ``unfinished``: resuming the sweep continues it.
 """
 from __future__ import annotations
 
@@ -133,10 +134,12 @@ class Search:
         name)."""
         out = []
         for target in self.targets:
+            going = False   # stopped (an interrupted sweep) while it still had a strength to probe
             if self.reached(target) is None and target not in self._given_up:
-                self._next(target)   # a search rebuilt from its records learns why it stopped
+                # a search rebuilt from its records learns why it stopped, or that it had not
+                going = self._next(target) is not None and len(self.probes) < self.max_probes
             probe = self.reached(target)
-            status = "reached" if probe is not None else "unreachable"
+            status = "reached" if probe is not None else "unfinished" if going else "unreachable"
             probe = probe or self.closest(target)
             out.append({"method": self.method, "seed": self.seed, "target": target.value, "kind": target.kind,
                         "value": probe.value if probe else None,
@@ -144,7 +147,9 @@ class Search:
                         "test_accuracy": probe.accuracy if probe else None,
                         "probes": sum(not p.pending for p in self.probes), "status": status,
                         "run_id": probe.run_id if probe else None,
-                        **({"reason": self.reason(target)} if status == "unreachable" else {})})
+                        **({"reason": self.reason(target)} if status == "unreachable" else
+                           {"reason": "interrupted before the search settled: resuming the sweep continues it"}
+                           if status == "unfinished" else {})})
         return out
 
     # -- the rules -------------------------------------------------------------------------------------------

@@ -334,3 +334,12 @@ def test_export_to_a_path_that_cannot_be_written_is_a_message(capsys, tmp_path):
 def test_an_experiment_names_a_report_folder_inside_reports(name, folder):
     from bench.cli import _safe_folder
     assert _safe_folder(name) == folder
+
+
+def test_a_password_in_the_tracking_uri_is_masked_where_bench_prints_or_saves_it():
+    from bench.config import build_sweep, redact
+    assert redact("bench run --tracking-uri postgresql://me:s3cr%40t@db:5432/mlflow --x http://h:5000") == \
+        "bench run --tracking-uri postgresql://me:***@db:5432/mlflow --x http://h:5000"
+    sweep = build_sweep({"methods": ["l1l2"], "tracking_uri": "mysql+pymysql://me:pw@db/mlflow"})
+    assert sweep.tracking_uri.endswith(":pw@db/mlflow") and sweep.to_dict()["tracking_uri"] == \
+        "mysql+pymysql://me:***@db/mlflow"

@@ -321,3 +321,45 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert [m.step for m in history] == [1]   # epoch 1 recorded once, before the failures
     errors = list((tmp_path / "ray_results").glob("f-*/*/error.txt"))
     assert len(errors) == 1 and "fails on purpose" in errors[0].read_text()  # Ray's record of the failure
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 12 MiB tmpfs at tmp_path/disk (mounted and unmounted by its path); skipped where mounting is not
+    allowed (not root, or a container without the capability)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip() or mounted.returncode}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_closes_every_run_and_a_resume_finishes(small_disk):
+    """The store and the checkpoints on a disk that fills up mid-sweep: the trial that meets it fails, the others
+    are stopped, every run is closed (space set aside at the start is freed for it), one line says what
+    happened and no traceback is printed; once there is space, `bench resume` finishes the sweep, skipping a
+    checkpoint whose copy the full disk cut short."""
+    argv = ["run", "--methods", "l1l2", "--lambdas", "0.1,0.5", "--seeds", "0,1", "--epochs", "3", *QUICK,
+            "--limit-train", "256", "--limit-test", "128", "--name", "full"]
+    proc = bench(small_disk, *argv)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bench: error")]
+    assert len(errors) == 1 and errors[0].startswith("bench: error: no space left on device on the disk of "), text
+    assert "`bench resume full` continues it" in errors[0]
+    assert "Traceback" not in text and " ERROR " not in text and "WARNING" not in text, text[-3000:]
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    runs = _runs(uri, "lenet5-synthetic")
+    assert runs and all(r.info.status in ("FAILED", "KILLED", "FINISHED") for r in runs), \
+        [(r.info.run_name, r.info.status) for r in runs]
+    assert {r.info.status for r in runs if r.info.run_name == "full"} == {"FAILED"}
+    assert not list(small_disk.glob(".bench-reserve-*"))   # the space set aside is given back
+    subprocess.run(["mount", "-o", "remount,size=200m", str(small_disk)], check=True)
+    again = bench(small_disk, "resume", "full")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    finished = {r.info.run_name for r in _runs(uri, "lenet5-synthetic") if r.info.status == "FINISHED"}
+    assert finished == {"full", "l1l2-lam0.1-s0", "l1l2-lam0.1-s1", "l1l2-lam0.5-s0", "l1l2-lam0.5-s1"}

@@ -195,3 +195,16 @@ def test_a_search_rebuilt_from_recorded_probes_asks_what_the_original_would():
     assert [p.value for p in rebuilt._done()] == [p.value for p in live._done()]
     assert rebuilt.propose() == pytest.approx(live.propose())
     assert sweep.probe("l1l2", outcomes[0].trial.swept_value, 0).key == outcomes[0].key
+
+
+def test_a_search_stopped_before_it_settled_is_unfinished_not_unreachable():
+    """An interrupted sweep's search (two probes, no bracket yet, probes left) records its targets as
+    `unfinished`, with a reason that says how to continue; the same search driven to the end reaches them."""
+    targets = parse_targets({"sparsity": [0.5]})
+    search = Search("mono", 0, "lam", (0.05, 0.2, 0.5), targets, tolerance=0.02, max_probes=8)
+    run(search, monotone(30.0), limit=2)
+    (record,) = search.results()
+    assert record["status"] == "unfinished" and "resuming the sweep continues it" in record["reason"]
+    assert record["probes"] == 2 and record["achieved"] is not None
+    run(search, monotone(30.0))
+    assert [r["status"] for r in search.results()] == ["reached"]
