@@ -5,9 +5,10 @@
     python benchmarks/probe_inputs.py -k config  # the cases whose label contains "config"
 
 Each case runs `python -m bench.cli ...` in a fresh empty folder (with BENCH_NO_DOWNLOAD=1), after writing the
-files it names there. A case with ``fault`` starts the command, waits until a trial is training, then does
+files it names there and running its set-up commands (``before``); a ``disk`` case's folder is a small tmpfs
+(root only; skipped elsewhere), a ``stale_ray`` case leaves a `ray_current_cluster` file pointing nowhere. A case with ``fault`` starts the command, waits until a trial is training, then does
 something to it (a signal to the process group, say). The expected exit code is printed beside the real one;
-a row marked `!!` is a case that does not behave. Add a case by adding a row to CASES.
+a row marked `!!` is a case that does not behave (another exit code, or a traceback in its output). Add a case by adding a row to CASES.
 """
 from __future__ import annotations
 
@@ -44,14 +45,51 @@ FOLDER = ["run", "--dataset", "imagefolder:imgs", "--image-size", "16", "--model
           "--device", "cpu", "--methods", "l1l2"]
 
 
+def _idx(shape: tuple[int, ...]) -> bytes:
+    """An IDX file (MNIST's format) of zeros with this shape."""
+    import struct
+    size = 1
+    for n in shape:
+        size *= n
+    return bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + b"\0" * size
+
+
+def _png16() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+NETS = ("import torch\nfrom torch import nn\n"
+        "class Pair(nn.Module):\n"
+        "    def __init__(self, num_classes=10):\n"
+        "        super().__init__()\n"
+        "        self.conv, self.fc = nn.Conv2d(3, 8, 3), nn.Linear(8, num_classes)\n"
+        "    def forward(self, x):\n"
+        "        f = torch.relu(self.conv(x)).mean((2, 3))\n"
+        "        return self.fc(f), f\n"
+        "class Nan(Pair):\n"
+        "    def forward(self, x):\n"
+        "        return super().forward(x)[0] * float('nan')\n")
+TINY = ["--methods", "l1l2", "--lambdas", "0.1", "--limit-train", "128", "--limit-test", "64", "--latency-time", "0"]
+
+
 @dataclass
 class Case:
     label: str
     argv: list[str]
     expect: int = 2
     files: dict[str, str | bytes] = field(default_factory=dict)
-    fault: str | None = None          # "sigterm-group", "sigint": sent once a trial is training
+    fault: str | None = None          # "sigterm-group", "sigint": sent once `ready` is printed
     timeout: float = 300
+    before: list[list[str]] = field(default_factory=list)   # bench commands run first in the same folder
+    disk: str | None = None           # the folder is a tmpfs of this size ("12m"; needs root)
+    ready: str = " epoch "            # the line a fault waits for
+    stale_ray: bool = False           # a ray_current_cluster file pointing nowhere, as a dead `ray start` leaves
 
 
 CASES = [
@@ -114,6 +152,41 @@ CASES = [
     Case("resume of a sweep that does not exist", ["resume", "nosuch"]),
     Case("report with no store", ["report"]),
     Case("a sweep that runs", ["run", "--methods", "l1l2", "--lambdas", "0.2", *SYNTH], expect=0),
+    # -- reliability and security, third probe ----------------------------------------------------------------
+    Case("resume NAME --tracking-uri of another folder", ["resume", "s", "--tracking-uri", "sqlite:///elsewhere/mlflow.db"],
+         expect=0, before=[["run", *SYNTH, *TINY, "--name", "s", "--tracking-uri", "sqlite:///elsewhere/mlflow.db"]]),
+    Case("report --out . beside a file it did not write", ["report", "--out", "."], expect=0,
+         files={"secret.txt": "not for the tracking server"}, before=[["run", *SYNTH, *TINY]]),
+    Case("experiment named ..", ["run", *SYNTH, "--methods", "l1l2", "--experiment", ".."]),
+    Case("experiment name of 300 characters", ["run", *SYNTH, "--methods", "l1l2", "--experiment", "x" * 300]),
+    Case("sweep named .", ["run", *SYNTH, "--methods", "l1l2", "--name", "."]),
+    Case("stale ray_current_cluster file", ["run", *SYNTH, *TINY], expect=0, stale_ray=True),
+    Case("torchvision:googlenet (aux logits)", ["run", "--model", "torchvision:googlenet", "--dataset", "synthetic",
+                                                "--image-size", "64", "--epochs", "1", "--device", "cpu", *TINY],
+         expect=0),
+    Case("model returning (logits, features)", ["run", "--model", "nets.py:Pair", *SYNTH, *TINY], expect=0,
+         files={"nets.py": NETS}),
+    Case("model returning NaN", ["run", "--model", "nets.py:Nan", *SYNTH, "--methods", "l1l2"], files={"nets.py": NETS}),
+    Case("torchvision:shufflenet_v2_x0_5 (untraceable)", ["run", "--model", "torchvision:shufflenet_v2_x0_5",
+                                                          "--image-size", "32", *SYNTH, "--methods", "l1l2"]),
+    Case("MNIST files with 0 training examples", ["run", "--dataset", "mnist", "--data-dir", "d", "--methods", "l1l2"],
+         files={"d/train-images-idx3-ubyte": _idx((0, 28, 28)), "d/train-labels-idx1-ubyte": _idx((0,)),
+                "d/t10k-images-idx3-ubyte": _idx((4, 28, 28)), "d/t10k-labels-idx1-ubyte": _idx((4,))}),
+    Case("image folder with one class", FOLDER, files=_folder(classes=("a",), val=("a",))),
+    Case("16-bit grey PNGs", FOLDER, expect=0,
+         files={f"imgs/{split}/{c}/0.png": _png16() for split in ("train", "val") for c in ("a", "b")}),
+    Case("target sparsity beyond the structure", ["run", *SYNTH, "--methods", "l1l2", "--target-sparsity", "0.999"]),
+    Case("methods none with a target", ["run", *SYNTH, "--methods", "none", "--target-sparsity", "0.5"]),
+    Case("unreachable PostgreSQL tracking URI", ["run", *SYNTH, "--methods", "l1l2", "--tracking-uri",
+                                                "postgresql://u:pw@127.0.0.1:9/mlflow"]),
+    Case("config: /dev/zero", ["run", "--config", "/dev/zero"]),
+    Case("storage path under a file", ["run", *SYNTH, "--methods", "l1l2", "--storage-path", "afile/runs"],
+         files={"afile": "x"}),
+    Case("disk full mid-sweep (12 MiB tmpfs)", ["run", *SYNTH, "--methods", "l1l2", "--lambdas", "0.1,0.5", "--seeds",
+                                                "0,1", "--epochs", "3", "--limit-train", "256", "--latency-time", "0"],
+         expect=1, disk="12m"),
+    Case("Ctrl-C of bench ui", ["ui", "--port", "5931"], expect=0, fault="sigint-group", ready="Ctrl-C to stop",
+         before=[["run", *SYNTH, *TINY]]),
     Case("SIGTERM to the process group mid-sweep", ["run", "--methods", "l1l2", "--lambdas", "0.1",
                                                     "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
          expect=130, fault="sigterm-group"),
@@ -124,33 +197,72 @@ CASES = [
 
 def run_case(case: Case) -> tuple[int | None, float, str]:
     with tempfile.TemporaryDirectory(prefix="probe") as folder:
-        for name, content in case.files.items():
-            path = Path(folder) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_NO_DOWNLOAD": "1"}
-        start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *case.argv], cwd=folder, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        lines: list[str] = []
+        if case.disk and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={case.disk}", "tmpfs", folder],
+                                        capture_output=True).returncode != 0:
+            return None, 0.0, "(skipped: cannot mount a tmpfs here)"
         try:
-            if case.fault:
-                for line in proc.stdout:
-                    lines.append(line)
-                    if " epoch " in line:
-                        break
-                os.killpg(proc.pid, signal.SIGTERM) if case.fault == "sigterm-group" else proc.send_signal(
-                    signal.SIGINT)
-            out, _ = proc.communicate(timeout=case.timeout)
-            lines += out.splitlines(keepends=True)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return None, time.monotonic() - start, "(timed out)"
-        took = time.monotonic() - start
+            return _run_in(case, folder)
+        finally:
+            if case.disk:
+                subprocess.run(["umount", "-l", folder], capture_output=True)
+
+
+def _run_in(case: Case, folder: str) -> tuple[int | None, float, str]:
+    for name, content in case.files.items():
+        path = Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_NO_DOWNLOAD": "1"}
+    for argv in case.before:
+        done = subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=folder, env=env, capture_output=True)
+        if done.returncode != 0:
+            return None, 0.0, f"(its set-up `bench {' '.join(argv[:3])} ...` exited {done.returncode})"
+    stale = Path("/tmp/ray/ray_current_cluster")   # where Ray looks for a running `ray start` cluster
+    saved = stale.read_bytes() if case.stale_ray and stale.exists() else None
+    if case.stale_ray:
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_text("127.0.0.1:9\n")
+    try:
+        return _watch(case, folder, env)
+    finally:
+        if case.stale_ray and saved is not None:
+            stale.write_bytes(saved)
+        elif case.stale_ray:
+            stale.unlink(missing_ok=True)
+
+
+def _watch(case: Case, folder: str, env: dict[str, str]) -> tuple[int | None, float, str]:
+    """Run the case's command (with its fault), return its exit code, time and first meaningful line."""
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *case.argv], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        if case.fault:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if case.ready in line:
+                    break
+            if case.fault == "sigint-group":   # Ctrl-C in a terminal: SIGINT to the foreground group
+                time.sleep(5)
+                os.killpg(proc.pid, signal.SIGINT)
+            elif case.fault == "sigterm-group":
+                os.killpg(proc.pid, signal.SIGTERM)
+            else:
+                proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=case.timeout)
+        lines += out.splitlines(keepends=True)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None, time.monotonic() - start, "(timed out)"
+    took = time.monotonic() - start
     noise = ("INFO", "WARNING", "[20", "20", "data ", "sweep ", "experiment", "budget", "ray ", "mlflow ", "note ")
     first = next((ln.strip() for ln in lines if ln.strip().startswith("bench: error")), None)
     first = first or next((ln.strip() for ln in lines if ln.strip() and not ln.startswith(noise)), "")
+    if any("Traceback" in ln for ln in lines):
+        first = "(traceback) " + first
     return proc.returncode, took, first
 
 
@@ -160,15 +272,17 @@ def main() -> int:
     parser.add_argument("-k", help="only the cases whose label contains this")
     args = parser.parse_args()
     cases = [c for c in CASES if (not args.quick or c.expect == 2) and (not args.k or args.k in c.label)]
-    bad = 0
-    print(f"{'case':<42} {'exit':>4} {'want':>4} {'time':>6}  first line")
+    bad = skipped = 0
+    print(f"{'case':<44} {'exit':>4} {'want':>4} {'time':>6}  first line")
     for case in cases:
         code, took, first = run_case(case)
-        ok = code == case.expect
-        bad += not ok
-        print(f"{case.label:<42} {code if code is not None else '-':>4} {case.expect:>4} {took:>5.1f}s  "
-              f"{'' if ok else '!! '}{first[:160]}", flush=True)
-    print(f"\n{len(cases) - bad} of {len(cases)} cases behave")
+        skip = first.startswith("(skipped")
+        ok = code == case.expect and not first.startswith("(traceback)")   # a traceback never behaves
+        bad += not ok and not skip
+        skipped += skip
+        print(f"{case.label:<44} {code if code is not None else '-':>4} {case.expect:>4} {took:>5.1f}s  "
+              f"{'' if ok or skip else '!! '}{first[:160]}", flush=True)
+    print(f"\n{len(cases) - bad - skipped} of {len(cases)} cases behave" + (f", {skipped} skipped" if skipped else ""))
     return 1 if bad else 0
 
 

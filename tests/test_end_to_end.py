@@ -117,9 +117,17 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
     import signal
     import time
 
+    import shutil
+    import tempfile
+
+    # the group case also leaves Ray's address file of a `ray start` cluster that is gone (RAY_TMPDIR/ray/
+    # ray_current_cluster, a short folder: Ray's socket paths have a length limit): a local sweep starts its own
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    (Path(ray_tmp) / "ray").mkdir()
+    (Path(ray_tmp) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")
     proc = start_bench(tmp_path, "run", "--methods", "l1l2,l1", "--lambdas", "0.1", "--dataset", "synthetic",
-                       "--epochs", "200", "--device", "cpu", group=group)
-    lines = read_until(proc, lambda lines: "epoch   1/200" in lines[-1])
+                       "--epochs", "200", "--device", "cpu", group=group, env={"RAY_TMPDIR": ray_tmp} if group else None)
+    lines = read_until(proc, lambda lines: "epoch   1/200" in lines[-1] or "bench: error" in lines[-1])
     sent = time.monotonic()
     if group:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -127,6 +135,7 @@ def test_ctrl_c_or_sigterm_leaves_no_run_running(tmp_path, signame, group):
         proc.send_signal(getattr(signal, signame))
     out, _ = proc.communicate(timeout=180)
     took = time.monotonic() - sent
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     text = "".join(lines) + out
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = wait_until_closed(client, "lenet5-synthetic")
