@@ -8,7 +8,10 @@ before it can stop gracefully), it marks every RUNNING run of the sweep KILLED w
 is left running and ``bench resume`` continues the sweep. A driver that ends normally has closed its runs
 itself; the guardian sees the closed run and exits.
 
-    python -m bench.guard PID URI EXPERIMENT_ID PARENT_RUN_ID
+    python -m bench.guard PID URI EXPERIMENT_ID PARENT_RUN_ID [PGID,...]
+
+The process groups are those of the local Ray the driver started (each of its processes in a session of its
+own, bench/sweep.py): whatever of them outlives the driver is ended.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REASON = "the sweep's driver ended without closing this run (killed, or its local Ray died with it)"
@@ -111,11 +114,13 @@ class Reserve:
         self.files = []
 
 
-def start(uri: str, experiment_id: str, parent_run_id: str) -> subprocess.Popen | None:
-    """Start the guardian of this process's sweep; None where it cannot start (the sweep runs unguarded)."""
+def start(uri: str, experiment_id: str, parent_run_id: str, groups: Sequence[int] = ()) -> subprocess.Popen | None:
+    """Start the guardian of this process's sweep; None where it cannot start (the sweep runs unguarded).
+    ``groups``: the process groups of the local Ray this driver started, ended by the guardian once the driver
+    is gone (Ray's own processes die with the driver, the agents the raylet started would linger)."""
     try:
         return subprocess.Popen([sys.executable, "-m", "bench.guard", str(os.getpid()), uri, experiment_id,
-                                 parent_run_id], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 parent_run_id, ",".join(map(str, groups))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     except OSError:
         return None
@@ -136,19 +141,27 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: float = 0.2, check: float = 5.0
-          ) -> int:
-    """Wait for ``pid`` to end, then close the sweep's runs if it left them RUNNING; returns how many. Ends
-    early, doing nothing, once the sweep's run is closed (every ``check`` seconds)."""
+def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: float = 0.2, check: float = 5.0,
+          groups: Sequence[int] = ()) -> int:
+    """Wait for ``pid`` to end, then end what is left of the local Ray's process ``groups`` and close the
+    sweep's runs if it left them RUNNING; returns how many. Without groups, ends early, doing nothing, once the
+    sweep's run is closed (every ``check`` seconds)."""
+    import signal
+
     from .tracking import close_open_children, end_run, get_run   # imported now: ready the moment pid ends
 
     last = time.monotonic()
     while _alive(pid):
         time.sleep(poll)
-        if time.monotonic() - last > check:
+        if not groups and time.monotonic() - last > check:
             last = time.monotonic()
             if get_run(uri, parent_run_id).status != "RUNNING":
                 return 0
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     if get_run(uri, parent_run_id).status != "RUNNING":
         return 0
     closed = close_open_children(uri, experiment_id, parent_run_id, "KILLED", REASON)
@@ -157,4 +170,5 @@ def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: floa
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
+    watch(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4],
+          groups=[int(g) for g in (sys.argv[5] if len(sys.argv) > 5 else "").split(",") if g])

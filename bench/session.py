@@ -386,7 +386,9 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                                 tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
-            guard.start(uri, experiment_id, parent)   # closes the records if this process dies abruptly
+            from .sweep import LOCAL_RAY_GROUPS
+            # closes the records if this process dies abruptly, and ends what is left of its local Ray
+            guard.start(uri, experiment_id, parent, LOCAL_RAY_GROUPS)
         try:
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
                                              run_name=f"{name}-{time.strftime('%H%M%S')}",

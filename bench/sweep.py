@@ -361,6 +361,7 @@ def connect(address: str | None, ray_cpus: int | None = None) -> bool:
     address = check_ray_address(address)
     try:
         if address:
+            LOCAL_RAY_GROUPS.clear()
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
             return False
         # address="local": always a Ray of its own, never one that a `ray start` left (or still runs) here;
@@ -369,11 +370,29 @@ def connect(address: str | None, ray_cpus: int | None = None) -> bool:
         with _own_session():
             ray.init(address="local", num_cpus=ray_cpus or local_cpus(), include_dashboard=False,
                      logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
+        LOCAL_RAY_GROUPS[:] = _own_groups()
         _private_token()
         return True
     except Exception as err:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ClusterError(f"cannot start or join {where}: {type(err).__name__}: {err}") from None
+
+
+LOCAL_RAY_GROUPS: list[int] = []   # the process groups of the local Ray this driver started
+
+
+def _own_groups() -> list[int]:
+    """This process's children that lead a process group of their own: the local Ray's processes."""
+    me, groups = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        if int(fields[1]) == me and int(fields[2]) == pid:   # ppid, pgrp
+            groups.append(pid)
+    return sorted(groups)
 
 
 @contextlib.contextmanager

@@ -106,8 +106,9 @@ CASES = [
     Case("model with nothing to prune", ["run", "--model", "net.py:Net", "--methods", "l1l2", *SYNTH],
          files={"net.py": "from torch import nn\nclass Net(nn.Sequential):\n    def __init__(self, num_classes=10):\n"
                 "        super().__init__(nn.Conv2d(3, num_classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"}),
-    Case("init-from missing", ["run", "--init-from", "nowhere.pt", *SYNTH]),
-    Case("init-from not a torch file", ["run", "--init-from", "w.pt", *SYNTH], files={"w.pt": b"junk"}),
+    Case("init-from missing", ["run", "--init-from", "nowhere.pt", "--methods", "l1l2", *SYNTH]),
+    Case("init-from not a torch file", ["run", "--init-from", "w.pt", "--methods", "l1l2", *SYNTH],
+         files={"w.pt": b"junk"}),
     Case("negative lambda", ["run", "--methods", "l1l2", "--lambdas", "-0.5", *SYNTH]),
     Case("ratio of 1", ["run", "--methods", "nisp", "--ratios", "1.0", *SYNTH, "--epochs", "2"]),
     Case("lambda that is not a number", ["run", "--methods", "l1l2", "--lambdas", "abc", *SYNTH]),

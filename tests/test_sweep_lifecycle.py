@@ -231,7 +231,8 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     size = ["--limit-train", "512", "--limit-test", "256"]
     argv = ["run", "--methods", "none,l1l2", "--lambdas", "0.5", "--epochs", "4", *QUICK, *size,
             "--max-concurrent", "1", "--name", "killed"]
-    proc = start_bench(tmp_path, *argv, env={"BENCH_PAUSE_AFTER_EPOCH": "l1l2:2"}, group=True)
+    ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")   # Ray's session folder: its processes name it
+    proc = start_bench(tmp_path, *argv, env={"BENCH_PAUSE_AFTER_EPOCH": "l1l2:2", "RAY_TMPDIR": ray_tmp}, group=True)
     lines = read_until(proc, lambda lines: "l1l2-lam0.5-s0" in lines[-1] and "epoch   2/4" in lines[-1])
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
@@ -243,6 +244,11 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     for name in ("killed", "l1l2-lam0.5-s0"):   # the sweep's run and the interrupted trial's
         assert before[name].info.status == "KILLED" and "driver ended without closing" in \
             before[name].data.tags["bench.error"], name
+    # nothing of the local Ray outlives its driver (its processes die with it, the guardian ends the rest)
+    deadline = time.monotonic() + 15
+    while _processes_naming(ray_tmp) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_naming(ray_tmp) == []
 
     # a checkpoint replaced by a pickle that would run code: `bench resume`, from another folder with the
     # store's --tracking-uri and the storage path, refuses it before any work and nothing runs
@@ -290,6 +296,22 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     done = bench(elsewhere, "resume", "killed", "--tracking-uri", uri)   # the README's form, another folder
     assert done.returncode == 0 and "nothing to run: every trial of sweep 'killed' finished" in done.stdout
     assert len(_runs(uri, "lenet5-synthetic")) == len(after)
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Live processes whose command line or environment holds ``text``, as "pid command" (Ray's workers and
+    agents rename themselves, ray::..., but keep the environment they were started with)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            seen = b"".join((proc / part).read_bytes() for part in ("cmdline", "environ")).replace(b"\0", b" ")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            name = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        if text.encode() in seen and state != "Z":
+            found.append(f"{proc.name} {name}")
+    return found
 
 
 class _RunsCode:
