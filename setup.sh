@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
 # One-command set-up: a virtual environment in .venv with the project, its test tools and the PostgreSQL
-# driver, and, on Debian, the packages dataset-fashion-mnist (the offline default dataset) and postgresql (for
-# the multi-user stack's test) when they can be installed.
+# driver, and, on Debian, the package dataset-fashion-mnist (the offline default dataset) when it can be
+# installed; with --with-postgres also Debian's postgresql server (for the multi-user stack's one test).
 #   PYTHON=python3.12 ./setup.sh    picks another interpreter (3.11 or newer)
 #   ./setup.sh --cpu                 CPU-only torch and torchvision from PyTorch's CPU wheel index (no CUDA
 #                                    libraries: a far smaller .venv); TORCH_INDEX=URL names another index
 #   ./setup.sh --newest              the newest versions the project allows instead of constraints.txt's
 #   ./setup.sh --wheelhouse DIR      no network: every package from the wheel files in DIR (README: offline set-up)
+#   ./setup.sh --with-postgres       also Debian's postgresql (a database server: asked for, never assumed)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 CPU=0
+POSTGRES=0
 CONSTRAINTS=(-c constraints.txt)
 WHEELHOUSE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) CPU=1 ;;
     --newest) CONSTRAINTS=() ;;
+    --with-postgres) POSTGRES=1 ;;
     --wheelhouse)
       WHEELHOUSE=${2:-}
       if [ -z "$WHEELHOUSE" ] || ! ls "$WHEELHOUSE"/*.whl >/dev/null 2>&1; then
         echo "setup: --wheelhouse needs a folder of .whl files, got '${WHEELHOUSE}'" >&2; exit 2
       fi
       shift ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "setup: unknown option $1 (see ./setup.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -55,12 +58,17 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then   # the multi-user stack's test (README)
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then   # the multi-user stack's test (README)
+  :
+elif [ "$POSTGRES" = 1 ]; then
   if apt_install postgresql; then
     echo "setup: installed Debian's postgresql (its test runs an mlflow server on a throwaway cluster)"
   else
     echo "setup: could not install postgresql (not Debian, or no root); the PostgreSQL server test is skipped"
   fi
+else
+  echo "setup: PostgreSQL is not installed: the multi-user stack's test (tests/test_sweep_lifecycle.py) will be" \
+       "skipped; ./setup.sh --with-postgres installs Debian's postgresql server for it"
 fi
 
 if [ ! -x .venv/bin/python ]; then

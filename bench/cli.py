@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
@@ -70,22 +69,56 @@ def add_store_arguments(g) -> None:
                    "<cwd>/mlflow.db)")
 
 
+# what each command's exit status means: the end of its --help
+EXIT_SWEEP = ("exit status: 0 every trial finished; 1 some trial failed (or a full disk stopped the sweep: free "
+              "space, then resume it); 2 bad input, refused before any work, with one line saying why; 130 "
+              "interrupted (Ctrl-C, SIGTERM to the command or its process group): `bench resume NAME` continues it")
+EXIT_DONE = "exit status: 0 done; 2 bad input or an unusable store, with one line saying why"
+EXIT_UI = "exit status: 0 stopped with Ctrl-C or SIGTERM; 2 bad input (a port in use, say)"
+EXIT_MAIN = ("exit status: 0 success; 1 some trial of a sweep failed; 2 bad input, refused before any work; 130 "
+             "interrupted (`bench COMMAND --help` says what each command returns)")
+
+
+class _Version(argparse.Action):
+    """``bench --version``: the project's version and those of the libraries a result depends on (read from
+    the installed packages' metadata: nothing is imported)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of bench, torch, torchvision, "
+                         "ray, mlflow and torch-pruning, and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        from . import __version__
+
+        def of(name: str) -> str:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                return "not installed"
+        libraries = ", ".join(f"{n} {of(n)}" for n in ("torch", "torchvision", "ray", "mlflow", "torch-pruning"))
+        print(f"bench {__version__} ({libraries}; Python {sys.version.split()[0]})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="Benchmark structured-sparsity regularizers "
-                                     "for CNNs: one trainer, Ray Tune sweeps, MLflow records.")
+                                     "for CNNs: one trainer, Ray Tune sweeps, MLflow records.", epilog=EXIT_MAIN)
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a sweep (methods x swept values x seeds)",
-                         description="Run a sweep on Ray Tune; every trial is an MLflow run.")
+                         description="Run a sweep on Ray Tune; every trial is an MLflow run.", epilog=EXIT_SWEEP)
     add_run_arguments(run)
-    resume = sub.add_parser("resume", help="continue an interrupted sweep by name",
+    resume = sub.add_parser("resume", help="continue an interrupted sweep by name", epilog=EXIT_SWEEP,
                             description="Continue a sweep: its finished trials are kept, the others (interrupted, "
                             "failed or never started) run again. The sweep's own settings come from its MLflow "
                             "record; only where it runs can change.")
     resume.add_argument("sweep_name", metavar="NAME", help="the sweep's name, as `bench run` printed it")
+    where = resume.add_argument_group("where it is recorded and where it runs")   # one group for them all
     add_arguments(resume, _setting_classes(), keep=lambda f: f.metadata["resume"],
-                  groups={title: resume.add_argument_group("where it is recorded and where it runs")
-                           for title in GROUPS})
-    export = sub.add_parser("export", help="write a trial's compact model (removed filters deleted)",
+                  groups={title: where for title in GROUPS})
+    export = sub.add_parser("export", help="write a trial's compact model (removed filters deleted)", epilog=EXIT_DONE,
                             description="Write the compact model a trial saved when it finished: every removed "
                             "filter deleted, with its bias, BatchNorm channel and the next layer's inputs. "
                             "FILE.pt: a state dict with the per-layer widths, reloaded by "
@@ -100,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                         help="a plugin that registers the run's model")
     add_store_arguments(export)
-    report = sub.add_parser("report", help="write the trade-off report of an experiment",
+    report = sub.add_parser("report", help="write the trade-off report of an experiment", epilog=EXIT_DONE,
                             description="Read an experiment's sweeps from MLflow and write reports/<experiment>/: "
                             "index.html (self-contained, opens offline), report.md, the figures as PNG and "
                             "results.csv (one row per trial and epoch); the folder is also attached to each "
@@ -115,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                         help="a plugin whose methods the experiment used (for the methods section)")
     perf = sub.add_parser("perf", help="measure the harness's speed against a reference loop and the machine",
+                          epilog=EXIT_DONE,
                           description="Trainer throughput against a torchvision DataLoader loop and against the "
                           "pure compute of one repeated batch, each method's penalty overhead, the per-epoch cost "
                           "of zeroing and metrics, FLOP utilisation and peak memory; LeNet on Fashion-MNIST and "
@@ -127,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "loop's precision, as bench run --precision (default: fp32)")
     perf.add_argument("--channels-last", action="store_true", help="channels-last layout for the trainer and the "
                       "compute loop, as bench run --channels-last")
-    lst = sub.add_parser("list", help="list registered methods, models and datasets")
+    lst = sub.add_parser("list", help="list registered methods, models and datasets", epilog=EXIT_DONE)
     lst.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                      help="also list the methods and models a plugin registers")
-    ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store",
+    ui = sub.add_parser("ui", help="start the MLflow UI on the sweeps' store", epilog=EXIT_UI,
                         description="Serve the MLflow UI on the store `bench run` used (one worker, on "
                         "127.0.0.1 unless --host says otherwise) and print the address of the experiment's "
                         "training runs (MLflow 3 otherwise opens its GenAI view).")
@@ -371,62 +405,8 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .tracking import default_tracking_uri, normalize_uri
-    uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-    if uri.startswith(("http://", "https://")):
-        print(f"the store is an MLflow server: open {uri} in a browser")
-        return 0
-    import socket
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
-            s.bind((args.host, args.port))
-    except OSError as err:
-        from .config import ConfigError
-        raise ConfigError(f"cannot serve the MLflow UI on {args.host}:{args.port}: {err.strerror or err}; pick "
-                          "another --port (or stop what listens there)") from None
-    from .tracking import runs_page
-    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    base = f"http://{args.host}:{args.port}"
-    from .config import redact
-    print(f"MLflow UI on {redact(uri)}: {base}{runs_page(uri, args.experiment)}  (Ctrl-C to stop)", flush=True)
-    # the server's own imports warn about deprecations in its dependencies (starlette's WSGI middleware, a
-    # UserWarning): nothing a user of the UI can act on
-    quiet = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"
-    env = {**os.environ, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS") or quiet}
-    return serve([mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
-                  "--workers", "1"], env)
-
-
-def serve(argv: list[str], env: dict[str, str], grace: float = 5.0) -> int:
-    """Run a server in a session of its own until it ends or this command is stopped (Ctrl-C or SIGTERM reach
-    this process alone, not the server's workers, which would each print their traceback); then SIGTERM to the
-    server's process group and SIGKILL to what is left after ``grace`` seconds. Exit 0 when stopped so."""
-    import signal
-    import subprocess
-
-    server = subprocess.Popen(argv, env=env, start_new_session=True)
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        return server.wait()
-    except KeyboardInterrupt:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(server.pid, signal.SIGKILL)   # its workers, whatever still runs
-        except ProcessLookupError:
-            pass
-        server.wait()
-        print("MLflow UI stopped", file=sys.stderr)
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    from .ui import serve_ui
+    return serve_ui(args.tracking_uri, args.experiment, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -485,7 +485,11 @@ def download_artifact(uri: str, run_id: str, name: str, folder: str | os.PathLik
     return Path(client.download_artifacts(run_id, name, str(folder)))
 
 
-COMPACT_MODEL_NAME = "compact_model"
+def model_name(trial_name: str) -> str:
+    """A trial's logged model name: its trial name with what MLflow refuses in a name ('.', '/', ':', ...)
+    turned into '_' (``l1l2-lam0.2-s0`` -> ``l1l2-lam0_2-s0``), so the Models tab tells the trials apart."""
+    import re
+    return re.sub(r"[^A-Za-z0-9_-]", "_", trial_name) or "compact_model"
 
 
 def _log_torch_model(model: Any, kwargs: dict[str, Any]) -> Any:
@@ -596,6 +600,7 @@ class TrialRun:
         reopened: the trial goes on in it from the checkpoint's epoch."""
         self.client = _client(info.uri)
         self.info = info
+        self.name = name
         if continues is not None:
             try:
                 self.client.update_run(continues, status="RUNNING")
@@ -630,7 +635,7 @@ class TrialRun:
     def log_model(self, model: Any, example: Any, output: Any, step: int, requirements: list[str],
                   metadata: Mapping[str, Any] | None = None) -> str:
         """``model`` (a torch module, the trial's compact model) as an MLflow Model of the run: a logged model
-        of the experiment named ``compact_model``, with the run's params and the metrics of ``step`` (its last
+        of the experiment named after the trial (:func:`model_name`), with the run's params and the metrics of ``step`` (its last
         epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
         torch.export program (it loads without bench's code; a model torch.export cannot trace, or an MLflow
         without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip
@@ -644,9 +649,10 @@ class TrialRun:
         mlflow.set_tracking_uri(self.info.uri)
         signature = infer_signature(example, output)
         params = {k: _short(v) for k, v in self.client.get_run(self.run_id).data.params.items()}
-        logged = self.client.create_logged_model(self.info.experiment_id, name=COMPACT_MODEL_NAME,
-                                                 source_run_id=self.run_id, params=params)
-        kwargs = dict(name=COMPACT_MODEL_NAME, model_id=logged.model_id, run_id=self.run_id, step=step,
+        name = model_name(self.name)
+        logged = self.client.create_logged_model(self.info.experiment_id, name=name, source_run_id=self.run_id,
+                                                 params=params)
+        kwargs = dict(name=name, model_id=logged.model_id, run_id=self.run_id, step=step,
                       signature=signature, input_example=example, pip_requirements=list(requirements),
                       metadata=dict(metadata or {}))
         try:

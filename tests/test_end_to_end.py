@@ -243,7 +243,8 @@ def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(s
     assert sorted(m.source_run_id for m in models) == sorted(r.info.run_id for r in trials.values())
     l1l2 = trials["l1l2"]
     model = next(m for m in models if m.source_run_id == l1l2.info.run_id)
-    assert model.name == "compact_model" and model.status == "READY"
+    assert model.name == "l1l2-lam0_5-s0" and model.status == "READY"   # the trial's name, '.' -> '_'
+    assert len({m.name for m in models}) == len(models)                   # one name per trial
     assert {m.key: m.value for m in model.metrics if m.step == 2}[N.TEST_ACCURACY] == \
         l1l2.data.metrics[N.TEST_ACCURACY]
     out = bench(cwd, "export", l1l2.info.run_id, "--out", str(cwd / "l1l2.pt"), "--register", "lenet-l1l2")

@@ -34,4 +34,4 @@ def test_cpu_and_a_wheelhouse_do_not_mix(tmp_path):
 
 def test_help_names_every_option():
     out = _setup("--help").stdout
-    assert all(flag in out for flag in ("--cpu", "--newest", "--wheelhouse DIR", "PYTHON="))
+    assert all(flag in out for flag in ("--cpu", "--newest", "--wheelhouse DIR", "--with-postgres", "PYTHON="))
