@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -282,63 +281,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
+    from .api import export
 
-    from .compact import export_program, load_compact, read_compact_info
-    from .models import rebuildable
-    from .names import COMPACT_MODEL, COMPACT_PROGRAM
-    from .config import ConfigError
-    from .tracking import check_tracking_uri, default_tracking_uri, download_artifact, get_run, normalize_uri
-    from methods import load_plugins
-
-    load_plugins(args.plugins or ())
-
-    if args.out is None and args.register is None:
-        raise ConfigError("say what to do with the compact model: --out FILE.pt|FILE.pt2, --register NAME, or both")
-    out = Path(args.out) if args.out is not None else None
-    if out is not None and out.suffix not in (".pt", ".pt2"):
-        raise ConfigError(f"--out {out}: name the file FILE.pt (state dict and widths) or FILE.pt2 (torch.export)")
-    uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri)
-    run = get_run(uri, args.run_id)
-    if run.kind == "sweep":
-        raise ConfigError(f"run {run.run_id} is the sweep {run.name!r}; give one of its trials' run ids")
-    if args.register is not None:
-        from .tracking import registered_model
-        name, version = registered_model(uri, run.run_id, args.register)
-        print(f"registered {name} version {version}: the compact model of run {run.name} ({run.run_id}); "
+    done = export(args.run_id, args.out, args.tracking_uri, args.register, tuple(args.plugins or ()))
+    if done["registered"] is not None:
+        name, version = done["registered"]
+        print(f"registered {name} version {version}: the compact model of run {done['run']} ({args.run_id}); "
               f"load it with mlflow.pyfunc.load_model('models:/{name}/{version}')")
-    if out is None:
+    if done["path"] is None:
         return 0
-    with tempfile.TemporaryDirectory() as folder:
-        path = download_artifact(uri, run.run_id, COMPACT_MODEL, folder)
-        if path is None:
-            raise ConfigError(f"run {run.run_id} ({run.name}, {run.status}) has no compact model: a trial saves "
-                              "it when it finishes")
-        info = read_compact_info(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if not rebuildable(info["model"]):   # only its program loads without the model's code
-            program = download_artifact(uri, run.run_id, COMPACT_PROGRAM, folder)
-            if program is None or out.suffix != ".pt2":
-                raise ConfigError(f"{info['model']} is not rebuilt from its widths: export it as FILE.pt2 (a "
-                                  "torch.export program)" if program is not None else
-                                  f"run {run.run_id} has no {COMPACT_PROGRAM}")
-            shutil.copyfile(program, out)
-            params = info["params"]
-        else:
-            model, info = load_compact(path)
-            params = sum(p.numel() for p in model.parameters())
-            if out.suffix == ".pt2":
-                export_program(model, info["input_shape"], out)
-            else:
-                shutil.copyfile(path, out)
-    removed = {k: v for k, v in info["removed"].items() if v}
-    widths = ", ".join(str(w) for w in info["widths"])
-    print(f"wrote {out}: {info['model']} with conv widths {widths}, {params:,} "
-          f"parameters (run {run.name}, {run.status})")
-    if removed:
-        print("removed filters: " + ", ".join(f"{layer} {n}" for layer, n in removed.items()))
+    print(f"wrote {done['path']}: {done['model']} with conv widths {', '.join(map(str, done['widths']))}, "
+          f"{done['params']:,} parameters (run {done['run']}, {done['status']})")
+    if done["removed"]:
+        print("removed filters: " + ", ".join(f"{layer} {n}" for layer, n in done["removed"].items()))
     else:
         print("no filter was removed in this run: this is the dense model")
     return 0
@@ -350,7 +305,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from methods import get_method, list_methods, load_plugins
 
     from .config import redact
-    from .report import MethodInfo, build_report, choose_experiment, load_results
+    from .report import MethodInfo, build_report, choose_experiment, read_store
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     load_plugins(args.plugins or ())
@@ -363,7 +318,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     experiment = choose_experiment(uri, args.experiment)
     started = time.monotonic()
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
-    results = load_results(uri, experiment, args.sweep)
+    results = read_store(uri, experiment, args.sweep)
     registry = {name: MethodInfo(name, cls.description, cls.paper, cls.formula)
                 for name, cls in ((name, get_method(name)) for name in list_methods())}
     out = Path(args.out or Path("reports") / _safe_folder(experiment))

@@ -131,7 +131,7 @@ def choose_experiment(uri: str, experiment: str | None) -> str:
     return with_sweeps[0]
 
 
-def load_results(uri: str, experiment: str, sweep: str | None = None, with_filters: bool = True) -> Results:
+def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters: bool = True) -> Results:
     """Read every trial of ``experiment`` (of the sweep named ``sweep`` only, when given) from the store."""
     experiment_id = experiment_id_of(uri, experiment)
     if experiment_id is None:

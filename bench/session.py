@@ -51,9 +51,10 @@ def runtime_keys() -> tuple[str, ...]:
 
 
 def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_run: bool = False,
-        write: Callable[[str], None] = print, command: str | None = None) -> int:
+        write: Callable[[str], None] = print, command: str | None = None, ended: dict | None = None) -> int:
     """``bench run`` (``record`` None) or ``bench resume`` (the saved sweep's record): prepare, locate and
-    execute; returns the exit status. ``command`` (the command line) becomes the sweep run's description."""
+    execute; returns the exit status. ``command`` (the command line) becomes the sweep run's description;
+    ``ended``, a dict, receives the sweep's ``name`` and ``run_id`` once known (``bench.run``)."""
     trials, data = prepare(sweep, write)
     if sweep.target_values:   # a target search: the trials known in advance are the baselines
         trials = [t for t in trials if t.sweep_axis is None]
@@ -62,7 +63,7 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
             write(f"  {trial.name:<32} {trial.key}  options {dict(trial.options)}  zeroing {trial.zeroing}")
         return EXIT_OK
     located = locate(sweep, trials, uri, resume=resume, record=record, write=write)
-    return execute(sweep, trials, data, located, write=write, command=command)
+    return execute(sweep, trials, data, located, write=write, command=command, ended=ended)
 
 
 def describe_structure(structure) -> list[str]:
@@ -312,7 +313,7 @@ def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
 
 def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, *,
             runner: Callable[..., list] | None = None, write: Callable[[str], None] = print,
-            command: str | None = None) -> int:
+            command: str | None = None, ended: dict | None = None) -> int:
     """Run the trials not yet finished under the sweep's parent run and close everything; the exit status.
 
     ``runner(sweep, todo, data, tracking, run_name=...)`` runs the trials and returns one outcome each
@@ -331,11 +332,13 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
                     write(f"note   {line}")
             except CheckpointError as err:
                 raise ConfigError(str(err)) from None
-        return _execute(sweep, trials, data, located, held, runner=runner, write=write, command=command)
+        return _execute(sweep, trials, data, located, held, runner=runner, write=write, command=command,
+                        ended=ended if ended is not None else {})
 
 
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
-             *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None) -> int:
+             *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None,
+             ended: dict) -> int:
     from pathlib import Path
 
     from . import guard
@@ -352,6 +355,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         known = {t.key for t in trials}
         previous += [_finished(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
         searches = target_searches(sweep, previous)
+    if record is not None:
+        ended.update(name=record.name, run_id=record.run_id)
     if record is not None and not todo and (searches is None or all(s.finished for s in searches)):
         if searches is not None:
             _log_targets(uri, record.run_id, searches)
@@ -381,6 +386,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             if closed:
                 write(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
             reopen_run(uri, parent)
+        ended.update(name=name, run_id=parent)
         write(f"mlflow {redact(uri)}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
         tracking = TrackingInfo(uri, experiment_id, parent, tuple(source_tags().items()),
                                 tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())

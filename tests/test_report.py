@@ -162,7 +162,7 @@ def test_report_files_and_every_method_in_tables_and_figures(store):
     assert "| faulty | - | 0 (post-hoc" not in md  # the plugin's description comes from its class
     assert "raises at the end of epoch fail_at" in md
     # figures: every finished method has its own series
-    results = R.load_results(f"sqlite:///{cwd / 'mlflow.db'}", EXPERIMENT)
+    results = R.read_store(f"sqlite:///{cwd / 'mlflow.db'}", EXPERIMENT)
     fig = R.fig_tradeoff(results, "total_sparsity", "sparsity", True)
     assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["l1l2", "l2", "none"]
     titles = sorted(ax.get_title() for ax in R.fig_trajectories(results).axes if ax.get_visible())

@@ -1,0 +1,57 @@
+"""The Python API (bench/api.py, importable from `bench`): a sweep run in-process, its trials as DataFrames, a
+compact model exported; `import bench` and reading results import neither torch nor Ray."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _python(cwd, code: str) -> dict:
+    """Run ``code`` in a fresh interpreter in ``cwd``; it prints one JSON object, returned here."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_run_load_results_load_targets_and_export_from_python(tmp_path):
+    ran = _python(tmp_path, """
+import json, bench
+s = bench.run(methods=["none", "l1l2"], lambdas=[0.5], dataset="synthetic", epochs=2,
+              limit_train=256, limit_test=128, latency_time=0, device="cpu", name="api", quiet=True)
+l1l2 = s.trials[s.trials["method"] == "l1l2"]
+done = bench.export(l1l2["run_id"].iloc[0], "m.pt")
+print(json.dumps({"code": s.exit_code, "ok": s.ok, "sweep": s.sweep, "experiment": s.experiment,
+                  "rows": len(s.trials), "widths": done["widths"], "model": done["model"]}))
+""")
+    assert ran == {"code": 0, "ok": True, "sweep": "api", "experiment": "lenet5-synthetic", "rows": 2,
+                   "widths": ran["widths"], "model": "lenet5"} and len(ran["widths"]) == 2
+    assert (tmp_path / "m.pt").is_file()
+    # in a fresh session: one row per trial, the swept value under its own name, settings and final metrics;
+    # neither torch nor Ray imported
+    read = _python(tmp_path, """
+import json, sys, bench
+df = bench.load_results("lenet5-synthetic")
+epochs = bench.load_results("lenet5-synthetic", per_epoch=True)
+print(json.dumps({"columns": sorted(df.columns), "rows": len(df), "epoch_rows": len(epochs),
+                  "lam": sorted(df["lam"].dropna().tolist()), "methods": sorted(df["method"]),
+                  "seeds": sorted(df["seed"].tolist()), "epochs": sorted(set(df["epochs"].tolist())),
+                  "targets": len(bench.load_targets("lenet5-synthetic")),
+                  "imported": sorted({"torch", "ray"} & set(sys.modules))}))
+""")
+    assert read["rows"] == 2 and read["epoch_rows"] == 4 and read["imported"] == []
+    assert {"method", "seed", "lam", "test_accuracy", "total_sparsity", "flops", "params", "model",
+            "dataset", "zeroing", "status", "run_id"} <= set(read["columns"])
+    assert read["lam"] == [0.5] and read["methods"] == ["l1l2", "none"]
+    assert read["seeds"] == [0, 0] and read["epochs"] == [2] and read["targets"] == 0
+
+
+def test_bad_settings_raise_the_message_bench_run_prints():
+    import bench
+    from bench.config import ConfigError
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        bench.run(methods=["nope"], dataset="synthetic")
