@@ -229,21 +229,50 @@ def _input_example(data: Dataset | StreamData):
 
 
 class _Progress(tune.Callback):
-    """One line per trial epoch on the driver: trial, epoch, accuracy, filters left."""
+    """One line per trial epoch on the driver (trial, epoch, accuracy, filters left) and the sweep's progress
+    with the time it has left (bench/progress.py): a status line at each trial's end and every ``every``
+    seconds, or, on a terminal, a live line under the others (tqdm)."""
 
     def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None,
-                 epochs: int = 0, on_disk_full: Callable[[str], None] | None = None) -> None:
+                 epochs: int = 0, on_disk_full: Callable[[str], None] | None = None, bound: int | None = None,
+                 every: float = 30.0) -> None:
+        from .progress import Eta
+
         self.total = total if total is not None else len(trials)   # 0: unknown (a target search)
         self.epochs = epochs or (trials[0].train.epochs if trials else 0)
         self.write = write
         self.on_disk_full = on_disk_full
         self.done = 0
         self.start = time.monotonic()
+        self.eta = Eta(self.total or bound or 0, self.epochs, bound=not self.total)
+        self.every, self.last_status = every, self.start
+        self.bar = None
+        if write is print and sys.stdout.isatty() and os.get_terminal_size(sys.stdout.fileno()).columns >= 40:
+            from tqdm import tqdm   # a live line on a terminal; plain lines in logs
+
+            self.bar = tqdm(total=max(1, self.eta.total * self.eta.epochs), unit="trial-epoch", leave=False,
+                            dynamic_ncols=True, bar_format="{bar:20} {desc}")
+            self.write = self.bar.write
+
+    def status(self, force: bool = False) -> None:
+        """The progress line (or the live line's text), at most every ``every`` seconds unless ``force``."""
+        if self.bar is not None:
+            self.bar.n = self.eta.epochs_done
+            self.bar.set_description_str(f"[{self._elapsed()}] {self.eta.line()}", refresh=True)
+        elif force or time.monotonic() - self.last_status >= self.every:
+            self.last_status = time.monotonic()
+            self.write(f"[{self._elapsed()}] progress {self.eta.line()}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def _name(self, trial) -> str:
         return TrialConfig.from_dict(trial.config["trial"]).name
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.eta.started(trial.trial_id)
         self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -252,10 +281,14 @@ class _Progress(tune.Callback):
                    f"acc {result[N.TEST_ACCURACY]:.4f}  loss {result[N.TRAIN_LOSS]:.4f}  "
                    f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
                    f"({result.get('epoch_time_s', 0):.1f}s/epoch)")
+        self.eta.epoch(trial.trial_id, int(result["epoch"]))
+        self.status()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.done += 1
+        self.eta.ended(trial.trial_id)
         self.write(f"[{self._elapsed()}] done   {self._name(trial)}  ({self._count()})")
+        self.status(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.write(f"[{self._elapsed()}] retry  {self._name(trial)} after an error "
@@ -263,8 +296,10 @@ class _Progress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.done += 1
+        self.eta.ended(trial.trial_id)
         self.write(f"[{self._elapsed()}] FAILED {self._name(trial)}  ({self._count()}); "
                    f"error in {trial.storage.trial_fs_path if trial.storage else '?'}")
+        self.status(force=True)
         try:
             text = Path(trial.error_file).read_text()[-50000:] if trial.error_file else ""
         except OSError as err:
@@ -594,6 +629,8 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
                              plugins=tuple(sweep.plugins), storage=os.path.abspath(sweep.storage_path)),
         {"cpu": cpus, "gpu": gpus})
+    progress = _Progress(trials, write, None if searches is None else 0, sweep.train.epochs, on_disk_full=disk_full,
+                         bound=len(trials) + sum(s.max_probes for s in searches or ()))
     if searches is None:
         space, search = {"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])}, {}
     else:
@@ -608,8 +645,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
                                   stop=stopper,
-                                  callbacks=[_Progress(trials, write, None if searches is None else 0,
-                                                       sweep.train.epochs, on_disk_full=disk_full),
+                                  callbacks=[progress,
                                              JsonLoggerCallback(),
                                              CSVLoggerCallback()],
                                   failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
@@ -618,6 +654,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     try:
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has
     finally:
+        progress.close()
         sys.stdout.flush()
     outcomes = collect_outcomes(grid, trials, probes=searches is not None)
     for o in outcomes:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -104,6 +105,12 @@ def test_progress_and_summary_on_stdout(sweep):
     assert "epoch   1/2" in out and "epoch   2/2" in out and "filters conv1" in out
     assert "(6/6 trials)" in out
     assert "l1l2-lam0.5-s0" in out and "FINISHED" in out and "bench ui" in out
+    # not a terminal: a plain progress line after each trial's end, with the time left once epochs are seen
+    status = [line for line in out.splitlines() if "] progress " in line]
+    assert len(status) >= 6 and status[-1].endswith("progress 6/6 trials done, 0 running, 0 to start; about "
+                                                    "0:00:00 left")
+    assert any(re.search(r"progress [1-5]/6 trials done, \d running, \d to start; about \d:\d\d:\d\d left", line)
+               for line in status)
 
 
 # SIGTERM to the driver alone (`kill PID`) runs bench's SIGTERM handler, which hands over to the SIGINT handler
