@@ -122,6 +122,10 @@ class TrainSettings:
                                   "and dense, batch 1 and 64, on the CPU and on a GPU trial's device); 0 skips "
                                   "them (a long target search's probes, say)", role=RUNTIME, min=0,
                                   cli={"metavar": "S"})
+    system_metrics_interval: float = setting(
+        30.0, "seconds between the samples of a trial run's system metrics in MLflow (the machine's CPU and memory "
+        "use, disk and network; the GPU's with nvidia-ml-py); 0 records none", role=RUNTIME, min=0,
+        cli={"metavar": "S"})
 
     def __post_init__(self) -> None:
         _checked(self)

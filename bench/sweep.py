@@ -142,7 +142,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
                    {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
                     "data": {"name": data.name, "source": data.source, "train": data.n_train,
                              "test": data.n_test}},
-                   key, device, continues=earlier[1]["run_id"] if earlier is not None else None)
+                   key, device, continues=earlier[1]["run_id"] if earlier is not None else None,
+                   system_metrics=trial.train.system_metrics_interval)
     if snapshot is not None:
         run.set_tag(N.CONTINUED_TAG, f"from epoch {snapshot['epoch']}")
     method, _, epoch_text = os.environ.get(PAUSE_ENV, "").rpartition(":")

@@ -595,12 +595,14 @@ class TrialRun:
     """The child run of one trial: params and config at start, metrics per epoch, a final status."""
 
     def __init__(self, info: TrackingInfo, name: str, params: Mapping[str, Any], config: Mapping[str, Any],
-                 trial_key: str, device: str, continues: str | None = None) -> None:
+                 trial_key: str, device: str, continues: str | None = None, system_metrics: float = 0) -> None:
         """A new run, or with ``continues`` (the run of an earlier attempt that left a checkpoint) that run
-        reopened: the trial goes on in it from the checkpoint's epoch."""
+        reopened: the trial goes on in it from the checkpoint's epoch. ``system_metrics``: seconds between
+        the samples of MLflow's system metrics (:meth:`watch_system`), 0 for none."""
         self.client = _client(info.uri)
         self.info = info
         self.name = name
+        self.monitor: Any = None
         if continues is not None:
             try:
                 self.client.update_run(continues, status="RUNNING")
@@ -610,6 +612,7 @@ class TrialRun:
                 self.run_id = continues
                 if ERROR_TAG in self.client.get_run(continues).data.tags:
                     self.client.delete_tag(continues, ERROR_TAG)   # the interruption is over
+                self.watch_system(system_metrics, resume=True)
                 return
         tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: "trial", TRIAL_KEY_TAG: trial_key,
                 **provenance(device), **dict(info.tags)}
@@ -619,6 +622,39 @@ class TrialRun:
         self.client.log_dict(self.run_id, dict(config), TRIAL_CONFIG)
         if info.dataset:
             self.client.log_inputs(self.run_id, datasets=[dataset_input(dict(info.dataset))])
+        self.watch_system(system_metrics)
+
+    def watch_system(self, interval: float, resume: bool = False) -> None:
+        """MLflow's system metrics on this run (``system/cpu_utilization_percentage``,
+        ``system/system_memory_usage_megabytes``, disk and network; GPU utilisation and memory where nvidia-ml-py
+        is importable), sampled every ``interval`` seconds by MLflow's ``SystemMetricsMonitor`` (the fluent
+        ``log_system_metrics`` applies to runs it starts, not to these). The figures are the machine's and the
+        card's, not this trial's alone. Nothing when ``interval`` is 0 or psutil is missing."""
+        if interval <= 0:
+            return
+        try:
+            import psutil  # noqa: F401   (what MLflow's CPU monitor reads)
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        except ImportError:
+            return
+        quiet = logging.getLogger("mlflow.system_metrics")
+        quiet.setLevel(logging.WARNING)   # its start and stop notices, on every trial
+        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, resume_logging=resume,
+                                            tracking_uri=self.info.uri)
+        self.monitor.start()
+
+    def _stop_watching(self) -> None:
+        """Stop the sampling; a trial shorter than one interval still records the sample taken at its start."""
+        monitor, self.monitor = self.monitor, None
+        if monitor is None:
+            return
+        try:
+            monitor.finish()
+            if monitor._logging_step == 0:   # nothing published yet: the first sample, once
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+        except Exception:   # a record of the machine, never a reason for a trial to fail
+            pass
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
@@ -665,6 +701,7 @@ class TrialRun:
         return info.model_uri
 
     def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
+        self._stop_watching()
         if error is not None:
             text = "".join(traceback.format_exception(error))
             self.client.set_tag(self.run_id, ERROR_TAG, text[-5000:])

@@ -252,6 +252,9 @@ def test_mlflow_records_models_datasets_sources_and_a_summary_without_warnings(s
     model = next(m for m in models if m.source_run_id == l1l2.info.run_id)
     assert model.name == "l1l2-lam0_5-s0" and model.status == "READY"   # the trial's name, '.' -> '_'
     assert len({m.name for m in models}) == len(models)                   # one name per trial
+    for trial in trials.values():   # MLflow's system metrics, at least the sample taken as each trial started
+        metrics = client.get_run(trial.info.run_id).data.metrics
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
     assert {m.key: m.value for m in model.metrics if m.step == 2}[N.TEST_ACCURACY] == \
         l1l2.data.metrics[N.TEST_ACCURACY]
     out = bench(cwd, "export", l1l2.info.run_id, "--out", str(cwd / "l1l2.pt"), "--register", "lenet-l1l2")
