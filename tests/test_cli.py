@@ -343,3 +343,22 @@ def test_a_password_in_the_tracking_uri_is_masked_where_bench_prints_or_saves_it
     sweep = build_sweep({"methods": ["l1l2"], "tracking_uri": "mysql+pymysql://me:pw@db/mlflow"})
     assert sweep.tracking_uri.endswith(":pw@db/mlflow") and sweep.to_dict()["tracking_uri"] == \
         "mysql+pymysql://me:***@db/mlflow"
+
+
+def test_version_and_every_help_ending_with_its_exit_statuses(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and out.startswith("bench 0.") and f"torch {version('torch')}" in out
+    assert f"ray {version('ray')}" in out and f"mlflow {version('mlflow')}" in out
+    for command, last in ((["run"], "130 interrupted"), (["resume"], "130 interrupted"), (["report"], "2 bad input"),
+                          (["export"], "2 bad input"), (["ui"], "0 stopped with Ctrl-C"), ([], "130 interrupted")):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert text[text.rindex("exit status: "):].count(last) == 1, command
+    with pytest.raises(SystemExit):
+        main(["resume", "--help"])
+    groups = [line for line in capsys.readouterr().out.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert len(groups) == len(set(groups)), groups   # no option group title twice
