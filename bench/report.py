@@ -153,7 +153,8 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     trial_rows, epoch_rows = [], []
     for run in chosen:
         ids = _identity(run, sweep_names)
-        history = metric_histories(uri, run.run_id, sorted(run.metrics))
+        # MLflow's system metrics (system/...) are sampled on their own steps, not epochs: not the trial's results
+        history = metric_histories(uri, run.run_id, sorted(k for k in run.metrics if not k.startswith("system/")))
         steps = sorted({step for values in history.values() for step, _ in values})
         for step in steps:
             row = dict(ids, epoch=step)
