@@ -403,9 +403,20 @@ def close_open_children(uri: str, experiment_id: str, parent_run_id: str, status
         query += f" and tags.`{TRIAL_KEY_TAG}` = '{trial_key}'"
     runs = _search(client, experiment_id, query)
     for run in runs:
-        client.set_tag(run.info.run_id, ERROR_TAG, error[-5000:])
+        _set_error(client, run.info.run_id, error)
         client.set_terminated(run.info.run_id, status)
     return len(runs)
+
+
+def _set_error(client: MlflowClient, run_id: str, error: str) -> None:
+    """The run's ``bench.error`` tag. The trial and the driver may close a run at the same moment (a stopped
+    sweep): where the other one's tag went in first (sqlite's UNIQUE constraint on the tag), that one stays."""
+    from mlflow.exceptions import MlflowException
+    try:
+        client.set_tag(run_id, ERROR_TAG, error[-5000:])
+    except MlflowException as err:
+        if "UNIQUE constraint" not in str(err) and "unique constraint" not in str(err).lower():
+            raise
 
 
 @dataclass(frozen=True)
@@ -703,8 +714,7 @@ class TrialRun:
     def finish(self, status: str = "FINISHED", error: BaseException | None = None) -> None:
         self._stop_watching()
         if error is not None:
-            text = "".join(traceback.format_exception(error))
-            self.client.set_tag(self.run_id, ERROR_TAG, text[-5000:])
+            _set_error(self.client, self.run_id, "".join(traceback.format_exception(error)))
         self.client.set_terminated(self.run_id, status)
 
 
