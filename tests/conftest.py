@@ -198,6 +198,32 @@ def train_keeping(cfg, data):
     return rows, kept["model"], kept["structure"]
 
 
+def train_checking_removed_stay_zero(cfg, data) -> tuple[list[dict], int]:
+    """Train a trial; at its end, every group its masks marked removed after any earlier epoch must have every
+    parameter a removal zeroes (member convs' weights and biases, BatchNorms' weights and biases) exactly zero.
+    Returns the per-epoch metrics and how many removed groups were checked (0: nothing was removed before the
+    last epoch)."""
+    from bench.structure import removed_groups
+    from bench.trainer import train
+
+    masks: dict[int, dict[str, torch.Tensor]] = {}
+    checked = []
+
+    def finish(model, structure):
+        final = {u.name: removed_groups(u) for u in structure.units}
+        for epoch, by_layer in masks.items():
+            for layer, mask in by_layer.items():
+                gone = mask.cpu() == 0
+                assert bool(final[layer][gone].all()), f"{layer}: a group removed after epoch {epoch} is not zero"
+                checked.append(int(gone.sum()))
+        return {}
+
+    rows: list[dict] = []
+    train(cfg, data, lambda epoch, m: rows.append(dict(m)), finish=finish,
+          keep=lambda epoch, snap: masks.__setitem__(epoch, {k: v.clone() for k, v in snap["masks"]["masks"].items()}))
+    return rows, sum(checked)
+
+
 def assert_closed_form_equals_autograd(method, model, weight: float = 0.7) -> None:
     """A method's closed-form penalty gradient (``add_penalty_grad``) against autograd's of ``penalty``."""
     params = list(model.parameters())

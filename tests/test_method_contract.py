@@ -10,12 +10,11 @@ from bench import names as N
 from bench.config import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
-from bench.trainer import train
 from bench.zeroing import parse_zeroing
 from methods import MethodError, get_method, list_methods
 from methods.base import Method
 
-from conftest import assert_closed_form_equals_autograd
+from conftest import assert_closed_form_equals_autograd, train_checking_removed_stay_zero
 
 DATA = make_synthetic((1, 28, 28), n_train=256, n_test=128)
 
@@ -80,8 +79,7 @@ def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(
     grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
     cfg = build_sweep({"methods": [name], "epochs": 2, "dataset": "synthetic", "device": "cpu",
                        "model": model_for(name), **grid}).trials()[0]
-    rows = []
-    train(cfg, DATA, lambda epoch, m: rows.append(m))
+    rows, _ = train_checking_removed_stay_zero(cfg, DATA)   # removed after epoch 1: exactly zero at the end
     assert len(rows) == 2
     base_keys = {N.TEST_ACCURACY, N.TRAIN_LOSS, N.PENALTY, N.TOTAL_SPARSITY, N.PARAMS, N.FLOPS,
                  "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"}

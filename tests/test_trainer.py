@@ -10,7 +10,7 @@ from bench import names as N
 from bench.config import TrainSettings, TrialConfig, build_sweep
 from bench.data import make_synthetic
 from bench.trainer import TrialDiverged, train
-from conftest import train_keeping
+from conftest import train_checking_removed_stay_zero, train_keeping
 
 DATA = make_synthetic((1, 28, 28), n_train=512, n_test=256)
 
@@ -61,7 +61,8 @@ def lenet_flops(c1: int, c2: int) -> int:
 
 
 def test_removed_filters_never_come_back_and_counts_follow():
-    rows = run(trial(lam=10.0, epochs=4))
+    rows, checked = train_checking_removed_stay_zero(trial(lam=10.0, epochs=4), DATA)
+    assert checked > 0   # groups removed in epochs 1-3 were found exactly zero after epoch 4
     for layer in ("conv1", "conv2"):
         alive = [r[f"filters_alive/{layer}"] for r in rows]
         assert all(b <= a for a, b in zip(alive, alive[1:])), alive
