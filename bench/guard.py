@@ -67,7 +67,7 @@ DISK_FULL = ("No space left on device", "database or disk is full", "[Errno 28]"
 
 
 def disk_full(text: str | None) -> bool:
-    return bool(text) and any(marker in text for marker in DISK_FULL)   # type: ignore[operator]
+    return text is not None and any(marker in text for marker in DISK_FULL)
 
 
 class Reserve:
@@ -120,8 +120,9 @@ def start(uri: str, experiment_id: str, parent_run_id: str, groups: Sequence[int
     is gone (Ray's own processes die with the driver, the agents the raylet started would linger)."""
     try:
         return subprocess.Popen([sys.executable, "-m", "bench.guard", str(os.getpid()), uri, experiment_id,
-                                 parent_run_id, ",".join(map(str, groups))], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+                                 parent_run_id, ",".join(map(str, groups))], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True)
     except OSError:
         return None
 

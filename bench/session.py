@@ -339,8 +339,6 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
              *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None,
              ended: dict) -> int:
-    from pathlib import Path
-
     from . import guard
     from .sweep import NO_SPACE, ray_session, run_sweep
     from .data import dataset_record
@@ -366,8 +364,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         print_summary(previous, write)
         return EXIT_OK
     if runner is None:   # space set aside on the store's and the checkpoints' disks, freed if one fills up
-        reserve = guard.Reserve([sweep.storage_path] + ([Path(uri[len("sqlite:///"):]).parent]
-                                                        if uri.startswith("sqlite:///") else []))
+        reserve = guard.Reserve(written_folders(sweep, uri))
         held.callback(reserve.release)
     session = ray_session(sweep) if runner is None else contextlib.nullcontext()
     with session as ray_info:
@@ -446,13 +443,19 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
     return code
 
 
+def written_folders(sweep: SweepConfig, uri: str) -> list[str]:
+    """The folders a sweep writes on this machine: its storage path and its sqlite store's folder."""
+    from pathlib import Path
+
+    return [str(Path(sweep.storage_path).absolute())] + ([str(Path(uri[len("sqlite:///"):]).parent)]
+                                                         if uri.startswith("sqlite:///") else [])
+
+
 def where_full(sweep: SweepConfig, uri: str) -> str:
     """The sweep's folders on a disk with (almost) no space left, else all of them."""
     import shutil
-    from pathlib import Path
 
-    folders = [str(Path(sweep.storage_path).absolute())] + ([str(Path(uri[len("sqlite:///"):]).parent)]
-                                                            if uri.startswith("sqlite:///") else [])
+    folders = written_folders(sweep, uri)
     full = [f for f in folders if shutil.disk_usage(f).free < 64 << 20]
     return " and ".join(dict.fromkeys(full or folders))
 

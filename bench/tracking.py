@@ -682,8 +682,8 @@ class TrialRun:
     def log_model(self, model: Any, example: Any, output: Any, step: int, requirements: list[str],
                   metadata: Mapping[str, Any] | None = None) -> str:
         """``model`` (a torch module, the trial's compact model) as an MLflow Model of the run: a logged model
-        of the experiment named after the trial (:func:`model_name`), with the run's params and the metrics of ``step`` (its last
-        epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
+        of the experiment named after the trial (:func:`model_name`), with the run's params and the metrics of
+        ``step`` (its last epoch), a signature and input example (``example`` -> ``output``, numpy arrays), saved as a
         torch.export program (it loads without bench's code; a model torch.export cannot trace, or an MLflow
         without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip
         requirements (inferring them costs seconds); returns its model URI."""
