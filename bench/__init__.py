@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = ["__version__", "export", "load_results", "load_targets", "run"]
 
 _API = ("export", "load_results", "load_targets", "run", "Summary")

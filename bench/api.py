@@ -133,7 +133,7 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
     import shutil
     import tempfile
 
-    from methods import load_plugins
+    from .usercode import load_plugins
 
     from .compact import export_program, load_compact, read_compact_info
     from .config import ConfigError

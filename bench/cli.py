@@ -89,7 +89,7 @@ class _Version(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from importlib.metadata import PackageNotFoundError, version
 
-        from . import __version__
+        from .version import __version__
 
         def of(name: str) -> str:
             try:
@@ -237,7 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- bench list / ui -----------------------------------------------------------------------------------
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from methods import get_method, list_methods, load_plugins
+    from methods import get_method, list_methods
+
+    from .usercode import load_plugins
 
     load_plugins(args.plugins or ())
 
@@ -302,7 +304,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from methods import get_method, list_methods, load_plugins
+    from methods import get_method, list_methods
+
+    from .usercode import load_plugins
 
     from .config import redact
     from .report import MethodInfo, build_report, choose_experiment, read_store

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import settings as S
 from .settings import RUNTIME, SWEEP, TRIAL, setting
+from .usercode import UserCodeError, absolute, display_name, file_digest, load_plugins, source_key
 
 PRECISIONS = ("fp32", "bf16")   # --precision of bench run and bench perf
 
@@ -194,12 +195,11 @@ class TrialConfig:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
         resume); where the data files are and whether they may be downloaded are not part of it."""
         from .data import data_key
-        from .models import model_key
         d = self.to_dict()
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
-        d["train"]["model"] = model_key(self.train.model)
+        d["train"]["model"] = source_key(self.train.model)
         d["train"]["dataset"] = data_key(self.train.dataset)
         if self.train.init_from is not None:
             d["train"]["init_from"] = file_digest(self.train.init_from)
@@ -398,7 +398,6 @@ class SweepConfig:
     @property
     def experiment_name(self) -> str:
         from .data import data_display
-        from .models import display_name
         return self.experiment or f"{display_name(self.train.model)}-{data_display(self.train.dataset)}"
 
     def grid(self, method: str) -> tuple[float | None, ...]:
@@ -494,28 +493,11 @@ _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
 _SWEEP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"train"}
 
 
-def file_digest(path: str) -> str:
-    """``sha256:<first 16 hex digits>`` of a file's content (what a trial's key records of a weights file)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()[:16]
-
-
-def _model_spec(spec: str) -> str:
-    """A model file is kept as an absolute path (trials and ``bench resume`` find it from anywhere)."""
-    from .models import file_source
-
-    found = file_source(spec)
-    return f"{os.path.abspath(found[0])}:{found[1]}" if found else spec
-
-
 def _dataset_spec(spec: str) -> str:
     """A dataset folder or file is kept as an absolute path, as a model file is."""
     if spec.startswith("imagefolder:"):
         return "imagefolder:" + os.path.abspath(os.path.expanduser(spec.partition(":")[2]))
-    return _model_spec(spec) if not spec.startswith("torchvision:") else spec
+    return absolute(spec) if not spec.startswith("torchvision:") else spec
 
 
 def _plugin_spec(spec: str) -> str:
@@ -584,7 +566,7 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
             if key in _TABLES and key in merged:
                 merged[key] = _merge_nested(merged[key], value)
             elif key == "model" and isinstance(value, str):
-                merged[key] = _model_spec(value)
+                merged[key] = absolute(value)
             elif key == "dataset" and isinstance(value, str):
                 merged[key] = _dataset_spec(value)
             elif key == "init_from" and isinstance(value, str):
@@ -593,10 +575,9 @@ def build_sweep(*layers: Mapping[str, Any]) -> SweepConfig:
                 merged[key] = tuple(dict.fromkeys([*merged.get(key, ()), *map(_plugin_spec, value)]))
             else:
                 merged[key] = value
-    from methods import MethodError, load_plugins
     try:
         load_plugins(merged.get("plugins", ()))  # before anything looks a method up
-    except MethodError as err:
+    except UserCodeError as err:
         raise ConfigError(str(err)) from None
     train = TrainSettings(**{k: v for k, v in merged.items() if k in _TRAIN_KEYS})
     return SweepConfig(train=train, **{k: v for k, v in merged.items() if k in _SWEEP_KEYS})

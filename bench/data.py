@@ -28,53 +28,16 @@ import pickle
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .sources import Described, StreamData
+from .datatypes import DataError, Dataset, StreamData
+from .usercode import display_name, file_source, source_key
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataError(ValueError):
-    """A dataset that cannot be found or read; the message names the file or the places searched."""
-
-
-@dataclass
-class Dataset(Described):
-    """A dataset held in memory: uint8 images (N, C, H, W), int64 labels."""
-
-    name: str
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    num_classes: int
-    mean: tuple[float, ...]   # per channel, on the [0, 1] scale
-    std: tuple[float, ...]
-    source: str = ""
-    info: dict = field(default_factory=dict)
-    val_x: np.ndarray | None = None   # held out of the training split by --val-split
-    val_y: np.ndarray | None = None
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:  # type: ignore[override]
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def n_train(self) -> int:  # type: ignore[override]
-        return len(self.train_x)
-
-    @property
-    def n_test(self) -> int:  # type: ignore[override]
-        return len(self.test_x)
-
-    @property
-    def n_val(self) -> int:  # type: ignore[override]
-        return len(self.val_x) if self.val_x is not None else 0
 
 
 @dataclass(frozen=True)
@@ -335,7 +298,6 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 def check_source(name: str) -> None:
     """A cheap check that ``name`` is a dataset or a source that may load (before any work starts)."""
-    from .models import file_source
     from .sources import DATASET_PLUGINS, torchvision_class
     if name in DATASETS or name in DATASET_PLUGINS:
         return
@@ -356,11 +318,10 @@ def check_source(name: str) -> None:
 def data_key(name: str) -> str:
     """What a trial's key records of its dataset: the name, except for a folder (its content fingerprint)
     and a file (its content digest)."""
-    from .models import model_key
     from .sources import folder_key
     if name.startswith("imagefolder:"):
         return folder_key(name)
-    return model_key(name) if not name.startswith("torchvision:") else name
+    return source_key(name) if not name.startswith("torchvision:") else name
 
 
 def dataset_record(data: Dataset | StreamData, name: str) -> dict[str, Any]:
@@ -388,7 +349,6 @@ def data_display(name: str) -> str:
     """A dataset as people say it: a folder or file by its name, not its path (``imagefolder:flowers``)."""
     if name.startswith("imagefolder:"):
         return f"imagefolder:{Path(name.partition(':')[2]).name}"
-    from .models import display_name
     return display_name(name) if not name.startswith("torchvision:") else name
 
 

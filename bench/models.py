@@ -31,19 +31,17 @@ filters. Which channels can be removed, and with which others, is derived from a
 from __future__ import annotations
 
 import difflib
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from .usercode import UserCodeError, display_name, load_callable, source_key  # noqa: F401 (display_name: public here)
 
 
 class ModelError(ValueError):
@@ -326,54 +324,18 @@ def _first_conv_for(model: nn.Module, in_channels: int, source: str) -> nn.Modul
     return model
 
 
-def file_source(source: str) -> tuple[str, str] | None:
-    """(path, callable) of a ``FILE.py:CALLABLE`` source (its path ends in .py or names a folder), else None."""
-    if source.startswith(("torchvision:", "timm:")):
-        return None
-    path, _, attr = source.rpartition(":")
-    return (path, attr) if path and attr and (path.endswith(".py") or os.sep in path) else None
-
-
-def _split_source(source: str) -> tuple[str, str]:
-    path, _, attr = source.rpartition(":")
-    if not path or not attr:
-        raise ModelError(f"model source {source!r}: expected FILE.py:CALLABLE or MODULE:CALLABLE")
-    return path, attr
+def _module_classes(module: ModuleType) -> str:
+    found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
+                   and v.__module__ == module.__name__)
+    return f"; its nn.Module classes: {', '.join(found)}" if found else ""
 
 
 def _user_code(source: str) -> ModelSpec:
-    path, attr = _split_source(source)
-    if file_source(source):
-        file = os.path.abspath(path)
-        if not os.path.isfile(file):
-            raise ModelError(f"model source {source!r}: no such file {file}")
-        key = "bench_model_" + hashlib.sha256(file.encode()).hexdigest()[:12]
-        module = sys.modules.get(key)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(key, file)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[key] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as err:
-                del sys.modules[key]
-                raise ModelError(f"model source {source!r}: importing {file} failed: {type(err).__name__}: {err}"
-                                 ) from None
-        where = file
-    else:
-        try:
-            module = importlib.import_module(path)
-        except Exception as err:
-            raise ModelError(f"model source {source!r}: cannot import module {path!r}: {type(err).__name__}: {err}"
-                             ) from None
-        where = f"module {path}"
-    builder = getattr(module, attr, None)
-    if builder is None or not callable(builder):
-        found = sorted(n for n, v in vars(module).items() if isinstance(v, type) and issubclass(v, nn.Module)
-                       and v.__module__ == module.__name__)
-        raise ModelError(f"model source {source!r}: {where} has no callable {attr!r}"
-                         + (f"; its nn.Module classes: {', '.join(found)}" if found else ""))
-    return ModelSpec(source, f"{attr} from {where}", builder, None, False)
+    try:
+        builder, where = load_callable(source, "model", _module_classes)
+    except UserCodeError as err:
+        raise ModelError(str(err)) from None
+    return ModelSpec(source, f"{source.rpartition(':')[2]} from {where}", builder, None, False)
 
 
 def get_model_spec(source: str) -> ModelSpec:
@@ -404,24 +366,7 @@ def default_input(source: str) -> tuple[int, int, int]:
     return tuple(shape) if shape else DEFAULT_INPUT
 
 
-def model_key(source: str) -> str:
-    """What a trial's key records of its model: the source itself, except for a file, whose content digest
-    replaces its path (moving the file keeps the key; editing it changes the key)."""
-    from .config import file_digest
-
-    found = file_source(source)
-    if found is None:
-        return source
-    try:
-        return f"file-{file_digest(found[0])}:{found[1]}"
-    except OSError:
-        return source
-
-
-def display_name(source: str) -> str:
-    """A model source as people say it: a file's name without its folder (``my_net.py:MyNet``)."""
-    found = file_source(source)
-    return f"{os.path.basename(found[0])}:{found[1]}" if found else source
+model_key = source_key   # a trial's key records a model file by its content (bench.usercode.source_key)
 
 
 def build_model(source: str, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] | None = None

@@ -986,7 +986,7 @@ def _inline(text: str) -> str:
 
 def _html(results: Results, sections: Sequence[Section], figures: Mapping[str, bytes]) -> str:
     """The self-contained page: figures as data URIs, no link to any other file."""
-    from . import __version__
+    from .version import __version__
 
     parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
              f"<title>Trade-off report: {html.escape(results.experiment)}</title>", f"<style>{_CSS}</style>",

@@ -37,12 +37,16 @@ import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .datatypes import (ArrayItems, DataError, Dataset, ImageFiles, Items, StreamData, TorchItems,  # noqa: F401
+                        as_uint8_chw, fit, open_image, rgb)
+from .usercode import UserCodeError, display_name, load_callable
 
 SOURCE_HELP = {
     "imagefolder:PATH": "PATH/train and PATH/val (or test), one folder per class; --image-size S (default 224)",
@@ -54,202 +58,6 @@ SOURCE_HELP = {
 STATS_SAMPLE = 10_000            # images the mean/std are computed from, at most
 FINGERPRINT_BYTES = 4096         # of each image file, hashed into the folder's fingerprint
 DEFAULT_IMAGE_SIZE = 224
-
-
-def _data_error(message: str) -> Exception:
-    from .data import DataError
-    return DataError(message)
-
-
-# -- per-example datasets ----------------------------------------------------------------------------------
-
-class Items:
-    """A split as examples: ``len(items)``, ``items[i] -> (uint8 tensor (C, H, W), int label)``; ``labels`` is
-    every example's label (int64 array). ``standard`` turns on RandomResizedCrop + flip per example (training
-    on the streaming path); subclasses with a larger original (image files) crop from it."""
-
-    labels: np.ndarray
-    standard: bool = False
-    size: int = 0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        raise NotImplementedError
-
-    def augmented(self, size: int) -> Items:
-        import copy
-        other = copy.copy(self)
-        other.standard, other.size = True, size
-        return other
-
-    def _standard(self, image):
-        from torchvision.transforms import v2
-        return v2.RandomHorizontalFlip()(v2.RandomResizedCrop(self.size, antialias=True)(image))
-
-
-class ArrayItems(Items):
-    """uint8 arrays (N, C, H, W) as examples; batched reads (``__getitems__``) index the array once per batch."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.labels = x, np.asarray(y, dtype=np.int64)
-
-    def __getitem__(self, i: int):
-        import torch
-        image = torch.from_numpy(np.array(self.x[i]))
-        return (self._standard(image) if self.standard else image), int(self.labels[i])
-
-    def __getitems__(self, idx: list[int]):
-        import torch
-        if self.standard:
-            return [self[i] for i in idx]
-        return [(torch.from_numpy(self.x[np.asarray(idx)]), torch.from_numpy(self.labels[np.asarray(idx)]))]
-
-
-class ImageFiles(Items):
-    """Image files decoded as RGB, shorter side resized to ``size`` and centre-cropped (module docstring)."""
-
-    def __init__(self, paths: Sequence[str], labels: np.ndarray, size: int) -> None:
-        self.paths, self.labels, self.size = list(paths), np.asarray(labels, dtype=np.int64), size
-
-    def __getitem__(self, i: int):
-        from torchvision.transforms.v2 import functional as TF
-        image = open_image(self.paths[i])
-        if self.standard:
-            return TF.pil_to_tensor(self._standard(image)), int(self.labels[i])
-        return TF.pil_to_tensor(fit(image, self.size)), int(self.labels[i])
-
-
-class TorchItems(Items):
-    """A user's torch dataset of ``(image, label)``, its images made uint8 (C, H, W) (and fitted to ``size``
-    when given)."""
-
-    def __init__(self, dataset: Any, size: int | None, name: str) -> None:
-        self.dataset, self.size, self.name = dataset, size or 0, name
-        self.labels = np.asarray(_labels_of(dataset), dtype=np.int64)
-
-    def __getitem__(self, i: int):
-        image, label = self.dataset[i]
-        t = as_uint8_chw(image, f"{self.name} item {i}")
-        if self.standard:
-            t = self._standard(t)
-        elif self.size and tuple(t.shape[1:]) != (self.size, self.size):
-            from torchvision.transforms.v2 import functional as TF
-            t = TF.center_crop(TF.resize(t, [self.size], antialias=True), [self.size, self.size])
-        return t, int(label)
-
-
-def _labels_of(dataset: Any) -> list[int]:
-    for attr in ("targets", "labels"):
-        values = getattr(dataset, attr, None)
-        if values is not None and len(values) == len(dataset):
-            return [int(v) for v in values]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
-
-
-def as_uint8_chw(image: Any, what: str):
-    """A PIL image, array or tensor as a uint8 tensor (C, H, W)."""
-    import torch
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        image = np.array(image if image.mode in ("L", "RGB") else rgb(image))   # writable: torch takes it
-    t = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
-    if t.dtype != torch.uint8:
-        if t.is_floating_point() and t.numel() and float(t.max()) <= 1.0:
-            t = (t * 255).round()
-        t = t.clamp(0, 255).to(torch.uint8)
-    if t.ndim == 2:
-        t = t[None]
-    elif t.ndim == 3 and t.shape[0] not in (1, 3) and t.shape[2] in (1, 3):
-        t = t.permute(2, 0, 1)
-    if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise _data_error(f"{what}: expected an image (H, W), (C, H, W) or (H, W, C) with 1 or 3 channels, got shape "
-                          f"{tuple(t.shape)}")
-    return t.contiguous()
-
-
-def rgb(image):
-    """A PIL image as 8-bit RGB. 16- and 32-bit integer greys (16-bit PNGs, TIFFs) are scaled to 8 bits by their
-    type's range (PIL's own conversion clips them, turning most of a 16-bit image white)."""
-    from PIL import Image
-
-    if image.mode.startswith("I"):   # I;16, I;16B, I;16L, I (32-bit; a 16-bit PNG may open as it)
-        values = np.asarray(image).astype(np.int64)
-        bits = 8 if values.size and int(values.max()) <= 255 else 16 if int(values.max()) <= 65535 else 32
-        image = Image.fromarray((np.clip(values, 0, None) >> (bits - 8)).astype(np.uint8), "L")
-    return image.convert("RGB")
-
-
-def open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            return rgb(im)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise _data_error(f"{path}: cannot read this image ({type(err).__name__}: {err}); delete or replace it"
-                          ) from None
-
-
-def fit(image, size: int):
-    """Shorter side resized to ``size`` (bilinear, antialiased), then the centre ``size`` x ``size`` crop."""
-    from PIL import Image
-    w, h = image.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        image = image.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-# -- a streamed dataset ------------------------------------------------------------------------------------
-
-class Described:
-    """The one-line description both dataset forms (arrays, items) print: sizes, shape, classes, source."""
-
-    name: str
-    num_classes: int
-    source: str
-    n_train: int
-    n_test: int
-    n_val: int
-    input_shape: tuple[int, int, int]
-
-    def describe(self) -> str:
-        held = f" / {self.n_val} validation" if self.n_val else ""
-        return (f"{self.name}: {self.n_train} train{held} / {self.n_test} test, "
-                f"{'x'.join(map(str, self.input_shape))}, {self.num_classes} classes ({self.source})")
-
-
-@dataclass
-class StreamData(Described):
-    """A dataset read per example (:class:`Items`) rather than held as arrays; the streaming data path's input.
-    Same descriptive surface as :class:`bench.data.Dataset`."""
-
-    name: str
-    train: Items
-    test: Items
-    num_classes: int
-    input_shape: tuple[int, int, int]
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    source: str = ""
-    info: dict = field(default_factory=dict)
-    val: Items | None = None   # held out of the training split by --val-split
-
-    @property
-    def n_train(self) -> int:  # type: ignore[override]
-        return len(self.train)
-
-    @property
-    def n_test(self) -> int:  # type: ignore[override]
-        return len(self.test)
-
-    @property
-    def n_val(self) -> int:  # type: ignore[override]
-        return len(self.val) if self.val is not None else 0
 
 
 def decoded_bytes(data: StreamData) -> int:
@@ -287,7 +95,7 @@ def _stack(batch):
     try:
         x = torch.stack([b[0] for b in batch])
     except RuntimeError as err:
-        raise _data_error(f"images of different sizes in one batch ({err}); pass --image-size S") from None
+        raise DataError(f"images of different sizes in one batch ({err}); pass --image-size S") from None
     return x, torch.tensor([b[1] for b in batch], dtype=torch.int64)
 
 
@@ -300,11 +108,11 @@ def _extensions() -> frozenset[str]:
 
 def _split_dirs(root: Path) -> tuple[Path, Path]:
     if not root.is_dir():
-        raise _data_error(f"imagefolder:{root}: no such folder")
+        raise DataError(f"imagefolder:{root}: no such folder")
     train = root / "train"
     test = next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
     if not train.is_dir() or test is None:
-        raise _data_error(f"imagefolder:{root}: expected {root}/train and {root}/val (or {root}/test), one subfolder "
+        raise DataError(f"imagefolder:{root}: expected {root}/train and {root}/val (or {root}/test), one subfolder "
                           "per class in each" + (f"; found {', '.join(sorted(p.name for p in root.iterdir()))}"
                                                  if any(root.iterdir()) else "; the folder is empty"))
     return train, test
@@ -314,13 +122,13 @@ def _scan_split(split: Path) -> dict[str, list[str]]:
     exts = _extensions()
     classes = sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise _data_error(f"{split}: no class folders (expected one subfolder per class with its images)")
+        raise DataError(f"{split}: no class folders (expected one subfolder per class with its images)")
     out: dict[str, list[str]] = {}
     for c in classes:
         files = sorted(str(p) for p in c.rglob("*") if p.is_file() and p.suffix.lower() in exts
                        and not any(part.startswith(".") for part in p.relative_to(c).parts))
         if not files:
-            raise _data_error(f"{c}: class folder without images (formats read: {', '.join(sorted(exts)[:8])}, ...)")
+            raise DataError(f"{c}: class folder without images (formats read: {', '.join(sorted(exts)[:8])}, ...)")
         out[c.name] = files
     return out
 
@@ -343,7 +151,7 @@ def index_folder(path: str) -> FolderIndex:
     for a, b, a_dir, b_dir in ((train, test, train_dir, test_dir), (test, train, test_dir, train_dir)):
         only = sorted(set(a) - set(b))
         if only:
-            raise _data_error(f"imagefolder:{root}: class{'es' * (len(only) > 1)} {', '.join(only)} in {a_dir.name}/ "
+            raise DataError(f"imagefolder:{root}: class{'es' * (len(only) > 1)} {', '.join(only)} in {a_dir.name}/ "
                               f"but not in {b_dir.name}/; both splits need the same class folders")
     classes = tuple(sorted(train))
     digest = hashlib.sha256()
@@ -402,7 +210,7 @@ def _parse_extra(text: str) -> tuple[str, dict[str, Any]]:
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise _data_error(f"torchvision:{text}: expected KEY=VALUE after the class name, got {item!r}")
+            raise DataError(f"torchvision:{text}: expected KEY=VALUE after the class name, got {item!r}")
         kwargs[key.strip()] = _literal(value.strip())
     return name, kwargs
 
@@ -422,7 +230,7 @@ def torchvision_class(name: str):
     if not isinstance(cls, type):
         valid = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and n[0].isupper()
                        and n not in ("VisionDataset", "DatasetFolder", "ImageFolder", "FakeData"))
-        raise _data_error(f"torchvision:{name}: torchvision.datasets has no class {name!r}; its classes: "
+        raise DataError(f"torchvision:{name}: torchvision.datasets has no class {name!r}; its classes: "
                           f"{', '.join(valid)}")
     return cls
 
@@ -449,7 +257,7 @@ def _split_kwargs(cls: type, train: bool, kwargs: Mapping[str, Any]) -> dict[str
         return {**kwargs, "train": train}
     if "split" in params and "split" not in kwargs:
         return {**kwargs, "split": "train" if train else "test"}
-    raise _data_error(f"torchvision:{cls.__name__}: cannot tell how to ask it for the train and test splits (no "
+    raise DataError(f"torchvision:{cls.__name__}: cannot tell how to ask it for the train and test splits (no "
                       "train= or split= argument); write a FILE.py:CALLABLE dataset for it")
 
 
@@ -475,12 +283,11 @@ def torchvision_data(spec: str, roots: Sequence[Path], download_ok: bool, image_
                 reason = f"Download failed: {type(err).__name__}: {err}"
         if splits is None:
             expected = expected_files(cls, roots[0], kwargs)
-            raise _data_error(
+            raise DataError(
                 f"dataset torchvision:{spec}: files not found. Searched:\n  " + "\n  ".join(map(str, roots))
                 + f"\n{reason}\ntorchvision.datasets.{name} expects, under one of these folders"
                 + (" (shown for the first):\n  " + "\n  ".join(expected) if expected else
                    ": see its documentation") + "\nPut the files there, or pass --data-dir DIR.")
-    from .data import Dataset
     arrays = [_as_arrays(s) for s in splits]
     if all(a is not None for a in arrays) and not image_size:
         (trx, tr_y), (tex, te_y) = arrays  # type: ignore[misc]
@@ -530,33 +337,31 @@ def user_builder(source: str) -> Callable[..., Any]:
     """The callable of a registered plugin dataset or of ``FILE.py:CALLABLE`` / ``MODULE:CALLABLE``."""
     if source in DATASET_PLUGINS:
         return DATASET_PLUGINS[source]
-    from .models import ModelError, _user_code
     try:
-        return _user_code(source).builder
-    except ModelError as err:
-        raise _data_error(str(err).replace("model source", "dataset source")) from None
+        return load_callable(source, "dataset")[0]
+    except UserCodeError as err:
+        raise DataError(str(err)) from None
 
 
 def user_data(source: str, data_dir: str | None, image_size: int | None) -> Any:
-    from .data import Dataset
     builder = user_builder(source)
     accepted = set(inspect.signature(builder).parameters)
     try:
         out = builder(**{k: v for k, v in (("data_dir", data_dir), ("image_size", image_size)) if k in accepted})
     except Exception as err:
-        raise _data_error(f"dataset {source}: its builder failed: {type(err).__name__}: {err}") from None
-    name = display_source(source)
+        raise DataError(f"dataset {source}: its builder failed: {type(err).__name__}: {err}") from None
+    name = display_name(source)
     if isinstance(out, Dataset):
         return out
     if isinstance(out, Mapping):
         try:
             arrays = [np.asarray(out[k]) for k in ("train_x", "train_y", "test_x", "test_y")]
         except KeyError as err:
-            raise _data_error(f"dataset {source}: the mapping it returned lacks {err}") from None
+            raise DataError(f"dataset {source}: the mapping it returned lacks {err}") from None
         xs = []
         for key, x in zip(("train_x", "test_x"), arrays[::2]):
             if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
-                raise _data_error(f"dataset {source}: {key} must be uint8 (N, C, H, W) or (N, H, W), got {x.dtype} "
+                raise DataError(f"dataset {source}: {key} must be uint8 (N, C, H, W) or (N, H, W), got {x.dtype} "
                                   f"{x.shape}")
             xs.append(x[:, None] if x.ndim == 3 else x)
         ys = [a.astype(np.int64) for a in arrays[1::2]]
@@ -568,13 +373,8 @@ def user_data(source: str, data_dir: str | None, image_size: int | None) -> Any:
         c, h, w = items[0][0][0].shape
         num = int(max(items[0].labels.max(initial=0), items[1].labels.max(initial=0))) + 1
         return StreamData(name, items[0], items[1], num, (c, h, w), source=source)
-    raise _data_error(f"dataset {source}: its builder returned {type(out).__name__}; expected a bench.data.Dataset, "
+    raise DataError(f"dataset {source}: its builder returned {type(out).__name__}; expected a bench.data.Dataset, "
                       "a mapping of train_x/train_y/test_x/test_y arrays or a (train, test) pair of torch datasets")
-
-
-def display_source(source: str) -> str:
-    from .models import display_name
-    return display_name(source)
 
 
 # -- mean and std ------------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
 
     import torch
 
-    from methods import load_plugins
+    from .usercode import load_plugins
 
     from .trainer import resolve_device, train
 

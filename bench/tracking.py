@@ -44,7 +44,7 @@ from mlflow.entities import Dataset as DatasetEntity  # noqa: E402
 from mlflow.entities import DatasetInput, InputTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from . import __version__  # noqa: E402
+from .version import __version__  # noqa: E402
 from .names import (ERROR_TAG, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX,  # noqa: E402
                     RESUMED_TAG, SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG)
 

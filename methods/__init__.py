@@ -40,40 +40,6 @@ def list_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_plugins(specs) -> list[str]:
-    """Import modules that register methods of their own: ``package.module`` names (importable where the
-    trials run) or paths to ``.py`` files. Importing one twice is a no-op. Returns the newly registered names.
-    """
-    import importlib
-    import importlib.util
-    import os
-    import sys
-
-    before = set(_REGISTRY)
-    for spec in specs:
-        try:
-            if spec.endswith(".py") or os.sep in spec:
-                path = os.path.abspath(spec)
-                if not os.path.isfile(path):
-                    raise FileNotFoundError(f"no such file {path}")
-                name = "bench_plugin_" + "".join(c if c.isalnum() else "_" for c in path)
-                if name in sys.modules:
-                    continue
-                module_spec = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(module_spec)
-                sys.modules[name] = module
-                try:
-                    module_spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[name]
-                    raise
-            else:
-                importlib.import_module(spec)
-        except Exception as err:
-            raise MethodError(f"cannot load method plugin {spec!r}: {type(err).__name__}: {err}") from None
-    return sorted(set(_REGISTRY) - before)
-
-
 # Plugins: one import line each.
 from . import none  # noqa: E402,F401
 from . import l1  # noqa: E402,F401
@@ -96,7 +62,6 @@ __all__ = [
     "following_batchnorms",
     "get_method",
     "list_methods",
-    "load_plugins",
     "option",
     "register_method",
 ]

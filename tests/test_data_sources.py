@@ -250,8 +250,8 @@ def test_datasets_from_users_code_arrays_or_torch_datasets(tmp_path):
     assert data.name == "my_data.py:arrays"
     key = data_key(f"{file}:arrays")
     assert key.startswith("file-sha256:") and str(tmp_path) not in key
-    from bench.models import _user_code
-    _user_code(f"{file}:pairs")   # importing the file registers tiny-pairs
+    from bench.usercode import load_callable
+    load_callable(f"{file}:pairs")   # importing the file registers tiny-pairs
     streamed = load_dataset("tiny-pairs", data_path="stream")
     assert isinstance(streamed, StreamData) and streamed.input_shape == (3, 10, 10) and streamed.num_classes == 4
     x, y = streamed.train[5]

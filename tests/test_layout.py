@@ -1,0 +1,121 @@
+"""The house rules docs/architecture.md states, read from the source: no import cycle among bench/'s modules
+(imports inside functions count), Ray only in the sweep module, MLflow only in the recording modules, methods/
+never imports bench/, and no file longer than a reader takes in."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _modules(package: str) -> dict[str, Path]:
+    found = {}
+    for path in (ROOT / package).rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports anywhere in its file (top level or inside functions)."""
+    modules = _modules(package)
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")
+                    base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_cycle_finder_finds_a_planted_cycle_and_nothing_in_a_chain():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_among_bench_modules_counting_imports_inside_functions():
+    graph = import_graph("bench")
+    assert {"bench.cli", "bench.session", "bench.trainer"} <= set(graph)
+    assert "bench.session" in graph["bench.cli"]   # imported inside a function: counted
+    assert cycles(graph) == []
+
+
+def _importers(package: str, library: str) -> set[str]:
+    found = set()
+    for name, path in _modules(package).items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == library or n.startswith(library + ".") for n in names):
+                found.add(name)
+    return found
+
+
+@pytest.mark.parametrize("library, allowed", [
+    ("ray", {"bench.sweep"}),
+    ("mlflow", {"bench.tracking", "bench.ui"}),   # bench.ui starts `mlflow ui` (imports nothing of it to record)
+    ("bench", set()),   # from methods/: the methods never import the harness
+])
+def test_each_library_is_imported_only_where_its_layer_lives(library, allowed):
+    package = "methods" if library == "bench" else "bench"
+    assert _importers(package, library) <= allowed
+
+
+def test_no_module_is_longer_than_600_lines_and_the_cli_at_most_350():
+    lengths = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
+               for p in [*(ROOT / "bench").rglob("*.py"), *(ROOT / "methods").rglob("*.py")]}
+    assert lengths["bench/cli.py"] <= 350
+    assert {p: n for p, n in lengths.items() if n > 600} == {}
