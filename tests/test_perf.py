@@ -32,6 +32,11 @@ def test_perf_reports_every_ratio_for_every_method():
     assert out["penalty_overhead"] == w["penalty_overhead"]   # one workload: the worst case is its own
     assert w["reference_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["reference_images_per_s"])
     assert w["compute_limit_ratio"] == pytest.approx(w["trainer_images_per_s"] / w["compute_limit_images_per_s"])
+    # alternating rounds: each round's ratio is printed as a range; the best-over-best ratio is not below them all
+    rounds = w["compute_limit_ratio_rounds"]
+    assert len(rounds) == perf.PERF_ROUNDS and all(r > 0 for r in rounds)
+    assert w["compute_limit_ratio"] >= min(rounds) * (1 - 1e-9)
+    assert any(f"(rounds {min(rounds):.2f}-{max(rounds):.2f})" in line for line in lines)
     assert 0 <= w["zeroing_metrics_fraction"] < 1
     # training FLOPs per image: forward (conv and linear layers, FlopCounterMode's 2 per multiply-add) and a
     # backward pass that costs twice the forward, except for conv1's input gradient, which is not computed
