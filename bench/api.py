@@ -54,14 +54,14 @@ def load_results(experiment: str, tracking_uri: str | None = None, per_epoch: bo
     epoch: the report's results.csv).
     """
     from .report import read_store
-    from .tracking import experiment_id_of, trial_runs
+    from .tracking import Store
 
     uri = _uri(tracking_uri)
     results = read_store(uri, experiment, sweep, with_filters=False)
     if per_epoch:
         return results.epochs.reset_index(drop=True)
     trials = results.trials.copy()
-    params = {r.run_id: r.params for r in trial_runs(uri, experiment_id_of(uri, experiment) or "")}
+    params = {r.run_id: r.params for r in Store(uri).trial_runs(Store(uri).experiment_id_of(experiment) or "")}
     settings = pd.DataFrame([{k: _number(v) for k, v in params.get(run_id, {}).items()}
                              for run_id in trials["run_id"]], index=trials.index)
     for axis in sorted({a for a in trials["axis"] if a}):
@@ -139,7 +139,7 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
     from .config import ConfigError
     from .models import rebuildable
     from .names import COMPACT_MODEL, COMPACT_PROGRAM
-    from .tracking import download_artifact, get_run, registered_model
+    from .tracking import Store
 
     load_plugins(plugins)
     if path is None and register is None:
@@ -148,23 +148,23 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
     if out is not None and out.suffix not in (".pt", ".pt2"):
         raise ConfigError(f"--out {out}: name the file FILE.pt (state dict and widths) or FILE.pt2 (torch.export)")
     uri = _uri(tracking_uri, write=True)
-    run = get_run(uri, run_id)
+    run = Store(uri).get_run(run_id)
     if run.kind == "sweep":
         raise ConfigError(f"run {run.run_id} is the sweep {run.name!r}; give one of its trials' run ids")
     done: dict[str, Any] = {"path": out, "run": run.name, "status": run.status, "registered": None}
     if register is not None:
-        done["registered"] = registered_model(uri, run.run_id, register)
+        done["registered"] = Store(uri).registered_model(run.run_id, register)
     if out is None:
         return done
     with tempfile.TemporaryDirectory() as folder:
-        saved = download_artifact(uri, run.run_id, COMPACT_MODEL, folder)
+        saved = Store(uri).download_artifact(run.run_id, COMPACT_MODEL, folder)
         if saved is None:
             raise ConfigError(f"run {run.run_id} ({run.name}, {run.status}) has no compact model: a trial saves "
                               "it when it finishes")
         info = read_compact_info(saved)
         out.parent.mkdir(parents=True, exist_ok=True)
         if not rebuildable(info["model"]):   # only its program loads without the model's code
-            program = download_artifact(uri, run.run_id, COMPACT_PROGRAM, folder)
+            program = Store(uri).download_artifact(run.run_id, COMPACT_PROGRAM, folder)
             if program is None or out.suffix != ".pt2":
                 raise ConfigError(f"{info['model']} is not rebuilt from its widths: export it as FILE.pt2 (a "
                                   "torch.export program)" if program is not None else

@@ -149,24 +149,24 @@ def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: floa
     sweep's run is closed (every ``check`` seconds)."""
     import signal
 
-    from .tracking import close_open_children, end_run, get_run   # imported now: ready the moment pid ends
+    from .tracking import Store
 
     last = time.monotonic()
     while _alive(pid):
         time.sleep(poll)
         if not groups and time.monotonic() - last > check:
             last = time.monotonic()
-            if get_run(uri, parent_run_id).status != "RUNNING":
+            if Store(uri).get_run(parent_run_id).status != "RUNNING":
                 return 0
     for group in groups:
         try:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    if get_run(uri, parent_run_id).status != "RUNNING":
+    if Store(uri).get_run(parent_run_id).status != "RUNNING":
         return 0
-    closed = close_open_children(uri, experiment_id, parent_run_id, "KILLED", REASON)
-    end_run(uri, parent_run_id, "KILLED", REASON)
+    closed = Store(uri).close_open_children(experiment_id, parent_run_id, "KILLED", REASON)
+    Store(uri).end_run(parent_run_id, "KILLED", REASON)
     return closed + 1
 
 

@@ -38,8 +38,7 @@ import pandas as pd
 
 from . import names as N
 from .presets import paper_table
-from .tracking import (attach_files, download_artifact, experiment_id_of, experiment_names,
-                       metric_histories, read_json_artifact, sweep_runs, trial_runs)
+from .tracking import Store
 
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
 TARGETS = (0.5, 0.8)     # total filter sparsities at which the report names the most accurate method
@@ -115,13 +114,13 @@ class Results:
 
 def choose_experiment(uri: str, experiment: str | None) -> str:
     """The experiment to report: the one named, or the store's only experiment with sweeps."""
-    known = [e for e in experiment_names(uri) if e != "Default"]
+    known = [e for e in Store(uri).experiment_names() if e != "Default"]
     if experiment is not None:
-        if experiment_id_of(uri, experiment) is None:
+        if Store(uri).experiment_id_of(experiment) is None:
             listing = ", ".join(sorted(known)) or "none: run `bench run` first"
             raise ReportError(f"no experiment {experiment!r} in {uri}; experiments there: {listing}")
         return experiment
-    with_sweeps = [e for e in known if sweep_runs(uri, experiment_id_of(uri, e))]
+    with_sweeps = [e for e in known if Store(uri).sweep_runs(Store(uri).experiment_id_of(e))]
     if not with_sweeps:
         raise ReportError(f"the store {uri} holds no sweep: run `bench run` first (or pass the --tracking-uri "
                           "the sweeps used)")
@@ -133,20 +132,20 @@ def choose_experiment(uri: str, experiment: str | None) -> str:
 
 def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters: bool = True) -> Results:
     """Read every trial of ``experiment`` (of the sweep named ``sweep`` only, when given) from the store."""
-    experiment_id = experiment_id_of(uri, experiment)
+    experiment_id = Store(uri).experiment_id_of(experiment)
     if experiment_id is None:
         raise ReportError(f"no experiment {experiment!r} in {uri}")
-    parents = sweep_runs(uri, experiment_id)
+    parents = Store(uri).sweep_runs(experiment_id)
     if sweep is not None:
         parents = [p for p in parents if p.name == sweep]
         if not parents:
             raise ReportError(f"no sweep {sweep!r} in experiment {experiment!r}")
     parent_ids = {p.run_id for p in parents}
-    runs = [r for r in trial_runs(uri, experiment_id) if r.tags.get("mlflow.parentRunId") in parent_ids]
+    runs = [r for r in Store(uri).trial_runs(experiment_id) if r.tags.get("mlflow.parentRunId") in parent_ids]
     if not runs:
         raise ReportError(f"experiment {experiment!r} in {uri} has no trial runs yet")
     sweeps = [{"run_id": p.run_id, "name": p.name, "status": p.status, "params": p.params, "tags": p.tags,
-               "config": read_json_artifact(uri, p.run_id, N.SWEEP_CONFIG) or {}} for p in parents]
+               "config": Store(uri).read_json_artifact(p.run_id, N.SWEEP_CONFIG) or {}} for p in parents]
     sweep_names = {p.run_id: p.name for p in parents}
 
     chosen = _one_run_per_trial(runs)
@@ -154,7 +153,7 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     for run in chosen:
         ids = _identity(run, sweep_names)
         # MLflow's system metrics (system/...) are sampled on their own steps, not epochs: not the trial's results
-        history = metric_histories(uri, run.run_id, sorted(k for k in run.metrics if not k.startswith("system/")))
+        history = Store(uri).metric_histories(run.run_id, sorted(k for k in run.metrics if not k.startswith("system/")))
         steps = sorted({step for values in history.values() for step, _ in values})
         for step in steps:
             row = dict(ids, epoch=step)
@@ -174,7 +173,7 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     epochs = epochs[_column_order(epochs.columns, layers)]
     results = Results(experiment, uri, sweeps, trials, epochs, layers, sizes)
     results.targets = [{**r, "sweep": p.name} for p in parents
-                       for r in (read_json_artifact(uri, p.run_id, N.TARGETS_ARTIFACT) or [])]
+                       for r in (Store(uri).read_json_artifact(p.run_id, N.TARGETS_ARTIFACT) or [])]
     if with_filters:
         results.filters = _first_filters(uri, results.finished["run_id"])
     return results
@@ -240,7 +239,7 @@ def _first_filters(uri: str, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
     out = {}
     with tempfile.TemporaryDirectory() as folder:
         for run_id in run_ids:
-            path = download_artifact(uri, run_id, N.FIRST_FILTERS, Path(folder) / run_id)
+            path = Store(uri).download_artifact(run_id, N.FIRST_FILTERS, Path(folder) / run_id)
             if path is not None:
                 out[run_id] = np.load(path)
     return out
@@ -861,7 +860,7 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
     if attach:   # the files written here, never anything else the folder holds
         written = [out / name for name in ("index.html", "report.md", "results.csv", *figures)]
         for sweep in results.sweeps:
-            attach_files(results.uri, sweep["run_id"], written, N.REPORT_FOLDER)
+            Store(results.uri).attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
     return out / "index.html"
 
 

@@ -210,9 +210,9 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
            write: Callable[[str], None] = print) -> Located:
     """The experiment (created once, here, on the driver), the sweep to continue if any and its finished
     trials. A new sweep's name must be free in the experiment."""
-    from .tracking import finished_trials, prepare_experiment
+    from .tracking import Store
 
-    experiment_id = prepare_experiment(uri, sweep.experiment_name)
+    experiment_id = Store(uri).prepare_experiment(sweep.experiment_name)
     if record is None and resume:
         record = sweep_to_resume(uri, experiment_id, sweep)
     elif record is None:
@@ -220,7 +220,7 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     located = Located(uri, experiment_id, record)
     if record is not None:
         keys = {t.key for t in trials}
-        located.done = {k: r for k, r in finished_trials(uri, experiment_id, record.run_id).items()
+        located.done = {k: r for k, r in Store(uri).finished_trials(experiment_id, record.run_id).items()
                         if k in keys or sweep.target_values}   # a target search's probes are not known in advance
         if sweep.target_values:
             probes = len(set(located.done) - keys)
@@ -235,15 +235,15 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
 def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[str, Any]):
     """``bench resume NAME``: the sweep's config as its parent run saved it, with runtime ``overrides``;
     returns (sweep, record)."""
-    from .tracking import experiment_id_of, experiment_names, find_sweeps
+    from .tracking import Store
 
     if not name or not all(c.isalnum() or c in "._-" for c in name):
         raise ConfigError(f"{name!r} is not a sweep name (letters, digits, '.', '_' and '-')")
     found = []
-    for candidate in [experiment] if experiment else experiment_names(uri):
-        experiment_id = experiment_id_of(uri, candidate)
+    for candidate in [experiment] if experiment else Store(uri).experiment_names():
+        experiment_id = Store(uri).experiment_id_of(candidate)
         if experiment_id is not None:
-            found += [(candidate, r) for r in find_sweeps(uri, experiment_id, name=name)]
+            found += [(candidate, r) for r in Store(uri).find_sweeps(experiment_id, name=name)]
     if not found:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
         raise ConfigError(f"no sweep named {name!r} in {where} of {uri}" + known_sweeps(uri, experiment))
@@ -262,24 +262,24 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
 
 def known_sweeps(uri: str, experiment: str | None) -> str:
     """A hint listing the sweeps of an experiment (of every experiment without one)."""
-    from .tracking import experiment_id_of, experiment_names, find_sweeps
+    from .tracking import Store
 
     lines = []
-    for name in [experiment] if experiment else experiment_names(uri):
-        experiment_id = experiment_id_of(uri, name)
+    for name in [experiment] if experiment else Store(uri).experiment_names():
+        experiment_id = Store(uri).experiment_id_of(name)
         if experiment_id is None:
             continue
-        for r in find_sweeps(uri, experiment_id)[:10]:
+        for r in Store(uri).find_sweeps(experiment_id)[:10]:
             lines.append(f"  {r.name:<28} {r.status:<9} experiment {name!r}")
     return "; sweeps there:\n" + "\n".join(lines) if lines else "; it has no sweep yet"
 
 
 def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
     """``bench run ... --resume``: the sweep named ``--name``, else the latest sweep with the same trials."""
-    from .tracking import find_sweeps
+    from .tracking import Store
 
     if sweep.name:
-        records = find_sweeps(uri, experiment_id, name=sweep.name)
+        records = Store(uri).find_sweeps(experiment_id, name=sweep.name)
         if not records:
             raise ConfigError(f"no sweep named {sweep.name!r} to resume in experiment {sweep.experiment_name!r}"
                               + known_sweeps(uri, sweep.experiment_name))
@@ -288,7 +288,7 @@ def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
                               "training settings differ); resume it with the same options, or with "
                               f"`bench resume {sweep.name}`")
         return records[0]
-    records = find_sweeps(uri, experiment_id, key=sweep.key)
+    records = Store(uri).find_sweeps(experiment_id, key=sweep.key)
     if not records:
         raise ConfigError(f"no sweep with these trials to resume in experiment {sweep.experiment_name!r} "
                           "(same methods, values, seeds and training settings)"
@@ -298,12 +298,12 @@ def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
 
 def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
                          write: Callable[[str], None] = print) -> None:
-    from .tracking import find_sweeps
+    from .tracking import Store
 
-    if sweep.name and find_sweeps(uri, experiment_id, name=sweep.name):
+    if sweep.name and Store(uri).find_sweeps(experiment_id, name=sweep.name):
         raise ConfigError(f"a sweep named {sweep.name!r} exists in experiment {sweep.experiment_name!r}; continue "
                           f"it with --resume (or `bench resume {sweep.name}`) or pick another --name")
-    unfinished = [r for r in find_sweeps(uri, experiment_id, key=sweep.key) if r.status != "FINISHED"]
+    unfinished = [r for r in Store(uri).find_sweeps(experiment_id, key=sweep.key) if r.status != "FINISHED"]
     if unfinished:
         write(f"note   sweep {unfinished[0].name!r} has the same trials and ended {unfinished[0].status}; "
               "add --resume to continue it instead of starting anew")
@@ -340,12 +340,12 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
              *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None,
              ended: dict) -> int:
     from . import guard
+    from .recording import summary_metrics, sweep_params, tracking_info
     from .sweep import NO_SPACE, ray_session, run_sweep
-    from .data import dataset_record
-    from .tracking import (TrackingInfo, close_open_children, end_run, log_summary, reopen_run, source_tags,
-                           start_sweep_run)
+    from .tracking import Store, source_tags
 
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
+    store = Store(uri)
     todo = [t for t in trials if t.key not in done]
     previous = [_finished(t, done[t.key]) for t in trials if t.key in done]
     searches = None
@@ -359,7 +359,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         if searches is not None:
             _log_targets(uri, record.run_id, searches)
         if record.status != "FINISHED":
-            end_run(uri, record.run_id, "FINISHED")
+            store.end_run(record.run_id, "FINISHED")
         write(f"nothing to run: every trial of sweep {record.name!r} finished")
         print_summary(previous, write)
         return EXIT_OK
@@ -372,21 +372,20 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             write(f"ray    {ray_info}")
         if record is None:
             default = f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-            parent, name = start_sweep_run(uri, experiment_id, sweep.name or default, sweep_params(sweep, len(trials)),
-                                           sweep.to_dict(), sweep.key, unique=sweep.name is None, note=command,
-                                           tags=source_tags())
+            parent, name = store.start_sweep_run(experiment_id, sweep.name or default, sweep_params(sweep, len(trials)),
+                                                 sweep.to_dict(), sweep.key, unique=sweep.name is None, note=command,
+                                                 tags=source_tags())
             held.enter_context(guard.exclusive(uri, parent, name))   # a resume of it is refused while it runs
         else:
             name, parent = record.name, record.run_id
-            closed = close_open_children(uri, experiment_id, parent, "KILLED",
-                                         "the sweep's driver stopped before this trial finished")
+            closed = store.close_open_children(experiment_id, parent, "KILLED",
+                                               "the sweep's driver stopped before this trial finished")
             if closed:
                 write(f"note   {closed} run(s) of the interrupted sweep were still RUNNING; marked KILLED")
-            reopen_run(uri, parent)
+            store.reopen_run(parent)
         ended.update(name=name, run_id=parent)
         write(f"mlflow {redact(uri)}  experiment {sweep.experiment_name!r}  sweep {name!r} (run {parent})")
-        tracking = TrackingInfo(uri, experiment_id, parent, tuple(source_tags().items()),
-                                tuple(dataset_record(data, sweep.train.dataset).items()) if data is not None else ())
+        tracking = tracking_info(uri, experiment_id, parent, data, sweep.train.dataset)
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
             from .sweep import LOCAL_RAY_GROUPS
@@ -398,17 +397,17 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                                              **({"searches": searches} if searches is not None else {}),
                                              **({"reserve": reserve} if runner is None else {}))
         except BaseException as err:
-            close_open_children(uri, experiment_id, parent)
+            store.close_open_children(experiment_id, parent)
             # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
             # objects, dead workers) is the interruption, not a failure of the sweep
             interrupted = isinstance(err, KeyboardInterrupt) or getattr(session, "terminated", False)
-            end_run(uri, parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
-                    f"{type(err).__name__}: {err}")
+            store.end_run(parent, "KILLED" if interrupted else "FAILED", "interrupted" if interrupted else
+                          f"{type(err).__name__}: {err}")
             if interrupted:
                 print(f"\ninterrupted; continue with `bench resume {name}`", file=sys.stderr)
                 return EXIT_INTERRUPTED
             raise
-        close_open_children(uri, experiment_id, parent)
+        store.close_open_children(experiment_id, parent)
     outcomes = previous + outcomes
     if searches is not None:   # a probe that diverged is an overshoot, data of its search, not a failure
         for o in outcomes:
@@ -424,8 +423,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         records = _log_targets(uri, parent, settled)
         if not all(s.finished for s in settled):   # Tune stopped (Ctrl-C) before the searches were done
             status, code, note = "KILLED", EXIT_INTERRUPTED, "interrupted before the target searches finished"
-    log_summary(uri, parent, summary_metrics(outcomes, records))
-    end_run(uri, parent, status, note)
+    store.log_summary(parent, summary_metrics(outcomes, records))
+    store.end_run(parent, status, note)
     print_summary(outcomes, write)
     if records is not None:
         print_targets(records, write)
@@ -479,14 +478,15 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
     """The sweep's end when its driver is terminated and Ray cannot stop it gracefully (the local Ray died
     with the process group): every open run KILLED, the summary from the store."""
     from .sweep import TrialOutcome
-    from .tracking import close_open_children, end_run, finished_trials
+    from .tracking import Store
 
-    close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
-    finished = finished_trials(tracking.uri, tracking.experiment_id, tracking.parent_run_id)
+    store = Store(tracking.uri)
+    store.close_open_children(tracking.experiment_id, tracking.parent_run_id)
+    finished = store.finished_trials(tracking.experiment_id, tracking.parent_run_id)
     outcomes = [_finished(t, finished[t.key]) if t.key in finished else
                 TrialOutcome(t.name, "KILLED", {}, "terminated", t.key) for t in trials]
     status, _, note = ending(outcomes)
-    end_run(tracking.uri, tracking.parent_run_id, status, f"terminated; {note}" if note else None)
+    store.end_run(tracking.parent_run_id, status, f"terminated; {note}" if note else None)
     print_summary(outcomes, write)
     print(f"terminated: {sum(o.status == 'FINISHED' for o in outcomes)} of {len(outcomes)} trials finished; "
           f"continue with `bench resume {name}`", file=sys.stderr)
@@ -499,36 +499,11 @@ def _finished(trial: TrialConfig, run) -> Any:
                         trial=trial)
 
 
-def summary_metrics(outcomes: list, records: list[dict] | None = None) -> dict[str, float]:
-    """The sweep run's summary metrics (MLflow's runs table compares sweeps by them): per method, trials
-    ``finished``, ``failed`` and ``diverged`` (a target search's overshoots), the best test accuracy of its
-    finished trials; per method and target reached on some seed, the mean test accuracy and achieved value
-    over those seeds and how many seeds reached it (``l1l2/sparsity_0.8/test_accuracy``...)."""
-    out: dict[str, float] = {}
-    for o in outcomes:
-        method = o.trial.method if o.trial is not None else o.name.split("-")[0]
-        for status in ("FINISHED", "FAILED", "DIVERGED"):
-            key = f"{method}/trials_{status.lower()}"
-            out[key] = out.get(key, 0) + (o.status == status)
-        if o.status == "FINISHED" and N.TEST_ACCURACY in o.metrics:
-            key = f"{method}/best_test_accuracy"
-            out[key] = max(out.get(key, 0.0), float(o.metrics[N.TEST_ACCURACY]))
-    groups: dict[str, list[dict]] = {}
-    for r in records or []:
-        if r["status"] == "reached":
-            groups.setdefault(f"{r['method']}/{r['kind']}_{r['target']:g}", []).append(r)
-    for prefix, reached in groups.items():
-        out[f"{prefix}/test_accuracy"] = sum(r["test_accuracy"] for r in reached) / len(reached)
-        out[f"{prefix}/achieved"] = sum(r["achieved"] for r in reached) / len(reached)
-        out[f"{prefix}/seeds_reached"] = len(reached)
-    return out
-
-
 def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:
     """The searches' records as ``targets.json`` on the sweep's run; returns them."""
-    from .tracking import log_json_artifact
+    from .tracking import Store
     records = [r for s in searches for r in s.results()]
-    log_json_artifact(uri, run_id, N.TARGETS_ARTIFACT, records)
+    Store(uri).log_json_artifact(run_id, N.TARGETS_ARTIFACT, records)
     return records
 
 
@@ -568,14 +543,6 @@ def print_targets(records: list[dict], write: Callable[[str], None] = print) -> 
               f"{r['status']:<11} {value:>10} {achieved:>9} {acc:>8} {r['probes']:>6}"
               + (f"  ({r['reason']})" if r.get("reason") else ""))
     write("targets.json on the sweep's run holds these records; `bench report` compares the methods at each target")
-
-
-def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:
-    """The short flat params of a sweep's parent run."""
-    t = sweep.train
-    return {"methods": ",".join(sweep.methods), "trials": n_trials, "seeds": ",".join(map(str, sweep.seeds)),
-            "model": t.model, "dataset": t.dataset, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
-            "limit_train": t.limit_train, "limit_test": t.limit_test}
 
 
 def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:

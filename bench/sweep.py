@@ -38,13 +38,11 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from . import checkpoints, guard  # noqa: E402
-from . import metrics as M  # noqa: E402
 from . import names as N  # noqa: E402
-from .config import SweepConfig, TrainSettings, TrialConfig  # noqa: E402
+from .config import SweepConfig, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .sources import StreamData  # noqa: E402
-from .settings import TRIAL, declared  # noqa: E402
-from .tracking import TrackingInfo, TrialRun, close_open_children  # noqa: E402
+from .tracking import Store, TrackingInfo  # noqa: E402
 
 
 class _NoTuneRestoreHint(logging.Filter):
@@ -100,34 +98,17 @@ class TrialOutcome:
     trial: TrialConfig | None = field(default=None, repr=False, compare=False)
 
 
-def trial_params(trial: TrialConfig) -> dict[str, Any]:
-    """The short flat params of a trial's MLflow run: method, seed, zeroing rule, every setting that defines what
-    a trial computes (the ``trial`` role of bench/settings.py: a newly declared one is logged too), and the
-    method's options."""
-    params: dict[str, Any] = {"method": trial.method, "seed": trial.seed, "zeroing": trial.zeroing}
-    params.update({f.name: getattr(trial.train, f.name) for f in declared(TrainSettings) if f.metadata["role"] == TRIAL})
-    params.update(trial.options)  # the swept value (lam / ratio) and the method's options
-    if trial.sweep_axis is not None:
-        params["sweep_axis"] = trial.sweep_axis
-    return {k: v for k, v in params.items() if v is not None}
-
-
-PAUSE_ENV = "BENCH_PAUSE_AFTER_EPOCH"   # tests: "N" or "METHOD:N", a trial sleeps once epoch N is kept
-
-
 def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
                plugins: tuple[str, ...] = (), storage: str = "ray_results") -> None:
-    """Tune's function trainable: one trial, logged to MLflow and reported to Tune every epoch with a checkpoint
-    of the epoch (the two newest kept per trial: bench/checkpoints.py). A trial that an earlier attempt (a
-    retry, or the sweep before it was interrupted) left a checkpoint of continues from that epoch in the same
-    MLflow run."""
-    import tempfile
-
+    """Tune's function trainable: one trial, recorded by bench/recording.py's :class:`TrialRecorder` and
+    reported to Tune every epoch with a checkpoint of the epoch (the two newest kept per trial:
+    bench/checkpoints.py). A trial that an earlier attempt (a retry, or the sweep before it was interrupted)
+    left a checkpoint of continues from that epoch in the same MLflow run."""
     import torch
 
-    from .usercode import load_plugins
-
+    from .recording import TrialRecorder
     from .trainer import resolve_device, train
+    from .usercode import load_plugins
 
     torch.set_num_threads(max(1, threads))
     load_plugins(plugins)
@@ -137,96 +118,21 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     # the newest checkpoint an earlier attempt left (verified, read as tensors and plain data only); a resumed
     # sweep is a new Tuner with new trial ids, so checkpoints are found by the trial key and the sweep's run
     earlier = checkpoints.latest(storage, key, tracking.parent_run_id, map_location=device)
-    snapshot = earlier[0] if earlier is not None else None
-    run = TrialRun(tracking, trial.name, trial_params(trial),
-                   {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
-                    "data": {"name": data.name, "source": data.source, "train": data.n_train,
-                             "test": data.n_test}},
-                   key, device, continues=earlier[1]["run_id"] if earlier is not None else None,
-                   system_metrics=trial.train.system_metrics_interval)
-    if snapshot is not None:
-        run.set_tag(N.CONTINUED_TAG, f"from epoch {snapshot['epoch']}")
-    method, _, epoch_text = os.environ.get(PAUSE_ENV, "").rpartition(":")
-    pause = int(epoch_text) if epoch_text.isdigit() and method in ("", trial.method) else 0
-    reported: dict[str, Any] = {}
-
-    def report(epoch: int, values: dict[str, float]) -> None:
-        run.log_epoch(epoch, values)
-        reported.clear()
-        reported.update({**values, "epoch": epoch, N.TRIAL_KEY: key, N.RUN_ID_KEY: run.run_id})
-        if epoch == trial.train.epochs:   # the last epoch keeps no checkpoint: the trial ends with it
-            tune.report(dict(reported))
-
-    def keep(epoch: int, state: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoints.write(Path(folder), state, {"trial_key": key, "epoch": epoch, "run_id": run.run_id,
-                                                    "parent_run_id": tracking.parent_run_id})
-            tune.report(dict(reported), checkpoint=tune.Checkpoint.from_directory(folder))
-        if epoch == pause:
-            time.sleep(3600)
-
-    def finish(model, structure) -> dict[str, float]:
-        """The compact model: measured, saved as the run's ``compact_model.pt`` and logged as an MLflow Model."""
-        import tempfile
-        from pathlib import Path
-
-        from .compact import export_program, measure, save_compact, save_first_filters
-        from .models import rebuildable
-
-        small, values = measure(model, structure, data.input_shape, min_run_time=trial.train.latency_time,
-                               device=device)
-        total = structure.filters()
-        removed = {layer: total[layer] - n for layer, n in M.alive_filters(structure).items()}
-        with tempfile.TemporaryDirectory() as folder:
-            path = save_compact(Path(folder) / N.COMPACT_MODEL, small, trial.train.model, data.input_shape,
-                                data.num_classes, removed)
-            run.log_artifact(path)
-            if not rebuildable(trial.train.model):   # loads without the model's code
-                run.log_artifact(export_program(small, data.input_shape, Path(folder) / N.COMPACT_PROGRAM))
-            run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
-        run.set_tag(N.FILTERS_REMOVED_TAG, sum(removed.values()))
-        compact_model.append(small)
-        return values
-
-    def log_model() -> None:
-        """The compact model as an MLflow Model, once the last epoch's metrics are logged (they become the
-        model's); a store that cannot take it leaves a tag, not a failed trial."""
-        example = _input_example(data)
-        try:
-            with torch.no_grad():
-                output = compact_model[0].eval()(torch.from_numpy(example)).numpy()
-            run.log_model(compact_model[0], example, output, trial.train.epochs,
-                          [f"torch=={torch.__version__.split('+')[0]}"],
-                          {"model": trial.train.model, "method": trial.method, "input_shape": list(data.input_shape),
-                           "num_classes": data.num_classes, "mean": list(data.mean), "std": list(data.std)})
-        except Exception as err:
-            run.set_tag(N.MODEL_ERROR_TAG, f"{type(err).__name__}: {err}")
-
-    compact_model: list = []
+    recorder = TrialRecorder(trial, key, data, tracking, device, _tune_report, earlier)
     try:
-        train(trial, data, report, finish, keep=keep, resume=snapshot)
-        if compact_model:
-            log_model()
+        train(trial, data, recorder.on_epoch, recorder.finish, keep=recorder.keep, resume=recorder.snapshot)
     except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
-        run.finish("KILLED", err)
+        recorder.close("KILLED", err)
         raise
     except BaseException as err:
-        run.finish("FAILED", err)
+        recorder.close("FAILED", err)
         raise
-    run.finish("FINISHED")
+    recorder.close("FINISHED")
 
 
-def _input_example(data: Dataset | StreamData):
-    """Two inputs as the model takes them (float32, normalised): the first test images of data held in memory,
-    else seeded noise of the data's shape (reading a streamed split's files here would cost a pass)."""
-    import numpy as np
-
-    if isinstance(data, Dataset) and len(data.test_x) >= 2:
-        x = data.test_x[:2].astype(np.float32) / 255.0
-        mean = np.asarray(data.mean, np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(data.std, np.float32).reshape(1, -1, 1, 1)
-        return ((x - mean) / std).astype(np.float32)
-    return np.random.default_rng(0).standard_normal((2, *data.input_shape)).astype(np.float32)
+def _tune_report(metrics: dict[str, Any], folder: Path | None) -> None:
+    """An epoch's metrics to Tune, with the checkpoint in ``folder`` (the last epoch has none)."""
+    tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder is not None else None)
 
 
 class _Progress(tune.Callback):
@@ -660,7 +566,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     outcomes = collect_outcomes(grid, trials, probes=searches is not None)
     for o in outcomes:
         if o.status == "FAILED":  # the trial closes its own run; a lost worker cannot
-            close_open_children(tracking.uri, tracking.experiment_id, tracking.parent_run_id, "FAILED",
+            Store(tracking.uri).close_open_children(tracking.experiment_id, tracking.parent_run_id, "FAILED",
                                 o.error or "failed", trial_key=o.key)
     return outcomes
 

@@ -10,7 +10,7 @@ import sys
 
 def serve_ui(tracking_uri: str | None, experiment: str | None, host: str, port: int) -> int:
     """``bench ui``: the MLflow UI on the store the sweeps used (module docstring); the exit status."""
-    from .tracking import default_tracking_uri, normalize_uri
+    from .tracking import Store, default_tracking_uri, normalize_uri
     uri = normalize_uri(tracking_uri or default_tracking_uri())
     if uri.startswith(("http://", "https://")):
         print(f"the store is an MLflow server: open {uri} in a browser")
@@ -23,11 +23,10 @@ def serve_ui(tracking_uri: str | None, experiment: str | None, host: str, port: 
         from .config import ConfigError
         raise ConfigError(f"cannot serve the MLflow UI on {host}:{port}: {err.strerror or err}; pick "
                           "another --port (or stop what listens there)") from None
-    from .tracking import runs_page
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     base = f"http://{host}:{port}"
     from .config import redact
-    print(f"MLflow UI on {redact(uri)}: {base}{runs_page(uri, experiment)}  (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI on {redact(uri)}: {base}{Store(uri).runs_page(experiment)}  (Ctrl-C to stop)", flush=True)
     # the server's own imports warn about deprecations in its dependencies (starlette's WSGI middleware, a
     # UserWarning): nothing a user of the UI can act on
     quiet = "ignore::DeprecationWarning,ignore:starlette.middleware.wsgi is deprecated"

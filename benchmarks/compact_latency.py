@@ -29,19 +29,18 @@ def main() -> int:
     from bench.compact import count_params, latency_ms, load_compact, measured_flops
     from bench.models import build_model
     from bench.names import COMPACT_MODEL
-    from bench.tracking import (default_tracking_uri, download_artifact, experiment_id_of, normalize_uri,
-                                trial_runs)
+    from bench.tracking import Store, default_tracking_uri, normalize_uri
 
     torch.set_num_threads(args.threads)
     uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-    experiment_id = experiment_id_of(uri, args.experiment)
+    experiment_id = Store(uri).experiment_id_of(args.experiment)
     if experiment_id is None:
         print(f"no experiment {args.experiment!r} in {uri}", file=sys.stderr)
         return 2
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for run in trial_runs(uri, experiment_id, status="FINISHED"):
-            path = download_artifact(uri, run.run_id, COMPACT_MODEL, f"{folder}/{run.run_id}")
+        for run in Store(uri).trial_runs(experiment_id, status="FINISHED"):
+            path = Store(uri).download_artifact(run.run_id, COMPACT_MODEL, f"{folder}/{run.run_id}")
             if path is None:
                 continue
             small, info = load_compact(path)

@@ -29,11 +29,11 @@ def main() -> int:
     import torch
 
     from bench.models import build_model
-    from bench.tracking import TrackingInfo, TrialRun, prepare_experiment
+    from bench.tracking import Store, TrackingInfo, TrialRun
 
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{folder}/mlflow.db"
-        experiment = prepare_experiment(uri, "model-logging")
+        experiment = Store(uri).prepare_experiment("model-logging")
         info = TrackingInfo(uri, experiment, "none")
         requirements = [f"torch=={torch.__version__.split('+')[0]}"]
         print(f"{'model':<10} {'variant':<28} {'first s':>8} {'warm s (median)':>16}")

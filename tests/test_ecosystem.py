@@ -50,7 +50,7 @@ def _outcome(method: str, status: str, acc: float | None = None, seed: int = 0):
 
 
 def test_the_sweep_summary_counts_trials_per_method_and_averages_accuracy_at_each_target():
-    from bench.session import summary_metrics
+    from bench.recording import summary_metrics
     outcomes = [_outcome("l1l2", "FINISHED", 0.9), _outcome("l1l2", "FINISHED", 0.8, seed=1),
                 _outcome("l1l2", "FAILED"), _outcome("ssl", "DIVERGED"), _outcome("ssl", "FINISHED", 0.7)]
     records = [{"method": "l1l2", "seed": 0, "kind": "sparsity", "target": 0.5, "status": "reached",
@@ -69,18 +69,18 @@ def test_the_sweep_summary_counts_trials_per_method_and_averages_accuracy_at_eac
 
 
 def test_the_ui_address_opens_the_latest_sweeps_training_runs(tmp_path):
-    from bench.tracking import TrackingError, prepare_experiment, runs_page, start_sweep_run
+    from bench.tracking import Store, TrackingError
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert runs_page(uri) == "/"   # no store yet
-    first = prepare_experiment(uri, "first")
-    second = prepare_experiment(uri, "second")
-    assert runs_page(uri) == "/"   # no sweep yet
-    start_sweep_run(uri, second, "s", {}, {}, "k")
-    start_sweep_run(uri, first, "s", {}, {}, "k")
-    assert runs_page(uri) == f"/#/experiments/{first}/runs?workflowType=machine_learning"
-    assert runs_page(uri, "second") == f"/#/experiments/{second}/runs?workflowType=machine_learning"
+    assert Store(uri).runs_page() == "/"   # no store yet
+    first = Store(uri).prepare_experiment("first")
+    second = Store(uri).prepare_experiment("second")
+    assert Store(uri).runs_page() == "/"   # no sweep yet
+    Store(uri).start_sweep_run(second, "s", {}, {}, "k")
+    Store(uri).start_sweep_run(first, "s", {}, {}, "k")
+    assert Store(uri).runs_page() == f"/#/experiments/{first}/runs?workflowType=machine_learning"
+    assert Store(uri).runs_page("second") == f"/#/experiments/{second}/runs?workflowType=machine_learning"
     with pytest.raises(TrackingError, match="no experiment 'third'.*first, second"):
-        runs_page(uri, "third")
+        Store(uri).runs_page("third")
 
 
 def test_ray_cpus_sizes_the_local_ray_and_is_refused_with_a_cluster():

@@ -163,11 +163,11 @@ def test_bench_ui_serves_the_sweeps_store(tmp_path):
     import urllib.request
 
     port = free_port()
-    from bench.tracking import prepare_experiment, start_sweep_run
+    from bench.tracking import Store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = prepare_experiment(uri, "ui-check")
-    start_sweep_run(uri, experiment, "s", {}, {}, "k")
+    experiment = Store(uri).prepare_experiment("ui-check")
+    Store(uri).start_sweep_run(experiment, "s", {}, {}, "k")
     proc = start_bench(tmp_path, "ui", "--tracking-uri", uri, "--port", str(port), group=True)
     try:
         deadline, body = time.monotonic() + 120, None

@@ -9,7 +9,7 @@ from bench import names as N
 from bench import session
 from bench.config import ConfigError, build_sweep
 from bench.sweep import TrialOutcome
-from bench.tracking import TrialRun, find_sweeps
+from bench.tracking import Store, TrialRun
 
 SETTINGS = {"methods": ["none", "l1l2"], "lambdas": [0.1], "dataset": "synthetic", "epochs": 1, "device": "cpu"}
 
@@ -119,7 +119,7 @@ def test_bench_resume_takes_the_saved_settings_and_only_runtime_overrides(tmp_pa
                                            "gpus_per_trial", "max_concurrent", "max_failures", "data_dir",
                                            "download", "latency_time", "system_metrics_interval"}
     experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
-    assert find_sweeps(uri, experiment_id, name="s1")[0].key == sweep.key   # the same trials as saved
+    assert Store(uri).find_sweeps(experiment_id, name="s1")[0].key == sweep.key   # the same trials as saved
     # `bench resume NAME --tracking-uri URI` (the README's form): the store given wins, once
     sweep, _ = session.saved_sweep(uri, "s1", None, {"tracking_uri": uri, "experiment": "x", "max_concurrent": 2})
     assert sweep.tracking_uri == uri and sweep.experiment == "lenet5-synthetic" and sweep.max_concurrent == 2

@@ -217,7 +217,7 @@ def _runs(uri: str, experiment: str):
 
 def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_from_its_checkpoint(tmp_path):
     """`bench run`, its driver and everything it started killed with SIGKILL (its process group) once the first
-    trial finished and the second reported epoch 2 of 4 (it pauses there: BENCH_PAUSE_AFTER_EPOCH): nothing is
+    trial finished and the second reported epoch 2 of 4 (it pauses there: tests/pause_plugin.py): nothing is
     cleaned up by the killed process, its guardian (bench/guard.py) marks the open runs KILLED. `bench run ...
     --resume` keeps the finished trial (same run) and continues the other from epoch 3 in its own run, which ends
     FINISHED with each epoch logged once and exactly the metrics of the same trial run without a stop; `bench
@@ -230,7 +230,7 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
 
     size = ["--limit-train", "512", "--limit-test", "256"]
     argv = ["run", "--methods", "none,l1l2", "--lambdas", "0.5", "--epochs", "4", *QUICK, *size,
-            "--max-concurrent", "1", "--name", "killed"]
+            "--max-concurrent", "1", "--name", "killed", "--plugin", str(Path(__file__).with_name("pause_plugin.py"))]
     ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")   # Ray's session folder: its processes name it
     proc = start_bench(tmp_path, *argv, env={"BENCH_PAUSE_AFTER_EPOCH": "l1l2:2", "RAY_TMPDIR": ray_tmp}, group=True)
     lines = read_until(proc, lambda lines: "l1l2-lam0.5-s0" in lines[-1] and "epoch   2/4" in lines[-1])
