@@ -16,10 +16,8 @@ import time
 from collections.abc import Sequence
 
 from .session import EXIT_BAD_INPUT
-from .settings import add_arguments, declared
+from .settings import GROUPS, PRECISIONS, add_arguments, declared
 
-PRECISIONS = ("fp32", "bf16")   # bench perf --precision, as bench run's (declared in config.py)
-GROUPS = ("what to compare", "model, data and training budget", "where it runs and where it is recorded")
 
 
 def _positive_int(text: str) -> int:

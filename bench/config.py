@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import settings as S
-from .settings import RUNTIME, SWEEP, TRIAL, setting
+from .settings import PRECISIONS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import UserCodeError, absolute, display_name, file_digest, load_plugins, source_key
 
-PRECISIONS = ("fp32", "bf16")   # --precision of bench run and bench perf
 
 
 class ConfigError(ValueError):
@@ -38,9 +37,6 @@ def _checked(obj: Any) -> None:
         raise ConfigError(str(err)) from None
 
 
-BUDGET = "model, data and training budget"
-WHERE = "where it runs and where it is recorded"
-WHAT = "what to compare"
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,9 @@ FILTERS_REMOVED_TAG = "bench.filters_removed"
 MODEL_ERROR_TAG = "bench.model_error"  # why a finished trial's compact model is not an MLflow Model
 PROVENANCE_PREFIX = "bench."          # bench.torch, bench.python, bench.host, bench.device, ...
 GIT_COMMIT_TAG = "mlflow.source.git.commit"   # the project's commit (sweeps before it: bench.git_commit)
+USER_TAG, SOURCE_NAME_TAG, SOURCE_TYPE_TAG = "mlflow.user", "mlflow.source.name", "mlflow.source.type"
+NOTE_TAG = "mlflow.note.content"      # the command that made a sweep: its run's description in the UI
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"   # on the experiment: "custom_model_development" (MLflow 3's UI)
 
 # Artifacts.
 SWEEP_CONFIG = "sweep.json"           # a sweep's config, on its parent run

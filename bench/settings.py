@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +30,10 @@ from typing import Any
 
 TRIAL, SWEEP, RUNTIME = "trial", "sweep", "runtime"
 ROLES = (TRIAL, SWEEP, RUNTIME)
+# the help's option groups, in the order `bench run --help` and the README's table show them
+WHAT, BUDGET, WHERE = "what to compare", "model, data and training budget", "where it runs and where it is recorded"
+GROUPS = (WHAT, BUDGET, WHERE)
+PRECISIONS = ("fp32", "bf16")   # --precision of bench run (config.py) and bench perf (cli.py)
 
 
 class SettingError(ValueError):
@@ -85,18 +88,10 @@ def flag_of(f: dataclasses.Field) -> str | None:
 # -- types and ranges ----------------------------------------------------------------------------------
 
 def _describe(kind: Any) -> str:
-    if kind is bool:
-        return "true or false"
-    if kind is int:
-        return "an integer"
-    if kind is float:
-        return "a number"
-    if kind is str:
-        return "a string"
-    origin = typing.get_origin(kind)
-    if origin is tuple:
+    if typing.get_origin(kind) is tuple:
         return f"a list of {_describe(typing.get_args(kind)[0]).split(' ', 1)[1]}s"
-    return getattr(kind, "__name__", str(kind))
+    from methods.checks import describe   # imported when used: `import methods` imports torch
+    return describe(kind)
 
 
 def _matches(value: Any, kind: Any) -> bool:
@@ -154,29 +149,12 @@ def coerce(f: dataclasses.Field, kind: Any, value: Any) -> Any:
 
 
 def check_range(f: dataclasses.Field, value: Any) -> None:
-    """The declared bounds and choices of a setting; messages name it by its label."""
-    if value is None:
-        return
-    checks, label = f.metadata.get("checks", {}), label_of(f)
-    if "choices" in checks and value not in checks["choices"]:
-        raise SettingError(f"{label} must be one of {', '.join(map(str, checks['choices']))}, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SettingError(f"{label} must be a finite number, got {value!r}")
-        lo, hi, olo, ohi = (checks.get(k) for k in ("min", "max", "open_min", "open_max"))
-        if not ((lo is None or value >= lo) and (hi is None or value <= hi) and (olo is None or value > olo)
-                and (ohi is None or value < ohi)):
-            raise SettingError(f"{label} must be {_range_text(lo, hi, olo, ohi)}, got {value!r}")
+    """The declared bounds and choices of a setting (methods/checks.py); messages name it by its label."""
+    from methods.checks import range_problem
 
-
-def _range_text(lo: Any, hi: Any, olo: Any, ohi: Any) -> str:
-    low = f"[{lo}" if lo is not None else f"({olo}" if olo is not None else None
-    high = f"{hi}]" if hi is not None else f"{ohi})" if ohi is not None else None
-    if low and high:
-        return f"in {low}, {high}"
-    if low:
-        return f"{'>=' if lo is not None else '>'} {low[1:]}"
-    return f"{'<=' if hi is not None else '<'} {high[:-1]}"
+    problem = range_problem(value, f.metadata.get("checks", {}))
+    if problem:
+        raise SettingError(f"{label_of(f)} {problem}, got {value!r}")
 
 
 def check_fields(obj: Any) -> None:
@@ -224,10 +202,11 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
 
 def _argparse_number(kind: type) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
+        from methods.checks import from_text
         try:
-            return kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {_describe(kind)}, got {text!r}") from None
+            return from_text(text, kind)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
     parse.__name__ = kind.__name__
     return parse
 

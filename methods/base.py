@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol
@@ -42,6 +41,7 @@ from typing import Any, ClassVar, Mapping, Protocol
 import torch
 from torch import nn
 
+from .checks import from_text, range_problem
 from .groups import Unit, single_units
 
 
@@ -107,7 +107,7 @@ def option(default: Any, help: str, **checks: Any) -> Any:
     """A dataclass field with a default, a help line and declarative checks.
 
     ``checks`` may hold ``choices`` (allowed values), ``min`` / ``max`` (inclusive bounds) and
-    ``open_min`` / ``open_max`` (exclusive bounds).
+    ``open_min`` / ``open_max`` (exclusive bounds): methods/checks.py, the settings' vocabulary too.
     """
     return field(default=default, metadata={"help": help, **checks})
 
@@ -119,21 +119,9 @@ class HparamsBase:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            meta = f.metadata
-            where = f"option {f.name!r}"
-            if "choices" in meta and value not in meta["choices"]:
-                raise MethodError(f"{where} must be one of {list(meta['choices'])}, got {value!r}")
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                if isinstance(value, float) and not math.isfinite(value):
-                    raise MethodError(f"{where} must be a finite number, got {value!r}")
-                if "min" in meta and value < meta["min"]:
-                    raise MethodError(f"{where} must be >= {meta['min']}, got {value!r}")
-                if "max" in meta and value > meta["max"]:
-                    raise MethodError(f"{where} must be <= {meta['max']}, got {value!r}")
-                if "open_min" in meta and value <= meta["open_min"]:
-                    raise MethodError(f"{where} must be > {meta['open_min']}, got {value!r}")
-                if "open_max" in meta and value >= meta["open_max"]:
-                    raise MethodError(f"{where} must be < {meta['open_max']}, got {value!r}")
+            problem = range_problem(value, f.metadata)
+            if problem:
+                raise MethodError(f"option {f.name!r} {problem}, got {value!r}")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "HparamsBase":
@@ -162,14 +150,9 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
             return float(value)
         return value
     try:
-        if kind is bool:
-            lowered = value.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return lowered in ("true", "1", "yes")
-        return kind(value)
-    except ValueError:
-        raise MethodError(f"option {key!r} expects a {kind.__name__}, got {value!r}") from None
+        return from_text(value, kind)
+    except ValueError as err:
+        raise MethodError(f"option {key!r}: {err}") from None
 
 
 class Method:

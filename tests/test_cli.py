@@ -42,7 +42,7 @@ def assert_nothing_started(tmp_path):
     (["--zeroing", "l9=none"], "not among the methods of this sweep"),
     (["--option", "l1l2.gamma=2"], "method 'l1l2': unknown option(s) gamma; valid options: eps, lam, norm_scale"),
     (["--lr", "-1"], "learning rate must be > 0"),
-    (["--methods", "nisp", "--epochs", "2", "--ratios", "0.5,1.0"], "method 'nisp': option 'ratio' must be < 1.0, got 1.0"),
+    (["--methods", "nisp", "--epochs", "2", "--ratios", "0.5,1.0"], "method 'nisp': option 'ratio' must be in (0.0, 1.0), got 1.0"),
     (["--methods", "ssl", "--option", "ssl.groups=kernel"], "option 'groups' must be one of"),
     (["--methods", "nisp"], "nisp needs at least one pre-training epoch: finetune_epochs=1 with 1 epochs in all"),
     (["--methods", "l1,l1"], "a method is listed twice"),

@@ -18,7 +18,7 @@ def test_the_readme_option_table_is_generated_from_the_declarations():
 
 
 def test_every_markdown_file_named_by_the_code_or_the_docs_exists():
-    sources = [*ROOT.glob("bench/*.py"), *ROOT.glob("methods/*.py"), *ROOT.glob("benchmarks/*.py"),
+    sources = [*ROOT.glob("bench/**/*.py"), *ROOT.glob("methods/*.py"), *ROOT.glob("benchmarks/*.py"),
                ROOT / "README.md", *ROOT.glob("docs/*.md")]
     named = {(src, m) for src in sources for m in re.findall(r"[\w./-]+\.md\b", src.read_text())}
     assert any(m == "docs/methods.md" for _, m in named)

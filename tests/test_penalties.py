@@ -131,7 +131,7 @@ def test_duplicate_registration_is_refused():
     ({"lam": float("nan")}, "finite"),
     ({"norm_scale": "layer"}, "must be one of"),
     ({"gamma": 1.0}, "unknown option"),
-    ({"lam": "abc"}, "expects a float"),
+    ({"lam": "abc"}, "option 'lam': expected a number, got 'abc'"),
 ])
 def test_bad_options_are_clear_errors(options, message):
     with pytest.raises(MethodError, match=message):

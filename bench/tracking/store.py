@@ -28,8 +28,9 @@ from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ..version import __version__  # noqa: E402
-from ..names import (ERROR_TAG, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, PROVENANCE_PREFIX,  # noqa: E402
-                    RESUMED_TAG, SWEEP_CONFIG, SWEEP_KEY_TAG, TRIAL_KEY_TAG)
+from ..names import (ERROR_TAG, EXPERIMENT_KIND_TAG, GIT_COMMIT_TAG, KIND_TAG, NOTE_TAG, PARENT_TAG,  # noqa: E402
+                     PROVENANCE_PREFIX, RESUMED_TAG, SOURCE_NAME_TAG, SOURCE_TYPE_TAG, SWEEP_CONFIG, SWEEP_KEY_TAG,
+                     TRIAL_KEY_TAG, USER_TAG)
 
 
 # MLflow announces the creation and migration of an sqlite store at INFO ("Creating initial MLflow database
@@ -37,9 +38,7 @@ from ..names import (ERROR_TAG, GIT_COMMIT_TAG, KIND_TAG, PARENT_TAG, PROVENANCE
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"   # MLflow 3's UI: a model-training experiment, not a GenAI one
-NOTE_TAG = "mlflow.note.content"
 
 
 class TrackingError(RuntimeError):
@@ -207,7 +206,7 @@ def source_tags() -> dict[str, str]:
         user = getpass.getuser()
     except Exception:   # no name for this uid (a container)
         user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-    tags = {"mlflow.user": user, "mlflow.source.name": "bench", "mlflow.source.type": "LOCAL"}
+    tags = {USER_TAG: user, SOURCE_NAME_TAG: "bench", SOURCE_TYPE_TAG: "LOCAL"}
     commit = _git_commit()
     if commit:
         tags[GIT_COMMIT_TAG] = commit

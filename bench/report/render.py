@@ -1,0 +1,219 @@
+"""Writing the report: index.html (self-contained), report.md, results.csv and the figures, attached to each
+sweep's MLflow run."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from .. import names as N
+from ..tracking import Store
+from ..version import __version__
+from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, layer_table,
+                       method_table, notes, problem_table, quoted_table)
+from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
+from .load import TARGETS, MethodInfo, Results
+
+
+FIGURES = {
+    "accuracy_vs_sparsity.png": ("Test accuracy against filter sparsity",
+                                 "Final epoch of every finished trial (faint dots), the mean over seeds of each "
+                                 "method and value with one standard deviation both ways, and each method's "
+                                 "Pareto front over those means."),
+    "accuracy_vs_flops.png": ("Test accuracy against FLOPs",
+                              "The same points against the structural forward FLOPs per example of the network "
+                              "with removed filters deleted (equal to FlopCounterMode on the compact model)."),
+    "trajectories.png": ("Trajectories over epochs",
+                         "Every epoch of every trial in the sparsity / accuracy plane: removed filters stay "
+                         "removed, so a trial moves right; any epoch's model can be kept."),
+    "losses.png": ("Task loss and penalty over epochs",
+                   "Training cross-entropy and the method's penalty (without lambda) at the end of each epoch "
+                   "(Berthelier et al. Fig. 4); dashed: the second seed."),
+    "filters.png": ("Learned first-layer filters",
+                    "The baseline's and each method's best sparse model (the sparsest within 1 point of the "
+                    "baseline, else the most accurate sparse one); red frames: removed filters "
+                    "(Berthelier et al. Fig. 5)."),
+}
+
+
+def build_report(results: Results, out: str | Path, registry: Mapping[str, MethodInfo],
+                 attach: bool = True) -> Path:
+    """Write the report folder; returns the path of ``index.html``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results.epochs.to_csv(out / "results.csv", index=False)
+    figures: dict[str, bytes] = {}
+    plt, _ = _plt()
+    for name, make in (("accuracy_vs_sparsity.png", lambda: fig_tradeoff(results, N.TOTAL_SPARSITY,
+                                                                          "total filter sparsity (%)", True)),
+                       ("accuracy_vs_flops.png", lambda: fig_tradeoff(results, N.FLOPS,
+                                                                       "forward MFLOPs per example", False)),
+                       ("trajectories.png", lambda: fig_trajectories(results)),
+                       ("losses.png", lambda: fig_losses(results)),
+                       ("filters.png", lambda: fig_filters(results)),
+                       ("accuracy_at_targets.png", lambda: fig_equal_sparsity(results) if results.targets else None)):
+        if results.finished.empty:
+            break
+        fig = make()
+        if fig is None:
+            continue
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110)
+        plt.close(fig)
+        figures[name] = buffer.getvalue()
+        (out / name).write_bytes(figures[name])
+    sections = _sections(results, registry, figures)
+    (out / "report.md").write_text(_markdown(results, sections))
+    (out / "index.html").write_text(_html(results, sections, figures))
+    if attach:   # the files written here, never anything else the folder holds
+        written = [out / name for name in ("index.html", "report.md", "results.csv", *figures)]
+        for sweep in results.sweeps:
+            Store(results.uri).attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
+    return out / "index.html"
+
+
+@dataclass
+class Section:
+    title: str
+    text: str = ""
+    table: pd.DataFrame | None = None
+    figure: str | None = None
+    code: str | None = None
+
+
+def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Mapping[str, bytes]) -> list[Section]:
+    finished = results.finished
+    counts = results.trials["status"].value_counts().to_dict()
+    summary = (f"{len(results.trials)} trial(s) of {len(results.methods)} method(s) in {len(results.sweeps)} "
+               f"sweep(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".")
+    out = [Section("Summary", summary + ("\n\n" + "\n".join(f"- {n}" for n in notes(results))
+                                         if notes(results) else ""))]
+    best, note = best_table(results)
+    out.append(Section("Highest sparsity within 0.5 and 1 accuracy points of the baseline", note,
+                       best if len(best) else None))
+    if len(finished):
+        targets, verdicts = at_sparsity(results)
+        out.append(Section("Most accurate method at " + " and ".join(f"{t:.0%}" for t in TARGETS)
+                           + " filter sparsity",
+                           " ".join(verdicts) + " A cell gives a method's most accurate setting (final epoch, "
+                           "mean over seeds) among those at or above the target sparsity. " + results.choice_note(),
+                           targets if len(targets) else None))
+    if results.targets:
+        table, verdicts = equal_sparsity(results)
+        out.insert(1, Section("Accuracy at equal sparsity", " ".join(verdicts) + (
+            " Each method's strength was searched per seed for each target (`bench run --target-sparsity`); a "
+            "cell is the final test accuracy, mean +- sd over the seeds that reached the target within its "
+            "tolerance, with n and the mean value achieved. The best method is named only where its lead over "
+            f"the runner-up is beyond seed noise: Welch's t-test, one-sided at {ALPHA}, on the seeds' accuracies."),
+            table, figure="accuracy_at_targets.png" if "accuracy_at_targets.png" in figures else None))
+    quoted = quoted_table(results)
+    if quoted is not None:
+        out.append(Section("Published numbers (quoted) beside this run", quoted[1], quoted[0]))
+    for name, (title, caption) in FIGURES.items():
+        if name in figures:
+            out.append(Section(title, caption, figure=name))
+    if finished.empty:
+        out.append(Section("Figures", "No trial finished, so there is nothing to plot yet."))
+    out.append(Section("Filters left per layer",
+                       "One row per finished trial, laid out like Berthelier et al.'s Tables I-III: filters "
+                       "left / filters in the layer (layer sparsity), total filter sparsity, structural "
+                       "parameters and FLOPs of the network with removed filters deleted, and the compact "
+                       "model's measured parameters and CPU speed-up over the dense model at batch 1 and 64.",
+                       layer_table(results) if len(finished) else None))
+    problems = problem_table(results)
+    out.append(Section("Trials that did not finish",
+                       "Every trial finished." if problems.empty else
+                       "Failed, killed or still running trials, with the last line of their error; the full "
+                       "traceback is the run's `bench.error` tag in MLflow.", problems if len(problems) else None))
+    out.append(Section("Methods", "From the method registry (loss = task loss + lambda * penalty).",
+                       method_table(results, registry)))
+    configs = {s["name"]: s["config"] for s in results.sweeps}
+    out.append(Section("Configuration and versions", f"Store: `{results.uri}`, experiment "
+                       f"`{results.experiment}`.", config_table(results),
+                       code=json.dumps(configs, indent=2, sort_keys=True, default=str)))
+    return out
+
+
+def _markdown(results: Results, sections: Sequence[Section]) -> str:
+    lines = [f"# Trade-off report: {results.experiment}", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        if s.text:
+            lines += [s.text, ""]
+        if s.figure:
+            lines += [f"![{s.title}]({s.figure})", ""]
+        if s.table is not None:
+            lines += [markdown_table(s.table), ""]
+        if s.code:
+            lines += ["<details><summary>sweep configurations</summary>", "", "```json", s.code, "```", "",
+                      "</details>", ""]
+    return "\n".join(lines)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        text = "-" if _missing(v) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.55em; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.8em; }
+code { background: #f2f2f2; padding: 0 0.2em; }
+"""
+
+
+def _inline(text: str) -> str:
+    """Escape, then the little markdown the texts use: `code`, **bold**, and '- ' bullet lines."""
+    out, bullets = [], []
+    for line in text.split("\n"):
+        esc = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(line))
+        esc = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", esc)
+        if line.startswith("- "):
+            bullets.append(f"<li>{esc[2:]}</li>")
+            continue
+        if bullets:
+            out.append("<ul>" + "".join(bullets) + "</ul>")
+            bullets = []
+        if esc.strip():
+            out.append(f"<p>{esc}</p>")
+    if bullets:
+        out.append("<ul>" + "".join(bullets) + "</ul>")
+    return "\n".join(out)
+
+
+def _html(results: Results, sections: Sequence[Section], figures: Mapping[str, bytes]) -> str:
+    """The self-contained page: figures as data URIs, no link to any other file."""
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             f"<title>Trade-off report: {html.escape(results.experiment)}</title>", f"<style>{_CSS}</style>",
+             "</head><body>", f"<h1>Trade-off report: {html.escape(results.experiment)}</h1>"]
+    for s in sections:
+        parts.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.text:
+            parts.append(_inline(s.text))
+        if s.figure:
+            data = base64.b64encode(figures[s.figure])
+            parts.append(f"<img alt=\"{html.escape(s.title)}\" src=\"data:image/png;base64,{data.decode()}\">")
+        if s.table is not None:
+            parts.append(s.table.to_html(index=False, escape=True, na_rep="-", border=0))
+        if s.code:
+            parts.append(f"<details><summary>sweep configurations</summary><pre>{html.escape(s.code)}</pre>"
+                         "</details>")
+    parts.append(f"<p><small>bench {__version__}</small></p></body></html>")
+    return "\n".join(parts)
