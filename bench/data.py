@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .datatypes import DataError, Dataset, StreamData
+from .datatypes import DataError, Dataset, StreamData, try_download
 from .usercode import display_name, file_source, source_key
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -216,13 +216,10 @@ def _mnist_family(name: str, tv_class: str, mean: float, std: float, extra_roots
         folders = (name, name.replace("-", "_"), f"{tv_class}/raw")
         found = _find_mnist_dir(roots, folders)
         if found is None:
-            files = ", ".join(f"{s}[.gz]" for s in _MNIST_FILES.values())
-            if not downloads_allowed(download):
-                raise _missing(name, roots, files, "Downloads are disabled (--no-download or BENCH_NO_DOWNLOAD=1).")
-            try:
-                found = _download(tv_class, roots[0], tv_class) / "raw"
-            except Exception as err:  # network errors come in many types
-                raise _missing(name, roots, files, f"Download failed: {type(err).__name__}: {err}") from None
+            got, why = try_download(downloads_allowed(download), lambda: _download(tv_class, roots[0], tv_class))
+            if got is None:
+                raise _missing(name, roots, ", ".join(f"{s}[.gz]" for s in _MNIST_FILES.values()), why)
+            found = got / "raw"
         return _load_mnist_dir(name, found, mean, std)
     return load
 
@@ -231,13 +228,10 @@ def _load_cifar10(data_dir=None, download: bool | None = None, **_: object) -> D
     roots = search_roots(data_dir)
     found = _find_cifar_dir(roots)
     if found is None:
-        files = "cifar-10-batches-py/data_batch_1..5 and test_batch"
-        if not downloads_allowed(download):
-            raise _missing("cifar10", roots, files, "Downloads are disabled (--no-download or BENCH_NO_DOWNLOAD=1).")
-        try:
-            found = _download("CIFAR10", roots[0], "cifar-10-batches-py")
-        except Exception as err:
-            raise _missing("cifar10", roots, files, f"Download failed: {type(err).__name__}: {err}") from None
+        found, why = try_download(downloads_allowed(download),
+                                  lambda: _download("CIFAR10", roots[0], "cifar-10-batches-py"))
+        if found is None:
+            raise _missing("cifar10", roots, "cifar-10-batches-py/data_batch_1..5 and test_batch", why)
     return _load_cifar_dir(found)
 
 

@@ -8,11 +8,27 @@ examples that use it. Imports nothing of bench.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+DOWNLOADS_OFF = "Downloads are disabled (--no-download or BENCH_NO_DOWNLOAD=1)."
+
+
+def try_download(allowed: bool, fetch: Callable[[], T]) -> tuple[T | None, str]:
+    """``(fetch(), "")`` when downloads are allowed and it succeeds, else ``(None, why not)``: the sentence a
+    missing-files error gives (downloads disabled, or the download's own error)."""
+    if not allowed:
+        return None, DOWNLOADS_OFF
+    try:
+        return fetch(), ""
+    except Exception as err:  # network errors come in many types
+        return None, f"Download failed: {type(err).__name__}: {err}"
 
 
 class DataError(ValueError):

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .datatypes import (ArrayItems, DataError, Dataset, ImageFiles, Items, StreamData, TorchItems,  # noqa: F401
-                        as_uint8_chw, fit, open_image, rgb)
+                        as_uint8_chw, fit, open_image, rgb, try_download)
 from .usercode import UserCodeError, display_name, load_callable
 
 SOURCE_HELP = {
@@ -273,14 +273,11 @@ def torchvision_data(spec: str, roots: Sequence[Path], download_ok: bool, image_
         except (RuntimeError, FileNotFoundError, OSError):
             continue
     else:
-        reason = "Downloads are disabled (--no-download or BENCH_NO_DOWNLOAD=1)."
-        splits = None
-        if download_ok:
-            try:
-                roots[0].mkdir(parents=True, exist_ok=True)
-                splits = [cls(root=str(roots[0]), download=True, **_split_kwargs(cls, t, kwargs)) for t in (True, False)]
-            except Exception as err:
-                reason = f"Download failed: {type(err).__name__}: {err}"
+        def fetch() -> list:
+            roots[0].mkdir(parents=True, exist_ok=True)
+            return [cls(root=str(roots[0]), download=True, **_split_kwargs(cls, t, kwargs)) for t in (True, False)]
+
+        splits, reason = try_download(download_ok, fetch)
         if splits is None:
             expected = expected_files(cls, roots[0], kwargs)
             raise DataError(
