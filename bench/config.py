@@ -9,6 +9,7 @@ with its run as ``config.json``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -175,7 +176,7 @@ class TrialConfig:
         axis = self.sweep_axis
         return None if axis is None else self.options[axis]
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Readable and unique within a sweep: ``l1l2-lam0.5-s0``; a non-default zeroing rule is spelled out."""
         parts = [self.method]
@@ -186,10 +187,11 @@ class TrialConfig:
             parts.append(f"z{self.zeroing.replace(':', '')}")
         return "-".join(parts + [f"s{self.seed}"])
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
-        resume); where the data files are and whether they may be downloaded are not part of it."""
+        resume); where the data files are and whether they may be downloaded are not part of it. Computed once
+        per trial (a folder's fingerprint reads its files), on the driver: :meth:`payload` carries it."""
         from .data import data_key
         d = self.to_dict()
         for f in S.declared(TrainSettings):
@@ -207,9 +209,26 @@ class TrialConfig:
         d["options"] = dict(self.options)
         return d
 
+    def payload(self) -> dict[str, Any]:
+        """What a Tune trial's config carries: :meth:`to_dict` with the trial's ``name`` and ``key``."""
+        return {**self.to_dict(), "name": self.name, "key": self.key}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrialConfig:
-        return cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), TrainSettings(**d["train"]))
+        """The trial of a :meth:`to_dict` (or :meth:`payload`) made from validated settings: not validated again.
+        A payload's name and key are taken as they are."""
+        train = object.__new__(TrainSettings)
+        for f in dataclasses.fields(TrainSettings):
+            if f.name in d["train"]:
+                object.__setattr__(train, f.name, d["train"][f.name])
+            else:   # a setting declared after the dict was made: its default
+                object.__setattr__(train, f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                   else f.default)
+        trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train)
+        for cached in ("name", "key"):
+            if d.get(cached):
+                trial.__dict__[cached] = d[cached]
+        return trial
 
     def build_method(self):
         return _method(self.method)(**self.options)
@@ -361,12 +380,6 @@ class SweepConfig:
         from .targets import parse_targets
         return parse_targets(self.target_values)
 
-    def runnable(self) -> list[TrialConfig]:
-        """The trials known before the sweep runs: every trial of a grid sweep; of a target search, those of the
-        methods without a strength to search (``none``, the baseline, once per seed)."""
-        trials = self.trials()
-        return [t for t in trials if t.sweep_axis is None] if self.target_values else trials
-
     def probe(self, method: str, value: float, seed: int) -> TrialConfig:
         """The trial of a target search that runs ``method`` at strength ``value`` with ``seed``."""
         from .zeroing import parse_zeroing
@@ -410,7 +423,11 @@ class SweepConfig:
         return self.zeroing.get(method) or self.zeroing.get("*") or _method(method).default_zeroing
 
     def trials(self) -> list[TrialConfig]:
-        """Every trial of the sweep, validated: method x swept value x seed."""
+        """Every trial of the sweep, validated: method x swept value x seed (expanded once per sweep)."""
+        return list(self._trials)
+
+    @functools.cached_property
+    def _trials(self) -> tuple[TrialConfig, ...]:
         from methods import MethodError
 
         from .zeroing import parse_zeroing
@@ -433,13 +450,13 @@ class SweepConfig:
                     raise ConfigError(f"method {name!r}: {err}") from None
                 for seed in self.seeds:
                     out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train))
-        return out
+        return tuple(out)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
         """A stable hash of the sweep's set of trials (and of a target search's targets): a resumed sweep must
         have the same one."""
-        keys: list[Any] = sorted(t.key for t in self.trials())
+        keys: list[Any] = sorted(t.key for t in self._trials)
         if self.target_values:
             keys.append({"targets": self.target_values, "tolerance": self.target_tolerance,
                          "max_probes": self.max_probes})

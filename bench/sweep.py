@@ -112,8 +112,8 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
 
     torch.set_num_threads(max(1, threads))
     load_plugins(plugins)
-    trial = TrialConfig.from_dict(config["trial"])
-    key = config["trial"].get("key") or trial.key   # computed by the driver (a folder's fingerprint reads it)
+    trial = TrialConfig.from_dict(config["trial"])   # validated on the driver; carries its name and key
+    key = trial.key
     device = str(resolve_device(trial.train.device))
     # the newest checkpoint an earlier attempt left (verified, read as tensors and plain data only); a resumed
     # sweep is a new Tuner with new trial ids, so checkpoints are found by the trial key and the sweep's run
@@ -176,7 +176,7 @@ class _Progress(tune.Callback):
             self.bar = None
 
     def _name(self, trial) -> str:
-        return TrialConfig.from_dict(trial.config["trial"]).name
+        return trial.config["trial"]["name"]
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.eta.started(trial.trial_id)
@@ -460,13 +460,13 @@ class TargetSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.queue:
             trial = self.queue.pop(0)
-            return {"trial": {**trial.to_dict(), "key": trial.key}}
+            return {"trial": trial.payload()}
         for search in self.searches:
             value = search.propose()
             if value is not None:
                 self.asked[trial_id] = (search, value)
                 trial = self.sweep.probe(search.method, value, search.seed)
-                return {"trial": {**trial.to_dict(), "key": trial.key}}
+                return {"trial": trial.payload()}
         if not self.asked and all(s.finished for s in self.searches):
             return Searcher.FINISHED
         return None
@@ -539,7 +539,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     progress = _Progress(trials, write, None if searches is None else 0, sweep.train.epochs, on_disk_full=disk_full,
                          bound=len(trials) + sum(s.max_probes for s in searches or ()))
     if searches is None:
-        space, search = {"trial": tune.grid_search([{**t.to_dict(), "key": t.key} for t in trials])}, {}
+        space, search = {"trial": tune.grid_search([t.payload() for t in trials])}, {}
     else:
         budget = len(trials) + sum(s.max_probes for s in searches)
         space, search = {}, {"search_alg": TargetSearcher(sweep, trials, searches), "num_samples": budget}
@@ -547,7 +547,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         trainable,
         param_space=space,
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=sweep.max_concurrent or None, **search,
-                                    trial_name_creator=lambda t: TrialConfig.from_dict(t.config["trial"]).name,
+                                    trial_name_creator=lambda t: t.config["trial"]["name"],
                                     trial_dirname_creator=lambda t: f"{t.trial_id}"),
         run_config=tune.RunConfig(name=run_name or f"{sweep.experiment_name}-{tracking.parent_run_id[:8]}",
                                   storage_path=os.path.abspath(sweep.storage_path), verbose=0,
@@ -579,14 +579,14 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
         for result in grid:
             if result.config and "trial" in result.config:
                 trial = TrialConfig.from_dict(result.config["trial"])
-                by_key.setdefault(result.config["trial"].get("key") or trial.key, trial)
+                by_key.setdefault(trial.key, trial)
         trials = list(by_key.values())
     outcomes: dict[str, TrialOutcome] = {}
     for result in grid:
         metrics = dict(result.metrics or {})
         key = metrics.get(N.TRIAL_KEY)
         if key is None and result.config and "trial" in result.config:
-            key = result.config["trial"].get("key") or TrialConfig.from_dict(result.config["trial"]).key
+            key = result.config["trial"]["key"]
         if key not in by_key:
             continue
         trial = by_key[key]

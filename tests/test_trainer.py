@@ -154,6 +154,23 @@ def test_trial_config_round_trips_through_a_dict():
     assert isinstance(again.train, TrainSettings)
 
 
+def test_a_trials_payload_carries_its_name_and_key_and_is_not_validated_again(monkeypatch):
+    """Validated once on the driver: a worker's TrialConfig.from_dict(payload) re-runs no settings check and
+    recomputes no key (a folder's fingerprint would read every image), and a sweep expands its trials once."""
+    import bench.data
+
+    sweep = build_sweep({"methods": ["l1l2"], "lambdas": [0.5, 1.0], "seeds": [0, 1], "dataset": "synthetic",
+                         "epochs": 1, "device": "cpu"})
+    first = sweep.trials()
+    assert [t is u for t, u in zip(first, sweep.trials())] == [True] * 4   # the same objects: expanded once
+    payload = first[1].payload()
+    assert payload["name"] == "l1l2-lam0.5-s1" and payload["key"] == first[1].key
+    monkeypatch.setattr(TrainSettings, "__post_init__", lambda self: pytest.fail("validated again"))
+    monkeypatch.setattr(bench.data, "data_key", lambda name: pytest.fail("key computed again"))
+    again = TrialConfig.from_dict(payload)
+    assert (again.name, again.key) == (payload["name"], payload["key"]) and again.train == first[1].train
+
+
 @pytest.mark.parametrize("method,options", [("l1l2", {"lambdas": [1.0], "zeroing": {"*": "cumulative:0.3"}}),
                                             ("slimming", {"ratios": [0.5]})])
 def test_resnet20_trains_and_removes_only_block_internal_filters(method, options):
