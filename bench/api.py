@@ -104,7 +104,7 @@ def run(config: Mapping[str, Any] | str | Path | None = None, *, resume: bool = 
     Bad settings raise ``bench.config.ConfigError`` (the message ``bench run`` prints) before any work.
     ``quiet`` drops the progress lines. Returns a :class:`Summary`."""
     from . import session
-    from .config import build_sweep, load_config_file
+    from .config_layers import build_sweep, load_config_file
 
     values = dict(load_config_file(config) if isinstance(config, (str, Path)) else (config or {}))
     values.update(settings)

@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Parse into a validated sweep and hand it to the session (bench/session.py), which runs it."""
     from . import session
-    from .config import sweep_from_sources
+    from .config_layers import sweep_from_sources
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     values = {f.name: getattr(args, f.name, None) for cls in _setting_classes() for f in declared(cls)}

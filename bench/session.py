@@ -235,6 +235,7 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
 def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[str, Any]):
     """``bench resume NAME``: the sweep's config as its parent run saved it, with runtime ``overrides``;
     returns (sweep, record)."""
+    from .config_layers import from_saved
     from .tracking import Store
 
     if not name or not all(c.isalnum() or c in "._-" for c in name):
@@ -253,7 +254,7 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
     experiment, record = found[0]
     allowed = {k: v for k, v in overrides.items() if k in runtime_keys() and v is not None}
     allowed.update(tracking_uri=uri, experiment=experiment, name=record.name)   # where it was found wins
-    sweep = SweepConfig.from_dict(record.config, **allowed)
+    sweep = from_saved(record.config, **allowed)
     if record.key and sweep.key != record.key:
         raise ConfigError(f"sweep {name!r}: its saved config no longer gives the same trials (the methods' "
                           "defaults or the registry changed since it ran); start a new sweep")

@@ -221,14 +221,16 @@ def test_resume_without_a_sweep_to_resume(capsys, tmp_path):
 
 
 def test_sweep_key_ignores_where_the_data_is():
-    from bench.config import build_sweep
+    from bench.config_layers import build_sweep
     a = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic"})
     b = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic", "data_dir": "/elsewhere", "download": False,
                      "max_concurrent": 3, "ray_address": "10.0.0.1:6379"})
     c = build_sweep({"methods": ["l1", "l1l2"], "dataset": "synthetic", "seeds": [1]})
     assert a.key == b.key and [t.key for t in a.trials()] == [t.key for t in b.trials()]
     assert a.key != c.key
-    again = type(a).from_dict(b.to_dict())
+    from bench.config_layers import from_saved
+
+    again = from_saved(b.to_dict())
     assert again == b and again.key == a.key
 
 
@@ -337,7 +339,8 @@ def test_an_experiment_names_a_report_folder_inside_reports(name, folder):
 
 
 def test_a_password_in_the_tracking_uri_is_masked_where_bench_prints_or_saves_it():
-    from bench.config import build_sweep, redact
+    from bench.config import redact
+    from bench.config_layers import build_sweep
     assert redact("bench run --tracking-uri postgresql://me:s3cr%40t@db:5432/mlflow --x http://h:5000") == \
         "bench run --tracking-uri postgresql://me:***@db:5432/mlflow --x http://h:5000"
     sweep = build_sweep({"methods": ["l1l2"], "tracking_uri": "mysql+pymysql://me:pw@db/mlflow"})

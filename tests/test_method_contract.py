@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench import names as N
-from bench.config import build_sweep
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
 from bench.zeroing import parse_zeroing

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench import models as BM
-from bench.config import ConfigError, build_sweep
+from bench.config import ConfigError
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import ModelError, build_model, get_model_spec
 from bench.session import prepare

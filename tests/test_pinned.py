@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bench import names as N
-from bench.config import build_sweep
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from conftest import train_keeping
 

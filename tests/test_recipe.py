@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench import names as N
-from bench.config import ConfigError, build_sweep
+from bench.config import ConfigError
+from bench.config_layers import build_sweep
 from bench.data import load_dataset, make_synthetic
 from bench.recipe import Augment, RecipeError, parse_schedule, rate
 from bench.trainer import train

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.compact import compact
-from bench.config import build_sweep
+from bench.config_layers import build_sweep
 from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset, make_synthetic
 from bench.models import build_model, get_model_spec, list_models
 from bench.structure import derive as describe

@@ -10,7 +10,7 @@ from torch import nn
 
 from bench import names as N
 from bench.cli import main
-from bench.config import build_sweep
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
 from bench.trainer import train

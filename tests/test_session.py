@@ -7,7 +7,8 @@ from mlflow.tracking import MlflowClient
 
 from bench import names as N
 from bench import session
-from bench.config import ConfigError, build_sweep
+from bench.config import ConfigError
+from bench.config_layers import build_sweep
 from bench.sweep import TrialOutcome
 from bench.tracking import Store, TrialRun
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench import names as N
-from bench.config import build_sweep
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.trainer import train
 from methods import MethodError, get_method

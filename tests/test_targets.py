@@ -177,7 +177,7 @@ def test_the_equal_sparsity_section_names_a_winner_only_beyond_noise():
 # -- a search rebuilt from its records continues where it stopped ----------------------------------------
 
 def test_a_search_rebuilt_from_recorded_probes_asks_what_the_original_would():
-    from bench.config import build_sweep
+    from bench.config_layers import build_sweep
     from bench.session import target_searches
     from bench.sweep import TrialOutcome
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bench import names as N
-from bench.config import TrainSettings, TrialConfig, build_sweep
+from bench.config import TrainSettings, TrialConfig
+from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.trainer import TrialDiverged, train
 from conftest import train_checking_removed_stay_zero, train_keeping
