@@ -16,7 +16,6 @@ The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sw
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -24,13 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import names as N
+from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, NO_SPACE,  # noqa: F401
+                       TrialOutcome, ending)
+from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
 from .config import ConfigError, SweepConfig, TrialConfig, redact
 from .settings import RUNTIME, names_with_role
 
-EXIT_OK = 0
-EXIT_TRIALS_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
 
 
 @dataclass
@@ -64,36 +62,6 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
         return EXIT_OK
     located = locate(sweep, trials, uri, resume=resume, record=record, write=write)
     return execute(sweep, trials, data, located, write=write, command=command, ended=ended)
-
-
-def describe_structure(structure) -> list[str]:
-    """What is not pruned and why (coupled streams, the logits layer, a failed check), one line per reason."""
-    by_reason: dict[str, list[str]] = {}
-    for name, reason in structure.skipped.items():
-        by_reason.setdefault(reason if not reason.startswith("coupled") else "coupled channels (a residual "
-                             "stream or a gate), pruned with --prune-coupled", []).append(name)
-    return [f"kept   {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''}: {reason}"
-            for reason, names in by_reason.items()]
-
-
-def describe_path(data, t) -> str:
-    """Which data path the trials take and why (bench/batches.py)."""
-    from .data import MEMORY_LIMIT_BYTES, Dataset
-    mib = (data.n_train + data.n_test) * math.prod(data.input_shape) / 2 ** 20
-    if isinstance(data, Dataset):
-        why = "--data-path memory" if t.data_path == "memory" else (
-            f"{mib:.0f} MiB decoded, within the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
-        return f"memory path: uint8 tensor on the device ({why}); normalised with mean " \
-               f"{_fmt(data.mean)}, std {_fmt(data.std)}"
-    why = "--data-path stream" if t.data_path == "stream" else (
-        f"{mib:.0f} MiB decoded, over the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
-    return (f"stream path: DataLoader, {t.loader_workers} workers ({why}); normalised with mean {_fmt(data.mean)}, "
-            f"std {_fmt(data.std)}" + ("; standard augmentation per image in the workers"
-                                       if t.augment == "standard" else ""))
-
-
-def _fmt(values) -> str:
-    return ",".join(f"{v:.4f}" for v in values)
 
 
 def check_writable(folder: str, flag: str) -> None:
@@ -179,28 +147,8 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                                   "layer keeps one filter (group); ask for less")
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
-    seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
-    if sweep.target_values:
-        searched = [m for m in sweep.methods if any(s.method == m for s in sweep.searches())]
-        baselines = [m for m in sweep.methods if m not in searched]
-        write(f"search targets {', '.join(tg.label for tg in sweep.targets)} (tolerance {sweep.target_tolerance:g}) "
-              f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
-              f"and seed, {seeds}, at most {sweep.max_probes} probes each"
-              + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
-    else:
-        write(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
-            f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
-    write(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
-    write(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
-          f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
-          + (", channels-last" if t.channels_last else ""))
-    recipe = [f"{t.optimizer}" + (" (nesterov)" if t.nesterov else "")] * (t.optimizer != "sgd" or t.nesterov)
-    recipe += [f"schedule {t.schedule}"] * (t.schedule != "constant")
-    recipe += [f"warm-up {t.warmup_epochs} epochs"] * (t.warmup_epochs > 0)
-    recipe += [f"label smoothing {t.label_smoothing:g}"] * (t.label_smoothing > 0)
-    recipe += [f"augment {t.augment}"] * (t.augment != "none")
-    if recipe:
-        write("recipe " + ", ".join(recipe))
+    for line in plan_lines(sweep, trials):
+        write(line)
     return trials, data
 
 
@@ -342,7 +290,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
              ended: dict) -> int:
     from . import guard
     from .recording import summary_metrics, sweep_params, tracking_info
-    from .sweep import NO_SPACE, ray_session, run_sweep
+    from .sweep import ray_session, run_sweep
     from .tracking import Store, source_tags
 
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
@@ -429,7 +377,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
     print_summary(outcomes, write)
     if records is not None:
         print_targets(records, write)
-    _print_where(sweep, uri, name, write)
+    print_where(sweep, uri, name, write)
     if code == EXIT_INTERRUPTED:
         finished = sum(o.status == "FINISHED" for o in outcomes)
         print(f"interrupted: {finished} of {len(outcomes)} trials finished; continue with "
@@ -460,25 +408,9 @@ def where_full(sweep: SweepConfig, uri: str) -> str:
     return " and ".join(dict.fromkeys(full or folders))
 
 
-def ending(outcomes: list) -> tuple[str, int, str | None]:
-    """How a sweep ended from its trials' outcomes: (the parent run's status, the exit status, a note).
-
-    Any trial KILLED (interrupted or never run): KILLED, 130. Else any FAILED: the sweep FAILED when every
-    trial failed, FINISHED otherwise, exit 1. Else FINISHED, 0."""
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "KILLED")}
-    problems = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n)
-    note = f"{problems} of {len(outcomes)} trials" if problems else None
-    if counts["KILLED"]:
-        return "KILLED", EXIT_INTERRUPTED, note
-    if counts["FAILED"]:
-        return ("FAILED" if counts["FAILED"] == len(outcomes) else "FINISHED"), EXIT_TRIALS_FAILED, note
-    return "FINISHED", EXIT_OK, note
-
-
 def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str], None]) -> None:
     """The sweep's end when its driver is terminated and Ray cannot stop it gracefully (the local Ray died
     with the process group): every open run KILLED, the summary from the store."""
-    from .sweep import TrialOutcome
     from .tracking import Store
 
     store = Store(tracking.uri)
@@ -495,7 +427,6 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
 
 def _finished(trial: TrialConfig, run) -> Any:
     """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics."""
-    from .sweep import TrialOutcome
     return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key,
                         trial=trial)
 
@@ -530,40 +461,3 @@ def target_searches(sweep: SweepConfig, outcomes: list) -> list:
         searches[(t.method, t.seed)].record(float(t.swept_value), o.metrics if o.status == "FINISHED" else None,
                                             o.metrics.get(N.RUN_ID_KEY), failed=o.status != "FINISHED")
     return list(searches.values())
-
-
-def print_targets(records: list[dict], write: Callable[[str], None] = print) -> None:
-    """One line per method, seed and target: the strength found, what it reached, its accuracy, probes."""
-    write(f"\n{'method':<10} {'seed':>4}  {'target':<16} {'status':<11} {'value':>10} {'achieved':>9} "
-          f"{'test acc':>8} {'probes':>6}")
-    for r in records:
-        value = f"{r['value']:.4g}" if r["value"] is not None else "-"
-        achieved = f"{r['achieved']:.3f}" if r["achieved"] is not None else "-"
-        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
-        write(f"{r['method']:<10} {r['seed']:>4}  {r['kind'] + ' ' + format(r['target'], 'g'):<16} "
-              f"{r['status']:<11} {value:>10} {achieved:>9} {acc:>8} {r['probes']:>6}"
-              + (f"  ({r['reason']})" if r.get("reason") else ""))
-    write("targets.json on the sweep's run holds these records; `bench report` compares the methods at each target")
-
-
-def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
-    """One line per trial: status, accuracy, sparsity, its MLflow run, filters alive (or its error)."""
-    write(f"\n{'trial':<30} {'status':<9} {'test acc':>8} {'sparsity':>9}  {'MLflow run':<32}  filters alive")
-    for o in sorted(outcomes, key=lambda o: o.name):
-        m = o.metrics
-        run_id = str(m.get(N.RUN_ID_KEY, "-"))
-        if o.status != "FINISHED" or N.TEST_ACCURACY not in m:
-            reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
-            write(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {run_id:<32}  {o.error or ''}{reached}")
-            continue
-        filters = N.filters_line(m, "=")
-        write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
-              f"{filters}")
-    write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program); "
-          "`--register NAME` adds it to MLflow's Model Registry")
-
-
-def _print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:
-    from .tracking import default_tracking_uri, normalize_uri
-    ui = "`bench ui" + (f" --tracking-uri {redact(uri)}`" if uri != normalize_uri(default_tracking_uri()) else "`")
-    write(f"\nresults in MLflow: {redact(uri)} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from . import names as N  # noqa: E402
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .data import Dataset  # noqa: E402
 from .sources import StreamData  # noqa: E402
+from .outcomes import TrialOutcome, error_text  # noqa: E402
 from .tracking import Store, TrackingInfo  # noqa: E402
 
 
@@ -86,16 +86,6 @@ logging.getLogger("ray._private.authentication.authentication_token_setup").addF
 
 class ClusterError(RuntimeError):
     """The Ray cluster cannot be reached or cannot run the sweep."""
-
-
-@dataclass
-class TrialOutcome:
-    name: str
-    status: str                       # FINISHED / FAILED / KILLED
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    key: str | None = None
-    trial: TrialConfig | None = field(default=None, repr=False, compare=False)
 
 
 def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
@@ -591,7 +581,7 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
             continue
         trial = by_key[key]
         if result.error is not None:
-            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, _error_text(result.error), key, trial)
+            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error_text(result.error), key, trial)
         elif metrics.get("epoch") == trial.train.epochs:
             outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
         else:
@@ -599,14 +589,3 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
     for key, trial in by_key.items():
         outcomes.setdefault(key, TrialOutcome(trial.name, "KILLED", {}, "not run", key, trial))
     return [outcomes[t.key] for t in trials]
-
-
-def _error_text(error: BaseException) -> str:
-    cause = getattr(error, "cause", None) or error
-    if guard.disk_full(str(error)) or guard.disk_full(str(cause)):
-        return f"{NO_SPACE}: {type(cause).__name__}"
-    text = str(cause).strip().splitlines()
-    return text[-1] if text else type(cause).__name__
-
-
-NO_SPACE = "no space left on device"   # a FAILED outcome's error when the disk was full

@@ -9,7 +9,7 @@ from bench import names as N
 from bench import session
 from bench.config import ConfigError
 from bench.config_layers import build_sweep
-from bench.sweep import TrialOutcome
+from bench.outcomes import TrialOutcome
 from bench.tracking import Store, TrialRun
 
 SETTINGS = {"methods": ["none", "l1l2"], "lambdas": [0.1], "dataset": "synthetic", "epochs": 1, "device": "cpu"}

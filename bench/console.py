@@ -1,0 +1,108 @@
+"""What ``bench run`` and ``bench resume`` print: the plan before a sweep starts (data path, what is not
+pruned, the trials, the budget and recipe), and after it the summary of every trial, the target searches'
+records and where the results are. Plain text for the terminal and logs; no work is done here."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from . import names as N
+from .config import SweepConfig, TrialConfig, redact
+from .usercode import display_name
+
+
+def describe_structure(structure) -> list[str]:
+    """What is not pruned and why (coupled streams, the logits layer, a failed check), one line per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in structure.skipped.items():
+        by_reason.setdefault(reason if not reason.startswith("coupled") else "coupled channels (a residual "
+                             "stream or a gate), pruned with --prune-coupled", []).append(name)
+    return [f"kept   {', '.join(names[:4])}{f' and {len(names) - 4} more' if len(names) > 4 else ''}: {reason}"
+            for reason, names in by_reason.items()]
+
+
+def describe_path(data, t) -> str:
+    """Which data path the trials take and why (bench/batches.py)."""
+    from .data import MEMORY_LIMIT_BYTES, Dataset
+    mib = (data.n_train + data.n_test) * math.prod(data.input_shape) / 2 ** 20
+    if isinstance(data, Dataset):
+        why = "--data-path memory" if t.data_path == "memory" else (
+            f"{mib:.0f} MiB decoded, within the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
+        return f"memory path: uint8 tensor on the device ({why}); normalised with mean " \
+               f"{_fmt(data.mean)}, std {_fmt(data.std)}"
+    why = "--data-path stream" if t.data_path == "stream" else (
+        f"{mib:.0f} MiB decoded, over the {MEMORY_LIMIT_BYTES / 2 ** 30:g} GiB of --data-path auto")
+    return (f"stream path: DataLoader, {t.loader_workers} workers ({why}); normalised with mean {_fmt(data.mean)}, "
+            f"std {_fmt(data.std)}" + ("; standard augmentation per image in the workers"
+                                       if t.augment == "standard" else ""))
+
+
+def _fmt(values) -> str:
+    return ",".join(f"{v:.4f}" for v in values)
+
+
+def plan_lines(sweep: SweepConfig, trials: list[TrialConfig]) -> list[str]:
+    """What the sweep will run, said before it starts: the trials (or the target searches), the experiment,
+    the training budget and the recipe where it is not the plain one."""
+    t = sweep.train
+    lines = []
+    seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
+    if sweep.target_values:
+        searched = [m for m in sweep.methods if any(s.method == m for s in sweep.searches())]
+        baselines = [m for m in sweep.methods if m not in searched]
+        lines.append(f"search targets {', '.join(tg.label for tg in sweep.targets)} (tolerance {sweep.target_tolerance:g}) "
+              f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
+              f"and seed, {seeds}, at most {sweep.max_probes} probes each"
+              + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
+    else:
+        lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
+            f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
+    lines.append(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
+    lines.append(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
+          f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
+          + (", channels-last" if t.channels_last else ""))
+    recipe = [f"{t.optimizer}" + (" (nesterov)" if t.nesterov else "")] * (t.optimizer != "sgd" or t.nesterov)
+    recipe += [f"schedule {t.schedule}"] * (t.schedule != "constant")
+    recipe += [f"warm-up {t.warmup_epochs} epochs"] * (t.warmup_epochs > 0)
+    recipe += [f"label smoothing {t.label_smoothing:g}"] * (t.label_smoothing > 0)
+    recipe += [f"augment {t.augment}"] * (t.augment != "none")
+    if recipe:
+        lines.append("recipe " + ", ".join(recipe))
+    return lines
+
+
+def print_summary(outcomes: list, write: Callable[[str], None] = print) -> None:
+    """One line per trial: status, accuracy, sparsity, its MLflow run, filters alive (or its error)."""
+    write(f"\n{'trial':<30} {'status':<9} {'test acc':>8} {'sparsity':>9}  {'MLflow run':<32}  filters alive")
+    for o in sorted(outcomes, key=lambda o: o.name):
+        m = o.metrics
+        run_id = str(m.get(N.RUN_ID_KEY, "-"))
+        if o.status != "FINISHED" or N.TEST_ACCURACY not in m:
+            reached = f" (after epoch {int(m['epoch'])})" if "epoch" in m else ""
+            write(f"{o.name:<30} {o.status:<9} {'-':>8} {'-':>9}  {run_id:<32}  {o.error or ''}{reached}")
+            continue
+        filters = N.filters_line(m, "=")
+        write(f"{o.name:<30} {o.status:<9} {m[N.TEST_ACCURACY]:>8.4f} {m[N.TOTAL_SPARSITY]:>9.1%}  {run_id:<32}  "
+              f"{filters}")
+    write("`bench export RUN --out FILE.pt2` writes a trial's compact model (a torch.export program); "
+          "`--register NAME` adds it to MLflow's Model Registry")
+
+
+def print_targets(records: list[dict], write: Callable[[str], None] = print) -> None:
+    """One line per method, seed and target: the strength found, what it reached, its accuracy, probes."""
+    write(f"\n{'method':<10} {'seed':>4}  {'target':<16} {'status':<11} {'value':>10} {'achieved':>9} "
+          f"{'test acc':>8} {'probes':>6}")
+    for r in records:
+        value = f"{r['value']:.4g}" if r["value"] is not None else "-"
+        achieved = f"{r['achieved']:.3f}" if r["achieved"] is not None else "-"
+        acc = f"{r['test_accuracy']:.4f}" if r["test_accuracy"] is not None else "-"
+        write(f"{r['method']:<10} {r['seed']:>4}  {r['kind'] + ' ' + format(r['target'], 'g'):<16} "
+              f"{r['status']:<11} {value:>10} {achieved:>9} {acc:>8} {r['probes']:>6}"
+              + (f"  ({r['reason']})" if r.get("reason") else ""))
+    write("targets.json on the sweep's run holds these records; `bench report` compares the methods at each target")
+
+
+def print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:
+    from .tracking import default_tracking_uri, normalize_uri
+    ui = "`bench ui" + (f" --tracking-uri {redact(uri)}`" if uri != normalize_uri(default_tracking_uri()) else "`")
+    write(f"\nresults in MLflow: {redact(uri)} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")

@@ -1,0 +1,52 @@
+"""How trials and sweeps end: a trial's outcome (status, last metrics, error), the sweep's status and the
+command's exit status derived from them. Plain data; imports nothing of Ray or MLflow."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import guard
+from .config import TrialConfig
+
+EXIT_OK = 0
+EXIT_TRIALS_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+NO_SPACE = "no space left on device"   # a FAILED outcome's error when the disk was full
+
+
+@dataclass
+class TrialOutcome:
+    """One trial's end as the sweep saw it (its last reported metrics, the error's last line)."""
+
+    name: str
+    status: str                       # FINISHED / FAILED / KILLED
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    key: str | None = None
+    trial: TrialConfig | None = field(default=None, repr=False, compare=False)
+
+
+def error_text(error: BaseException) -> str:
+    """The one line a failed trial's error comes down to (a full disk said as such)."""
+    cause = getattr(error, "cause", None) or error
+    if guard.disk_full(str(error)) or guard.disk_full(str(cause)):
+        return f"{NO_SPACE}: {type(cause).__name__}"
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
+
+
+def ending(outcomes: list) -> tuple[str, int, str | None]:
+    """How a sweep ended from its trials' outcomes: (the parent run's status, the exit status, a note).
+
+    Any trial KILLED (interrupted or never run): KILLED, 130. Else any FAILED: the sweep FAILED when every
+    trial failed, FINISHED otherwise, exit 1. Else FINISHED, 0."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("FINISHED", "FAILED", "KILLED")}
+    problems = ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if s != "FINISHED" and n)
+    note = f"{problems} of {len(outcomes)} trials" if problems else None
+    if counts["KILLED"]:
+        return "KILLED", EXIT_INTERRUPTED, note
+    if counts["FAILED"]:
+        return ("FAILED" if counts["FAILED"] == len(outcomes) else "FINISHED"), EXIT_TRIALS_FAILED, note
+    return "FINISHED", EXIT_OK, note
