@@ -106,3 +106,46 @@ def print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], 
     from .tracking import default_tracking_uri, normalize_uri
     ui = "`bench ui" + (f" --tracking-uri {redact(uri)}`" if uri != normalize_uri(default_tracking_uri()) else "`")
     write(f"\nresults in MLflow: {redact(uri)} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")
+
+
+def print_registry() -> None:
+    """``bench list``: the registered methods with their options, models, datasets and presets, and the sources
+    --model and --dataset accept."""
+    from methods import get_method, list_methods
+
+    from .data import DATASETS
+    from .models import MODELS
+    print("methods (name, swept parameter and default grid, default zeroing: description)")
+    for name in list_methods():
+        cls = get_method(name)
+        axis = f"{cls.sweep_axis}={','.join(f'{v:g}' for v in cls.default_grid)}" if cls.sweep_axis else "-"
+        print(f"  {name:<10} {axis:<22} {cls.default_zeroing:<16} {cls.description}")
+        for f in cls.Hparams.__dataclass_fields__.values():
+            print(f"  {'':<10}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")
+    from .models import SOURCES
+    print("models (registered names, then the sources --model accepts)")
+    for name, spec in sorted(MODELS.items()):
+        print(f"  {name:<18} {spec.description}")
+    for name, description in SOURCES.items():
+        print(f"  {name:<18} {description}")
+    from .sources import DATASET_PLUGINS, SOURCE_HELP
+    print("datasets (registered names, then the sources --dataset accepts)")
+    for name, spec in sorted(DATASETS.items()):
+        print(f"  {name:<18} {spec.description}")
+    for name in sorted(DATASET_PLUGINS):
+        print(f"  {name:<18} {(DATASET_PLUGINS[name].__doc__ or 'registered by a plugin').strip().splitlines()[0]}")
+    for name, description in SOURCE_HELP.items():
+        print(f"  {name:<18} {description}")
+    from .presets import PRESETS
+    print("presets (bench run --preset NAME; its experiment is NAME)")
+    for name, preset in PRESETS.items():
+        st = preset.settings
+        print(f"  {name:<20} {preset.description}")
+        grids = "; ".join(f"{m} {'lam' if m in st.get('lambdas', {}) else 'ratio'} "
+                          f"{','.join(f'{v:g}' for v in {**st.get('lambdas', {}), **st.get('ratios', {})}[m])}"
+                          for m in st["methods"] if m in {**st.get("lambdas", {}), **st.get("ratios", {})})
+        print(f"  {'':<20} {st['model']} on {st['dataset']}, {st['epochs']} epochs; methods "
+              f"{','.join(st['methods'])}" + (f"; {grids}" if grids else "")
+              + (f"; options {dict(st['options'])}" if st.get("options") else ""))
+        if preset.paper is not None:
+            print(f"  {'':<20} report quotes {preset.paper.title} ({preset.paper.source})")
