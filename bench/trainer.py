@@ -149,6 +149,128 @@ def preflight(model: nn.Module, input_shape: Sequence[int], num_classes: int) ->
         model.eval()
 
 
+class _Loop:
+    """Everything one trial's loop works on, built once by :func:`train` (model, optimizer, masks, zeroing rule,
+    batches, generator, the method and its state)."""
+
+    def __init__(self, config: TrialConfig, data: Dataset | StreamData) -> None:
+        tc = self.tc = config.train
+        self.config = config
+        seed_everything(config.seed)
+        self.device = device = resolve_device(tc.device)
+        self.method = method = config.build_method()
+        self.rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
+        model, self.structure = build_trial_model(config, data.input_shape, data.num_classes)
+        model = model.to(device)
+        if tc.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        method.bind(self.structure.units)
+        method.check_model(model)
+        self.optimizer = build_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.momentum, tc.weight_decay,
+                                         tc.nesterov)
+        self.masks = FilterMasks(self.structure, self.optimizer)
+        self.rule.prepare(self.masks)
+        self.schedule = parse_schedule(tc.schedule, tc.epochs)
+        self.batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.augment = Augment(on_device, self.generator)
+        self.state = TrialState(model, self.masks, self.batches, config, self.generator)
+        self.weight = method.penalty_weight
+        self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
+        self.autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
+
+    def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
+        """Continue from a snapshot (:meth:`snapshot`): returns the first epoch to run and the last metrics."""
+        self.model.load_state_dict(snapshot["model"])
+        self.optimizer.load_state_dict(snapshot["optimizer"])
+        self.masks.load_state_dict(snapshot["masks"])
+        self.method.load_state_dict(snapshot["method"])
+        _set_random_states(snapshot["rng"], self.generator, self.device)
+        self.state.step = int(snapshot["step"])
+        return int(snapshot["epoch"]) + 1, dict(snapshot["last"])
+
+    def snapshot(self, epoch: int, last: dict[str, float]) -> dict[str, Any]:
+        """What the trial needs to continue after ``epoch`` (:func:`train`'s ``keep``)."""
+        return {"epoch": epoch, "step": self.state.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "masks": self.masks.state_dict(),
+                "method": self.method.state_dict(), "rng": _random_states(self.generator, self.device),
+                "last": last}
+
+    def steps(self, epoch: int) -> tuple[float, float]:
+        """One epoch's training steps (module docstring); returns the mean task loss and the train accuracy."""
+        tc, model, method, masks, batches = self.tc, self.model, self.method, self.masks, self.batches
+        weight, closed_form, device = self.weight, self.closed_form, self.device
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for x8, y in batches.epoch(torch.randperm(batches.n, generator=self.generator), tc.batch_size, epoch):
+            x = batches.normalise(self.augment(x8))
+            if tc.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                out = model(x)
+                task = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
+            loss = task + weight * method.penalty(model) if weight and not closed_form else task
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if closed_form:
+                method.add_penalty_grad(model, weight)
+            masks.mask_grads()
+            self.optimizer.step()
+            self.rule.after_step(masks)   # may clear mask entries (threshold rule) ...
+            masks.apply()                 # ... which this one in-place pass then enforces
+            method.after_step(model, self.state)
+            self.state.step += 1
+            loss_sum += task.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+        return float(loss_sum) / batches.n, float(correct) / batches.n   # waits for the device
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch: the method's hooks, the steps, the zeroing rule's epoch part, then the measurements."""
+        tc, config, method, model, state = self.tc, self.config, self.method, self.model, self.state
+        state.epoch = epoch
+        state.extra_metrics = {}
+        lr = rate(tc.lr, epoch, self.schedule, tc.warmup_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        method.on_epoch_start(model, state)
+        train_loss, train_accuracy = self.steps(epoch)   # so the times below are the real ones
+        steps_end = time.perf_counter()
+        method.on_epoch_end(model, state)
+        hook_end = time.perf_counter()
+        self.rule.on_epoch_end(self.masks)
+        train_time = time.perf_counter() - start
+        zeroing_time = start + train_time - hook_end
+        if not math.isfinite(train_loss):
+            raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
+                                "lower the learning rate or the penalty")
+        metrics_start = time.perf_counter()
+        with torch.no_grad():
+            penalty = float(method.penalty(model)) if method.has_penalty else 0.0
+        if not math.isfinite(penalty):   # a diverged penalty, even where its gradient stayed finite
+            raise TrialDiverged(f"penalty is {penalty} at epoch {epoch} of {config.name}; lower the penalty "
+                                "strength or the learning rate")
+        filters = M.filter_metrics(self.structure)
+        metrics_time = time.perf_counter() - metrics_start
+        return {
+            N.TEST_ACCURACY: state.evaluate(),
+            **({N.VAL_ACCURACY: M.accuracy(model, self.batches.test(tc.eval_batch_size, "val"))}
+               if self.batches.has_val else {}),
+            "train_accuracy": train_accuracy,
+            N.TRAIN_LOSS: train_loss,
+            N.PENALTY: penalty,
+            N.LR: lr,
+            **filters,
+            "epoch_time_s": train_time,
+            "steps_time_s": steps_end - start,
+            "method_hook_time_s": hook_end - steps_end,
+            "zeroing_metrics_time_s": zeroing_time + metrics_time,
+            **state.extra_metrics,
+        }
+
+
 def train(config: TrialConfig, data: Dataset | StreamData,
           report: Callable[[int, dict[str, float]], None] | None = None,
           finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None,
@@ -168,116 +290,20 @@ def train(config: TrialConfig, data: Dataset | StreamData,
     give exactly the metrics of an uninterrupted trial, on either data path (the streaming path's per-image
     crops are drawn from seeds of the trial seed, the epoch and the batch: ``bench.batches``).
     """
-    tc = config.train
-    seed_everything(config.seed)
-    device = resolve_device(tc.device)
-    method = config.build_method()
-    rule = parse_zeroing(config.zeroing, method.kernel_norm_scale)
-    model, structure = build_trial_model(config, data.input_shape, data.num_classes)
-    model = model.to(device)
-    if tc.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    method.bind(structure.units)
-    method.check_model(model)
-    optimizer = build_optimizer(tc.optimizer, model.parameters(), tc.lr, tc.momentum, tc.weight_decay, tc.nesterov)
-    masks = FilterMasks(structure, optimizer)
-    rule.prepare(masks)
-    schedule = parse_schedule(tc.schedule, tc.epochs)
-    batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    augment = Augment(on_device, generator)
-    state = TrialState(model, masks, batches, config, generator)
-    weight = method.penalty_weight
-    closed_form = bool(weight) and method.closed_form_grad   # the penalty's gradient without autograd
-    autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
-    n = batches.n
-    last: dict[str, float] = {}
-    first = 1
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        masks.load_state_dict(resume["masks"])
-        method.load_state_dict(resume["method"])
-        _set_random_states(resume["rng"], generator, device)
-        state.step = int(resume["step"])
-        first, last = int(resume["epoch"]) + 1, dict(resume["last"])
-
+    loop = _Loop(config, data)
+    first, last = loop.restore(resume) if resume is not None else (1, {})
+    epochs = config.train.epochs
     try:
-        for epoch in range(first, tc.epochs + 1):
-            state.epoch = epoch
-            state.extra_metrics = {}
-            lr = rate(tc.lr, epoch, schedule, tc.warmup_epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            start = time.perf_counter()
-            method.on_epoch_start(model, state)
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for x8, y in batches.epoch(torch.randperm(n, generator=generator), tc.batch_size, epoch):
-                x = batches.normalise(augment(x8))
-                if tc.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = model(x)
-                    task = F.cross_entropy(out, y, label_smoothing=tc.label_smoothing)
-                loss = task + weight * method.penalty(model) if weight and not closed_form else task
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if closed_form:
-                    method.add_penalty_grad(model, weight)
-                masks.mask_grads()
-                optimizer.step()
-                rule.after_step(masks)   # may clear mask entries (threshold rule) ...
-                masks.apply()            # ... which this one in-place pass then enforces
-                method.after_step(model, state)
-                state.step += 1
-                loss_sum += task.detach() * len(y)
-                correct += (out.detach().argmax(1) == y).sum()
-            train_loss = float(loss_sum) / n  # waits for the device, so the times below are the real ones
-            steps_end = time.perf_counter()
-            method.on_epoch_end(model, state)
-            hook_end = time.perf_counter()
-            rule.on_epoch_end(masks)
-            train_time = time.perf_counter() - start
-            zeroing_time = start + train_time - hook_end
-            if not math.isfinite(train_loss):
-                raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
-                                    "lower the learning rate or the penalty")
-            metrics_start = time.perf_counter()
-            with torch.no_grad():
-                penalty = float(method.penalty(model)) if method.has_penalty else 0.0
-            if not math.isfinite(penalty):   # a diverged penalty, even where its gradient stayed finite
-                raise TrialDiverged(f"penalty is {penalty} at epoch {epoch} of {config.name}; lower the penalty "
-                                    "strength or the learning rate")
-            filters = M.filter_metrics(structure)
-            metrics_time = time.perf_counter() - metrics_start
-            last = {
-                N.TEST_ACCURACY: state.evaluate(),
-                **({N.VAL_ACCURACY: M.accuracy(model, batches.test(tc.eval_batch_size, "val"))}
-                   if batches.has_val else {}),
-                "train_accuracy": float(correct) / n,
-                N.TRAIN_LOSS: train_loss,
-                N.PENALTY: penalty,
-                N.LR: lr,
-                **filters,
-                "epoch_time_s": train_time,
-                "steps_time_s": steps_end - start,
-                "method_hook_time_s": hook_end - steps_end,
-                "zeroing_metrics_time_s": zeroing_time + metrics_time,
-                **state.extra_metrics,
-            }
-            if finish is not None and epoch == tc.epochs:
-                last.update(finish(model, structure))
+        for epoch in range(first, epochs + 1):
+            last = loop.epoch(epoch)
+            if finish is not None and epoch == epochs:
+                last.update(finish(loop.model, loop.structure))
             if report is not None:
                 report(epoch, last)
-            if keep is not None and epoch < tc.epochs:
-                keep(epoch, {"epoch": epoch, "step": state.step, "model": model.state_dict(),
-                             "optimizer": optimizer.state_dict(), "masks": masks.state_dict(),
-                             "method": method.state_dict(), "rng": _random_states(generator, device),
-                             "last": last})
+            if keep is not None and epoch < epochs:
+                keep(epoch, loop.snapshot(epoch, last))
     finally:
-        batches.close()
+        loop.batches.close()
     return last
 
 
