@@ -6,7 +6,7 @@ import socket
 import pytest
 
 from bench.cli import main
-from conftest import free_port, write_faulty_plugin, write_mnist
+from helpers import free_port, write_faulty_plugin, write_mnist
 from methods import list_methods
 
 QUICK = ["--epochs", "1", "--dataset", "synthetic", "--device", "cpu"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bench.data import DEBIAN_FASHION_MNIST, DataError, load_dataset, make_synthetic, read_idx
-from conftest import write_cifar10, write_idx, write_mnist
+from helpers import write_cifar10, write_idx, write_mnist
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -16,7 +16,7 @@ from bench.data import DataError, Dataset, data_key, load_dataset
 from bench.recipe import Augment
 from bench.sources import StreamData, index_folder, parse_normalize, stratified
 from bench.trainer import train
-from tests.conftest import write_idx, write_image_folder
+from helpers import write_idx, write_image_folder
 
 TIMES = ("epoch_time_s", "steps_time_s", "method_hook_time_s", "zeroing_metrics_time_s")
 
@@ -265,7 +265,7 @@ def test_datasets_from_users_code_arrays_or_torch_datasets(tmp_path):
 def test_image_size_resizes_built_in_arrays_and_feeds_the_model(tmp_path):
     data = load_dataset("synthetic", input_shape=(1, 28, 28), image_size=20)
     assert data.input_shape == (1, 20, 20)
-    from tests.conftest import write_mnist
+    from helpers import write_mnist
     write_mnist(tmp_path / "mnist")
     resized = load_dataset("mnist", data_dir=tmp_path, image_size=32, download=False)
     assert resized.input_shape == (1, 32, 32) and resized.n_train == 64

@@ -17,7 +17,7 @@ from bench import names as N
 from bench.data import DEBIAN_FASHION_MNIST
 from bench.models import build_model
 from bench.structure import derive as describe
-from conftest import bench, free_port, read_until, start_bench, wait_until_closed
+from helpers import bench, free_port, read_until, start_bench, wait_until_closed
 
 pytestmark = pytest.mark.slow
 
@@ -318,7 +318,7 @@ def test_an_image_folder_runs_end_to_end_on_the_streaming_path(tmp_path):
     workers inside the Ray trials, with the default `standard` augmentation. The rate is 0.01: at 0.05 the 20 SGD
     steps of this budget leave VGG11 near chance on 300 images (train accuracy 0.2-0.6, test 0.1-0.3 over six
     seeds and data designs), at 0.01 it reaches 0.8-1.0."""
-    from tests.conftest import write_image_folder
+    from helpers import write_image_folder
 
     write_image_folder(tmp_path / "shapes")
     proc = bench(tmp_path, "run", "--dataset", "imagefolder:shapes", "--image-size", "32", "--model", "vgg11",

@@ -14,7 +14,7 @@ from bench.zeroing import parse_zeroing
 from methods import MethodError, get_method, list_methods
 from methods.base import Method
 
-from conftest import assert_closed_form_equals_autograd, train_checking_removed_stay_zero
+from helpers import assert_closed_form_equals_autograd, train_checking_removed_stay_zero
 
 DATA = make_synthetic((1, 28, 28), n_train=256, n_test=128)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import perf
-from conftest import bench
+from helpers import bench
 from methods import list_methods
 
 pytestmark = pytest.mark.slow   # it trains every method for an epoch, and runs a subprocess

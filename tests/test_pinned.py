@@ -17,7 +17,7 @@ import torch
 from bench import names as N
 from bench.config_layers import build_sweep
 from bench.data import make_synthetic
-from conftest import train_keeping
+from helpers import train_keeping
 
 CASES = {
     # (model, method, settings): per epoch (test accuracy, train loss, filters alive, FLOPs)

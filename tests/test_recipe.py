@@ -12,7 +12,7 @@ from bench.config_layers import build_sweep
 from bench.data import load_dataset, make_synthetic
 from bench.recipe import Augment, RecipeError, parse_schedule, rate
 from bench.trainer import train
-from conftest import write_cifar10
+from helpers import write_cifar10
 
 
 def rates(spec, epochs, base=0.1, warmup=0):

@@ -12,7 +12,7 @@ from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset,
 from bench.models import build_model, get_model_spec, list_models
 from bench.structure import derive as describe
 from bench.presets import PRESETS, preset_settings
-from conftest import train_keeping, write_cifar10, write_mnist
+from helpers import train_keeping, write_cifar10, write_mnist
 from methods import MethodError, get_method, list_methods
 
 # hgsr measures one loss per alive filter; on the deeper models a few samples keep that to seconds

@@ -15,7 +15,7 @@ from bench import names as N
 from bench import report as R
 from bench.data import DEBIAN_FASHION_MNIST
 
-from conftest import bench, write_faulty_plugin
+from helpers import bench, write_faulty_plugin
 
 HAVE_FASHION = DEBIAN_FASHION_MNIST.is_dir()
 DATASET = ["--limit-train", "1000", "--limit-test", "300"] if HAVE_FASHION else ["--dataset", "synthetic"]

@@ -18,7 +18,7 @@ from bench.zeroing import FilterMasks, parse_zeroing
 from methods import get_method
 from methods.groups import kernel_norms
 
-from conftest import assert_closed_form_equals_autograd
+from helpers import assert_closed_form_equals_autograd
 
 NETS = str(Path(__file__).with_name("nets.py"))
 SHAPE = (3, 32, 32)

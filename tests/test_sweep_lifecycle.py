@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import names as N
-from conftest import bench, free_port, read_until, start_bench, wait_until_closed, write_faulty_plugin
+from helpers import bench, free_port, read_until, start_bench, wait_until_closed, write_faulty_plugin
 
 pytestmark = pytest.mark.slow
 

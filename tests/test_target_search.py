@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import bench, read_until, start_bench
+from helpers import bench, read_until, start_bench
 
 pytestmark = pytest.mark.slow
 

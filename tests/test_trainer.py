@@ -11,7 +11,7 @@ from bench.config import TrainSettings, TrialConfig
 from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.trainer import TrialDiverged, train
-from conftest import train_checking_removed_stay_zero, train_keeping
+from helpers import train_checking_removed_stay_zero, train_keeping
 
 DATA = make_synthetic((1, 28, 28), n_train=512, n_test=256)
 
