@@ -345,15 +345,15 @@ class SweepConfig:
                 _check(_method(name).sweep_axis == axis, f"{what} given for {name!r}, which is swept over "
                                                          f"{_method(name).sweep_axis}")
         for name, opts in self.options.items():
-            axis = _method(name).sweep_axis if name in self.methods else None
-            values = {"lam": "lambdas", "ratio": "ratios"}.get(axis or "", "")
-            _check(axis is None or axis not in opts, f"option {name}.{axis} is the value the sweep varies: give it "
+            swept: str | None = _method(name).sweep_axis if name in self.methods else None
+            values = {"lam": "lambdas", "ratio": "ratios"}.get(swept or "", "")
+            _check(swept is None or swept not in opts, f"option {name}.{swept} is the value the sweep varies: give it "
                    f"with --{values} {name}=V1,V2,... (or {values} in a config file)")
         _check(len(self.seeds) > 0, "no seed given")
         _check(len(set(self.seeds)) == len(self.seeds), "a seed is listed twice")
         _check(self.name is None or (0 < len(self.name) <= 100 and all(c.isalnum() or c in "._-"
                                                                           for c in self.name)
-                                     and self.name.strip(".")),
+                                     and bool(self.name.strip("."))),
                f"sweep name must be 1-100 letters, digits, '.', '_' or '-', not only dots, got {self.name!r}")
         if self.experiment is not None:
             check_experiment_name(self.experiment)
@@ -395,7 +395,8 @@ class SweepConfig:
             axis = _method(name).sweep_axis
             if axis is None:
                 continue
-            group = [Search(name, int(seed), axis, self.grid(name), self.targets, self.target_tolerance,
+            grid = tuple(float(v) for v in self.grid(name) if v is not None)
+            group = [Search(name, int(seed), axis, grid, self.targets, self.target_tolerance,
                             self.max_probes) for seed in self.seeds]
             for s in group:
                 s.siblings = [o for o in group if o is not s]

@@ -179,7 +179,8 @@ def _client(uri: str) -> MlflowClient:
 
 def _search(client: MlflowClient, experiment_id: str, query: str, order_by: list[str] | None = None) -> list:
     """Every run matching ``query`` (all pages: a sweep can have more runs than one page holds)."""
-    runs, token = [], None
+    runs: list = []
+    token = None
     while True:
         page = client.search_runs([experiment_id], query, order_by=order_by, max_results=1000, page_token=token)
         runs.extend(page)
