@@ -49,7 +49,7 @@ RUN_ID_KEY = "mlflow_run_id"
 TARGETS_ARTIFACT = "targets.json"    # a target search's records, on the sweep's run (bench/targets.py)
 TRIAL_KEY = "trial_key"
 
-# MLflow tags of bench's runs (tracking.py writes them; the report and the benchmarks read them).
+# MLflow tags of bench's runs (bench/tracking/ writes them; the report and the benchmarks read them).
 PARENT_TAG = "mlflow.parentRunId"
 KIND_TAG = "bench.kind"               # "sweep" or "trial"
 TRIAL_KEY_TAG = "bench.trial_key"

@@ -7,7 +7,7 @@ experiment (the preset's name), and may carry the paper's published numbers for 
 
 Berthelier et al. do not state their epochs or learning-rate schedule; the presets use the project's
 budget (SGD lr 0.01, momentum 0.9, weight decay 5e-4 as Caffe's LeNet solver, batch 64) with the epochs
-given here. No torch import: ``report.py`` reads this module too.
+given here. No torch import: the report (bench/report/) reads this module too.
 """
 from __future__ import annotations
 

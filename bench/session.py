@@ -11,7 +11,7 @@
    interrupted (:func:`ending`).
 
 The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sweep.py`` and MLflow through
-``tracking.py`` only.
+``bench/tracking/`` only (what each run records: ``recording.py``).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What logging a trial's compact model as an MLflow Model costs, per trial, against the budget of a second.
 
-Each trial ends with ``TrialRun.log_model`` (bench/tracking.py): a logged model with a signature, an input
+Each trial ends with ``TrialRun.log_model`` (bench/tracking/runs.py): a logged model with a signature, an input
 example and explicit pip requirements, serialized as a torch.export program. This script times that call in
 one process, as a trial's reused Ray worker makes it: the first call (torch.export's own warm-up included)
 and the median of the next ones, for LeNet-5 and ResNet-20, against two references: the same call letting

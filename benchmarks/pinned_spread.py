@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from bench import names as N  # noqa: E402
-from bench.config import build_sweep  # noqa: E402
+from bench.config_layers import build_sweep  # noqa: E402
 from bench.data import make_synthetic  # noqa: E402
 from bench.trainer import train  # noqa: E402
 from test_pinned import CASES, RESNET20_FLOAT64  # noqa: E402
