@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import re
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -94,15 +95,141 @@ def comparison_results(preset: str | None = "mnist-lenet") -> R.Results:
     return R.Results("x", "sqlite:///x.db", sweeps, trials, trials, ["conv1", "conv2"], {"conv1": 20, "conv2": 50})
 
 
-def test_most_accurate_method_at_50_and_80_percent_sparsity():
+def test_each_methods_front_is_read_at_50_and_80_percent_sparsity():
     table, verdicts = R.at_sparsity(comparison_results())
     table = table.set_index("method")
-    # >= 50 %: l1 lam 0.5 (85 %) against l1l2 lam 0.5 (seed mean 87 % at 65 %); >= 80 %: l1 lam 1 (80 %) wins
-    assert table.loc["l1l2", "at >= 50% sparsity"] == "87.00 % (lam 0.5, 65.0 %)"
-    assert table.loc["l1", "at >= 80% sparsity"] == "80.00 % (lam 1, 85.0 %)"
-    assert table.loc["l2", "at >= 50% sparsity"] == "not reached (max 30.0 %)"
-    assert verdicts == ["At 50% filter sparsity or more, **`l1l2`** keeps the highest test accuracy: 87.00 %.",
-                        "At 80% filter sparsity or more, **`l1`** keeps the highest test accuracy: 80.00 %."]
+    # seed means: l1 (55 %, 85 %), (85 %, 80 %); l1l2 lam 0.5 (65 %, 87 %), lam 2 (90 %, 75 %); l2 (30 %, 89 %)
+    # 50 %: both fronts start above it (their first points); 80 %: linear between the points around it
+    assert table.loc["l1", "at 50% sparsity"] == "85.00 % (lam 0.5 at 55.0 %)"
+    assert table.loc["l1l2", "at 50% sparsity"] == "87.00 % (lam 0.5 at 65.0 %)"
+    assert table.loc["l1", "at 80% sparsity"] == "80.83 % (between lam 0.5 at 55.0 % and lam 1 at 85.0 %)"  # .85 - 5/6 * .05
+    assert table.loc["l1l2", "at 80% sparsity"] == "79.80 % (between lam 0.5 at 65.0 % and lam 2 at 90.0 %)"  # .87 - .6 * .12
+    assert table.loc["l2", "at 50% sparsity"] == "not reached (max 30.0 %)"
+    # l1 ran one seed: no method is named, and the command that would measure the noise is given
+    assert verdicts[0] == ("At 50% filter sparsity, the fronts give `l1l2` 87.00 % and `l1` 85.00 %, from one seed: "
+                           "there is no noise estimate, so neither is named the better.")
+    assert verdicts[1].startswith("At 80% filter sparsity, the fronts give `l1` 80.83 % and `l1l2` 79.80 %")
+    assert "**" not in " ".join(verdicts)
+    assert verdicts[2] == ("`bench run --methods none,l1,l1l2,l2 --seeds 0,1,2 --target-sparsity 0.5,0.8` measures "
+                           "each method at these sparsities over three seeds and tests the differences.")
+
+
+def _front_results(seeds: dict[str, list[list[tuple[float, float, float]]]]) -> R.Results:
+    """Final epochs: per method, per seed, (lam, sparsity, accuracy) points."""
+    rows = [{"sweep": "s", "trial": f"{m}-{lam}-s{seed}", "run_id": f"{m}-{lam}-s{seed}", "status": "FINISHED",
+             "method": m, "axis": "lam", "value": lam, "setting": f"lam {lam:g}", "seed": seed, "epoch": 5,
+             "test_accuracy": acc, "total_sparsity": sp, "flops": 1e6 * (1 - sp), "error": None}
+            for m, per_seed in seeds.items() for seed, points in enumerate(per_seed) for lam, sp, acc in points]
+    trials = pd.DataFrame(rows)
+    sweeps = [{"name": "s", "run_id": "p", "status": "FINISHED", "tags": {}, "config": {},
+               "params": {"model": "lenet5", "dataset": "fashion-mnist", "epochs": 5}}]
+    return R.Results("x", "sqlite:///x.db", sweeps, trials, trials, ["conv1"], {"conv1": 20})
+
+
+def test_a_point_just_under_the_target_counts_through_the_front_where_the_old_rule_picked_the_other_method():
+    """The README's main job once named l1 at 50 %: l1l2's 47 % point fell under the cut and its 81 % point was
+    used. Read on the fronts, l1l2 is above l1 at 50 %; with one seed, neither is named."""
+    one = _front_results({"l1l2": [[(0.5, 0.47, 0.90), (1.0, 0.81, 0.885)]],
+                          "l1": [[(0.5, 0.52, 0.889), (1.0, 0.80, 0.86)]]})
+    table, verdicts = R.at_sparsity(one, targets=(0.5,))
+    cell = table.set_index("method").loc["l1l2", "at 50% sparsity"]
+    assert cell == "89.87 % (between lam 0.5 at 47.0 % and lam 1 at 81.0 %)"   # .90 - 3/34 * .015
+    assert verdicts[0].startswith("At 50% filter sparsity, the fronts give `l1l2` 89.87 % and `l1` 88.90 %")
+    assert "no noise estimate" in verdicts[0] and "--model lenet5 --dataset fashion-mnist --epochs 5" in verdicts[1]
+    # three seeds each, l1l2's lead far beyond their spread: named, with the test
+    three = _front_results({"l1l2": [[(0.5, 0.47, 0.90 + d), (1.0, 0.81, 0.885 + d)] for d in (0, .002, -.002)],
+                            "l1": [[(0.5, 0.52, 0.85 + d), (1.0, 0.80, 0.84 + d)] for d in (0, .002, -.002)]})
+    _, verdicts = R.at_sparsity(three, targets=(0.5,))
+    assert verdicts[0].startswith("At 50% filter sparsity, **`l1l2`** keeps the most accuracy, beyond seed noise "
+                                  "over `l1` (89.87 % against 85.00 %; each seed's front at the target, Welch's t")
+    assert len(verdicts) == 1
+    # l1's lead inside the noise: a tie
+    close = _front_results({"l1l2": [[(0.5, 0.5, 0.88 + d)] for d in (0, .01, -.01)],
+                            "l1": [[(0.5, 0.5, 0.881 + d)] for d in (0, .01, -.01)]})
+    _, verdicts = R.at_sparsity(close, targets=(0.5,))
+    assert verdicts[0].startswith("At 50% filter sparsity, tie within noise between `l1` and `l1l2`")
+
+
+def _epoch_rows(methods: dict[str, list[float]], seeds=(0,), baseline: bool = True) -> R.Results:
+    """Three epochs of every (method, lam, seed); loss and penalty falling, accuracy and sparsity rising."""
+    rows = []
+    for method, lams in [*([("none", [float("nan")])] if baseline else []), *methods.items()]:
+        for lam in lams:
+            for seed in seeds:
+                name, k = f"{method}-{lam}-s{seed}", 0.0 if method == "none" else lam
+                for e in (1, 2, 3):
+                    rows.append({"sweep": "s", "trial": name, "run_id": name, "status": "FINISHED", "method": method,
+                                 "axis": "lam", "value": lam, "setting": "-" if method == "none" else f"lam {lam:g}",
+                                 "seed": seed, "epoch": e, "test_accuracy": 0.8 + 0.01 * e - 0.01 * k + 0.004 * seed,
+                                 "total_sparsity": 0.0 if method == "none" else 0.1 * e * lam,
+                                 "flops": 1e6, "train_loss": 1.0 / e + k, "penalty": 10.0 / e * k, "error": None})
+    epochs = pd.DataFrame(rows)
+    trials = epochs[epochs["epoch"] == 3].reset_index(drop=True)
+    return R.Results("x", "sqlite:///x.db", [], trials, epochs, ["conv1"], {"conv1": 20})
+
+
+def test_losses_draw_every_strength_and_seed_as_its_own_line_in_the_legend():
+    import matplotlib.pyplot as plt
+
+    results = _epoch_rows({"l1": [0.5, 1.0, 2.0], "l2": [0.5, 1.0, 2.0], "l1l2": [0.5, 1.0, 2.0]}, baseline=False)
+    fig = R.fig_losses(results)
+    loss_axes = [ax for ax in fig.axes if ax.get_title() in ("l1", "l2", "l1l2")]
+    lines = [line for ax in loss_axes for line in ax.get_lines()]
+    assert len(lines) == 9 and len({(line.get_color(), line.get_linestyle()) for line in lines}) == 9
+    for ax in loss_axes:   # within a method: three shades, darker for a stronger setting, each in the legend
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert labels == ["lam 0.5 s0", "lam 1 s0", "lam 2 s0"]
+        brightness = [sum(line.get_color()[:3]) for line in ax.get_lines()]
+        assert brightness == sorted(brightness, reverse=True) and len(set(brightness)) == 3
+    plt.close(fig)
+    two = R.fig_losses(_epoch_rows({"l1": [0.5]}, seeds=(0, 1), baseline=False))
+    assert {line.get_linestyle() for line in two.axes[0].get_lines()} == {"-", "--"}
+    assert "line style: the seed" in " ".join(two.bench_notes)
+    plt.close(two)
+
+
+def test_captions_say_only_what_is_drawn():
+    """No baseline, one seed: no caption speaks of a baseline, a band or a second seed; with them, they do."""
+    bare = _epoch_rows({"l1": [0.5, 1.0]}, baseline=False)
+    out = Path(tempfile.mkdtemp())
+    R.build_report(bare, out, {}, attach=False)
+    md = (out / "report.md").read_text()
+    captions = [line for line in md.splitlines() if line and not line.startswith(("|", "#", "!", "-", "<", "`"))]
+    figure_text = " ".join(c for c in captions if "Final epoch of every" in c or "Training cross-entropy" in c)
+    for word in ("baseline (", "dashed", "band", "shaded", "second seed", "line style"):
+        assert word not in figure_text.lower(), word
+    assert "there is no spread to show" in figure_text
+    both = _epoch_rows({"l1": [0.5, 1.0]}, seeds=(0, 1))
+    R.build_report(both, out, {}, attach=False)
+    md = (out / "report.md").read_text()
+    assert "Dashed grey: the baseline (`none`), mean over its 2 seeds; shaded: one standard deviation" in md
+    assert "line style: the seed" in md and "n beside a mean" in md
+    assert (out / "accuracy_vs_sparsity.svg").is_file() and (out / "losses.svg").is_file()
+
+
+def test_the_equal_target_figure_spans_the_informative_points_and_marks_a_collapsed_one_at_its_edge():
+    import matplotlib.pyplot as plt
+
+    results = _epoch_rows({}, seeds=(0, 1, 2))   # the baseline: 83.0, 83.4 and 83.8 % over three seeds
+    records = [{"method": m, "seed": s, "kind": "sparsity", "target": 0.5, "status": "reached", "achieved": 0.5,
+                "test_accuracy": acc, "value": 1.0, "probes": 2, "run_id": f"{m}{s}"}
+               for m, accs in (("l1l2", (0.85, 0.86, 0.855)), ("l1", (0.82, 0.83, 0.825)), ("l2", (0.37, 0.36, 0.38)))
+               for s, acc in enumerate(accs)]
+    results.targets = records
+    fig = R.fig_equal_sparsity(results)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert 80 < low < 82.5 and 85.5 < high < 88   # l1's 82.5 % to l1l2's 85.5 %, not down to l2's 37 %
+    edge = [line for line in ax.get_lines() if line.get_marker() == "v"]
+    assert len(edge) == 1 and edge[0].get_ydata()[0] < 82.5 and edge[0].get_ydata()[0] > low
+    assert any(t.get_text() == "37.0 %" for t in ax.texts) and any(t.get_text() == "n=3" for t in ax.texts)
+    assert any(p.get_alpha() == 0.15 for p in ax.patches)   # the baseline's band of its seeds' spread
+    notes = " ".join(fig.bench_notes)
+    assert "`l2` at 37.0 % sits below the axis" in notes and "mean over its 3 seeds" in notes
+    plt.close(fig)
+    assert R.informative_range([37, 82, 85, 87, 90])[:2] == (82, 90)
+    assert R.informative_range([60, 66, 72, 80, 90])[:2] == (60, 90)   # a spread, not a collapse
+    assert R.informative_range([34, 37, 79.5, 82.5, 85.5])[:2] == (79.5, 85.5)   # a method collapsed at two targets
 
 
 def test_quoted_paper_numbers_sit_beside_the_runs_own():
@@ -151,8 +278,9 @@ def store(tmp_path_factory):
 def test_report_files_and_every_method_in_tables_and_figures(store):
     cwd, out, client, runs = store
     folder = cwd / "out"
-    for name in ["index.html", "report.md", "results.csv", *R.FIGURES]:
+    for name in ["index.html", "report.md", "results.csv", *R.FIGURES, *map(R.vector, R.FIGURES)]:
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    assert (folder / "losses.svg").read_text().lstrip().startswith("<?xml") and "<svg" in (folder / "losses.svg").read_text()
     md = (folder / "report.md").read_text()
     layer_rows = [line for line in md.splitlines() if line.startswith("| none |") or line.startswith("| l1l2 |")
                   or line.startswith("| l2 |")]
@@ -164,7 +292,8 @@ def test_report_files_and_every_method_in_tables_and_figures(store):
     # figures: every finished method has its own series
     results = R.read_store(f"sqlite:///{cwd / 'mlflow.db'}", EXPERIMENT)
     fig = R.fig_tradeoff(results, "total_sparsity", "sparsity", True)
-    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == ["l1l2", "l2", "none"]
+    assert sorted(t.get_text() for t in fig.axes[0].get_legend().get_texts()) == [
+        "baseline (none, mean)", "l1l2", "l2", "none"]
     titles = sorted(ax.get_title() for ax in R.fig_trajectories(results).axes if ax.get_visible())
     assert titles == ["l1l2", "l2", "none"]
 
@@ -208,7 +337,7 @@ def test_report_says_what_is_missing_and_is_self_contained(store):
     # attached to the sweep's parent run
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
     attached = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
-    assert attached == {"index.html", "report.md", "results.csv", *R.FIGURES}   # only what it wrote
+    assert attached == {"index.html", "report.md", "results.csv", *R.FIGURES, *map(R.vector, R.FIGURES)}
 
 
 @pytest.mark.slow

@@ -140,37 +140,106 @@ def best_table(results: Results) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), note
 
 
+def front_at(points: pd.DataFrame, target: float, y: str) -> dict[str, Any] | None:
+    """A method's Pareto front over ``points`` (total sparsity and ``y`` both maximized) read at total sparsity
+    ``target``: linear between the two front points around it; where the front starts above the target, its
+    first point (that setting reaches the target and more); None where the front ends below it. Returns the
+    value of ``y`` there, of the test accuracy along the same points, and the rows used (one or two)."""
+    front = pareto_front(points.dropna(subset=[N.TOTAL_SPARSITY, y]), N.TOTAL_SPARSITY, y)
+    if front.empty or float(front[N.TOTAL_SPARSITY].max()) < target - 1e-9:
+        return None
+    xs = front[N.TOTAL_SPARSITY].to_numpy(float)
+    hi = int(np.nonzero(xs >= target - 1e-9)[0][0])
+    if hi == 0 or abs(xs[hi] - target) <= 1e-9:
+        row = front.iloc[hi]
+        return {"value": float(row[y]), "test": float(row[N.TEST_ACCURACY]), "used": [row]}
+    lo_row, hi_row = front.iloc[hi - 1], front.iloc[hi]
+    w = (target - xs[hi - 1]) / (xs[hi] - xs[hi - 1])
+    return {"value": float(lo_row[y] + w * (hi_row[y] - lo_row[y])),
+            "test": float(lo_row[N.TEST_ACCURACY] + w * (hi_row[N.TEST_ACCURACY] - lo_row[N.TEST_ACCURACY])),
+            "used": [lo_row, hi_row]}
+
+
+def _used(hit: Mapping[str, Any]) -> str:
+    points = [f"{r['setting']} at {_pct(r[N.TOTAL_SPARSITY], 1)} %" for r in hit["used"]]
+    return f"between {points[0]} and {points[1]}" if len(points) == 2 else points[0]
+
+
 def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[pd.DataFrame, list[str]]:
-    """Per method, its most accurate setting (final epoch, mean over seeds) with total filter sparsity of at
-    least each target; and one sentence per target naming the winner."""
+    """Per method, its Pareto front (final epochs, mean over seeds) read at each target sparsity
+    (:func:`front_at`), with the points used; and one sentence per target. The method with the highest front is
+    named only where its lead is beyond seed noise: each seed's own front read at the target, Welch's test
+    (:func:`compare`) between the two highest; with a single seed on either side the sentence says there is no
+    noise estimate, and a last sentence gives the command that would measure one."""
+    chosen = results.selection
     points = settings(results.finished)
-    rows, verdicts = [], []
-    best: dict[float, tuple[float, str, float]] = {}
-    for method in results.finished_methods:
-        if method == "none":
-            continue
+    methods = [m for m in results.finished_methods if m != "none"]
+    rows, verdicts, lonely = [], [], False
+    fronts: dict[float, dict[str, dict]] = {t: {} for t in targets}
+    for method in methods:
         row = {"method": method}
         mine = points[points["method"] == method]
         for target in targets:
-            ok = mine[mine[N.TOTAL_SPARSITY] >= target - 1e-9]
-            title = f"at >= {target:.0%} sparsity"
-            if ok.empty:
+            title = f"at {target:.0%} sparsity"
+            hit = front_at(mine, target, chosen)
+            if hit is None:
                 reached = mine[N.TOTAL_SPARSITY].max() if len(mine) else float("nan")
                 row[title] = f"not reached (max {_pct(reached, 1)} %)"
                 continue
-            hit = ok.sort_values([results.selection, N.TOTAL_SPARSITY], ascending=False).iloc[0]
-            row[title] = f"{_pct(hit[N.TEST_ACCURACY])} % ({hit['setting']}, {_pct(hit[N.TOTAL_SPARSITY], 1)} %)"
-            if target not in best or hit[results.selection] > best[target][2]:
-                best[target] = (float(hit[N.TEST_ACCURACY]), method, float(hit[results.selection]))
+            fronts[target][method] = hit
+            row[title] = f"{_pct(hit['test'])} % ({_used(hit)})"
         rows.append(row)
     for target in targets:
-        if target in best:
-            acc, method, _ = best[target]
-            verdicts.append(f"At {target:.0%} filter sparsity or more, **`{method}`** keeps the highest test "
-                            f"accuracy: {_pct(acc)} %.")
+        where = f"At {target:.0%} filter sparsity"
+        found = sorted(fronts[target].items(), key=lambda item: -item[1]["value"])
+        if not found:
+            verdicts.append(f"{where}, no method's front reaches the target.")
+            continue
+        if len(found) == 1:
+            verdicts.append(f"{where}, only `{found[0][0]}`'s front reaches the target "
+                            f"({_pct(found[0][1]['test'])} %).")
+            continue
+        (first, a), (second, b) = found[0], found[1]
+        per_seed = [_per_seed(results, m, target, chosen) for m in (first, second)]
+        values = f"{_pct(a['test'])} % against {_pct(b['test'])} %"
+        if min(len(v) for v in per_seed) < 2:
+            lonely = True
+            verdicts.append(f"{where}, the fronts give `{first}` {_pct(a['test'])} % and `{second}` "
+                            f"{_pct(b['test'])} %, from one seed: there is no noise estimate, so neither is named "
+                            "the better.")
+            continue
+        beyond, test = compare(*per_seed)
+        if beyond:
+            verdicts.append(f"{where}, **`{first}`** keeps the most accuracy, beyond seed noise over `{second}` "
+                            f"({values}; each seed's front at the target, {test}).")
         else:
-            verdicts.append(f"No method reached {target:.0%} filter sparsity.")
+            verdicts.append(f"{where}, tie within noise between `{first}` and `{second}` ({values}; each seed's "
+                            f"front at the target, {test}).")
+    if lonely:
+        verdicts.append(f"`{_search_command(results, targets)}` measures each method at these sparsities over "
+                        "three seeds and tests the differences.")
     return pd.DataFrame(rows), verdicts
+
+
+def _per_seed(results: Results, method: str, target: float, chosen: str) -> list[float]:
+    """Each seed's own front (its final epochs) read at ``target``: the test accuracies there."""
+    rows = results.finished[results.finished["method"] == method]
+    out = []
+    for _, group in rows.groupby("seed"):
+        hit = front_at(group, target, chosen)
+        if hit is not None:
+            out.append(hit["test"])
+    return out
+
+
+def _search_command(results: Results, targets: Sequence[float]) -> str:
+    """The `bench run` that gives these methods a noise estimate at ``targets``: a target search over 3 seeds,
+    on the sweeps' model, dataset and epochs."""
+    params = results.sweeps[0]["params"] if results.sweeps else {}
+    methods = ",".join(["none"] * ("none" not in results.methods) + list(results.methods))
+    parts = ["bench run"] + [f"--{k} {params[k]}" for k in ("model", "dataset", "epochs") if params.get(k)]
+    return " ".join(parts + [f"--methods {methods}", "--seeds 0,1,2",
+                             f"--target-sparsity {','.join(f'{t:g}' for t in targets)}"])
 
 
 ALPHA = 0.05   # the significance level of the equal-sparsity comparison

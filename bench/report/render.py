@@ -35,11 +35,10 @@ FIGURES = {
                          "removed, so a trial moves right; any epoch's model can be kept."),
     "losses.png": ("Task loss and penalty over epochs",
                    "Training cross-entropy and the method's penalty (without lambda) at the end of each epoch "
-                   "(Berthelier et al. Fig. 4); dashed: the second seed."),
+                   "(Berthelier et al. Fig. 4)."),
     "filters.png": ("Learned first-layer filters",
                     "The baseline's and each method's best sparse model (the sparsest within 1 point of the "
-                    "baseline, else the most accurate sparse one); red frames: removed filters "
-                    "(Berthelier et al. Fig. 5)."),
+                    "baseline, else the most accurate sparse one; Berthelier et al. Fig. 5)."),
 }
 
 
@@ -50,6 +49,7 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
     out.mkdir(parents=True, exist_ok=True)
     results.epochs.to_csv(out / "results.csv", index=False)
     figures: dict[str, bytes] = {}
+    drawn: dict[str, list[str]] = {}   # what each figure drew beyond its fixed caption
     plt, _ = _plt()
     for name, make in (("accuracy_vs_sparsity.png", lambda: fig_tradeoff(results, N.TOTAL_SPARSITY,
                                                                           "total filter sparsity (%)", True)),
@@ -66,14 +66,17 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
             continue
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110)
+        fig.savefig(out / vector(name), format="svg")   # for papers: scales without loss
+        drawn[name] = list(getattr(fig, "bench_notes", []))
         plt.close(fig)
         figures[name] = buffer.getvalue()
         (out / name).write_bytes(figures[name])
-    sections = _sections(results, registry, figures)
+    sections = _sections(results, registry, figures, drawn)
     (out / "report.md").write_text(_markdown(results, sections))
     (out / "index.html").write_text(_html(results, sections, figures))
     if attach:   # the files written here, never anything else the folder holds
-        written = [out / name for name in ("index.html", "report.md", "results.csv", *figures)]
+        written = [out / name for name in ("index.html", "report.md", "results.csv", *figures,
+                                           *map(vector, figures))]
         for sweep in results.sweeps:
             Store(results.uri).attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
     return out / "index.html"
@@ -88,7 +91,14 @@ class Section:
     code: str | None = None
 
 
-def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Mapping[str, bytes]) -> list[Section]:
+def vector(name: str) -> str:
+    """The SVG file written beside a figure's PNG."""
+    return name.rsplit(".", 1)[0] + ".svg"
+
+
+def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Mapping[str, bytes],
+              drawn: Mapping[str, Sequence[str]] | None = None) -> list[Section]:
+    drawn = drawn or {}
     finished = results.finished
     counts = results.trials["status"].value_counts().to_dict()
     summary = (f"{len(results.trials)} trial(s) of {len(results.methods)} method(s) in {len(results.sweeps)} "
@@ -100,25 +110,26 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                        best if len(best) else None))
     if len(finished):
         targets, verdicts = at_sparsity(results)
-        out.append(Section("Most accurate method at " + " and ".join(f"{t:.0%}" for t in TARGETS)
-                           + " filter sparsity",
-                           " ".join(verdicts) + " A cell gives a method's most accurate setting (final epoch, "
-                           "mean over seeds) among those at or above the target sparsity. " + results.choice_note(),
-                           targets if len(targets) else None))
+        out.append(Section("Accuracy at " + " and ".join(f"{t:.0%}" for t in TARGETS) + " filter sparsity",
+                           " ".join(verdicts) + " A cell reads a method's Pareto front (final epoch, mean over "
+                           "seeds) at the target sparsity: linear between the two front points around it (named), "
+                           "or the front's first point where that point is above the target. "
+                           + results.choice_note(), targets if len(targets) else None))
     if results.targets:
         table, verdicts = equal_sparsity(results)
         out.insert(1, Section("Accuracy at equal sparsity", " ".join(verdicts) + (
             " Each method's strength was searched per seed for each target (`bench run --target-sparsity`); a "
             "cell is the final test accuracy, mean +- sd over the seeds that reached the target within its "
             "tolerance, with n and the mean value achieved. The best method is named only where its lead over "
-            f"the runner-up is beyond seed noise: Welch's t-test, one-sided at {ALPHA}, on the seeds' accuracies."),
+            f"the runner-up is beyond seed noise: Welch's t-test, one-sided at {ALPHA}, on the seeds' accuracies."
+            + "".join(" " + n for n in drawn.get("accuracy_at_targets.png", []))),
             table, figure="accuracy_at_targets.png" if "accuracy_at_targets.png" in figures else None))
     quoted = quoted_table(results)
     if quoted is not None:
         out.append(Section("Published numbers (quoted) beside this run", quoted[1], quoted[0]))
     for name, (title, caption) in FIGURES.items():
         if name in figures:
-            out.append(Section(title, caption, figure=name))
+            out.append(Section(title, " ".join([caption, *drawn.get(name, [])]), figure=name))
     if finished.empty:
         out.append(Section("Figures", "No trial finished, so there is nothing to plot yet."))
     out.append(Section("Filters left per layer",
