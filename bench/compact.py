@@ -74,14 +74,16 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
             device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, float]]:
     """The compact model of ``model`` (on CPU) and its measurements against the dense (masked) model.
 
-    Metrics: ``compact_params``, ``compact_flops`` (FlopCounterMode on the compact model),
+    Metrics: ``compact_params``, ``compact_flops`` (FlopCounterMode on the compact model), ``compact_macs``
+    (Torch-Pruning's ``count_ops_and_params`` on it at batch 1: what published pruning tables quote),
     ``latency_ms_b{N}`` (compact) and ``dense_latency_ms_b{N}``, ``speedup_b{N}`` = dense / compact latency,
     on the CPU; when ``device`` is a GPU (the trial's), also ``gpu_latency_ms_b{N}``,
     ``gpu_dense_latency_ms_b{N}`` and ``gpu_speedup_b{N}`` there. ``min_run_time`` 0: no latency metric.
     """
     dense = copy.deepcopy(model).cpu().eval()
     small = compact(dense, structure, share=True).eval()
-    out: dict[str, float] = {"compact_params": count_params(small), "compact_flops": measured_flops(small, input_shape)}
+    out: dict[str, float] = {"compact_params": count_params(small), "compact_flops": measured_flops(small, input_shape),
+                             "compact_macs": torch_pruning_macs(small, input_shape)}
     if min_run_time <= 0:
         return small, out
     for b in batches:
@@ -100,6 +102,22 @@ def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
             out[f"gpu_speedup_b{b}"] = d / c
         del gpu_dense, gpu_small
     return small, out
+
+
+def torch_pruning_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """Multiply-accumulates of one forward pass of one example as Torch-Pruning counts them
+    (``tp.utils.count_ops_and_params``: convs and linears, plus its counts for BatchNorm, pooling and
+    activations), the convention of its benchmark tables and of most pruning papers' "FLOPs"."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+    return float(macs)
 
 
 # -- saving and loading ------------------------------------------------------------------------------------

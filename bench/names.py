@@ -21,7 +21,7 @@ FILTERS_ALIVE = "filters_alive/{}"
 SPARSITY = "sparsity/{}"
 
 # Measured once per trial, on its final model (compact.measure), logged with the last epoch.
-COMPACT_METRICS = ("compact_params", "compact_flops", "latency_ms_b1", "latency_ms_b64", "dense_latency_ms_b1",
+COMPACT_METRICS = ("compact_params", "compact_flops", "compact_macs", "latency_ms_b1", "latency_ms_b64", "dense_latency_ms_b1",
                    "dense_latency_ms_b64", "speedup_b1", "speedup_b64", "gpu_latency_ms_b1", "gpu_latency_ms_b64",
                    "gpu_dense_latency_ms_b1", "gpu_dense_latency_ms_b64", "gpu_speedup_b1", "gpu_speedup_b64")
 

@@ -165,3 +165,27 @@ def test_measure_on_a_gpu_trial_times_both_models_there_too():
         assert m[f"gpu_latency_ms_b{b}"] > 0 and m[f"gpu_dense_latency_ms_b{b}"] > 0
         assert m[f"gpu_speedup_b{b}"] == pytest.approx(m[f"gpu_dense_latency_ms_b{b}"] / m[f"gpu_latency_ms_b{b}"])
     assert next(small.parameters()).device.type == "cpu"   # the compact model itself stays on the CPU
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20"])
+def test_the_logged_macs_are_torch_prunings_count_of_the_same_channels_pruned_by_torch_pruning(name):
+    """compact_macs (the report's MACs column) equals tp.utils.count_ops_and_params on the model Torch-Pruning
+    itself prunes to the same channels: the number its tables (and most papers) quote."""
+    import copy
+
+    import torch_pruning as tp
+
+    model, structure, masks = trained_looking(name)
+    shape = shape_of(name)
+    logged = C.measure(model, structure, shape, min_run_time=0)[1]["compact_macs"]
+    theirs = copy.deepcopy(model)
+    example = torch.zeros(1, *shape)
+    graph = tp.DependencyGraph().build_dependency(theirs, example_inputs=example)
+    modules = dict(theirs.named_modules())
+    for layer in structure.eligible:
+        removed = (~masks.alive(layer)).nonzero().flatten().tolist()
+        graph.get_pruning_group(modules[layer], tp.prune_conv_out_channels, idxs=removed).prune()
+    macs, params = tp.utils.count_ops_and_params(theirs.eval(), example)
+    assert logged == macs and params == C.count_params(C.compact(model, structure))
+    dense_macs, _ = tp.utils.count_ops_and_params(build_model(name, shape, 10).eval(), example)
+    assert logged < dense_macs

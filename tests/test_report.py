@@ -71,6 +71,7 @@ def test_best_sparsity_within_half_and_one_point_of_the_baseline():
     row = table.set_index("method").loc["b"]
     assert row["final epoch, within 1 pt"] == "none within"
     assert table.set_index("method").loc["a", "final epoch, within 0.5 pt"] == "30.0 % at 89.80 % (a1)"
+    assert table.iloc[0].tolist() == ["none (dense reference)", *["0.0 % at 90.00 % (mean of 2)"] * 4]
     assert "90.00 %" in note
     # the filters figure shows a's sparsest model within 1 point, and b's most accurate sparse one
     assert R.best_sparse_trial(results, "a", 0.90)["trial"] == "a2"
@@ -105,6 +106,7 @@ def test_each_methods_front_is_read_at_50_and_80_percent_sparsity():
     assert table.loc["l1", "at 80% sparsity"] == "80.83 % (between lam 0.5 at 55.0 % and lam 1 at 85.0 %)"  # .85 - 5/6 * .05
     assert table.loc["l1l2", "at 80% sparsity"] == "79.80 % (between lam 0.5 at 65.0 % and lam 2 at 90.0 %)"  # .87 - .6 * .12
     assert table.loc["l2", "at 50% sparsity"] == "not reached (max 30.0 %)"
+    assert table.loc["none (dense reference)", "at 80% sparsity"] == "90.00 % (0.0 %, mean of 1)"
     # l1 ran one seed: no method is named, and the command that would measure the noise is given
     assert verdicts[0] == ("At 50% filter sparsity, the fronts give `l1l2` 87.00 % and `l1` 85.00 %, from one seed: "
                            "there is no noise estimate, so neither is named the better.")

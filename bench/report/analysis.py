@@ -47,6 +47,11 @@ def baseline_accuracy(results: Results, column: str = N.TEST_ACCURACY) -> float 
     return float(base[column].mean()) if len(base) else None
 
 
+def dense_test(results: Results) -> float | None:
+    """The dense reference's test accuracy: the mean over the finished ``none`` trials."""
+    return baseline_accuracy(results, N.TEST_ACCURACY)
+
+
 def best_within(results: Results, baseline: float, points: float, any_epoch: bool = False) -> dict[str, dict]:
     """For each method, its highest total sparsity with accuracy >= baseline - ``points`` accuracy points
     (``baseline`` and the choice on ``results.selection``, the test accuracy reported): over final epochs, or
@@ -99,7 +104,10 @@ def layer_table(results: Results) -> pd.DataFrame:
             row[layer] = "-" if _missing(alive) else f"{int(alive)}/{size} ({_pct(1 - alive / size, 1)} %)"
         row["total sparsity %"] = _pct(t[N.TOTAL_SPARSITY], 1)
         row["params"] = _count(t.get(N.PARAMS))
-        row["FLOPs"] = _count(t.get(N.FLOPS))
+        row["params reduction %"] = _pct(t.get(N.PARAMS_REDUCTION), 1)
+        row["FLOPs/example"] = _count(t.get(N.FLOPS))
+        row["FLOPs reduction %"] = _pct(t.get(N.FLOPS_REDUCTION), 1)
+        row["MACs/example (Torch-Pruning)"] = _count(t.get("compact_macs"))
         row["compact params"] = _count(t.get("compact_params"))
         row["speed-up b1"] = _times(t.get("speedup_b1"))
         row["speed-up b64"] = _times(t.get("speedup_b64"))
@@ -118,7 +126,9 @@ def best_table(results: Results) -> tuple[pd.DataFrame, str]:
     for points in TOLERANCES:
         columns[f"final epoch, within {points:g} pt"] = best_within(results, baseline, points)
         columns[f"any epoch, within {points:g} pt"] = best_within(results, baseline, points, any_epoch=True)
-    rows = []
+    n_base = int((results.finished["method"] == "none").sum())
+    rows = [{"method": "none (dense reference)",
+             **{title: f"0.0 % at {_pct(dense_test(results))} % (mean of {n_base})" for title in columns}}]
     for method in results.methods:
         if method == "none":
             continue
@@ -174,7 +184,12 @@ def at_sparsity(results: Results, targets: Sequence[float] = TARGETS) -> tuple[p
     chosen = results.selection
     points = settings(results.finished)
     methods = [m for m in results.finished_methods if m != "none"]
-    rows, verdicts, lonely = [], [], False
+    rows: list[dict[str, Any]] = []
+    verdicts, lonely = [], False
+    if "none" in results.finished_methods:
+        n_base = int((results.finished["method"] == "none").sum())
+        rows.append({"method": "none (dense reference)", **{f"at {t:.0%} sparsity": f"{_pct(dense_test(results))} % "
+                                                            f"(0.0 %, mean of {n_base})" for t in targets}})
     fronts: dict[float, dict[str, dict]] = {t: {} for t in targets}
     for method in methods:
         row = {"method": method}

@@ -134,9 +134,16 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
         out.append(Section("Figures", "No trial finished, so there is nothing to plot yet."))
     out.append(Section("Filters left per layer",
                        "One row per finished trial, laid out like Berthelier et al.'s Tables I-III: filters "
-                       "left / filters in the layer (layer sparsity), total filter sparsity, structural "
-                       "parameters and FLOPs of the network with removed filters deleted, and the compact "
-                       "model's measured parameters and CPU speed-up over the dense model at batch 1 and 64.",
+                       "left / filters in the layer (layer sparsity), total filter sparsity, then the network with "
+                       "removed filters deleted: its parameters and FLOPs with their reduction from the dense model "
+                       "(`none` rows: the dense reference), its MACs, and the compact model's measured parameters "
+                       "and CPU speed-up over the dense model at batch 1 and 64. FLOPs/example: one forward pass of "
+                       "one example, counted structurally with 2 FLOPs per multiply-add of the convs and linears "
+                       "(torch's FlopCounterMode convention). MACs/example (Torch-Pruning): "
+                       "`tp.utils.count_ops_and_params` on the compact model at batch 1 (multiply-adds of convs "
+                       "and linears plus its counts for BatchNorm, pooling and activations), the number Torch-Pruning's "
+                       "tables and most pruning papers quote as FLOPs or MACs; '-' for trials recorded before it "
+                       "was logged.",
                        layer_table(results) if len(finished) else None))
     problems = problem_table(results)
     out.append(Section("Trials that did not finish",
