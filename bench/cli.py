@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not attach the report to the sweeps' MLflow parent runs")
     report.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                         help="a plugin whose methods the experiment used (for the methods section)")
+    report.add_argument("--latency", action="store_true", help="first time every finished trial's compact model "
+                        "against the dense model, one at a time with nothing else running (a few seconds a trial; "
+                        "recorded on the sweeps' runs as latency.json)")
     perf = sub.add_parser("perf", help="measure the harness's speed against a reference loop and the machine",
                           epilog=EXIT_DONE,
                           description="Trainer throughput against a torchvision DataLoader loop and against the "
@@ -284,6 +287,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
     results = read_store(uri, experiment, args.sweep)
+    if args.latency:
+        from .latency import measure_sweeps
+        results.latency = measure_sweeps(uri, results.sweeps, results.trials, log=lambda t: print(t, flush=True))
     registry = {name: MethodInfo(name, cls.description, cls.paper, cls.formula)
                 for name, cls in ((name, get_method(name)) for name in list_methods())}
     out = Path(args.out or Path("reports") / _safe_folder(experiment))

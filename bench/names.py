@@ -47,6 +47,7 @@ def filters_line(values: Mapping[str, float], sep: str = " ", most: int = 8) -> 
 # Keys a trial reports to Ray Tune beside its metrics (the sweep's summary reads them back).
 RUN_ID_KEY = "mlflow_run_id"
 TARGETS_ARTIFACT = "targets.json"    # a target search's records, on the sweep's run (bench/targets.py)
+LATENCY_ARTIFACT = "latency.json"   # bench report --latency: compact against dense after the sweep (bench/latency.py)
 TRIAL_KEY = "trial_key"
 
 # MLflow tags of bench's runs (bench/tracking/ writes them; the report and the benchmarks read them).

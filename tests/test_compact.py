@@ -140,7 +140,7 @@ def test_measure_reports_compact_counts_and_latencies():
     masks.remove("conv1", list(range(19)))
     masks.remove("conv2", list(range(45)))
     small, m = C.measure(model, structure, (1, 28, 28), min_run_time=0.05)
-    assert set(m) == {"compact_params", "compact_flops", "latency_ms_b1", "latency_ms_b64",
+    assert set(m) == {"compact_params", "compact_flops", "compact_macs", "latency_ms_b1", "latency_ms_b64",
                       "dense_latency_ms_b1", "dense_latency_ms_b64", "speedup_b1", "speedup_b64"}
     assert m["compact_params"] == M.structural_params(structure, M.alive_filters(structure))
     assert m["compact_flops"] == M.structural_flops(structure, M.alive_filters(structure))
@@ -152,7 +152,7 @@ def test_measure_reports_compact_counts_and_latencies():
         assert m[f"speedup_b{b}"] == pytest.approx(m[f"dense_latency_ms_b{b}"] / m[f"latency_ms_b{b}"])
     # --latency-time 0: the counts, no timing
     again, counts = C.measure(model, structure, (1, 28, 28), min_run_time=0)
-    assert counts == {k: m[k] for k in ("compact_params", "compact_flops")}
+    assert counts == {k: m[k] for k in ("compact_params", "compact_flops", "compact_macs")}
     assert C.conv_widths(again) == C.conv_widths(small)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import tempfile
 import subprocess
@@ -340,6 +341,56 @@ def test_report_says_what_is_missing_and_is_self_contained(store):
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
     attached = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     assert attached == {"index.html", "report.md", "results.csv", *R.FIGURES, *map(R.vector, R.FIGURES)}
+
+
+@pytest.mark.slow
+def test_report_latency_times_every_finished_trial_after_the_sweep_and_marks_what_is_within_noise(
+        store, tmp_path, capsys, monkeypatch):
+    """`bench report --latency` (shortened: 2 rounds, batch 1): one record per finished trial and the dense
+    model against itself; recorded on the sweep's run and read back; the report's table marks speed-ups."""
+    from bench import latency
+    from bench.cli import main
+
+    cwd, out, client, runs = store
+    monkeypatch.setattr(latency, "ROUNDS", 2)
+    monkeypatch.setattr(latency, "BATCHES", (1,))
+    monkeypatch.setattr(latency, "MIN_RUN_TIME", 0.01)
+    monkeypatch.chdir(cwd)
+    assert main(["report", "--latency", "--no-attach", "--out", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "latency: 6 finished trial(s), batches 1, 2 rounds each" in printed
+    parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
+    saved = json.loads(Path(client.download_artifacts(parent.info.run_id, "latency.json", str(tmp_path))).read_text())
+    trials = [r for r in saved if r["trial"] is not None]
+    noise = [r for r in saved if r["trial"] is None]
+    assert len(trials) == 6 and len(noise) == 1 and noise[0]["noise_low"] <= 1.0 <= noise[0]["noise_high"] * 1.5
+    for r in trials:
+        assert r["speedup_low"] <= r["speedup"] <= r["speedup_high"] and r["dense_ms"] > 0 and r["compact_ms"] > 0
+    results = R.read_store(f"sqlite:///{cwd / 'mlflow.db'}", EXPERIMENT)
+    assert len(results.latency) == 7   # read back from the store
+    table, note = R.latency_table(results)
+    none = table[table["trial"].str.startswith("none")]["speed-up (median, range)"]
+    assert len(none) == 2 and all("x (" in cell for cell in none)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Latency after the sweep" in md and "alternate rounds" in md
+
+
+def test_a_speed_up_inside_the_dense_models_own_range_is_marked_within_noise():
+    results = comparison_results()
+    results.latency = [{"trial": None, "model": "lenet5", "batch": 1, "noise_low": 0.93, "noise_high": 1.08,
+                        "dense_ms": 1.0},
+                       {"trial": "l1-0.5-s0", "model": "lenet5", "batch": 1, "dense_ms": 1.0, "compact_ms": 0.95,
+                        "speedup": 1.05, "speedup_low": 0.99, "speedup_high": 1.1},
+                       {"trial": "l1-1.0-s0", "model": "lenet5", "batch": 1, "dense_ms": 1.0, "compact_ms": 0.5,
+                        "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1}]
+    table, _ = R.latency_table(results)
+    cells = table.set_index("trial")["speed-up (median, range)"]
+    assert cells["l1-0.5-s0"] == "1.05x (0.99-1.10) within noise" and cells["l1-1.0-s0"] == "2.00x (1.90-2.10)"
+    # the in-training columns: the dense model measured 1.0 to 1.3 ms over the trials: up to 1.30x is noise
+    results.trials["dense_latency_ms_b1"] = [1.0, 1.1, 1.3, 1.2, 1.0, 1.1, 1.2]
+    results.trials["speedup_b1"] = [1.0, 1.25, 3.0, 1.1, 1.2, 2.0, 1.0]
+    layers = R.layer_table(results).set_index("trial")["speed-up b1 (during training)"]
+    assert layers["l1-1.0-s0"] == "3.00x" and layers["l1-0.5-s0"] == "1.25x (within noise)"
 
 
 @pytest.mark.slow

@@ -28,5 +28,6 @@ from .load import ID_COLUMNS, MethodInfo, ReportError, Results, TARGETS, TOLERAN
 from .analysis import ALPHA, at_sparsity, baseline_accuracy, best_sparse_trial, best_table, best_within, compare, config_table, equal_sparsity, layer_table, method_table, notes, pareto_front, problem_table, quoted_table, settings  # noqa: F401
 from .figures import fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories, palette  # noqa: F401
 from .render import FIGURES, Section, build_report, markdown_table  # noqa: F401
+from .analysis import dense_test, front_at, latency_table, training_noise  # noqa: F401
 from .figures import informative_range  # noqa: F401
 from .render import _sections, vector  # noqa: F401  (tests build the sections alone)

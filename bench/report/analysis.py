@@ -92,6 +92,7 @@ def best_sparse_trial(results: Results, method: str, baseline: float | None) -> 
 def layer_table(results: Results) -> pd.DataFrame:
     """Per-layer filters left, like Berthelier et al.'s Tables I-III: one row per finished trial."""
     rows = []
+    noise = {b: training_noise(results, b) for b in (1, 64)}
     order = {m: i for i, m in enumerate(results.methods)}
     final = results.finished.sort_values(["method", "value", "seed"], key=lambda c: c.map(order) if c.name ==
                                          "method" else c)
@@ -109,11 +110,51 @@ def layer_table(results: Results) -> pd.DataFrame:
         row["FLOPs reduction %"] = _pct(t.get(N.FLOPS_REDUCTION), 1)
         row["MACs/example (Torch-Pruning)"] = _count(t.get("compact_macs"))
         row["compact params"] = _count(t.get("compact_params"))
-        row["speed-up b1"] = _times(t.get("speedup_b1"))
-        row["speed-up b64"] = _times(t.get("speedup_b64"))
+        for b in (1, 64):
+            row[f"speed-up b{b} (during training)"] = _marked(t.get(f"speedup_b{b}"), noise.get(b))
         row["trial"] = t["trial"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def training_noise(results: Results, batch: int) -> float | None:
+    """How far the dense model's latency, the same network in every trial, strays against itself over the
+    trials' in-training measurements: the largest ratio between two of them (None with fewer than two)."""
+    dense = results.finished.get(f"dense_latency_ms_b{batch}")
+    dense = dense.dropna() if dense is not None else pd.Series(dtype=float)
+    return float(dense.max() / dense.min()) if len(dense) > 1 and dense.min() > 0 else None
+
+
+def _marked(speedup: Any, noise: float | None) -> str:
+    """A speed-up, marked when the dense model's own spread reaches it."""
+    if _missing(speedup):
+        return "-"
+    return _times(speedup) + (" (within noise)" if noise is not None and float(speedup) <= noise else "")
+
+
+def latency_table(results: Results) -> tuple[pd.DataFrame, str] | None:
+    """``bench report --latency``'s measurements: per trial and batch, the dense and compact medians and the
+    median speed-up with its range over rounds, marked within noise where it does not exceed the dense model's
+    range against itself."""
+    records = [r for r in results.latency if r.get("trial") is not None]
+    if not records:
+        return None
+    noise = {(r["model"], r["batch"]): r for r in results.latency if r.get("trial") is None}
+    rows = []
+    for r in records:
+        floor = noise.get((r["model"], r["batch"]))
+        within = floor is not None and r["speedup"] <= floor["noise_high"]
+        rows.append({"trial": r["trial"], "batch": r["batch"], "dense ms": f"{r['dense_ms']:.3f}",
+                     "compact ms": f"{r['compact_ms']:.3f}",
+                     "speed-up (median, range)": f"{r['speedup']:.2f}x ({r['speedup_low']:.2f}-{r['speedup_high']:.2f})"
+                     + (" within noise" if within else ""),
+                     "dense against itself": f"{floor['noise_low']:.2f}-{floor['noise_high']:.2f}" if floor else "-"})
+    note = ("Timed after the sweep by `bench report --latency` (bench/latency.py), one model at a time with nothing "
+            "else training: each trial's compact model against the dense model, dense first and compact first in "
+            "alternate rounds; a cell is the median speed-up over the rounds with its range. The dense model timed "
+            "against a copy of itself the same way gives the noise range: a speed-up that does not exceed its top "
+            "is marked within noise.")
+    return pd.DataFrame(rows), note
 
 
 def best_table(results: Results) -> tuple[pd.DataFrame, str]:

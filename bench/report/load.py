@@ -46,6 +46,7 @@ class Results:
     layer_sizes: dict[str, int]        # filters per layer before any removal
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # run_id -> first conv's weights
     targets: list[dict[str, Any]] = field(default_factory=list)    # target searches' records (targets.json)
+    latency: list[dict[str, Any]] = field(default_factory=list)    # bench report --latency (latency.json)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -148,6 +149,13 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     results = Results(experiment, uri, sweeps, trials, epochs, layers, sizes)
     results.targets = [{**r, "sweep": p.name} for p in parents
                        for r in (Store(uri).read_json_artifact(p.run_id, N.TARGETS_ARTIFACT) or [])]
+    seen: set[tuple] = set()   # the dense-against-dense records are on every sweep's run: once each
+    for p in parents:
+        for r in Store(uri).read_json_artifact(p.run_id, N.LATENCY_ARTIFACT) or []:
+            key = (r.get("trial"), r.get("model"), r.get("batch"))
+            if key not in seen:
+                seen.add(key)
+                results.latency.append(r)
     if with_filters:
         results.filters = _first_filters(uri, results.finished["run_id"])
     return results

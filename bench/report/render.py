@@ -16,8 +16,8 @@ import pandas as pd
 from .. import names as N
 from ..tracking import Store
 from ..version import __version__
-from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, layer_table,
-                       method_table, notes, problem_table, quoted_table)
+from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
+                       layer_table, method_table, notes, problem_table, quoted_table, training_noise)
 from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
 from .load import TARGETS, MethodInfo, Results
 
@@ -91,6 +91,11 @@ class Section:
     code: str | None = None
 
 
+def _noise_text(results: Results) -> str:
+    spreads = [f"{training_noise(results, b):.2f}x at batch {b}" for b in (1, 64) if training_noise(results, b)]
+    return f": here the dense model ranges over {' and '.join(spreads)}" if spreads else ""
+
+
 def vector(name: str) -> str:
     """The SVG file written beside a figure's PNG."""
     return name.rsplit(".", 1)[0] + ".svg"
@@ -137,7 +142,10 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                        "left / filters in the layer (layer sparsity), total filter sparsity, then the network with "
                        "removed filters deleted: its parameters and FLOPs with their reduction from the dense model "
                        "(`none` rows: the dense reference), its MACs, and the compact model's measured parameters "
-                       "and CPU speed-up over the dense model at batch 1 and 64. FLOPs/example: one forward pass of "
+                       "and CPU speed-up over the dense model at batch 1 and 64 as measured at the end of each trial "
+                       "(other trials may have shared the CPU: a speed-up the dense model's own spread over the "
+                       "trials reaches is marked within noise" + _noise_text(results) + "; `bench report --latency` "
+                       "measures them again with nothing else running). FLOPs/example: one forward pass of "
                        "one example, counted structurally with 2 FLOPs per multiply-add of the convs and linears "
                        "(torch's FlopCounterMode convention). MACs/example (Torch-Pruning): "
                        "`tp.utils.count_ops_and_params` on the compact model at batch 1 (multiply-adds of convs "
@@ -145,6 +153,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                        "tables and most pruning papers quote as FLOPs or MACs; '-' for trials recorded before it "
                        "was logged.",
                        layer_table(results) if len(finished) else None))
+    latency = latency_table(results)
+    if latency is not None:
+        out.append(Section("Latency after the sweep", latency[1], latency[0]))
     problems = problem_table(results)
     out.append(Section("Trials that did not finish",
                        "Every trial finished." if problems.empty else
