@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_store_arguments(export)
     report = sub.add_parser("report", help="write the trade-off report of an experiment", epilog=EXIT_DONE,
                             description="Read an experiment's sweeps from MLflow and write reports/<experiment>/: "
-                            "index.html (self-contained, opens offline), report.md, the figures as PNG and "
+                            "index.html (self-contained, opens offline), report.md, the figures as PNG and SVG, "
                             "results.csv (one row per trial and epoch); the folder is also attached to each "
                             "sweep's MLflow parent run (artifacts, report/).")
     report.add_argument("--experiment", help="the experiment to report (default: the store's only experiment "
@@ -297,7 +297,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     counts = results.trials["status"].value_counts().to_dict()
     print(f"{len(results.trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}), "
           f"{len(results.epochs)} epoch rows, {len(results.sweeps)} sweep(s) [{time.monotonic() - started:.1f}s]")
-    print(f"wrote {index} (self-contained), {out / 'report.md'}, {out / 'results.csv'} and the figures as PNG")
+    print(f"wrote {index} (self-contained), {out / 'report.md'}, {out / 'results.csv'} and the figures as PNG "
+          "and SVG")
     if args.attach:
         print(f"attached to the sweeps' MLflow parent runs as artifacts under report/: "
               f"{', '.join(s['name'] for s in results.sweeps)}")

@@ -379,13 +379,14 @@ def test_a_speed_up_inside_the_dense_models_own_range_is_marked_within_noise():
     results = comparison_results()
     results.latency = [{"trial": None, "model": "lenet5", "batch": 1, "noise_low": 0.93, "noise_high": 1.08,
                         "dense_ms": 1.0},
-                       {"trial": "l1-0.5-s0", "model": "lenet5", "batch": 1, "dense_ms": 1.0, "compact_ms": 0.95,
-                        "speedup": 1.05, "speedup_low": 0.99, "speedup_high": 1.1},
+                       {"trial": "l1-0.5-s0", "model": "lenet5", "batch": 1, "dense_ms": 1.0, "compact_ms": 0.87,
+                        "speedup": 1.15, "speedup_low": 1.07, "speedup_high": 1.2},
                        {"trial": "l1-1.0-s0", "model": "lenet5", "batch": 1, "dense_ms": 1.0, "compact_ms": 0.5,
                         "speedup": 2.0, "speedup_low": 1.9, "speedup_high": 2.1}]
     table, _ = R.latency_table(results)
     cells = table.set_index("trial")["speed-up (median, range)"]
-    assert cells["l1-0.5-s0"] == "1.05x (0.99-1.10) within noise" and cells["l1-1.0-s0"] == "2.00x (1.90-2.10)"
+    # 1.15x, but one round (1.07x) inside the dense model's own range (up to 1.08x): not a measured change
+    assert cells["l1-0.5-s0"] == "1.15x (1.07-1.20) within noise" and cells["l1-1.0-s0"] == "2.00x (1.90-2.10)"
     # the in-training columns: the dense model measured 1.0 to 1.3 ms over the trials: up to 1.30x is noise
     results.trials["dense_latency_ms_b1"] = [1.0, 1.1, 1.3, 1.2, 1.0, 1.1, 1.2]
     results.trials["speedup_b1"] = [1.0, 1.25, 3.0, 1.1, 1.2, 2.0, 1.0]
