@@ -54,19 +54,44 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, min_run_time: float = 0.3,
                device: str | torch.device = "cpu") -> float:
-    """Median forward time in milliseconds at ``batch``, eval mode, on ``device`` (CPU: with the process's
-    torch threads; CUDA: the Timer synchronizes the device around each block).
+    """Median forward time in milliseconds at ``batch``, eval mode, on ``device``.
 
-    torch.utils.benchmark's ``blocked_autorange`` picks the number of runs per block and reports the median
-    over blocks (after a warm-up), so a fast model gets many repeats and a slow one fewer.
+    CPU: torch.utils.benchmark's ``blocked_autorange`` (with the process's torch threads) picks the number of
+    runs per block and reports the median over blocks (after a warm-up), so a fast model gets many repeats and a
+    slow one fewer. CUDA: CUDA events around blocks of runs (:func:`cuda_event_ms`), the GPU's own clock.
     """
-    from torch.utils import benchmark
-
     model = model.eval().to(device)
     x = torch.randn((batch, *input_shape), device=device)
+    if torch.device(device).type == "cuda":
+        return cuda_event_ms(model, x, min_run_time)
+    from torch.utils import benchmark
+
     timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
     model(x)  # warm-up
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def cuda_event_ms(model: nn.Module, x: torch.Tensor, min_run_time: float, block_s: float = 0.02) -> float:
+    """Median over blocks of a forward's time in ms by CUDA events (recorded on the stream around a block of
+    runs, read after a synchronize), blocks sized to about ``block_s`` seconds, for ``min_run_time`` in all."""
+    with torch.no_grad():
+        for _ in range(3):   # warm-up: kernels chosen, memory allocated
+            model(x)
+        torch.cuda.synchronize(x.device)
+        per_block, times, spent = 1, [], 0.0
+        while spent < min_run_time or len(times) < 3:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(per_block):
+                model(x)
+            end.record()
+            end.synchronize()
+            ms = start.elapsed_time(end)
+            times.append(ms / per_block)
+            spent += ms / 1e3
+            per_block = max(1, int(block_s * 1e3 / max(times[-1], 1e-3)))
+    times.sort()
+    return times[len(times) // 2]
 
 
 def measure(model: nn.Module, structure: Structure, input_shape: Sequence[int],
