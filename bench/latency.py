@@ -4,7 +4,8 @@ the dense model after the sweep, one model at a time, with nothing else training
 A trial's speed-up at a batch size is the median over ``rounds`` of dense / compact, each round timing both
 (``compact.latency_ms``: torch.utils.benchmark's median over blocks) in alternating order (dense first on even
 rounds, compact first on odd ones), so that neither always runs on a cooler or warmer machine. The noise floor is
-the dense model timed against a copy of itself the same way: the range of those ratios is what a speed-up must
+the dense model (the trials' architecture, freshly initialised: latency does not depend on the weights) timed
+against a copy of itself the same way: the range of those ratios is what a speed-up must
 leave to mean anything (the report marks one inside it as within noise). Results go to the sweeps' runs as
 ``latency.json`` (records, one per trial and batch, and the dense-against-dense ranges), which the report reads.
 """
@@ -103,4 +104,19 @@ def _compact_model(store: Store, run_id: str, path, folder: str) -> tuple[torch.
     program = store.download_artifact(run_id, N.COMPACT_PROGRAM, f"{folder}/{run_id}")
     if program is None:
         return None, f"no {N.COMPACT_PROGRAM}"
-    return torch.export.load(str(program)).module(), info
+    return _Program(torch.export.load(str(program)).module()), info
+
+
+class _Program(torch.nn.Module):
+    """A torch.export program as a module that timing can put in eval mode (the program, exported in eval mode,
+    refuses ``eval()`` itself)."""
+
+    def __init__(self, program: torch.nn.Module) -> None:
+        super().__init__()
+        self.program = program
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> "_Program":
+        return self

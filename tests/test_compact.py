@@ -189,3 +189,15 @@ def test_the_logged_macs_are_torch_prunings_count_of_the_same_channels_pruned_by
     assert logged == macs and params == C.count_params(C.compact(model, structure))
     dense_macs, _ = tp.utils.count_ops_and_params(build_model(name, shape, 10).eval(), example)
     assert logged < dense_macs
+
+
+def test_a_compact_program_is_timed_against_the_dense_model(tmp_path):
+    """bench report --latency times models bench cannot rebuild from their export program (which may refuse
+    eval(); the wrapper takes it); paired() alternates the order and gives medians and the ratio's range."""
+    from bench.latency import _Program, paired
+
+    model, structure, masks = trained_looking("lenet5")
+    program = torch.export.load(str(C.export_program(C.compact(model, structure).eval(), (1, 28, 28),
+                                                     tmp_path / "m.pt2"))).module()
+    got = paired(model, _Program(program), (1, 28, 28), batch=2, rounds=3, min_run_time=0.01)
+    assert got["low"] <= got["ratio"] <= got["high"] and got["a_ms"] > 0 and got["b_ms"] > 0

@@ -126,15 +126,16 @@ def training_noise(results: Results, batch: int) -> float | None:
 
 
 def _marked(speedup: Any, noise: float | None) -> str:
-    """A speed-up, marked when the dense model's own spread reaches it."""
+    """A speed-up (or slow-down), marked when the dense model's own spread reaches it: within [1/noise, noise]."""
     if _missing(speedup):
         return "-"
-    return _times(speedup) + (" (within noise)" if noise is not None and float(speedup) <= noise else "")
+    within = noise is not None and 1 / noise <= float(speedup) <= noise
+    return _times(speedup) + (" (within noise)" if within else "")
 
 
 def latency_table(results: Results) -> tuple[pd.DataFrame, str] | None:
     """``bench report --latency``'s measurements: per trial and batch, the dense and compact medians and the
-    median speed-up with its range over rounds, marked within noise where it does not exceed the dense model's
+    median speed-up with its range over rounds, marked within noise where that range overlaps the dense model's
     range against itself."""
     records = [r for r in results.latency if r.get("trial") is not None]
     if not records:
