@@ -61,7 +61,8 @@ def load_results(experiment: str, tracking_uri: str | None = None, per_epoch: bo
     if per_epoch:
         return results.epochs.reset_index(drop=True)
     trials = results.trials.copy()
-    params = {r.run_id: r.params for r in Store(uri).trial_runs(Store(uri).experiment_id_of(experiment) or "")}
+    store = Store(uri)
+    params = {r.run_id: r.params for r in store.trial_runs(store.experiment_id_of(experiment) or "")}
     settings = pd.DataFrame([{k: _number(v) for k, v in params.get(run_id, {}).items()}
                              for run_id in trials["run_id"]], index=trials.index)
     for axis in sorted({a for a in trials["axis"] if a}):
@@ -148,23 +149,24 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
     if out is not None and out.suffix not in (".pt", ".pt2"):
         raise ConfigError(f"--out {out}: name the file FILE.pt (state dict and widths) or FILE.pt2 (torch.export)")
     uri = _uri(tracking_uri, write=True)
-    run = Store(uri).get_run(run_id)
+    store = Store(uri)
+    run = store.get_run(run_id)
     if run.kind == "sweep":
         raise ConfigError(f"run {run.run_id} is the sweep {run.name!r}; give one of its trials' run ids")
     done: dict[str, Any] = {"path": out, "run": run.name, "status": run.status, "registered": None}
     if register is not None:
-        done["registered"] = Store(uri).registered_model(run.run_id, register)
+        done["registered"] = store.registered_model(run.run_id, register)
     if out is None:
         return done
     with tempfile.TemporaryDirectory() as folder:
-        saved = Store(uri).download_artifact(run.run_id, COMPACT_MODEL, folder)
+        saved = store.download_artifact(run.run_id, COMPACT_MODEL, folder)
         if saved is None:
             raise ConfigError(f"run {run.run_id} ({run.name}, {run.status}) has no compact model: a trial saves "
                               "it when it finishes")
         info = read_compact_info(saved)
         out.parent.mkdir(parents=True, exist_ok=True)
         if not rebuildable(info["model"]):   # only its program loads without the model's code
-            program = Store(uri).download_artifact(run.run_id, COMPACT_PROGRAM, folder)
+            program = store.download_artifact(run.run_id, COMPACT_PROGRAM, folder)
             if program is None or out.suffix != ".pt2":
                 raise ConfigError(f"{info['model']} is not rebuilt from its widths: export it as FILE.pt2 (a "
                                   "torch.export program)" if program is not None else

@@ -151,22 +151,23 @@ def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: floa
 
     from .tracking import Store
 
+    store = Store(uri)
     last = time.monotonic()
     while _alive(pid):
         time.sleep(poll)
         if not groups and time.monotonic() - last > check:
             last = time.monotonic()
-            if Store(uri).get_run(parent_run_id).status != "RUNNING":
+            if store.get_run(parent_run_id).status != "RUNNING":
                 return 0
     for group in groups:
         try:
             os.killpg(group, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    if Store(uri).get_run(parent_run_id).status != "RUNNING":
+    if store.get_run(parent_run_id).status != "RUNNING":
         return 0
-    closed = Store(uri).close_open_children(experiment_id, parent_run_id, "KILLED", REASON)
-    Store(uri).end_run(parent_run_id, "KILLED", REASON)
+    closed = store.close_open_children(experiment_id, parent_run_id, "KILLED", REASON)
+    store.end_run(parent_run_id, "KILLED", REASON)
     return closed + 1
 
 

@@ -160,7 +160,8 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     trials. A new sweep's name must be free in the experiment."""
     from .tracking import Store
 
-    experiment_id = Store(uri).prepare_experiment(sweep.experiment_name)
+    store = Store(uri)
+    experiment_id = store.prepare_experiment(sweep.experiment_name)
     if record is None and resume:
         record = sweep_to_resume(uri, experiment_id, sweep)
     elif record is None:
@@ -168,7 +169,7 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     located = Located(uri, experiment_id, record)
     if record is not None:
         keys = {t.key for t in trials}
-        located.done = {k: r for k, r in Store(uri).finished_trials(experiment_id, record.run_id).items()
+        located.done = {k: r for k, r in store.finished_trials(experiment_id, record.run_id).items()
                         if k in keys or sweep.target_values}   # a target search's probes are not known in advance
         if sweep.target_values:
             probes = len(set(located.done) - keys)
@@ -188,11 +189,12 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
 
     if not name or not all(c.isalnum() or c in "._-" for c in name):
         raise ConfigError(f"{name!r} is not a sweep name (letters, digits, '.', '_' and '-')")
+    store = Store(uri)
     found = []
-    for candidate in [experiment] if experiment else Store(uri).experiment_names():
-        experiment_id = Store(uri).experiment_id_of(candidate)
+    for candidate in [experiment] if experiment else store.experiment_names():
+        experiment_id = store.experiment_id_of(candidate)
         if experiment_id is not None:
-            found += [(candidate, r) for r in Store(uri).find_sweeps(experiment_id, name=name)]
+            found += [(candidate, r) for r in store.find_sweeps(experiment_id, name=name)]
     if not found:
         where = f"experiment {experiment!r}" if experiment else "any experiment"
         raise ConfigError(f"no sweep named {name!r} in {where} of {uri}" + known_sweeps(uri, experiment))
@@ -213,12 +215,13 @@ def known_sweeps(uri: str, experiment: str | None) -> str:
     """A hint listing the sweeps of an experiment (of every experiment without one)."""
     from .tracking import Store
 
+    store = Store(uri)
     lines = []
-    for name in [experiment] if experiment else Store(uri).experiment_names():
-        experiment_id = Store(uri).experiment_id_of(name)
+    for name in [experiment] if experiment else store.experiment_names():
+        experiment_id = store.experiment_id_of(name)
         if experiment_id is None:
             continue
-        for r in Store(uri).find_sweeps(experiment_id)[:10]:
+        for r in store.find_sweeps(experiment_id)[:10]:
             lines.append(f"  {r.name:<28} {r.status:<9} experiment {name!r}")
     return "; sweeps there:\n" + "\n".join(lines) if lines else "; it has no sweep yet"
 
@@ -227,8 +230,9 @@ def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
     """``bench run ... --resume``: the sweep named ``--name``, else the latest sweep with the same trials."""
     from .tracking import Store
 
+    store = Store(uri)
     if sweep.name:
-        records = Store(uri).find_sweeps(experiment_id, name=sweep.name)
+        records = store.find_sweeps(experiment_id, name=sweep.name)
         if not records:
             raise ConfigError(f"no sweep named {sweep.name!r} to resume in experiment {sweep.experiment_name!r}"
                               + known_sweeps(uri, sweep.experiment_name))
@@ -237,7 +241,7 @@ def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
                               "training settings differ); resume it with the same options, or with "
                               f"`bench resume {sweep.name}`")
         return records[0]
-    records = Store(uri).find_sweeps(experiment_id, key=sweep.key)
+    records = store.find_sweeps(experiment_id, key=sweep.key)
     if not records:
         raise ConfigError(f"no sweep with these trials to resume in experiment {sweep.experiment_name!r} "
                           "(same methods, values, seeds and training settings)"
@@ -249,10 +253,11 @@ def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
                          write: Callable[[str], None] = print) -> None:
     from .tracking import Store
 
-    if sweep.name and Store(uri).find_sweeps(experiment_id, name=sweep.name):
+    store = Store(uri)
+    if sweep.name and store.find_sweeps(experiment_id, name=sweep.name):
         raise ConfigError(f"a sweep named {sweep.name!r} exists in experiment {sweep.experiment_name!r}; continue "
                           f"it with --resume (or `bench resume {sweep.name}`) or pick another --name")
-    unfinished = [r for r in Store(uri).find_sweeps(experiment_id, key=sweep.key) if r.status != "FINISHED"]
+    unfinished = [r for r in store.find_sweeps(experiment_id, key=sweep.key) if r.status != "FINISHED"]
     if unfinished:
         write(f"note   sweep {unfinished[0].name!r} has the same trials and ended {unfinished[0].status}; "
               "add --resume to continue it instead of starting anew")

@@ -89,13 +89,14 @@ class Results:
 
 def choose_experiment(uri: str, experiment: str | None) -> str:
     """The experiment to report: the one named, or the store's only experiment with sweeps."""
-    known = [e for e in Store(uri).experiment_names() if e != "Default"]
+    store = Store(uri)
+    known = [e for e in store.experiment_names() if e != "Default"]
     if experiment is not None:
-        if Store(uri).experiment_id_of(experiment) is None:
+        if store.experiment_id_of(experiment) is None:
             listing = ", ".join(sorted(known)) or "none: run `bench run` first"
             raise ReportError(f"no experiment {experiment!r} in {uri}; experiments there: {listing}")
         return experiment
-    with_sweeps = [e for e in known if Store(uri).sweep_runs(Store(uri).experiment_id_of(e))]
+    with_sweeps = [e for e in known if store.sweep_runs(store.experiment_id_of(e))]
     if not with_sweeps:
         raise ReportError(f"the store {uri} holds no sweep: run `bench run` first (or pass the --tracking-uri "
                           "the sweeps used)")
@@ -107,20 +108,21 @@ def choose_experiment(uri: str, experiment: str | None) -> str:
 
 def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters: bool = True) -> Results:
     """Read every trial of ``experiment`` (of the sweep named ``sweep`` only, when given) from the store."""
-    experiment_id = Store(uri).experiment_id_of(experiment)
+    store = Store(uri)
+    experiment_id = store.experiment_id_of(experiment)
     if experiment_id is None:
         raise ReportError(f"no experiment {experiment!r} in {uri}")
-    parents = Store(uri).sweep_runs(experiment_id)
+    parents = store.sweep_runs(experiment_id)
     if sweep is not None:
         parents = [p for p in parents if p.name == sweep]
         if not parents:
             raise ReportError(f"no sweep {sweep!r} in experiment {experiment!r}")
     parent_ids = {p.run_id for p in parents}
-    runs = [r for r in Store(uri).trial_runs(experiment_id) if r.tags.get(N.PARENT_TAG) in parent_ids]
+    runs = [r for r in store.trial_runs(experiment_id) if r.tags.get(N.PARENT_TAG) in parent_ids]
     if not runs:
         raise ReportError(f"experiment {experiment!r} in {uri} has no trial runs yet")
     sweeps = [{"run_id": p.run_id, "name": p.name, "status": p.status, "params": p.params, "tags": p.tags,
-               "config": Store(uri).read_json_artifact(p.run_id, N.SWEEP_CONFIG) or {}} for p in parents]
+               "config": store.read_json_artifact(p.run_id, N.SWEEP_CONFIG) or {}} for p in parents]
     sweep_names = {p.run_id: p.name for p in parents}
 
     chosen = _one_run_per_trial(runs)
@@ -128,7 +130,8 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     for run in chosen:
         ids = _identity(run, sweep_names)
         # MLflow's system metrics (system/...) are sampled on their own steps, not epochs: not the trial's results
-        history = Store(uri).metric_histories(run.run_id, sorted(k for k in run.metrics if not k.startswith("system/")))
+        history = store.metric_histories(run.run_id, sorted(k for k in run.metrics
+                                                            if not k.startswith("system/")))
         steps = sorted({step for values in history.values() for step, _ in values})
         for step in steps:
             row = dict(ids, epoch=step)
@@ -148,10 +151,10 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     epochs = epochs[_column_order(epochs.columns, layers)]
     results = Results(experiment, uri, sweeps, trials, epochs, layers, sizes)
     results.targets = [{**r, "sweep": p.name} for p in parents
-                       for r in (Store(uri).read_json_artifact(p.run_id, N.TARGETS_ARTIFACT) or [])]
+                       for r in (store.read_json_artifact(p.run_id, N.TARGETS_ARTIFACT) or [])]
     seen: set[tuple] = set()   # the dense-against-dense records are on every sweep's run: once each
     for p in parents:
-        for r in Store(uri).read_json_artifact(p.run_id, N.LATENCY_ARTIFACT) or []:
+        for r in store.read_json_artifact(p.run_id, N.LATENCY_ARTIFACT) or []:
             key = (r.get("trial"), r.get("model"), r.get("batch"))
             if key not in seen:
                 seen.add(key)
@@ -218,10 +221,10 @@ def _natural_order(layers: Sequence[str]) -> list[str]:
 def _first_filters(uri: str, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
     import tempfile
 
-    out = {}
+    out, store = {}, Store(uri)
     with tempfile.TemporaryDirectory() as folder:
         for run_id in run_ids:
-            path = Store(uri).download_artifact(run_id, N.FIRST_FILTERS, Path(folder) / run_id)
+            path = store.download_artifact(run_id, N.FIRST_FILTERS, Path(folder) / run_id)
             if path is not None:
                 out[run_id] = np.load(path)
     return out

@@ -77,8 +77,9 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
     if attach:   # the files written here, never anything else the folder holds
         written = [out / name for name in ("index.html", "report.md", "results.csv", *figures,
                                            *map(vector, figures))]
+        store = Store(results.uri)
         for sweep in results.sweeps:
-            Store(results.uri).attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
+            store.attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
     return out / "index.html"
 
 
@@ -92,7 +93,8 @@ class Section:
 
 
 def _noise_text(results: Results) -> str:
-    spreads = [f"{training_noise(results, b):.2f}x at batch {b}" for b in (1, 64) if training_noise(results, b)]
+    noise = {b: training_noise(results, b) for b in (1, 64)}
+    spreads = [f"{spread:.2f}x at batch {b}" for b, spread in noise.items() if spread]
     return f": here the dense model ranges over {' and '.join(spreads)}" if spreads else ""
 
 
