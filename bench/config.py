@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings as S
-from .settings import PRECISIONS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, setting
+from .settings import PRECISIONS, PROTOCOLS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import display_name, file_digest, source_key
 
 
@@ -51,6 +51,17 @@ class TrainSettings:
                                     role=RUNTIME, flag="--no-download", shown_default="downloads allowed",
                                     cli={"action": "store_const", "const": False})
     epochs: int = setting(10, "training epochs per trial (the same budget for every method)", role=TRIAL, min=1)
+    protocol: str = setting("regularize", "regularize: each method's penalty with its own zeroing or pruning, "
+                            "strengths swept or searched for the --target-* values; prune-to-target: per (method, "
+                            "target, seed) one trial of --sparse-epochs with the penalty, one global pruning step to "
+                            "the --target-* value by the method's importance, then fine-tuning (docs/methods.md)",
+                            role=TRIAL, group=WHAT, choices=PROTOCOLS, key_default="regularize")
+    sparse_epochs: int | None = setting(None, "prune-to-target: epochs of training with the method's penalty before "
+                                        "the pruning step (the rest fine-tune)", role=TRIAL, group=WHAT, min=1,
+                                        key_default=None, shown_default="half of the epochs", cli={"metavar": "E"})
+    max_layer_ratio: float = setting(0.9, "prune-to-target: the pruning step takes at most this fraction of any "
+                                     "unit's groups", role=TRIAL, group=WHAT, open_min=0, open_max=1,
+                                     key_default=0.9, cli={"metavar": "R"})
     batch_size: int = setting(64, "training batch size", role=TRIAL, min=1)
     lr: float = setting(0.01, "learning rate (the schedule's base rate)", role=TRIAL, open_min=0,
                         label="learning rate")
@@ -153,6 +164,20 @@ class TrainSettings:
                "--nesterov needs the sgd optimizer with a momentum > 0")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.protocol == "prune-to-target":
+            _check(self.prune_epoch < self.epochs, f"--sparse-epochs {self.prune_epoch} leaves no epoch to fine-tune "
+                   f"in {self.epochs} epochs")
+        else:
+            for name, flag in (("sparse_epochs", "--sparse-epochs"), ("max_layer_ratio", "--max-layer-ratio")):
+                default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+                _check(getattr(self, name) == default, f"{flag} applies to --protocol prune-to-target (this sweep's "
+                       f"protocol is {self.protocol})")
+
+    @property
+    def prune_epoch(self) -> int:
+        """Under prune-to-target, the epoch at whose end the pruning step runs (``--sparse-epochs``, by default
+        half of the epochs, at least 1)."""
+        return self.sparse_epochs or max(1, self.epochs // 2)
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,8 @@ class TrialConfig:
     zeroing: str
     seed: int
     train: TrainSettings = field(default_factory=TrainSettings)
+    #: under ``--protocol prune-to-target``: the target its pruning step meets, (kind, value): ("flops", 0.5)
+    target: tuple[str, float] | None = None
 
     @property
     def sweep_axis(self) -> str | None:
@@ -178,10 +205,12 @@ class TrialConfig:
     def name(self) -> str:
         """Readable and unique within a sweep: ``l1l2-lam0.5-s0``; a non-default zeroing rule is spelled out."""
         parts = [self.method]
-        if self.sweep_axis is not None:
-            parts.append(f"{self.sweep_axis}{self.swept_value:g}")
+        if self.sweep_axis == "lam" or (self.sweep_axis is not None and self.target is None):
+            parts.append(f"{self.sweep_axis}{self.swept_value:g}")   # a ratio does nothing under prune-to-target
+        if self.target is not None:
+            parts.append(f"{self.target[0]}{self.target[1]:g}")
         from .zeroing import parse_zeroing
-        if self.zeroing != parse_zeroing(_method(self.method).default_zeroing).spec:
+        if self.target is None and self.zeroing != parse_zeroing(_method(self.method).default_zeroing).spec:
             parts.append(f"z{self.zeroing.replace(':', '')}")
         return "-".join(parts + [f"s{self.seed}"])
 
@@ -192,6 +221,8 @@ class TrialConfig:
         per trial (a folder's fingerprint reads its files), on the driver: :meth:`payload` carries it."""
         from .data import data_key
         d = self.to_dict()
+        if d["target"] is None:   # the trials of the regularize protocol keep the keys they had
+            del d["target"]
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
@@ -205,6 +236,7 @@ class TrialConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["options"] = dict(self.options)
+        d["target"] = list(self.target) if self.target is not None else None
         return d
 
     def payload(self) -> dict[str, Any]:
@@ -222,7 +254,9 @@ class TrialConfig:
             else:   # a setting declared after the dict was made: its default
                 object.__setattr__(train, f.name, f.default_factory() if f.default_factory is not dataclasses.MISSING
                                    else f.default)
-        trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train)
+        target = d.get("target")
+        trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train,
+                    (str(target[0]), float(target[1])) if target else None)
         for cached in ("name", "key"):
             if d.get(cached):
                 trial.__dict__[cached] = d[cached]
@@ -363,9 +397,32 @@ class SweepConfig:
             parse_targets(self.target_values)
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        if self.train.protocol == "prune-to-target":
+            self._check_prune_to_target()
+            return
+        for name in self.methods:
+            _check("regularize" in _method(name).protocols, f"method {name!r} ranks groups for one pruning step and "
+                   "adds nothing to training: run it with --protocol prune-to-target and a --target-* value")
         _check(not self.target_values or any(_method(m).sweep_axis for m in self.methods),
                f"a target search needs a method with a strength to search (lam or ratio), and --methods "
                f"{','.join(self.methods)} names none ('none' is the baseline): add one, e.g. --methods none,l1l2")
+
+    def _check_prune_to_target(self) -> None:
+        _check(bool(self.target_values), "--protocol prune-to-target prunes to a target: give --target-flops-reduction, "
+               "--target-sparsity or --target-params-reduction")
+        for name, flag in (("target_tolerance", "--target-tolerance"), ("max_probes", "--max-probes")):
+            default = next(f.default for f in dataclasses.fields(self) if f.name == name)
+            _check(getattr(self, name) == default, f"{flag} belongs to the regularize protocol's target search; "
+                   "prune-to-target runs one trial per method, target and seed and meets the target within one group")
+        _check(not self.zeroing, "--zeroing does not apply under --protocol prune-to-target: its sparse epochs zero "
+               "nothing and its pruning step removes the groups")
+        _check(not self.ratios, "--ratios does not apply under --protocol prune-to-target: the target sets how much "
+               "is pruned")
+
+    @property
+    def searching(self) -> bool:
+        """A target search (the regularize protocol with --target-* values): probes proposed as results come."""
+        return bool(self.target_values) and self.train.protocol == "regularize"
 
     @property
     def target_values(self) -> dict[str, tuple[float, ...]]:
@@ -419,6 +476,8 @@ class SweepConfig:
         return tuple(values)
 
     def zeroing_for(self, method: str) -> str:
+        if self.train.protocol == "prune-to-target":   # sparse training zeroes nothing; the pruning step removes
+            return "none"
         return self.zeroing.get(method) or self.zeroing.get("*") or _method(method).default_zeroing
 
     def trials(self) -> list[TrialConfig]:
@@ -431,15 +490,18 @@ class SweepConfig:
 
         from .zeroing import parse_zeroing
         out = []
+        pruning = self.train.protocol == "prune-to-target"
+        targets = [(t.kind, t.value) for t in self.targets] if pruning else [None]
         for name in self.methods:
             cls = _method(name)
-            for value in self.grid(name):
+            for value in (self.sparse_strengths(name) if pruning else self.grid(name)):
                 opts = dict(self.options.get(name, {}))
-                if cls.sweep_axis is not None:
+                if cls.sweep_axis is not None and value is not None:
                     opts[cls.sweep_axis] = value
                 try:
                     method = cls(cls.Hparams.from_options(opts))
-                    method.check_budget(self.train.epochs)
+                    if not pruning:   # under prune-to-target the protocol splits the epochs
+                        method.check_budget(self.train.epochs)
                 except MethodError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
                 spec = self.zeroing_for(name)
@@ -447,9 +509,19 @@ class SweepConfig:
                     rule = parse_zeroing(spec, method.kernel_norm_scale)
                 except ValueError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
-                for seed in self.seeds:
-                    out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train))
+                for target in targets:
+                    for seed in self.seeds:
+                        out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train,
+                                               target))
         return tuple(out)
+
+    def sparse_strengths(self, method: str) -> tuple[float | None, ...]:
+        """Under prune-to-target, the strengths of ``method``'s sparse training: the ``--lambdas`` given for it
+        (one trial each), else its option's default (None: the default, for methods without a lam)."""
+        cls = _method(method)
+        if cls.sweep_axis != "lam":
+            return (None,)
+        return tuple(self.lambdas.get(method) or self.lambdas.get("*") or (None,))
 
     @functools.cached_property
     def key(self) -> str:

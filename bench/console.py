@@ -47,13 +47,21 @@ def plan_lines(sweep: SweepConfig, trials: list[TrialConfig]) -> list[str]:
     t = sweep.train
     lines = []
     seeds = f"{len(sweep.seeds)} seed{'s' * (len(sweep.seeds) > 1)}"
-    if sweep.target_values:
+    if sweep.searching:
         searched = [m for m in sweep.methods if any(s.method == m for s in sweep.searches())]
         baselines = [m for m in sweep.methods if m not in searched]
         lines.append(f"search targets {', '.join(tg.label for tg in sweep.targets)} (tolerance {sweep.target_tolerance:g}) "
               f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
               f"and seed, {seeds}, at most {sweep.max_probes} probes each"
               + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
+    elif t.protocol == "prune-to-target":
+        lines.append(f"prune to target {', '.join(tg.label for tg in sweep.targets)}: {len(trials)} trial"
+                     f"{'s' * (len(trials) != 1)}, one per method, target and seed ({seeds}): {t.prune_epoch} sparse "
+                     f"epochs, one global pruning step taking at most {t.max_layer_ratio:g} of a layer, "
+                     f"{t.epochs - t.prune_epoch} fine-tuning; " + ", ".join(
+                         f"{m}" + (f" (lam {','.join(f'{v:g}' for v in sweep.sparse_strengths(m) if v is not None)})"
+                                   if any(v is not None for v in sweep.sparse_strengths(m)) else "")
+                         for m in sweep.methods))
     else:
         lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
             f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))

@@ -76,6 +76,8 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
     params.update(trial.options)  # the swept value (lam / ratio) and the method's options
     if trial.sweep_axis is not None:
         params["sweep_axis"] = trial.sweep_axis
+    if trial.target is not None:   # prune-to-target: the target its pruning step met
+        params["target_kind"], params["target"] = trial.target
     return {k: v for k, v in params.items() if v is not None}
 
 

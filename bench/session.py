@@ -54,7 +54,7 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
     execute; returns the exit status. ``command`` (the command line) becomes the sweep run's description;
     ``ended``, a dict, receives the sweep's ``name`` and ``run_id`` once known (``bench.run``)."""
     trials, data = prepare(sweep, write)
-    if sweep.target_values:   # a target search: the trials known in advance are the baselines
+    if sweep.searching:   # a target search: the trials known in advance are the baselines
         trials = [t for t in trials if t.sweep_axis is None]
     if dry_run:
         for trial in trials:
@@ -137,14 +137,18 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     if sweep.target_values:
         from .metrics import reachable
-        most = reachable(structure)
+        from .pruning import most_removable
+        pruning = t.protocol == "prune-to-target"
+        most = most_removable(structure, t.max_layer_ratio) if pruning else reachable(structure)
         for target in sweep.targets:
             if target.value > most[target.metric]:
                 flag = {"sparsity": "--target-sparsity", "flops": "--target-flops-reduction",
                         "params": "--target-params-reduction"}[target.kind]
+                bound = (f"when the pruning step takes at most --max-layer-ratio {t.max_layer_ratio:g} of every "
+                         "prunable layer's filters (groups); ask for less, or raise the ratio") if pruning else \
+                    "when every prunable layer keeps one filter (group); ask for less"
                 raise ConfigError(f"{flag} {target.value:g} cannot be reached: at most {most[target.metric]:.1%} "
-                                  f"({target.kind}) of {display_name(t.model)} can be removed, when every prunable "
-                                  "layer keeps one filter (group); ask for less")
+                                  f"({target.kind}) of {display_name(t.model)} can be removed, {bound}")
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     for line in plan_lines(sweep, trials):
@@ -170,8 +174,8 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     if record is not None:
         keys = {t.key for t in trials}
         located.done = {k: r for k, r in store.finished_trials(experiment_id, record.run_id).items()
-                        if k in keys or sweep.target_values}   # a target search's probes are not known in advance
-        if sweep.target_values:
+                        if k in keys or sweep.searching}   # a target search's probes are not known in advance
+        if sweep.searching:
             probes = len(set(located.done) - keys)
             write(f"resume sweep {record.name!r} ({record.status}): {len(set(located.done) & keys)} of {len(trials)} "
                   f"baseline trials and {probes} probes finished; the searches continue from those probes")
@@ -303,7 +307,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
     todo = [t for t in trials if t.key not in done]
     previous = [_finished(t, done[t.key]) for t in trials if t.key in done]
     searches = None
-    if sweep.target_values:
+    if sweep.searching:
         known = {t.key for t in trials}
         previous += [_finished(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
         searches = target_searches(sweep, previous)

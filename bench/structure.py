@@ -206,7 +206,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
                 problems.append(f"a non-contiguous channel mapping into {name}")
                 continue
             (parts if isinstance(module, nn.Conv2d) else norm_parts).append(Part(name, module, idxs[0]))
-        unit = Unit(convs[0][0], size, tuple(parts), tuple(norm_parts))
+        unit = Unit(convs[0][0], size, tuple(parts), tuple(norm_parts), group)
         ops[unit.name] = tuple(dict.fromkeys(op_names))
         member_names = [p.name for p in unit.convs]
         unit_feed = []

@@ -76,7 +76,11 @@ class TrialState:
         self.device = batches.device
         self.input_shape = batches.input_shape
         self._batches = batches
-        self._generator = generator
+        self.seed = config.seed
+        # the method's own draws (NISP's and HGSR's samples, Taylor's batches): a generator apart from the one that
+        # orders the epochs, so trials of one seed see the same batches whatever their method
+        self.draws = torch.Generator().manual_seed(method_seed(config.seed))
+        self.removal_open = True   # False under prune-to-target: only its pruning step removes groups
         self.extra_metrics: dict[str, float] = {}
 
     @property
@@ -85,13 +89,14 @@ class TrialState:
         return self.masks.layers
 
     def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """n random training examples (normalised) from the trial's own generator."""
-        x, y = self._batches.take(torch.randint(self._batches.n, (n,), generator=self._generator))
+        """n random training examples (normalised) from the method's own generator (``draws``)."""
+        x, y = self._batches.take(torch.randint(self._batches.n, (n,), generator=self.draws))
         return self._batches.normalise(x), y
 
     def remove(self, layer: str, filters) -> list[int]:
-        """Remove filters of ``layer`` through the masks (they stay zero); returns the indices removed."""
-        return self.masks.remove(layer, filters)
+        """Remove filters of ``layer`` through the masks (they stay zero); returns the indices removed. Under
+        prune-to-target nothing but its pruning step removes groups: a method's removal is ignored there."""
+        return self.masks.remove(layer, filters) if self.removal_open else []
 
     def alive(self, layer: str) -> torch.Tensor:
         """Boolean vector over the filters of ``layer``: which are alive."""
@@ -109,6 +114,11 @@ class TrialState:
     def log(self, **values: float) -> None:
         """Extra metrics recorded with this epoch (e.g. accuracy right after a pruning step)."""
         self.extra_metrics.update({k: float(v) for k, v in values.items()})
+
+
+def method_seed(seed: int) -> int:
+    """The seed of a trial's method draws (``TrialState.draws``), apart from the data order's ``seed``."""
+    return (seed * 0x9E3779B97F4A7C15 + 0x5DEECE66D) % 2**63
 
 
 def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_classes: int,
@@ -176,8 +186,15 @@ class _Loop:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.augment = Augment(on_device, self.generator)
         self.state = TrialState(model, self.masks, self.batches, config, self.generator)
+        # --protocol prune-to-target: sparse epochs (the penalty, no removal), the pruning step at their end, then
+        # fine-tuning (no penalty, no method hook, the masks frozen)
+        self.prune_at = tc.prune_epoch if config.target is not None else None
+        if self.prune_at is not None:
+            method.defer_pruning()
+            self.state.removal_open = False
         self.weight = method.penalty_weight
         self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
+        self.hooks = True
         self.autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
 
     def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
@@ -187,6 +204,8 @@ class _Loop:
         self.masks.load_state_dict(snapshot["masks"])
         self.method.load_state_dict(snapshot["method"])
         _set_random_states(snapshot["rng"], self.generator, self.device)
+        if "draws" in snapshot["rng"]:
+            self.state.draws.set_state(snapshot["rng"]["draws"].cpu())
         self.state.step = int(snapshot["step"])
         return int(snapshot["epoch"]) + 1, dict(snapshot["last"])
 
@@ -194,7 +213,8 @@ class _Loop:
         """What the trial needs to continue after ``epoch`` (:func:`train`'s ``keep``)."""
         return {"epoch": epoch, "step": self.state.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "masks": self.masks.state_dict(),
-                "method": self.method.state_dict(), "rng": _random_states(self.generator, self.device),
+                "method": self.method.state_dict(),
+                "rng": {**_random_states(self.generator, self.device), "draws": self.state.draws.get_state()},
                 "last": last}
 
     def steps(self, epoch: int) -> tuple[float, float]:
@@ -220,11 +240,28 @@ class _Loop:
             self.optimizer.step()
             self.rule.after_step(masks)   # may clear mask entries (threshold rule) ...
             masks.apply()                 # ... which this one in-place pass then enforces
-            method.after_step(model, self.state)
+            if self.hooks:
+                method.after_step(model, self.state)
             self.state.step += 1
             loss_sum += task.detach() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
         return float(loss_sum) / batches.n, float(correct) / batches.n   # waits for the device
+
+    def prune_to_target(self) -> None:
+        """The pruning step of prune-to-target (bench/pruning.py): the method's importance, one global ranking,
+        the shortest prefix that meets the trial's target removed; the accuracies before and after it logged."""
+        from .pruning import plan
+        from .targets import KINDS
+
+        state, masks = self.state, self.masks
+        kind, value = self.config.target   # type: ignore[misc]
+        before = state.evaluate()
+        scores = self.method.importance(self.model, state)
+        removal, _ = plan(self.structure, scores, self.method.importance_normalizer, KINDS[kind], value,
+                                 self.tc.max_layer_ratio, {layer: masks.alive(layer) for layer in masks.layers})
+        for layer, idx in removal.items():
+            masks.remove(layer, idx)
+        state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """One epoch: the method's hooks, the steps, the zeroing rule's epoch part, then the measurements."""
@@ -234,11 +271,17 @@ class _Loop:
         lr = rate(tc.lr, epoch, self.schedule, tc.warmup_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        if self.prune_at is not None and epoch > self.prune_at:   # fine-tuning: plain training
+            self.weight, self.closed_form, self.hooks = 0.0, False, False
         start = time.perf_counter()
-        method.on_epoch_start(model, state)
+        if self.hooks:
+            method.on_epoch_start(model, state)
         train_loss, train_accuracy = self.steps(epoch)   # so the times below are the real ones
         steps_end = time.perf_counter()
-        method.on_epoch_end(model, state)
+        if self.hooks:
+            method.on_epoch_end(model, state)
+        if epoch == self.prune_at:
+            self.prune_to_target()
         hook_end = time.perf_counter()
         self.rule.on_epoch_end(self.masks)
         train_time = time.perf_counter() - start

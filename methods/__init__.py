@@ -17,8 +17,10 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: add a :class:`Method` subclass to the registry under ``cls.name``."""
     if not isinstance(cls, type) or not issubclass(cls, Method):
         raise TypeError(f"register_method expects a Method subclass, got {cls!r}")
-    if not cls.name or not cls.name.replace("_", "").isalnum() or cls.name != cls.name.lower():
-        raise ValueError(f"method name must be a non-empty lowercase identifier, got {cls.name!r}")
+    if not cls.name or not cls.name.replace("_", "").replace("-", "").isalnum() or cls.name != cls.name.lower() \
+            or not cls.name[0].isalpha():
+        raise ValueError(f"method name must be lowercase letters, digits, '_' and '-', starting with a letter, got "
+                         f"{cls.name!r}")
     if cls.name in _REGISTRY:
         raise ValueError(f"a method named {cls.name!r} is already registered ({_REGISTRY[cls.name].__module__})")
     if cls.sweep_axis is not None and cls.sweep_axis not in {f for f in cls.Hparams.__dataclass_fields__}:
@@ -50,6 +52,7 @@ from . import nisp  # noqa: E402,F401
 from . import l0sgl  # noqa: E402,F401
 from . import hgsr  # noqa: E402,F401
 from . import slimming  # noqa: E402,F401
+from . import criteria  # noqa: E402,F401
 
 __all__ = [
     "HparamsBase",

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .checks import from_text, range_problem
-from .groups import Unit, single_units
+from .groups import Unit, kernel_norms, single_units
 
 
 class MethodError(ValueError):
@@ -58,6 +58,7 @@ class MethodState(Protocol):
     epoch: int                         # the current epoch, from 1
     epochs: int                        # the trial's epochs in all
     input_shape: tuple[int, ...]       # one example's shape, (C, H, W)
+    seed: int                          # the trial's seed (a method's own random draws start from it)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -65,7 +66,9 @@ class MethodState(Protocol):
         ...
 
     def draw_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` random training examples, normalised, with their labels (from the trial's own generator)."""
+        """``n`` random training examples, normalised, with their labels, from a generator of the method's own
+        (seeded by the trial's seed): drawing them never moves the order of the training batches, so trials of
+        one seed see the same batches whatever their method."""
         ...
 
     def remove(self, layer: str, filters: Sequence[int] | torch.Tensor) -> list[int]:
@@ -165,6 +168,14 @@ class Method:
     default_zeroing: ClassVar[str] = "none"
     sweep_axis: ClassVar[str | None] = "lam"
     default_grid: ClassVar[tuple[float, ...]] = ()
+    #: the protocols the method runs under (``--protocol``): ``regularize`` (its penalty and its own zeroing or
+    #: pruning, the strength searched or swept) and ``prune-to-target`` (sparse training, one global pruning step
+    #: by :meth:`importance` to the target, fine-tuning). Criteria that only rank groups run under the second only
+    protocols: ClassVar[tuple[str, ...]] = ("regularize", "prune-to-target")
+    #: how the pruning step makes :meth:`importance` comparable across units before its one global ranking
+    #: (``bench/pruning.py``): ``mean`` (each unit's scores divided by their mean, Torch-Pruning's default),
+    #: ``lamp`` (LAMP's normalisation within each unit), ``sum`` or ``none`` (raw scores on one scale already)
+    importance_normalizer: ClassVar[str] = "mean"
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
@@ -245,6 +256,19 @@ class Method:
     def check_budget(self, epochs: int) -> None:
         """Raise :class:`MethodError` if the method cannot run in ``epochs`` epochs (checked before training)."""
 
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """A score per group of every unit in ``state.layers`` (higher: kept first), what the pruning step of
+        ``--protocol prune-to-target`` ranks after :attr:`importance_normalizer`. The default: each group's kernel
+        pseudo-norm (the l1 norm of its filter, the mean over a coupled group's filters), the measure the l1/l2
+        family regularizes; methods with another measure override it."""
+        units = {unit.name: unit for unit in self.units(model)}
+        with torch.no_grad():
+            return {layer: kernel_norms(units[layer], "none").detach().float() for layer in state.layers}
+
+    def defer_pruning(self) -> None:
+        """Called once before training under ``--protocol prune-to-target``: the protocol's pruning step replaces
+        a pruning step of the method's own (:class:`PruneThenFinetune`); nothing to do for the others."""
+
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`MethodError` if the method cannot work on ``model`` (checked before any training)."""
 
@@ -302,6 +326,10 @@ class PruneThenFinetune(Method):
     def __init__(self, hparams: HparamsBase | None = None, **options: Any) -> None:
         super().__init__(hparams, **options)
         self.pruned = False
+        self.prunes_itself = True   # False under --protocol prune-to-target (:meth:`defer_pruning`)
+
+    def defer_pruning(self) -> None:
+        self.prunes_itself = False
 
     @staticmethod
     def default_finetune(epochs: int) -> int:
@@ -343,7 +371,7 @@ class PruneThenFinetune(Method):
         self.pruned = bool(state.get("pruned", False))
 
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
-        if self.pruned or state.epoch != self.prune_epoch(state.epochs):
+        if self.pruned or not self.prunes_itself or state.epoch != self.prune_epoch(state.epochs):
             return
         before = state.evaluate()
         self.prune(model, state)

@@ -24,7 +24,8 @@ Per-group quantities used by the methods (docs/methods.md):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,9 @@ class Unit:
     size: int
     convs: tuple[Part, ...]
     norms: tuple[Part, ...] = ()
+    #: Torch-Pruning's ``Group`` this unit was made from (``bench.structure.derive``), on the same modules: what
+    #: Torch-Pruning's importance criteria score (``methods/criteria.py``); None for units made without the graph
+    group: Any = field(default=None, compare=False, repr=False)
 
     @property
     def filters(self) -> int:
@@ -110,6 +114,17 @@ def kernel_norms(unit: Unit, norm_scale: str = "filters") -> torch.Tensor:
         elif norm_scale != "none":
             raise ValueError(f"norm_scale must be one of ('filters', 'none'), got {norm_scale!r}")
         total = norms if total is None else total + norms
+    assert total is not None
+    return total if unit.filters == 1 else total / unit.filters
+
+
+def filter_norms(unit: Unit, term) -> torch.Tensor:
+    """Per group, ``term(rows)`` of each member filter's weight rows (one value per row), averaged over the
+    group's filters as :func:`kernel_norms` does (a depthwise member adds to the filter that feeds it)."""
+    total = None
+    for _, w in unit.weights():
+        values = term(w.flatten(1))
+        total = values if total is None else total + values
     assert total is not None
     return total if unit.filters == 1 else total / unit.filters
 

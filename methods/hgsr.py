@@ -73,6 +73,23 @@ class HGSR(PruneThenFinetune):
                 grad.addcmul_(torch.sign(w), hierarchical_coef(w, hp.lam2, hp.eps), value=weight)
 
     @torch.no_grad()
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """Each filter's hierarchical group norm, (sum over its kernels of sqrt(||W[o, i]||_1))^2, the l1/2 group
+        measure its penalty drives down, each unit over its mean."""
+        units = {unit.name: unit for unit in self.units(model)}
+        eps = self.hparams.eps
+
+        def measure(w: torch.Tensor) -> torch.Tensor:
+            return (w.abs().flatten(2).sum(2) + eps).sqrt().sum(1).square()
+
+        out = {}
+        for layer in state.layers:
+            unit = units[layer]
+            total = sum(measure(w) for _, w in unit.weights())
+            out[layer] = (total / unit.filters).float()
+        return out
+
+    @torch.no_grad()
     def prune(self, model: nn.Module, state: MethodState) -> None:
         x, y = state.draw_batch(self.hparams.samples)
         groups = {layer: state.filter_parameters(layer) for layer in state.layers}

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import register_method
 from .base import HparamsBase, Method, MethodState, option
-from .groups import Unit
+from .groups import Unit, filter_norms
 
 
 @register_method
@@ -111,6 +111,12 @@ class L0SGL(Method):
                 grad = unit.grad_rows(part)
                 u = unit._rows(part, self._copy(part.name, part.module.weight))
                 grad.addcmul_(w, coef.view(-1, *([1] * (w.dim() - 1))), value=weight).add_(u, alpha=-weight * self.beta)
+
+    @torch.no_grad()
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """Its filter groups' l2 norms (the weighted group lasso's groups), each unit over its mean."""
+        units = {unit.name: unit for unit in self.units(model)}
+        return {layer: filter_norms(units[layer], lambda rows: rows.norm(dim=1)).float() for layer in state.layers}
 
     @torch.no_grad()
     def after_step(self, model: nn.Module, state: MethodState) -> None:

@@ -60,12 +60,16 @@ class NISP(PruneThenFinetune):
     def check_model(self, model: nn.Module) -> None:
         classifier(model)
 
-    def prune(self, model: nn.Module, state: MethodState) -> None:
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """The propagated scores of every group (Inf-FS on the final responses, back through |W|); they shrink
+        with depth, so each unit's are divided by their mean before the global ranking."""
         frl = final_responses(model, state, self.hparams.samples)
         scores = filter_importance(model, state.input_shape, inf_fs(frl, self.hparams.alpha))
         units = {unit.name: unit for unit in self.units(model)}
-        for layer in state.layers:
-            s = group_importance(scores, units[layer])
+        return {layer: group_importance(scores, units[layer]).float() for layer in state.layers}
+
+    def prune(self, model: nn.Module, state: MethodState) -> None:
+        for layer, s in self.importance(model, state).items():
             k = math.floor(self.hparams.ratio * s.numel())
             if k:
                 state.remove(layer, torch.argsort(s, stable=True)[:k])

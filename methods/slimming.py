@@ -72,6 +72,16 @@ class Slimming(PruneThenFinetune):
                 gamma = part.module.weight
                 unit._rows(part, grad_of(gamma)).add_(torch.sign(unit._rows(part, gamma)), alpha=weight)
 
+    #: |gamma| is on one scale across layers (every BatchNorm normalises its input): ranked raw, as its own global
+    #: percentile cut ranks them
+    importance_normalizer = "none"
+
+    @torch.no_grad()
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """Each group's |gamma| (the mean over a coupled group's BatchNorms)."""
+        scores = {unit.name: torch.stack([r.abs() for r in rows]).mean(0) for unit, rows in self.gammas(model)}
+        return {layer: scores[layer].float() for layer in state.layers}
+
     @torch.no_grad()
     def prune(self, model: nn.Module, state: MethodState) -> None:
         scores = {unit.name: rows[0] if len(rows) == 1 else torch.stack([r.abs() for r in rows]).mean(0)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from . import register_method
-from .base import HparamsBase, Method, option
-from .groups import Unit, is_depthwise
+from .base import HparamsBase, Method, MethodState, option
+from .groups import Unit, filter_norms, is_depthwise
 
 GROUPS = ("filter+channel", "filter", "channel", "shape")
 
@@ -52,6 +52,12 @@ class SSL(Method):
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
         return self.layer_sum(model, lambda unit: unit_group_lasso(unit, hp.groups, hp.channel_weight, hp.eps))
+
+    @torch.no_grad()
+    def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
+        """Its filter groups' l2 norms (the groups the lasso drives to zero), each unit over its mean."""
+        units = {unit.name: unit for unit in self.units(model)}
+        return {layer: filter_norms(units[layer], lambda rows: rows.norm(dim=1)).float() for layer in state.layers}
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:

@@ -213,3 +213,24 @@ def assert_closed_form_equals_autograd(method, model, weight: float = 0.7) -> No
             assert p.grad is None or not p.grad.any()
         else:
             torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12)
+
+
+# The criteria (methods/criteria.py) share one code path (a Torch-Pruning importance on each unit's group, the
+# protocol's pruning step): the loops that train every method on every model take ``taylor`` (gradients, the
+# hardest) for all of them, and test_method_contract.py checks each criterion's scores on its own.
+CRITERION = "taylor"
+
+
+def trained_methods(names):
+    """``names`` without the criteria other than the representative :data:`CRITERION`."""
+    from methods import get_method
+    return [n for n in names if "regularize" in get_method(n).protocols or n == CRITERION]
+
+
+def protocol_settings(method: str, epochs: int = 2, target: float = 0.3) -> dict:
+    """The settings that run ``method`` in a short sweep: none for a method of the regularize protocol; for a
+    criterion, prune-to-target to ``target`` of the FLOPs after one epoch less than ``epochs``."""
+    from methods import get_method
+    if "regularize" in get_method(method).protocols:
+        return {}
+    return {"protocol": "prune-to-target", "target_flops_reduction": (target,), "sparse_epochs": epochs - 1}

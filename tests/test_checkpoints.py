@@ -14,15 +14,20 @@ from bench.data import load_dataset
 from bench.trainer import train
 from methods import list_methods
 
+from helpers import CRITERION, trained_methods
+
 TIMED = ("epoch_time_s", "steps_time_s", "method_hook_time_s", "zeroing_metrics_time_s")
 
 
 def _trial(method: str, augment: str = "none", **settings):
+    protocol = settings.pop("protocol", None) or ("prune-to-target" if method == CRITERION else "regularize")
+    targets = {"target_flops_reduction": (0.5,)} if protocol == "prune-to-target" else {}
     train_settings = TrainSettings(model="lenet5-bn", dataset="synthetic", epochs=3, limit_train=256,
-                                   limit_test=128, device="cpu", augment=augment, batch_size=32, **settings)
+                                   limit_test=128, device="cpu", augment=augment, batch_size=32, protocol=protocol,
+                                   **settings)
     options = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}.get(method)   # their cost, not their logic
-    return SweepConfig(methods=(method,), train=train_settings, options={method: options} if options else {}
-                       ).trials()[-1]   # its strongest default
+    return SweepConfig(methods=(method,), train=train_settings, options={method: options} if options else {},
+                       **targets).trials()[-1]   # its strongest default
 
 
 def _bytes(snapshot):
@@ -34,10 +39,11 @@ def _bytes(snapshot):
     return torch.load(buf, weights_only=True)
 
 
-@pytest.mark.parametrize("method", list_methods())
-def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(method):
+@pytest.mark.parametrize("method,protocol", [(m, None) for m in trained_methods(list_methods())]
+                         + [("l0sgl", "prune-to-target"), ("nisp", "prune-to-target")])
+def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(method, protocol):
     torch.set_num_threads(1)
-    trial = _trial(method, augment="crop-flip")
+    trial = _trial(method, augment="crop-flip", protocol=protocol)
     data = load_dataset("synthetic", limit_train=256, limit_test=128, input_shape=(1, 28, 28))
     whole: dict[int, dict] = {}
     snapshots: dict[int, dict] = {}

@@ -77,6 +77,8 @@ def test_validates_its_options(name):
 def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(name):
     cls = get_method(name)
     grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+    if "regularize" not in cls.protocols:   # a criterion: pruned at the end of epoch 1, fine-tuned in epoch 2
+        grid = {"protocol": "prune-to-target", "target_flops_reduction": (0.5,), "sparse_epochs": 1}
     cfg = build_sweep({"methods": [name], "epochs": 2, "dataset": "synthetic", "device": "cpu",
                        "model": model_for(name), **grid}).trials()[0]
     rows, _ = train_checking_removed_stay_zero(cfg, DATA)   # removed after epoch 1: exactly zero at the end
@@ -101,3 +103,20 @@ def test_closed_form_gradient_equals_autograd_of_the_penalty(name):
         model.conv1.weight[3].zero_()        # a zero filter: the subgradient at 0 must agree too
         model.conv2.weight[:5].zero_()
     assert_closed_form_equals_autograd(cls(), model)
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_importance_gives_one_finite_score_per_group_of_every_unit(name):
+    from state_standin import State
+
+    method = get_method(name)()
+    model = build_model(model_for(name), (1, 28, 28), 10)
+    x, y = DATA.train_x[:16], DATA.train_y[:16]
+    batch = (torch.as_tensor(x, dtype=torch.float32) / 255.0, torch.as_tensor(y, dtype=torch.long))
+    state = State(model, (1, 28, 28), batch, method=method)
+    method.check_model(model)
+    scores = method.importance(model, state)
+    assert set(scores) == set(state.layers)
+    for unit in state.masks.structure.units:
+        assert scores[unit.name].shape == (unit.size,) and torch.isfinite(scores[unit.name]).all(), (name, unit.name)
+    assert all(p.grad is None for p in model.parameters())   # a criterion's gradients are not left behind

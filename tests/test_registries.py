@@ -12,7 +12,7 @@ from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset,
 from bench.models import build_model, get_model_spec, list_models
 from bench.structure import derive as describe
 from bench.presets import PRESETS, preset_settings
-from helpers import train_keeping, write_cifar10, write_mnist
+from helpers import protocol_settings, train_keeping, trained_methods, write_cifar10, write_mnist
 from methods import MethodError, get_method, list_methods
 
 # hgsr measures one loss per alive filter; on the deeper models a few samples keep that to seconds
@@ -92,7 +92,7 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
     probe = build_model(name, shape, 10)
     structure = describe(probe, shape)
     assert structure.eligible, f"{name} has no eligible conv layer"
-    methods = [m for m in list_methods() if _accepts(m, probe) and (m, name) not in SAME_COST]
+    methods = [m for m in trained_methods(list_methods()) if _accepts(m, probe) and (m, name) not in SAME_COST]
     assert "none" in methods and "l1l2" in methods
     for method in methods:
         diff, _ = _train_and_compact(name, shape, method, data, FEW_SAMPLES, examples=4)
@@ -104,7 +104,7 @@ def _train_and_compact(source, shape, method, data, options, examples, **setting
     ``source``; the largest difference between the trained model's outputs and its compact model's on
     ``examples`` random inputs, and the largest output."""
     cls = get_method(method)
-    grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else {}
+    grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else protocol_settings(method)
     cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic", "device": "cpu",
                        "model": source, "options": {method: options[method]} if method in options else {},
                        **grid, **settings}).trials()[0]
@@ -153,7 +153,7 @@ def test_every_method_runs_on_models_of_any_topology_or_refuses_them_before_trai
     probe = build_model(source, shape, 10)
     structure = describe(probe, shape, prune_coupled=coupled)
     ran = []
-    for method in [m for m in list_methods() if m not in skip]:
+    for method in [m for m in trained_methods(list_methods()) if m not in skip]:
         try:
             m = get_method(method)()
             m.bind(structure.units)
