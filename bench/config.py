@@ -24,6 +24,9 @@ from .usercode import display_name, file_digest, source_key
 
 
 
+CONTROLS = ("scratch",)   # --controls
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; raised before any work starts."""
 
@@ -191,6 +194,10 @@ class TrialConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     #: under ``--protocol prune-to-target``: the target its pruning step meets, (kind, value): ("flops", 0.5)
     target: tuple[str, float] | None = None
+    #: a control trial (``--controls scratch``): {"kind": "scratch", "of": the source trial's name, "method" and
+    #: "target": the source's, "widths": {unit: groups kept}}; it trains the network at those widths from the
+    #: seed's initialisation for the same epochs (the ``none`` method: plain training)
+    control: Mapping[str, Any] | None = None
 
     @property
     def sweep_axis(self) -> str | None:
@@ -204,6 +211,8 @@ class TrialConfig:
     @functools.cached_property
     def name(self) -> str:
         """Readable and unique within a sweep: ``l1l2-lam0.5-s0``; a non-default zeroing rule is spelled out."""
+        if self.control is not None:
+            return f"{self.control['kind']}-{self.control['of']}"
         parts = [self.method]
         if self.sweep_axis == "lam" or (self.sweep_axis is not None and self.target is None):
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")   # a ratio does nothing under prune-to-target
@@ -221,8 +230,9 @@ class TrialConfig:
         per trial (a folder's fingerprint reads its files), on the driver: :meth:`payload` carries it."""
         from .data import data_key
         d = self.to_dict()
-        if d["target"] is None:   # the trials of the regularize protocol keep the keys they had
-            del d["target"]
+        for later in ("target", "control"):   # the trials of the regularize protocol keep the keys they had
+            if d[later] is None:
+                del d[later]
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
@@ -237,6 +247,7 @@ class TrialConfig:
         d = dataclasses.asdict(self)
         d["options"] = dict(self.options)
         d["target"] = list(self.target) if self.target is not None else None
+        d["control"] = json.loads(json.dumps(self.control)) if self.control is not None else None
         return d
 
     def payload(self) -> dict[str, Any]:
@@ -256,7 +267,7 @@ class TrialConfig:
                                    else f.default)
         target = d.get("target")
         trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train,
-                    (str(target[0]), float(target[1])) if target else None)
+                    (str(target[0]), float(target[1])) if target else None, d.get("control"))
         for cached in ("name", "key"):
             if d.get(cached):
                 trial.__dict__[cached] = d[cached]
@@ -318,6 +329,10 @@ class SweepConfig:
                                       role=SWEEP, group=WHAT, open_min=0, open_max=0.5)
     max_probes: int = setting(8, "probes (trials) per method and seed of a target search, shared by its targets",
                               role=SWEEP, group=WHAT, min=1, cli={"metavar": "N"})
+    controls: tuple[str, ...] = setting(
+        (), "prune-to-target: add control trials; scratch: per trial, the network at that trial's final widths "
+        "trained from the seed's initialisation for the same epochs (Liu et al. 2019); `random` is a method",
+        role=SWEEP, group=WHAT, shown_default="none", cli={"type": S.parse_items, "metavar": "scratch"})
     zeroing: Mapping[str, str] = setting(
         help="zeroing rule for every method (none, cumulative:T[:layer], threshold:EPS), or METHOD=RULE entries, "
         "comma separated", role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's own",
@@ -400,6 +415,7 @@ class SweepConfig:
         if self.train.protocol == "prune-to-target":
             self._check_prune_to_target()
             return
+        _check(not self.controls, "--controls apply to --protocol prune-to-target")
         for name in self.methods:
             _check("regularize" in _method(name).protocols, f"method {name!r} ranks groups for one pruning step and "
                    "adds nothing to training: run it with --protocol prune-to-target and a --target-* value")
@@ -418,6 +434,11 @@ class SweepConfig:
                "nothing and its pruning step removes the groups")
         _check(not self.ratios, "--ratios does not apply under --protocol prune-to-target: the target sets how much "
                "is pruned")
+        for control in self.controls:
+            _check(control in CONTROLS, f"unknown control {control!r}; controls: {', '.join(CONTROLS)} (random "
+                   "pruning is the method `random`)")
+        _check(any(not _method(m).reference for m in self.methods), "--protocol prune-to-target needs a method that "
+               f"prunes; --methods {','.join(self.methods)} holds only the dense reference")
 
     @property
     def searching(self) -> bool:
@@ -509,11 +530,18 @@ class SweepConfig:
                     rule = parse_zeroing(spec, method.kernel_norm_scale)
                 except ValueError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
-                for target in targets:
+                for target in ([None] if cls.reference else targets):   # the dense reference: never pruned
                     for seed in self.seeds:
                         out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train,
                                                target))
         return tuple(out)
+
+    def control_trial(self, source: TrialConfig, widths: Mapping[str, int], kind: str = "scratch") -> TrialConfig:
+        """The ``kind`` control of a finished prune-to-target trial whose units kept ``widths`` groups."""
+        control = {"kind": kind, "of": source.name, "method": source.method,
+                   "target": list(source.target) if source.target else None,
+                   "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
+        return TrialConfig("none", {}, "none", source.seed, self.train, None, control)
 
     def sparse_strengths(self, method: str) -> tuple[float | None, ...]:
         """Under prune-to-target, the strengths of ``method``'s sparse training: the ``--lambdas`` given for it

@@ -71,5 +71,6 @@ SWEEP_CONFIG = "sweep.json"           # a sweep's config, on its parent run
 TRIAL_CONFIG = "config.json"          # a trial's resolved config, on its run
 COMPACT_MODEL = "compact_model.pt"    # a finished trial's compact model (compact.save_compact)
 COMPACT_PROGRAM = "compact_model.pt2"  # the same as a torch.export program, for models not rebuilt from widths
+KEPT_GROUPS = "kept_groups.json"   # a finished trial's alive groups by unit (the report's stability of the choice)
 FIRST_FILTERS = "first_conv_filters.npy"  # a finished trial's first conv weights (compact.save_first_filters)
 REPORT_FOLDER = "report"              # bench report's output, attached to each sweep's run

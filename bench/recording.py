@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import json
+
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -78,6 +80,11 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
         params["sweep_axis"] = trial.sweep_axis
     if trial.target is not None:   # prune-to-target: the target its pruning step met
         params["target_kind"], params["target"] = trial.target
+    if trial.control is not None:   # a control: of which trial (method, target), and which widths
+        c = trial.control
+        params.update(control=c["kind"], control_of=c["of"], control_method=c["method"])
+        if c.get("target"):
+            params["target_kind"], params["target"] = c["target"]
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -137,6 +144,7 @@ class TrialRecorder:
         rebuild, as a torch.export program) with the first layer's filters; returns its metrics."""
         from .compact import export_program, measure, save_compact, save_first_filters
         from .models import rebuildable
+        from .structure import removed_groups
 
         train, data = self.trial.train, self.data
         small, values = measure(model, structure, data.input_shape, min_run_time=train.latency_time,
@@ -150,6 +158,9 @@ class TrialRecorder:
             if not rebuildable(train.model):   # loads without the model's code
                 self.run.log_artifact(export_program(small, data.input_shape, Path(folder) / N.COMPACT_PROGRAM))
             self.run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
+            kept = {u.name: (~removed_groups(u)).nonzero().flatten().tolist() for u in structure.units}
+            (Path(folder) / N.KEPT_GROUPS).write_text(json.dumps(kept))
+            self.run.log_artifact(Path(folder) / N.KEPT_GROUPS)
         self.run.set_tag(N.FILTERS_REMOVED_TAG, sum(removed.values()))
         self.compact = small
         return values

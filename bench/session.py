@@ -174,7 +174,7 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     if record is not None:
         keys = {t.key for t in trials}
         located.done = {k: r for k, r in store.finished_trials(experiment_id, record.run_id).items()
-                        if k in keys or sweep.searching}   # a target search's probes are not known in advance
+                        if k in keys or sweep.searching or sweep.controls}   # probes, controls: found as they come
         if sweep.searching:
             probes = len(set(located.done) - keys)
             write(f"resume sweep {record.name!r} ({record.status}): {len(set(located.done) & keys)} of {len(trials)} "
@@ -313,7 +313,10 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         searches = target_searches(sweep, previous)
     if record is not None:
         ended.update(name=record.name, run_id=record.run_id)
-    if record is not None and not todo and (searches is None or all(s.finished for s in searches)):
+    controls_left = bool(sweep.controls) and not todo and any(
+        c.key not in done for c in control_trials(sweep, previous, store))
+    if record is not None and not todo and not controls_left and (searches is None or
+                                                                 all(s.finished for s in searches)):
         if searches is not None:
             _log_targets(uri, record.run_id, searches)
         if record.status != "FINISHED":
@@ -353,7 +356,18 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
                                              run_name=f"{name}-{time.strftime('%H%M%S')}",
                                              **({"searches": searches} if searches is not None else {}),
-                                             **({"reserve": reserve} if runner is None else {}))
+                                             **({"reserve": reserve} if runner is None else {})) if todo else []
+            if sweep.controls and all(o.status == "FINISHED" for o in outcomes):
+                # the controls of every finished trial (their widths are known now), once all of them finished
+                controls = control_trials(sweep, previous + outcomes, store)
+                missing = [c for c in controls if c.key not in done]
+                previous += [_finished(c, done[c.key]) for c in controls if c.key in done]
+                if missing:
+                    write(f"controls {len(missing)} trial{'s' * (len(missing) != 1)}: "
+                          + ", ".join(sorted({c.name.split('-')[0] for c in missing})) + " of every finished trial")
+                    outcomes += (runner or run_sweep)(sweep, missing, data, tracking,
+                                                      run_name=f"{name}-controls-{time.strftime('%H%M%S')}",
+                                                      **({"reserve": reserve} if runner is None else {}))
         except BaseException as err:
             store.close_open_children(experiment_id, parent)
             # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
@@ -432,6 +446,22 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
     print_summary(outcomes, write)
     print(f"terminated: {sum(o.status == 'FINISHED' for o in outcomes)} of {len(outcomes)} trials finished; "
           f"continue with `bench resume {name}`", file=sys.stderr)
+
+
+def control_trials(sweep: SweepConfig, outcomes: list, store) -> list[TrialConfig]:
+    """The ``--controls`` trials of every finished prune-to-target trial among ``outcomes``, in their order: its
+    widths read from the groups its run kept (``kept_groups.json``)."""
+    out = []
+    for o in outcomes:
+        t = o.trial
+        if o.status != "FINISHED" or t is None or t.target is None or t.control is not None:
+            continue
+        kept = store.read_json_artifact(o.metrics[N.RUN_ID_KEY], N.KEPT_GROUPS)
+        if kept is None:
+            raise RuntimeError(f"trial {t.name} finished without its {N.KEPT_GROUPS}: its control cannot be built")
+        out += [sweep.control_trial(t, {unit: len(idx) for unit, idx in kept.items()}, kind)
+                for kind in sweep.controls]
+    return out
 
 
 def _finished(trial: TrialConfig, run) -> Any:

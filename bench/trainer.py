@@ -181,6 +181,11 @@ class _Loop:
                                          tc.nesterov)
         self.masks = FilterMasks(self.structure, self.optimizer)
         self.rule.prepare(self.masks)
+        if config.control is not None:   # a scratch control: the source's widths, from the seed's initialisation
+            for unit, width in config.control["widths"].items():
+                size = self.masks.unit(unit).size
+                if int(width) < size:
+                    self.masks.remove(unit, list(range(int(width), size)))
         self.schedule = parse_schedule(tc.schedule, tc.epochs)
         self.batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)

@@ -176,6 +176,8 @@ class Method:
     #: (``bench/pruning.py``): ``mean`` (each unit's scores divided by their mean, Torch-Pruning's default),
     #: ``lamp`` (LAMP's normalisation within each unit), ``sum`` or ``none`` (raw scores on one scale already)
     importance_normalizer: ClassVar[str] = "mean"
+    #: the dense reference (``none``): under prune-to-target it runs once per seed, unpruned, beside the targets
+    reference: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):

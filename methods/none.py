@@ -14,6 +14,7 @@ class NoPenalty(PostHocMethod):
     paper = "-"
     formula = "0"
     default_zeroing = "none"
+    reference = True   # under --protocol prune-to-target: the dense model of each seed, never pruned
 
     @dataclass(frozen=True)
     class Hparams(HparamsBase):
