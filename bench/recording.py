@@ -32,7 +32,10 @@ def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:
     t = sweep.train
     return {"methods": ",".join(sweep.methods), "trials": n_trials, "seeds": ",".join(map(str, sweep.seeds)),
             "model": t.model, "dataset": t.dataset, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
-            "limit_train": t.limit_train, "limit_test": t.limit_test}
+            "limit_train": t.limit_train, "limit_test": t.limit_test, "protocol": t.protocol,
+            **({"sparse_epochs": t.prune_epoch, "max_layer_ratio": t.max_layer_ratio,
+                **({"controls": ",".join(sweep.controls)} if sweep.controls else {})}
+               if t.protocol == "prune-to-target" else {})}
 
 
 def summary_metrics(outcomes: list, records: list[dict] | None = None) -> dict[str, float]:

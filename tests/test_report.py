@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import tempfile
 import subprocess
@@ -443,3 +444,70 @@ def test_with_a_validation_split_the_report_chooses_on_validation_accuracy():
     assert hit["sparsity"] == 0.85 and hit["accuracy"] == 0.80
     table, note = R.best_table(results)
     assert "validation accuracy" in note and "85.0 % at 80.00 %" in table.set_index("method").loc["l1"].iloc[2]
+
+
+def test_paired_test_interval_and_holm_against_hand_values():
+    from bench.report.equal import holm, jaccard, mean_ci, paired
+
+    # differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.4641 on 2 df: two-sided p = 0.07418
+    r = paired({0: 0.91, 1: 0.92, 2: 0.93}, {0: 0.90, 1: 0.90, 2: 0.90})
+    assert r["n"] == 3 and r["diff"] == pytest.approx(0.02)
+    assert r["p"] == pytest.approx(0.074180, abs=1e-5)
+    half = 4.302653 * 0.01 / 3 ** 0.5   # t(0.975, 2) * sd / sqrt(n)
+    assert (r["lo"], r["hi"]) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    assert math.isnan(paired({0: 0.9}, {0: 0.8})["p"])                                  # one seed: no test
+    assert math.isnan(paired({0: 0.9, 1: 0.8}, {0: 0.8, 1: 0.7})["p"])                   # no spread: no test
+    assert paired({0: 0.9, 1: 0.8, 5: 0.1}, {0: 0.8, 1: 0.75})["n"] == 2                  # only shared seeds
+    # Holm: p (0.01, 0.04, 0.03) of m = 3: 0.01 * 3 = 0.03, then max(0.03, 0.03 * 2) = 0.06, max(0.06, 0.04) = 0.06
+    assert holm([0.01, 0.04, 0.03, math.nan]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06),
+                                                  pytest.approx(math.nan, nan_ok=True)]
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and hi - m == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-6)
+    assert jaccard([1, 2, 3], [2, 3, 4]) == 0.5 and jaccard([], []) == 1.0
+
+
+def _protocol_results(acc: dict[str, list[float]], scratch: dict[str, list[float]], kept=None) -> R.Results:
+    rows = []
+    for method, values in acc.items():
+        for seed, a in enumerate(values):
+            rows.append({"sweep": "s", "trial": f"{method}-flops0.5-s{seed}", "run_id": f"{method}{seed}",
+                         "status": "FINISHED", "method": method, "seed": seed, "target": "flops 0.5",
+                         "control": None, "test_accuracy": a, "flops_reduction": 0.51, "total_sparsity": 0.3})
+    for method, values in scratch.items():
+        for seed, a in enumerate(values):
+            rows.append({"sweep": "s", "trial": f"scratch-{method}-s{seed}", "run_id": f"sc{method}{seed}",
+                         "status": "FINISHED", "method": "none", "seed": seed, "target": "flops 0.5",
+                         "control": f"scratch of {method}", "test_accuracy": a, "flops_reduction": 0.51,
+                         "total_sparsity": 0.3})
+    trials = pd.DataFrame(rows)
+    sweeps = [{"run_id": "p", "name": "s", "status": "FINISHED", "params": {"protocol": "prune-to-target",
+                                                                             "methods": ",".join(acc)},
+               "tags": {}, "config": {}}]
+    results = R.Results("x", "sqlite:///x.db", sweeps, trials, trials, ["conv1"], {"conv1": 20})
+    results.kept = kept or {}
+    return results
+
+
+def test_the_equal_target_table_names_only_differences_beyond_holm_corrected_seed_noise():
+    from bench.report.equal import equal_target, stability
+
+    results = _protocol_results({"l1l2": [0.95, 0.96, 0.97, 0.955], "taylor": [0.951, 0.958, 0.971, 0.953],
+                                 "random": [0.90, 0.905, 0.91, 0.899]},
+                                {"l1l2": [0.93, 0.935, 0.95, 0.93]})
+    [(label, table, text)] = equal_target(results)
+    assert label == "flops 0.5" and list(table["method"]) == ["l1l2", "taylor", "random", "scratch (widths of l1l2)"]
+    best = table.set_index("method")
+    assert best.loc["l1l2", "vs best"] == "(best)"
+    assert "better" in best.loc["l1l2", "vs random"] and "better" in best.loc["l1l2", "vs scratch"]
+    assert "no difference shown" in best.loc["taylor", "vs best"]   # a tie within noise is not named
+    assert "l1l2 is better than random" in text[0] and "l1l2 is better than scratch of l1l2" in text[0]
+    assert "than taylor" not in text[0] and "taylor is better than l1l2" not in text[0]
+    assert "4 paired comparisons" in text[0]   # taylor-l1l2, l1l2-random (random's vs best too), l1l2-scratch,
+    # taylor-random
+    assert best.loc["l1l2", "accuracy % [95% CI]"].startswith("95.88 [")
+    one_seed = _protocol_results({"l1l2": [0.95], "random": [0.90]}, {})
+    assert "no paired test and no verdict" in equal_target(one_seed)[0][2][0]
+    kept = {"l1l20": {"conv1": [0, 1, 2], "conv2": [0]}, "l1l21": {"conv1": [1, 2, 3], "conv2": [0]}}
+    table = stability(_protocol_results({"l1l2": [0.9, 0.9]}, {}, kept))
+    # conv1: |{1,2}| / |{0,1,2,3}| = 0.5; conv2: 1; overall: 3 shared of 5 groups = 0.6
+    assert table.iloc[0][["conv1", "conv2", "overall"]].tolist() == [0.5, 1.0, 0.6]

@@ -16,7 +16,8 @@ from ..tracking import Store
 
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
 TARGETS = (0.5, 0.8)     # total filter sparsities at which the report names the most accurate method
-ID_COLUMNS = ["sweep", "trial", "run_id", "status", "method", "axis", "value", "setting", "seed", "epoch"]
+ID_COLUMNS = ["sweep", "trial", "run_id", "status", "method", "axis", "value", "setting", "seed", "epoch", "target",
+              "control"]
 
 
 class ReportError(RuntimeError):
@@ -47,6 +48,21 @@ class Results:
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # run_id -> first conv's weights
     targets: list[dict[str, Any]] = field(default_factory=list)    # target searches' records (targets.json)
     latency: list[dict[str, Any]] = field(default_factory=list)    # bench report --latency (latency.json)
+    kept: dict[str, dict[str, list[int]]] = field(default_factory=dict)   # run_id -> unit -> kept groups
+
+    @property
+    def protocol(self) -> pd.DataFrame:
+        """The finished trials of the prune-to-target protocol (a target, or a control of one) and its dense
+        references (``none`` trials of sweeps run under that protocol)."""
+        f = self.finished
+        if "target" not in f:
+            return f.iloc[0:0]
+        return f[f["target"].notna() | f["trial"].isin(self._references())]
+
+    def _references(self) -> list[str]:
+        names = {s["name"] for s in self.sweeps if s["params"].get("protocol") == "prune-to-target"}
+        f = self.finished
+        return list(f[(f["sweep"].isin(names)) & (f["method"] == "none") & f["target"].isna()]["trial"])
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -161,6 +177,9 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
                 results.latency.append(r)
     if with_filters:
         results.filters = _first_filters(uri, results.finished["run_id"])
+    protocol = results.protocol
+    results.kept = {run_id: kept for run_id in protocol[protocol["control"].isna()]["run_id"]
+                    if (kept := store.read_json_artifact(run_id, N.KEPT_GROUPS)) is not None}
     return results
 
 
@@ -182,9 +201,11 @@ def _identity(run, sweep_names: Mapping[str, str]) -> dict[str, Any]:
     value = _float(p.get(axis)) if axis else math.nan
     label = {"lam": "lam", "ratio": "p"}.get(axis or "", axis or "")
     setting = f"{label} {value:g}" if axis else "-"
+    target = f"{p['target_kind']} {_float(p.get('target')):g}" if p.get("target_kind") else None
+    control = f"{p['control']} of {p.get('control_method', '?')}" if p.get("control") else None
     return {"sweep": sweep_names.get(run.tags.get(N.PARENT_TAG), ""), "trial": run.name,
             "run_id": run.run_id, "status": run.status, "method": p.get("method", "?"), "axis": axis or "",
-            "value": value, "setting": setting, "seed": _int(p.get("seed"))}
+            "value": value, "setting": setting, "seed": _int(p.get("seed")), "target": target, "control": control}
 
 
 def _layers(epochs: pd.DataFrame) -> tuple[list[str], dict[str, int]]:

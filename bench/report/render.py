@@ -16,6 +16,7 @@ import pandas as pd
 from .. import names as N
 from ..tracking import Store
 from ..version import __version__
+from .equal import equal_target, stability
 from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
                        layer_table, method_table, notes, problem_table, quoted_table, training_noise)
 from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
@@ -112,10 +113,31 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                f"sweep(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + ".")
     out = [Section("Summary", summary + ("\n\n" + "\n".join(f"- {n}" for n in notes(results))
                                          if notes(results) else ""))]
+    protocol = results.protocol
+    only_protocol = len(finished) > 0 and len(protocol) == len(finished)
+    for target, table, verdicts in equal_target(results):
+        out.append(Section(f"Accuracy at equal target: {target} removed (prune-to-target)", " ".join(verdicts) + (
+            " One trial per method, target and seed (`bench run --protocol prune-to-target`): sparse training, one "
+            "global pruning step to the target by the method's importance, fine-tuning. A cell is the final "
+            "accuracy, mean over seeds with its 95 % confidence interval (Student's t); the removed fraction is "
+            "the mean achieved (the target within one group). Comparisons are paired by seed (trials of one seed "
+            "start from the same weights and see the same batches): the mean difference in accuracy points with "
+            "its 95 % interval and the two-sided paired t-test's p-value, Holm-corrected across every comparison "
+            f"of the table; 'better' or 'worse' only below {ALPHA:g}. vs scratch: against the same widths trained "
+            "from the seed's initialisation for the same epochs (`--controls scratch`). " + results.choice_note()),
+            table))
+    stable = stability(results)
+    if stable is not None:
+        out.append(Section("Stability of the kept groups across seeds", "For each method and target, the mean "
+                           "Jaccard overlap |A and B| / |A or B| of the groups two seeds kept, over every pair of "
+                           "seeds: overall (every unit's groups together) and per unit (named by its first conv). "
+                           "1 is the same choice on every seed; `random` shows the overlap of chance at these "
+                           "widths.", stable))
     best, note = best_table(results)
-    out.append(Section("Highest sparsity within 0.5 and 1 accuracy points of the baseline", note,
-                       best if len(best) else None))
-    if len(finished):
+    if not only_protocol:
+        out.append(Section("Highest sparsity within 0.5 and 1 accuracy points of the baseline", note,
+                           best if len(best) else None))
+    if len(finished) and not only_protocol:
         targets, verdicts = at_sparsity(results)
         out.append(Section("Accuracy at " + " and ".join(f"{t:.0%}" for t in TARGETS) + " filter sparsity",
                            " ".join(verdicts) + " A cell reads a method's Pareto front (final epoch, mean over "

@@ -1,0 +1,208 @@
+"""The prune-to-target protocol's tables: accuracy at equal targets with paired verdicts, and the stability of
+the kept groups across seeds.
+
+Trials of one seed start from the same weights and see the same batches whatever their method (the method's own
+draws have their own generator: bench/trainer.py), so two methods are compared on their per-seed differences:
+a paired t-test over the seeds both finished (``scipy.stats.ttest_rel``), with a 95 % confidence interval on
+the mean difference (Student's t), and the p-values of every comparison one table makes Holm-corrected together
+(:func:`holm`). A table compares every method with the best one (the highest mean), with ``random`` and with
+its own scratch control (the same widths trained from the seed's initialisation); a difference is named only
+where its corrected p-value is below :data:`ALPHA`. No torch here: the report never imports it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .load import Results
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean and the two ends of its Student-t confidence interval (nan ends with fewer than two values)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    m = float(x.mean()) if len(x) else math.nan
+    if len(x) < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return m, m - half, m + half
+
+
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
+    """``a`` against ``b`` on the seeds both have: n, the mean difference a - b with its 95 % interval, and the
+    two-sided p-value of the paired t-test (nan with fewer than two seeds, or when every seed differs by the
+    same amount: no spread to test)."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = np.asarray([a[s] - b[s] for s in seeds], dtype=float)
+    mean, lo, hi = mean_ci(d)
+    p = math.nan
+    if len(d) >= 2 and d.std(ddof=1) > 1e-9:   # below: the same difference on every seed (rounding aside)
+        p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
+    return {"n": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": p}
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of ``pvalues`` (nan entries are left out of the family and stay nan):
+    the i-th smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j))."""
+    index = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(index, key=lambda i: pvalues[i])
+    m = len(order)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def _seeds(rows: pd.DataFrame, column: str) -> dict[int, float]:
+    return {int(s): float(v) for s, v in zip(rows["seed"], rows[column]) if not pd.isna(v)}
+
+
+def _fmt_ci(mean: float, lo: float, hi: float, scale: float = 100.0) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(lo):
+        return f"{mean * scale:.2f}"
+    return f"{mean * scale:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]"
+
+
+def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
+    """One table per target: (target label, table, verdict sentences)."""
+    rows = results.protocol
+    if rows.empty:
+        return []
+    acc = results.selection
+    out = []
+    sweeps = list(dict.fromkeys(rows["sweep"]))
+    for sweep, target in [(w, t) for w in sweeps for t in sorted(rows[rows["sweep"] == w]["target"].dropna().unique(),
+                                                                  key=lambda t: (t.split()[0], float(t.split()[1])))]:
+        kind = target.split()[0]
+        metric = {"flops": "flops_reduction", "sparsity": "total_sparsity", "params": "params_reduction"}[kind]
+        dense = rows[(rows["sweep"] == sweep) & rows["target"].isna()]
+        here = rows[(rows["sweep"] == sweep) & (rows["target"] == target)]
+        label = target if len(sweeps) == 1 else f"{target}, sweep {sweep}"
+        methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
+        by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
+        scratch = {c.split(" of ")[1]: _seeds(here[here["control"] == c], acc)
+                   for c in here["control"].dropna().unique() if c.startswith("scratch")}
+        means = {m: float(np.mean(list(v.values()))) for m, v in by_method.items() if v}
+        best = max(means, key=lambda m: means[m]) if means else None
+        comparisons: list[tuple[str, str, dict]] = []   # each unordered pair once: one family for Holm
+        wanted: list[tuple[str, str, str]] = []            # (row, column, the other side)
+        for m in methods:
+            if best is not None and m != best:
+                wanted.append((m, "vs best", best))
+            if "random" in by_method and m != "random":
+                wanted.append((m, "vs random", "random"))
+            if m in scratch:
+                wanted.append((m, "vs scratch", f"scratch of {m}"))
+        sides = {**by_method, **{f"scratch of {m}": v for m, v in scratch.items()}}
+        for a, _, b in wanted:
+            if not any({a, b} == {x, y} for x, y, _ in comparisons):
+                comparisons.append((a, b, paired(sides[a], sides[b])))
+        adjusted = holm([c[2]["p"] for c in comparisons])
+        tests = {(a, b): (r, p) for (a, b, r), p in zip(comparisons, adjusted)}
+        cells: dict[tuple[str, str], str] = {}
+        for a, column, b in wanted:
+            r, p = tests[(a, b)] if (a, b) in tests else _flipped(*tests[(b, a)])
+            cells[(a, column)] = _cell(r, p)
+        verdicts = [_verdict(a, b, r, p) for (a, b, r), p in zip(comparisons, adjusted) if not math.isnan(p)
+                    and p < ALPHA]
+        table_rows = []
+        for m in methods:
+            mean, lo, hi = mean_ci(list(by_method[m].values()))
+            achieved = here[(here["method"] == m) & here["control"].isna()][metric]
+            table_rows.append({"method": m, "seeds": len(by_method[m]), "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                               f"{kind} removed %": f"{achieved.mean() * 100:.2f}",
+                               "vs best": "(best)" if m == best else cells.get((m, "vs best"), "-"),
+                               "vs random": cells.get((m, "vs random"), "-"),
+                               "vs scratch": cells.get((m, "vs scratch"), "-")})
+        for m, seeds in scratch.items():
+            mean, lo, hi = mean_ci(list(seeds.values()))
+            achieved = here[here["control"] == f"scratch of {m}"][metric]
+            table_rows.append({"method": f"scratch (widths of {m})", "seeds": len(seeds),
+                               "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                               f"{kind} removed %": f"{achieved.mean() * 100:.2f}", "vs best": "", "vs random": "",
+                               "vs scratch": ""})
+        if len(dense):
+            mean, lo, hi = mean_ci(list(_seeds(dense, acc).values()))
+            table_rows.append({"method": "dense (none)", "seeds": len(dense), "accuracy % [95% CI]":
+                               _fmt_ci(mean, lo, hi), f"{kind} removed %": "0.00", "vs best": "", "vs random": "",
+                               "vs scratch": ""})
+        n_seeds = max((len(v) for v in by_method.values()), default=0)
+        if n_seeds < 2:
+            text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
+        else:
+            named = "; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise."
+            text = [f"At {label}: the highest mean is {best}'s; of the {len(comparisons)} paired comparisons this "
+                    f"table makes, after Holm's correction at {ALPHA:g}: {named}"]
+        out.append((label, pd.DataFrame(table_rows), text))
+    return out
+
+
+def _word(r: Mapping[str, float], p: float) -> str:
+    if math.isnan(p):
+        return "no test: " + ("one seed" if r["n"] < 2 else "the same difference on every seed")
+    return ("better" if r["diff"] > 0 else "worse") if p < ALPHA else "no difference shown"
+
+
+def _cell(r: Mapping[str, float], p: float) -> str:
+    head = f"{_fmt_ci(r['diff'], r['lo'], r['hi'])} pts"
+    return f"{head}, p={p:.3g} ({_word(r, p)})" if not math.isnan(p) else f"{head}, n={r['n']} ({_word(r, p)})"
+
+
+def _flipped(r: Mapping[str, float], p: float) -> tuple[dict[str, float], float]:
+    """The same comparison read from the other side."""
+    return {"n": r["n"], "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"], "p": r["p"]}, p
+
+
+def _verdict(a: str, b: str, r: Mapping[str, float], p: float) -> str:
+    if r["diff"] < 0:   # said from the better side
+        (a, b), (r, p) = (b, a), _flipped(r, p)
+    return (f"{a} is better than {b} by {r['diff'] * 100:.2f} points (95 % CI [{r['lo'] * 100:.2f}, "
+            f"{r['hi'] * 100:.2f}], Holm-adjusted p={p:.3g}, {r['n']} paired seeds)")
+
+
+def jaccard(a: Sequence[int], b: Sequence[int]) -> float:
+    """|A and B| / |A or B| (1 for two empty sets)."""
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def stability(results: Results) -> pd.DataFrame | None:
+    """Per method and target, the mean Jaccard overlap of the kept groups over every pair of seeds: overall
+    (every unit's groups as one set) and per unit."""
+    rows = results.protocol
+    rows = rows[rows["control"].isna() & rows["target"].notna() & rows["run_id"].isin(list(results.kept))]
+    out = []
+    for (sweep, method, target), group in rows.groupby(["sweep", "method", "target"], sort=False):
+        kept = [results.kept[r] for r in group["run_id"]]
+        if len(kept) < 2:
+            continue
+        units = list(kept[0])
+        pairs = list(itertools.combinations(range(len(kept)), 2))
+        row = {"sweep": sweep, "method": method, "target": target, "seeds": len(kept),
+               "overall": np.mean([jaccard([(u, i) for u in units for i in kept[a][u]],
+                                           [(u, i) for u in units for i in kept[b][u]]) for a, b in pairs])}
+        for u in units:
+            row[u] = np.mean([jaccard(kept[a][u], kept[b][u]) for a, b in pairs])
+        out.append(row)
+    if not out:
+        return None
+    table = pd.DataFrame(out)
+    order = {m: i for i, m in enumerate(results.methods)}
+    table = table.sort_values(["sweep", "target", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
+    if table["sweep"].nunique() == 1:
+        table = table.drop(columns="sweep")
+    return table.round(3)
