@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -198,6 +199,17 @@ class TrialConfig:
     #: "target": the source's, "widths": {unit: groups kept}}; it trains the network at those widths from the
     #: seed's initialisation for the same epochs (the ``none`` method: plain training)
     control: Mapping[str, Any] | None = None
+    #: a target search's probe stops at the first epoch where every one of these metrics is above its value (its
+    #: search's highest target plus the tolerance): it can only overshoot from there. Not part of the key
+    stop_above: Mapping[str, float] | None = None
+
+    def overshoot(self, metrics: Mapping[str, Any]) -> str | None:
+        """Why a probe with ``metrics`` (an epoch's) stops: every :attr:`stop_above` metric past its bound (the
+        removed fractions never decrease during a trial); None to go on."""
+        if not self.stop_above or not all(float(metrics.get(m, -math.inf)) > v for m, v in self.stop_above.items()):
+            return None
+        return "overshoot: " + ", ".join(f"{m} {float(metrics[m]):.4f} > {v:g}" for m, v in self.stop_above.items()) \
+            + f" at epoch {int(metrics.get('epoch', 0)) or '?'} of {self.train.epochs}, past every target of its search"
 
     @property
     def sweep_axis(self) -> str | None:
@@ -233,6 +245,7 @@ class TrialConfig:
         for later in ("target", "control"):   # the trials of the regularize protocol keep the keys they had
             if d[later] is None:
                 del d[later]
+        del d["stop_above"]   # when a probe may stop does not change what it computes until then
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
@@ -248,6 +261,7 @@ class TrialConfig:
         d["options"] = dict(self.options)
         d["target"] = list(self.target) if self.target is not None else None
         d["control"] = json.loads(json.dumps(self.control)) if self.control is not None else None
+        d["stop_above"] = dict(self.stop_above) if self.stop_above is not None else None
         return d
 
     def payload(self) -> dict[str, Any]:
@@ -267,7 +281,7 @@ class TrialConfig:
                                    else f.default)
         target = d.get("target")
         trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train,
-                    (str(target[0]), float(target[1])) if target else None, d.get("control"))
+                    (str(target[0]), float(target[1])) if target else None, d.get("control"), d.get("stop_above"))
         for cached in ("name", "key"):
             if d.get(cached):
                 trial.__dict__[cached] = d[cached]
@@ -463,7 +477,16 @@ class SweepConfig:
         opts = {**self.options.get(method, {}), cls.sweep_axis: float(value)}
         hp = cls.Hparams.from_options(opts)
         rule = parse_zeroing(self.zeroing_for(method), cls(hp).kernel_norm_scale)
-        return TrialConfig(method, hp.as_dict(), rule.spec, int(seed), self.train)
+        return TrialConfig(method, hp.as_dict(), rule.spec, int(seed), self.train, stop_above=self.stop_bounds)
+
+    @property
+    def stop_bounds(self) -> dict[str, float]:
+        """Per target metric, the highest target plus the tolerance: a probe past all of them stops (it can only
+        overshoot: the removed fractions never decrease during a trial)."""
+        bounds: dict[str, float] = {}
+        for t in self.targets:
+            bounds[t.metric] = max(bounds.get(t.metric, 0.0), t.value + self.target_tolerance)
+        return bounds
 
     def searches(self):
         """One ``bench.targets.Search`` per searched method and seed (siblings linked), nothing recorded yet."""

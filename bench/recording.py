@@ -40,13 +40,14 @@ def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:
 
 def summary_metrics(outcomes: list, records: list[dict] | None = None) -> dict[str, float]:
     """The sweep run's summary metrics (MLflow's runs table compares sweeps by them): per method, trials
-    ``finished``, ``failed`` and ``diverged`` (a target search's overshoots), the best test accuracy of its
+    ``finished``, ``failed``, ``diverged`` and ``overshot`` (a target search's overshoots: a NaN loss, or a probe
+    stopped past every target), the best test accuracy of its
     finished trials; per method and target reached on some seed, the mean test accuracy and achieved value
     over those seeds and how many seeds reached it (``l1l2/sparsity_0.8/test_accuracy``...)."""
     out: dict[str, float] = {}
     for o in outcomes:
         method = o.trial.method if o.trial is not None else o.name.split("-")[0]
-        for status in ("FINISHED", "FAILED", "DIVERGED"):
+        for status in ("FINISHED", "FAILED", "DIVERGED", "OVERSHOT"):
             key = f"{method}/trials_{status.lower()}"
             out[key] = out.get(key, 0) + (o.status == status)
         if o.status == "FINISHED" and N.TEST_ACCURACY in o.metrics:

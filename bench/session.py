@@ -465,9 +465,11 @@ def control_trials(sweep: SweepConfig, outcomes: list, store) -> list[TrialConfi
 
 
 def _finished(trial: TrialConfig, run) -> Any:
-    """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics."""
-    return TrialOutcome(trial.name, "FINISHED", {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, key=trial.key,
-                        trial=trial)
+    """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics (a probe it
+    stopped at an overshoot: OVERSHOT, data of its search, not a point to interpolate)."""
+    why = run.data.tags.get(N.OVERSHOOT_TAG)
+    return TrialOutcome(trial.name, "OVERSHOT" if why else "FINISHED",
+                        {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, why, key=trial.key, trial=trial)
 
 
 def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:

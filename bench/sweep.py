@@ -110,7 +110,11 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     earlier = checkpoints.latest(storage, key, tracking.parent_run_id, map_location=device)
     recorder = TrialRecorder(trial, key, data, tracking, device, _tune_report, earlier)
     try:
-        train(trial, data, recorder.on_epoch, recorder.finish, keep=recorder.keep, resume=recorder.snapshot)
+        last = train(trial, data, recorder.on_epoch, recorder.finish, keep=recorder.keep, resume=recorder.snapshot)
+        why = trial.overshoot({**last, "epoch": recorder.reported.get("epoch", 0)}) \
+            if recorder.reported.get("epoch", 0) < trial.train.epochs else None
+        if why is not None:   # a probe stopped early: its run FINISHED, the tag says why (an overshoot)
+            recorder.run.set_tag(N.OVERSHOOT_TAG, why)
     except (KeyboardInterrupt, SystemExit) as err:  # Ray stops a trial with SystemExit inside tune.report
         recorder.close("KILLED", err)
         raise
@@ -584,6 +588,8 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
             outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error_text(result.error), key, trial)
         elif metrics.get("epoch") == trial.train.epochs:
             outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
+        elif trial.overshoot(metrics) is not None:   # a probe stopped past every target: data of its search
+            outcomes[key] = TrialOutcome(trial.name, "OVERSHOT", metrics, trial.overshoot(metrics), key, trial)
         else:
             outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch", key, trial)
     for key, trial in by_key.items():

@@ -326,6 +326,9 @@ def train(config: TrialConfig, data: Dataset | StreamData,
           resume: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics.
 
+    A target search's probe stops after the first epoch past every target of its search
+    (``TrialConfig.overshoot``): it returns that epoch's metrics, without ``finish``.
+
     ``finish(model, structure)``, when given, runs after the last epoch's measurements and before its report;
     the metrics it returns join that report (the trial's compact model and its measured speed, say).
 
@@ -350,6 +353,8 @@ def train(config: TrialConfig, data: Dataset | StreamData,
                 report(epoch, last)
             if keep is not None and epoch < epochs:
                 keep(epoch, loop.snapshot(epoch, last))
+            if epoch < epochs and config.overshoot({**last, "epoch": epoch}) is not None:
+                break   # a target search's probe past every target: it can only overshoot (TrialConfig.overshoot)
     finally:
         loop.batches.close()
     return last

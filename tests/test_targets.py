@@ -2,6 +2,8 @@
 known function of their strength: every probe's result comes from that function."""
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -208,3 +210,28 @@ def test_a_search_stopped_before_it_settled_is_unfinished_not_unreachable():
     assert record["probes"] == 2 and record["achieved"] is not None
     run(search, monotone(30.0))
     assert [r["status"] for r in search.results()] == ["reached"]
+
+
+def test_a_probe_past_every_target_stops_at_that_epoch_and_counts_as_an_overshoot():
+    from bench.config_layers import build_sweep
+    from bench.data import make_synthetic
+    from bench.trainer import train
+
+    sweep = build_sweep({"methods": ["l1l2"], "target_sparsity": (0.05, 0.1), "dataset": "synthetic", "epochs": 4,
+                         "device": "cpu", "batch_size": 32, "target_tolerance": 0.02})
+    probe = sweep.probe("l1l2", 100.0, 0)
+    assert probe.stop_above == {"total_sparsity": pytest.approx(0.12)}
+    assert probe.key == sweep.probe("l1l2", 100.0, 0).key == dataclasses.replace(probe, stop_above=None).key
+    rows = {}
+    last = train(probe, make_synthetic((1, 28, 28), n_train=256, n_test=64),
+                 report=lambda e, m: rows.__setitem__(e, dict(m)))
+    stopped = max(rows)
+    assert stopped < 4 and rows[stopped]["total_sparsity"] > 0.12 and last == rows[stopped]
+    assert all(rows[e]["total_sparsity"] <= 0.12 for e in rows if e < stopped)
+    why = probe.overshoot({**last, "epoch": stopped})
+    assert why.startswith("overshoot: total_sparsity") and f"at epoch {stopped} of 4" in why
+    # the search takes it as it takes a diverged probe: an overshoot that bounds, never a point to interpolate
+    search = sweep.searches()[0]
+    search.propose()
+    search.record(search.probes[0].value, None, failed=True)
+    assert search.probes[0].failed and search._value(search.probes[0], search.targets[0]) == float("inf")

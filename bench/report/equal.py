@@ -184,6 +184,8 @@ def stability(results: Results) -> pd.DataFrame | None:
     """Per method and target, the mean Jaccard overlap of the kept groups over every pair of seeds: overall
     (every unit's groups as one set) and per unit."""
     rows = results.protocol
+    if rows.empty:
+        return None
     rows = rows[rows["control"].isna() & rows["target"].notna() & rows["run_id"].isin(list(results.kept))]
     out = []
     for (sweep, method, target), group in rows.groupby(["sweep", "method", "target"], sort=False):

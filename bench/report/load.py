@@ -55,7 +55,7 @@ class Results:
         """The finished trials of the prune-to-target protocol (a target, or a control of one) and its dense
         references (``none`` trials of sweeps run under that protocol)."""
         f = self.finished
-        if "target" not in f:
+        if "target" not in f or "control" not in f:   # tables made by hand, before the protocol existed
             return f.iloc[0:0]
         return f[f["target"].notna() | f["trial"].isin(self._references())]
 
@@ -145,6 +145,8 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
     trial_rows, epoch_rows = [], []
     for run in chosen:
         ids = _identity(run, sweep_names)
+        if run.tags.get(N.OVERSHOOT_TAG):   # a probe stopped past every target: not a finished trial's point
+            ids["status"] = "OVERSHOT"
         # MLflow's system metrics (system/...) are sampled on their own steps, not epochs: not the trial's results
         history = store.metric_histories(run.run_id, sorted(k for k in run.metrics
                                                             if not k.startswith("system/")))
@@ -157,7 +159,8 @@ def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters
                     row[key] = found[-1]
             epoch_rows.append(row)
         final = {k: v[-1][1] for k, v in history.items() if v}
-        trial_rows.append({**ids, "epoch": max(steps) if steps else 0, "error": run.tags.get(N.ERROR_TAG),
+        trial_rows.append({**ids, "epoch": max(steps) if steps else 0,
+                           "error": run.tags.get(N.ERROR_TAG) or run.tags.get(N.OVERSHOOT_TAG),
                            "epochs_planned": _int(run.params.get("epochs")), **final})
     trials = pd.DataFrame(trial_rows)
     epochs = pd.DataFrame(epoch_rows)

@@ -183,8 +183,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
     problems = problem_table(results)
     out.append(Section("Trials that did not finish",
                        "Every trial finished." if problems.empty else
-                       "Failed, killed or still running trials, with the last line of their error; the full "
-                       "traceback is the run's `bench.error` tag in MLflow.", problems if len(problems) else None))
+                       "Failed, killed or still running trials, with the last line of their error (the full "
+                       "traceback is the run's `bench.error` tag in MLflow), and target-search probes stopped at an "
+                       "overshoot (OVERSHOT: past every target of their search, data for the search's bisection).", problems if len(problems) else None))
     out.append(Section("Methods", "From the method registry (loss = task loss + lambda * penalty).",
                        method_table(results, registry)))
     configs = {s["name"]: s["config"] for s in results.sweeps}
