@@ -21,7 +21,8 @@ Built-in models
   BatchNorm after each conv.
 - ``vgg11``: the CIFAR variant with BatchNorm (8 convs 64-128-256-256-512-512-512-512, 3x3, padding 1,
   each followed by BN and ReLU; five 2x2 max-pools; one linear classifier on the 512-d feature).
-- ``resnet20``, ``resnet56``: He et al.'s CIFAR ResNets with option-A shortcuts.
+- ``resnet20``, ``resnet56``: He et al.'s CIFAR ResNets with option-A shortcuts; ``resnet20b``, ``resnet56b``: the
+  same with option-B shortcuts (Torch-Pruning's benchmark models), whose residual streams can be pruned.
 
 Their module names (``conv1``, ``bn1``, ``layer1.0.conv1``...) are the layer names in every metric
 (``filters_alive/conv1``), and they take their conv ``widths``, so a compact model is the same class with fewer
@@ -193,6 +194,91 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class BasicBlockB(nn.Module):
+    """A CIFAR ResNet block with an option-B shortcut (Torch-Pruning's ``resnet_tiny``): a 1x1 conv and a
+    BatchNorm when the shape changes, else the identity."""
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, shortcut: int | None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if shortcut is not None:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, shortcut, 1, stride, bias=False), nn.BatchNorm2d(shortcut))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNetB(nn.Module):
+    """ResNet-(6n+2) for CIFAR with option-B shortcuts, as Torch-Pruning's benchmarks build it (``resnet_tiny``):
+    the stem conv of 16, three stages of n blocks (16, 32, 64 channels, stride 2 at the start of stages 2 and
+    3), a 1x1 conv + BatchNorm shortcut where the shape changes. Every conv is prunable: a block's first conv
+    on its own, and, with ``--prune-coupled``, each stage's residual stream (the stem or the stage's first
+    shortcut, and every block's second conv: one coupled group per channel), which option A's zero-padded
+    shortcuts do not allow. ``resnet20b``: n = 3; ``resnet56b``: n = 9.
+
+    ``widths``: every conv's output channels in definition order (stem; per block conv1, conv2 and, for the
+    first block of stages 2 and 3, the shortcut conv), what a compact model saves.
+    """
+
+    stage_widths = (16, 32, 64)
+
+    def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
+                 widths: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if (depth - 2) % 6 or depth < 8:
+            raise ModelError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {depth}")
+        if input_size < 8:
+            raise ModelError(f"resnet{depth}b needs inputs of at least 8x8, got {input_size}x{input_size}")
+        n = (depth - 2) // 6
+        plan = [(stage, b) for stage in range(3) for b in range(n)]
+        with_shortcut = [stage > 0 and b == 0 for stage, b in plan]
+        if widths is None:
+            widths = [16]
+            for (stage, _), sc in zip(plan, with_shortcut):
+                widths += [self.stage_widths[stage]] * (3 if sc else 2)
+        widths = [int(w) for w in widths]
+        needed = 1 + 2 * len(plan) + sum(with_shortcut)
+        if len(widths) != needed:
+            raise ModelError(f"resnet{depth}b widths: give all {needed} conv widths in definition order, got "
+                             f"{len(widths)}")
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        prev, k = widths[0], 1
+        stages: list[list[nn.Module]] = [[], [], []]
+        for (stage, b), sc in zip(plan, with_shortcut):
+            mid, out = widths[k], widths[k + 1]
+            shortcut = widths[k + 2] if sc else None
+            if (shortcut if sc else prev) != out:
+                raise ModelError(f"resnet{depth}b widths: block {stage + 1}.{b} adds {out} channels to a shortcut "
+                                 f"of {shortcut if sc else prev}")
+            stages[stage].append(BasicBlockB(prev, mid, out, 2 if sc else 1, shortcut))
+            prev, k = out, k + (3 if sc else 2)
+        for i, blocks in enumerate(stages, start=1):
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(prev, num_classes)
+        self.depth = depth
+        self.widths = tuple(m.out_channels for m in self.modules() if isinstance(m, nn.Conv2d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def resnet20b(**kwargs) -> CifarResNetB:
+    return CifarResNetB(20, **kwargs)
+
+
+def resnet56b(**kwargs) -> CifarResNetB:
+    return CifarResNetB(56, **kwargs)
+
+
 def resnet20(**kwargs) -> CifarResNet:
     return CifarResNet(20, **kwargs)
 
@@ -226,6 +312,11 @@ MODELS: dict[str, ModelSpec] = {
                           "only block-internal convs are pruned", resnet20, (3, 32, 32)),
     "resnet56": ModelSpec("resnet56", "CIFAR ResNet-56 (9 blocks per stage); only block-internal convs are pruned",
                           resnet56, (3, 32, 32)),
+    "resnet20b": ModelSpec("resnet20b", "CIFAR ResNet-20 with option-B shortcuts (1x1 conv + BN, Torch-Pruning's "
+                           "benchmark model); its residual streams are pruned with --prune-coupled", resnet20b,
+                           (3, 32, 32)),
+    "resnet56b": ModelSpec("resnet56b", "CIFAR ResNet-56 with option-B shortcuts (Torch-Pruning's benchmark model); "
+                           "its residual streams are pruned with --prune-coupled", resnet56b, (3, 32, 32)),
 }
 
 SOURCES = {

@@ -39,12 +39,34 @@ class PaperTable:
 
 
 @dataclass(frozen=True)
+class FieldRow:
+    """One row of a pruning benchmark's table: a method's test accuracy (%) before and after pruning to a
+    speed-up in MACs (dense MACs / pruned MACs), and the project's method that computes its criterion (None:
+    not implemented here)."""
+
+    label: str
+    method: str | None
+    base: float
+    pruned: float
+    speedup: float
+
+
+@dataclass(frozen=True)
+class FieldTable:
+    title: str
+    source: str
+    rows: tuple[FieldRow, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
     settings: Mapping[str, Any]
     paper: PaperTable | None = None
     paper_note: str = ""       # how the quoted table relates to this preset's run
+    field: FieldTable | None = None   # a pruning benchmark's table at this preset's target (prune-to-target)
 
 
 TABLE_I = PaperTable(
@@ -79,6 +101,23 @@ TABLE_III = PaperTable(
     "Kernel pseudo-norms not normalised by the filter count (norm_scale=none), hence the small lambdas.")
 
 _FAMILY_PLAIN = {m: {"norm_scale": "none"} for m in ("l1", "l2", "l1l2")}
+
+TORCH_PRUNING_RESNET56 = FieldTable(
+    "ResNet-56 on CIFAR-10 at about 2.1x fewer MACs (Torch-Pruning's benchmark table)",
+    "Fang et al. 2023, DepGraph: Towards Any Structural Pruning (CVPR); Torch-Pruning's benchmarks/readme.md",
+    (FieldRow("Group-L1", "magnitude-l1", 93.53, 92.93, 2.12),
+     FieldRow("Group-BN", "slimming", 93.53, 93.29, 2.12),
+     FieldRow("Group-GReg", None, 93.53, 93.55, 2.12),
+     FieldRow("DepGraph w/o sparse learning (group l2)", "magnitude-l2", 93.53, 93.46, 2.11),
+     FieldRow("DepGraph (group sparse learning)", None, 93.53, 93.77, 2.13)),
+    "Their protocol: a ResNet-56 (option-B shortcuts) pre-trained 200 epochs (SGD 0.1, x0.1 at 120, 150, 180), "
+    "then, for the sparse-learning rows, sparse training without weight decay, progressive global pruning in "
+    "many small steps to the speed-up, and 100 epochs of fine-tuning (SGD 0.01, x0.1 at 60 and 80); one run each, "
+    "the best epoch on the test set. This preset trains from scratch in one budget (200 sparse epochs, one "
+    "pruning step, 100 fine-tuning epochs on one cosine schedule), weight decay throughout, three seeds, the "
+    "final epoch; FLOPs here are the structural count (convs and linears), the speed-up column Torch-Pruning's "
+    "own MACs count (`compact_macs`).")
+
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("fashion-mnist-lenet",
@@ -116,6 +155,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                          "weight_decay": 1e-4, "schedule": "step:82,123", "augment": "crop-flip",
                          "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp"]})
       for model, acc in (("resnet20", 91.25), ("resnet56", 93.03))),
+    Preset("cifar10-resnet56b-2x", "the field's headline comparison: ResNet-56 (option B) on CIFAR-10 pruned to "
+           "2.11x fewer FLOPs (--protocol prune-to-target, residual streams included), every method and criterion "
+           "against random and scratch controls over 3 seeds, Torch-Pruning's published numbers beside; a GPU job",
+           {"model": "resnet56b", "dataset": "cifar10", "protocol": "prune-to-target", "prune_coupled": True,
+            "target_flops_reduction": [0.526], "epochs": 300, "sparse_epochs": 200, "batch_size": 128, "lr": 0.1,
+            "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop-flip", "seeds": [0, 1, 2],
+            "controls": ["scratch"],
+            "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp", "l0sgl", "hgsr", "slimming", "magnitude-l1",
+                        "magnitude-l2", "lamp", "fpgm", "bn-scale", "taylor", "hessian", "random"]},
+           field=TORCH_PRUNING_RESNET56),
 )}
 
 
@@ -141,6 +190,11 @@ def preset_settings(name: str, methods: list[str] | tuple[str, ...] | None = Non
             if key in out:
                 out[key] = {m: v for m, v in out[key].items() if m in methods or m == "*"}
     return out
+
+
+def field_table(name: str | None) -> FieldTable | None:
+    """The pruning benchmark's table a preset quotes, if it has one."""
+    return PRESETS[name].field if name in PRESETS else None
 
 
 def paper_table(name: str | None) -> tuple[PaperTable, str] | None:

@@ -201,3 +201,29 @@ def test_a_compact_program_is_timed_against_the_dense_model(tmp_path):
                                                      tmp_path / "m.pt2"))).module()
     got = paired(model, _Program(program), (1, 28, 28), batch=2, rounds=3, min_run_time=0.01)
     assert got["low"] <= got["ratio"] <= got["high"] and got["a_ms"] > 0 and got["b_ms"] > 0
+
+
+def test_an_option_b_resnets_pruned_residual_streams_compact_and_rebuild_from_widths():
+    """resnet20b with --prune-coupled: each stage's stream (stem or shortcut conv and every block's second conv)
+    is one unit; random groups of every unit removed, the compact model and the model rebuilt from its widths
+    give the masked model's outputs, and its parameter count is the structural one."""
+    shape = (3, 32, 32)
+    torch.manual_seed(0)
+    model = build_model("resnet20b", shape, 10)
+    structure = describe(model, shape, prune_coupled=True)
+    streams = [u for u in structure.units if u.coupled]
+    assert [len(u.convs) for u in streams] == [4, 4, 4] and not structure.skipped
+    masks = FilterMasks(structure)
+    g = torch.Generator().manual_seed(1)
+    for unit in structure.units:
+        masks.remove(unit.name, torch.randperm(unit.size, generator=g)[:unit.size // 3])
+    model.eval()
+    small = C.compact(model, structure).eval()
+    rebuilt = build_model("resnet20b", shape, 10, widths=C.conv_widths(small)).eval()
+    rebuilt.load_state_dict(small.state_dict())
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        want = model(x)
+        assert (small(x) - want).abs().max() < 1e-5 and (rebuilt(x) - want).abs().max() < 1e-5
+    assert C.conv_widths(small)[:2] == (11, 11)   # the stem's stream lost a third, as did layer1.0.conv1
+    assert C.count_params(small) == M.structural_params(structure, M.alive_filters(structure))

@@ -81,7 +81,10 @@ def _model_params():
         model = build_model(name, shape, 10)
         eligible = describe(model, shape).eligible
         filters = sum(m.out_channels for n, m in model.named_modules() if n in eligible)
-        out.append(pytest.param(name, marks=[pytest.mark.slow] if filters > 500 else []))
+        # the option-B ResNets' block-internal convs are their option-A twins' (in the quick run); their
+        # residual streams are test_compact.py's option-B case
+        twin = name.endswith("b") and name[:-1] in list_models()
+        out.append(pytest.param(name, marks=[pytest.mark.slow] if filters > 500 or twin else []))
     return out
 
 

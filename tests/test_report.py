@@ -511,3 +511,23 @@ def test_the_equal_target_table_names_only_differences_beyond_holm_corrected_see
     table = stability(_protocol_results({"l1l2": [0.9, 0.9]}, {}, kept))
     # conv1: |{1,2}| / |{0,1,2,3}| = 0.5; conv2: 1; overall: 3 shared of 5 groups = 0.6
     assert table.iloc[0][["conv1", "conv2", "overall"]].tolist() == [0.5, 1.0, 0.6]
+
+
+def test_torch_prunings_published_numbers_sit_beside_the_runs_own_at_the_presets_target():
+    from bench.report.equal import field_quoted
+
+    results = _protocol_results({"magnitude-l1": [0.90, 0.92], "slimming": [0.91, 0.91]}, {})
+    dense = pd.DataFrame([{"sweep": "s", "trial": f"none-s{s}", "run_id": f"none{s}", "status": "FINISHED",
+                           "method": "none", "seed": s, "target": None, "control": None, "test_accuracy": 0.95,
+                           "compact_macs": 100.0} for s in (0, 1)])
+    results.trials = pd.concat([results.trials.assign(compact_macs=[48.0, 50.0, 47.0, 49.0]), dense],
+                               ignore_index=True)
+    results.sweeps[0]["config"] = {"preset": "cifar10-resnet56b-2x"}
+    table, note = field_quoted(results)
+    rows = table.set_index("quoted: method")
+    assert rows.loc["Group-L1", "quoted: pruned %"] == "92.93" and rows.loc["Group-L1", "quoted: change"] == "-0.60"
+    assert rows.loc["Group-L1", "this run: accuracy % [95% CI]"].startswith("91.00 [")
+    assert rows.loc["Group-L1", "this run: change"] == "-4.00"
+    assert rows.loc["Group-L1", "this run: speed-up"] == f"{(100 / 48 + 100 / 50) / 2:.2f}x"
+    assert rows.loc["Group-GReg", "this run: method"] == "not implemented here"
+    assert "Torch-Pruning" in note and "from scratch" in note

@@ -208,3 +208,40 @@ def stability(results: Results) -> pd.DataFrame | None:
     if table["sweep"].nunique() == 1:
         table = table.drop(columns="sweep")
     return table.round(3)
+
+
+def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
+    """A pruning benchmark's published numbers (the preset's ``field`` table) beside this run's at its target:
+    each quoted row with the mean accuracy [95 % CI] of the method that computes its criterion, the dense
+    reference's, the difference and the speed-up in Torch-Pruning's MACs (``compact_macs``)."""
+    from ..presets import field_table
+
+    presets = [s["config"].get("preset") for s in results.sweeps if isinstance(s.get("config"), Mapping)]
+    table = next((field_table(p) for p in presets if field_table(p) is not None), None)
+    rows = results.protocol
+    if table is None or rows.empty:
+        return None
+    acc = results.selection
+    pruned = rows[rows["target"].notna() & rows["control"].isna()]
+    dense = rows[rows["target"].isna()]
+    dense_acc = float(dense[acc].mean()) if len(dense) else math.nan
+    dense_macs = float(dense["compact_macs"].mean()) if len(dense) and "compact_macs" in dense else math.nan
+    out = []
+    for q in table.rows:
+        mine = pruned[pruned["method"] == q.method] if q.method else pruned.iloc[0:0]
+        row = {"quoted: method": q.label, "quoted: base %": f"{q.base:.2f}", "quoted: pruned %": f"{q.pruned:.2f}",
+               "quoted: change": f"{q.pruned - q.base:+.2f}", "quoted: speed-up": f"{q.speedup:.2f}x",
+               "this run: method": q.method or "not implemented here"}
+        if len(mine):
+            mean, lo, hi = mean_ci(list(mine[acc]))
+            speed = dense_macs / mine["compact_macs"] if "compact_macs" in mine else pd.Series([math.nan])
+            row.update({"this run: accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                        "this run: dense %": f"{dense_acc * 100:.2f}" if not math.isnan(dense_acc) else "-",
+                        "this run: change": f"{(mean - dense_acc) * 100:+.2f}" if not math.isnan(dense_acc) else "-",
+                        "this run: speed-up": f"{speed.mean():.2f}x" if speed.notna().any() else "-",
+                        "this run: seeds": len(mine)})
+        out.append(row)
+    note = (f"Quoted from {table.source}: {table.title}. {table.note} A quoted row is matched with this run's "
+            "method computing the same criterion; the run's cells are means over its seeds with 95 % intervals, "
+            "the change against its own dense reference (`none`).")
+    return pd.DataFrame(out), note

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import names as N
 from ..tracking import Store
 from ..version import __version__
-from .equal import equal_target, stability
+from .equal import equal_target, field_quoted, stability
 from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
                        layer_table, method_table, notes, problem_table, quoted_table, training_noise)
 from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
@@ -153,7 +153,7 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             f"the runner-up is beyond seed noise: Welch's t-test, one-sided at {ALPHA}, on the seeds' accuracies."
             + "".join(" " + n for n in drawn.get("accuracy_at_targets.png", []))),
             table, figure="accuracy_at_targets.png" if "accuracy_at_targets.png" in figures else None))
-    quoted = quoted_table(results)
+    quoted = quoted_table(results) or field_quoted(results)
     if quoted is not None:
         out.append(Section("Published numbers (quoted) beside this run", quoted[1], quoted[0]))
     for name, (title, caption) in FIGURES.items():
