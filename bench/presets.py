@@ -107,9 +107,9 @@ TORCH_PRUNING_RESNET56 = FieldTable(
     "Fang et al. 2023, DepGraph: Towards Any Structural Pruning (CVPR); Torch-Pruning's benchmarks/readme.md",
     (FieldRow("Group-L1", "magnitude-l1", 93.53, 92.93, 2.12),
      FieldRow("Group-BN", "slimming", 93.53, 93.29, 2.12),
-     FieldRow("Group-GReg", None, 93.53, 93.55, 2.12),
+     FieldRow("Group-GReg", "growing-reg", 93.53, 93.55, 2.12),
      FieldRow("DepGraph w/o sparse learning (group l2)", "magnitude-l2", 93.53, 93.46, 2.11),
-     FieldRow("DepGraph (group sparse learning)", None, 93.53, 93.77, 2.13)),
+     FieldRow("DepGraph (group sparse learning)", "group-norm", 93.53, 93.77, 2.13)),
     "Their protocol: a ResNet-56 (option-B shortcuts) pre-trained 200 epochs (SGD 0.1, x0.1 at 120, 150, 180), "
     "then, for the sparse-learning rows, sparse training without weight decay, progressive global pruning in "
     "many small steps to the speed-up, and 100 epochs of fine-tuning (SGD 0.01, x0.1 at 60 and 80); one run each, "
@@ -162,8 +162,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             "target_flops_reduction": [0.526], "epochs": 300, "sparse_epochs": 200, "batch_size": 128, "lr": 0.1,
             "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop-flip", "seeds": [0, 1, 2],
             "controls": ["scratch"],
-            "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp", "l0sgl", "hgsr", "slimming", "magnitude-l1",
-                        "magnitude-l2", "lamp", "fpgm", "bn-scale", "taylor", "hessian", "random"]},
+            "methods": ["none", "l1", "l2", "l1l2", "ssl", "nisp", "l0sgl", "hgsr", "slimming", "group-norm",
+                        "growing-reg", "magnitude-l1", "magnitude-l2", "lamp", "fpgm", "bn-scale", "taylor", "hessian",
+                        "random"]},
            field=TORCH_PRUNING_RESNET56),
 )}
 

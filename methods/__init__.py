@@ -53,6 +53,7 @@ from . import l0sgl  # noqa: E402,F401
 from . import hgsr  # noqa: E402,F401
 from . import slimming  # noqa: E402,F401
 from . import criteria  # noqa: E402,F401
+from . import group_reg  # noqa: E402,F401
 
 __all__ = [
     "HparamsBase",

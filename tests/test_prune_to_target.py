@@ -228,3 +228,44 @@ def test_one_trial_per_method_target_seed_and_the_regularize_keys_unchanged():
     old = build_sweep({"methods": ["l1l2", "nisp"], "dataset": "synthetic", "epochs": 3}).trials()
     assert [t.key for t in old][:4] == ["2a6e82e5b1c6e4fa", "79f055d958a12d9b", "9f957c0140207fef", "54a033e920b91ff6"]
     assert math.isclose(sweep.trials()[0].train.prune_epoch, 2)
+
+
+@pytest.mark.parametrize("name", ["group-norm", "growing-reg"])
+def test_torch_prunings_regularizers_on_bound_groups_match_autograd_and_the_hand_formula(name):
+    """On LeNet's Torch-Pruning groups (conv1's channels reach conv2's input channels, conv2's reach fc1's 16
+    features each): the closed-form gradient equals autograd's, and conv1's gradient is lam * c_i * w1[i] with
+    group-norm's c_i = 16^((s_max - s_i) / (s_max - s_min)), s_i the root of the mean of the two layers' sums."""
+    from helpers import assert_closed_form_equals_autograd
+
+    model, structure = _lenet()
+    model = model.double()
+    structure = derive(model, SHAPE)
+    method = get_method(name)()
+    method.bind(structure.units)
+    assert_closed_form_equals_autograd(method, model)
+    for p in model.parameters():
+        p.grad = None
+    method.add_penalty_grad(model, 0.5)
+    w1, w2 = model.conv1.weight.detach(), model.conv2.weight.detach()
+    s = ((w1.square().flatten(1).sum(1) + w2.square().sum(dim=(0, 2, 3))) / 2).sqrt()
+    c = 16.0 ** ((s.max() - s) / (s.max() - s.min())) if name == "group-norm" else torch.ones(20, dtype=s.dtype)
+    torch.testing.assert_close(model.conv1.weight.grad, 0.5 * c.view(-1, 1, 1, 1) * w1)
+    scores = method.importance(model, State(model, SHAPE, method=method))
+    torch.testing.assert_close(scores["conv1"], s.float())
+
+
+def test_growing_regs_weak_groups_are_pushed_harder_each_epoch():
+    model, structure = _lenet()
+    method = get_method("growing-reg")(lam=1e-4, delta=1e-4)
+    method.bind(structure.units)
+    state = State(model, SHAPE, method=method)
+    with torch.no_grad():
+        model.conv1.weight[3].mul_(0.01)            # the weakest group of conv1
+    method.penalty(model)                           # coefficients start at 1
+    assert torch.equal(method.growth["conv1"], torch.ones(20))
+    method.on_epoch_end(model, state)
+    c = method.growth["conv1"]
+    assert c[3] == pytest.approx(2.0) and c.argmax() == 3 and c.min() == 1.0   # the strongest did not grow
+    again = get_method("growing-reg")(lam=1e-4, delta=1e-4)
+    again.load_state_dict(method.state_dict())
+    assert torch.equal(again.growth["conv1"], c)

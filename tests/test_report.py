@@ -529,5 +529,5 @@ def test_torch_prunings_published_numbers_sit_beside_the_runs_own_at_the_presets
     assert rows.loc["Group-L1", "this run: accuracy % [95% CI]"].startswith("91.00 [")
     assert rows.loc["Group-L1", "this run: change"] == "-4.00"
     assert rows.loc["Group-L1", "this run: speed-up"] == f"{(100 / 48 + 100 / 50) / 2:.2f}x"
-    assert rows.loc["Group-GReg", "this run: method"] == "not implemented here"
+    assert rows.loc["Group-GReg", "this run: method"] == "growing-reg (not run)"
     assert "Torch-Pruning" in note and "from scratch" in note

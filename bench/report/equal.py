@@ -232,6 +232,8 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
         row = {"quoted: method": q.label, "quoted: base %": f"{q.base:.2f}", "quoted: pruned %": f"{q.pruned:.2f}",
                "quoted: change": f"{q.pruned - q.base:+.2f}", "quoted: speed-up": f"{q.speedup:.2f}x",
                "this run: method": q.method or "not implemented here"}
+        if q.method and mine.empty:
+            row["this run: method"] = f"{q.method} (not run)"
         if len(mine):
             mean, lo, hi = mean_ci(list(mine[acc]))
             speed = dense_macs / mine["compact_macs"] if "compact_macs" in mine else pd.Series([math.nan])
