@@ -356,7 +356,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
                                              run_name=f"{name}-{time.strftime('%H%M%S')}",
                                              **({"searches": searches} if searches is not None else {}),
-                                             **({"reserve": reserve} if runner is None else {})) if todo else []
+                                             **({"reserve": reserve} if runner is None else {})) \
+                if todo or searches is not None else []
             if sweep.controls and all(o.status == "FINISHED" for o in outcomes):
                 # the controls of every finished trial (their widths are known now), once all of them finished
                 controls = control_trials(sweep, previous + outcomes, store)
