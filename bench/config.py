@@ -343,6 +343,10 @@ class SweepConfig:
                                       role=SWEEP, group=WHAT, open_min=0, open_max=0.5)
     max_probes: int = setting(8, "probes (trials) per method and seed of a target search, shared by its targets",
                               role=SWEEP, group=WHAT, min=1, cli={"metavar": "N"})
+    stop_overshoots: bool = setting(False, "stop a target search's probe at the first epoch past every target plus "
+                                    "the tolerance (its value then only a lower bound): saves that probe's "
+                                    "remaining epochs, but the search knows less; measured in the README",
+                                    role=SWEEP, group=WHAT)
     controls: tuple[str, ...] = setting(
         (), "prune-to-target: add control trials; scratch: per trial, the network at that trial's final widths "
         "trained from the seed's initialisation for the same epochs (Liu et al. 2019); `random` is a method",
@@ -440,7 +444,8 @@ class SweepConfig:
     def _check_prune_to_target(self) -> None:
         _check(bool(self.target_values), "--protocol prune-to-target prunes to a target: give --target-flops-reduction, "
                "--target-sparsity or --target-params-reduction")
-        for name, flag in (("target_tolerance", "--target-tolerance"), ("max_probes", "--max-probes")):
+        for name, flag in (("target_tolerance", "--target-tolerance"), ("max_probes", "--max-probes"),
+                           ("stop_overshoots", "--stop-overshoots")):
             default = next(f.default for f in dataclasses.fields(self) if f.name == name)
             _check(getattr(self, name) == default, f"{flag} belongs to the regularize protocol's target search; "
                    "prune-to-target runs one trial per method, target and seed and meets the target within one group")
@@ -477,7 +482,8 @@ class SweepConfig:
         opts = {**self.options.get(method, {}), cls.sweep_axis: float(value)}
         hp = cls.Hparams.from_options(opts)
         rule = parse_zeroing(self.zeroing_for(method), cls(hp).kernel_norm_scale)
-        return TrialConfig(method, hp.as_dict(), rule.spec, int(seed), self.train, stop_above=self.stop_bounds)
+        return TrialConfig(method, hp.as_dict(), rule.spec, int(seed), self.train,
+                           stop_above=self.stop_bounds if self.stop_overshoots else None)
 
     @property
     def stop_bounds(self) -> dict[str, float]:

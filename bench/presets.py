@@ -104,7 +104,7 @@ _FAMILY_PLAIN = {m: {"norm_scale": "none"} for m in ("l1", "l2", "l1l2")}
 
 TORCH_PRUNING_RESNET56 = FieldTable(
     "ResNet-56 on CIFAR-10 at about 2.1x fewer MACs (Torch-Pruning's benchmark table)",
-    "Fang et al. 2023, DepGraph: Towards Any Structural Pruning (CVPR); Torch-Pruning's benchmarks/readme.md",
+    "Fang et al. 2023, DepGraph: Towards Any Structural Pruning (CVPR); the benchmarks README of Torch-Pruning's repository",
     (FieldRow("Group-L1", "magnitude-l1", 93.53, 92.93, 2.12),
      FieldRow("Group-BN", "slimming", 93.53, 93.29, 2.12),
      FieldRow("Group-GReg", "growing-reg", 93.53, 93.55, 2.12),

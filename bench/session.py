@@ -493,13 +493,16 @@ def _probe_trial(sweep: SweepConfig, run) -> TrialConfig:
 
 
 def target_searches(sweep: SweepConfig, outcomes: list) -> list:
-    """The sweep's searches holding every probe among ``outcomes`` (finished, or failed: an overshoot); a
+    """The sweep's searches holding every probe among ``outcomes`` (finished; stopped at an overshoot, its
+    values lower bounds; or failed, a divergence: an overshoot of unknown value); a
     search is rebuilt from its probes alone, so a resumed sweep continues where the records stop."""
     searches = {(s.method, s.seed): s for s in sweep.searches()}
     for o in sorted(outcomes, key=lambda o: o.name):
         t = o.trial
         if t is None or t.sweep_axis is None or (t.method, t.seed) not in searches or o.status == "KILLED":
             continue
-        searches[(t.method, t.seed)].record(float(t.swept_value), o.metrics if o.status == "FINISHED" else None,
-                                            o.metrics.get(N.RUN_ID_KEY), failed=o.status != "FINISHED")
+        kept = o.status in ("FINISHED", "OVERSHOT")   # an overshoot stopped early: its values are lower bounds
+        searches[(t.method, t.seed)].record(float(t.swept_value), o.metrics if kept else None,
+                                            o.metrics.get(N.RUN_ID_KEY), failed=not kept,
+                                            bound=o.status == "OVERSHOT")
     return list(searches.values())

@@ -482,7 +482,10 @@ class TargetSearcher(Searcher):
             return
         search, value = self.asked.pop(trial_id)
         done = not error and result is not None and result.get("epoch") == self.sweep.train.epochs
-        search.record(value, result if done else None, (result or {}).get(N.RUN_ID_KEY), failed=not done)
+        bound = not error and result is not None and not done and \
+            self.sweep.probe(search.method, value, search.seed).overshoot(result) is not None
+        search.record(value, result if done or bound else None, (result or {}).get(N.RUN_ID_KEY),
+                      failed=not (done or bound), bound=bound)
 
 
 class _StopAll(tune.Stopper):

@@ -25,6 +25,12 @@ The search, per target, on the probes that have finished:
 3. **Narrow.** Inside a bracket (one probe below, the next one above) the next probe interpolates the value
    linearly in log lambda (in the ratio for ratio methods), kept inside the middle 80 % of the bracket so that
    every probe shrinks it, and bisects where the upper end diverged.
+   A probe that passes the search's highest target plus the tolerance stops at that epoch (the removed
+   fractions never decrease during a trial, so it can only overshoot; ``TrialConfig.overshoot``): its value is
+   a lower bound of what it would have reached. As the upper end of a bracket it is interpolated with that
+   bound, which puts the next probe at or above where its true value would (still inside the bracket's middle
+   80 %, so the bracket shrinks); it never reaches a target, is never the closest point, and a sibling's
+   search does not interpolate across it.
 4. **Stop.** A target is ``reached`` by the probe within tolerance closest to it. It is ``unreachable`` when the
    bracket has narrowed to nothing (lambda within 2 %, ratio within 0.002: the value jumps over the target, a
    collapse), when the probes leave no bracket at all although values on both sides exist (not monotone there),
@@ -67,6 +73,7 @@ class Probe:
     run_id: str | None = None
     failed: bool = False
     pending: bool = True
+    bound: bool = False   # stopped past every target (an overshoot): ``achieved`` holds lower bounds
 
 
 @dataclass
@@ -108,14 +115,16 @@ class Search:
         return None
 
     def record(self, value: float, metrics: Mapping[str, float] | None, run_id: str | None = None,
-               failed: bool = False) -> None:
-        """A probe's final metrics (None and ``failed`` when the trial raised or diverged)."""
+               failed: bool = False, bound: bool = False) -> None:
+        """A probe's final metrics (None and ``failed`` when the trial raised or diverged); ``bound``: the probe
+        stopped early past every target, its metrics are lower bounds of what it would have reached."""
         probe = next((p for p in self.probes if _same(p.value, value) and p.pending), None)
         if probe is None:   # a probe recorded in an earlier run of the sweep (resume)
             probe = Probe(value)
             self.probes.append(probe)
         probe.pending = False
         probe.failed = failed or metrics is None
+        probe.bound = bound and not probe.failed
         probe.run_id = run_id
         if not probe.failed and metrics is not None:
             probe.achieved = {t.metric: float(metrics.get(t.metric, math.nan)) for t in self.targets}
@@ -161,12 +170,13 @@ class Search:
         return math.inf if p.failed or p.achieved is None else p.achieved[target.metric]
 
     def reached(self, target: Target) -> Probe | None:
-        within = [p for p in self._done() if not p.failed and abs(self._value(p, target) - target.value)
+        within = [p for p in self._done() if not p.failed and not p.bound and abs(self._value(p, target)
+                                                                                    - target.value)
                   <= self.tolerance + 1e-12]
         return min(within, key=lambda p: abs(self._value(p, target) - target.value)) if within else None
 
     def closest(self, target: Target) -> Probe | None:
-        ok = [p for p in self._done() if not p.failed and math.isfinite(self._value(p, target))]
+        ok = [p for p in self._done() if not p.failed and not p.bound and math.isfinite(self._value(p, target))]
         return min(ok, key=lambda p: abs(self._value(p, target) - target.value)) if ok else None
 
     def reason(self, target: Target) -> str:
@@ -248,7 +258,7 @@ class Search:
         pooled = sorted((p for s in (self, *self.siblings) for p in s._done()), key=lambda p: p.value)
         for a, b in zip(pooled, pooled[1:]):   # a sibling's divergence bounds nothing but its own search
             if self._value(a, target) < target.value < self._value(b, target) and not _same(a.value, b.value) \
-                    and not b.failed:
+                    and not b.failed and not b.bound:
                 return self._inside(a, b, target)
         return None
 

@@ -218,7 +218,8 @@ def test_a_probe_past_every_target_stops_at_that_epoch_and_counts_as_an_overshoo
     from bench.trainer import train
 
     sweep = build_sweep({"methods": ["l1l2"], "target_sparsity": (0.05, 0.1), "dataset": "synthetic", "epochs": 4,
-                         "device": "cpu", "batch_size": 32, "target_tolerance": 0.02})
+                         "device": "cpu", "batch_size": 32, "target_tolerance": 0.02, "stop_overshoots": True})
+    assert dataclasses.replace(sweep, stop_overshoots=False).probe("l1l2", 100.0, 0).stop_above is None   # opt-in
     probe = sweep.probe("l1l2", 100.0, 0)
     assert probe.stop_above == {"total_sparsity": pytest.approx(0.12)}
     assert probe.key == sweep.probe("l1l2", 100.0, 0).key == dataclasses.replace(probe, stop_above=None).key
@@ -230,8 +231,15 @@ def test_a_probe_past_every_target_stops_at_that_epoch_and_counts_as_an_overshoo
     assert all(rows[e]["total_sparsity"] <= 0.12 for e in rows if e < stopped)
     why = probe.overshoot({**last, "epoch": stopped})
     assert why.startswith("overshoot: total_sparsity") and f"at epoch {stopped} of 4" in why
-    # the search takes it as it takes a diverged probe: an overshoot that bounds, never a point to interpolate
+    # the search takes its value as a lower bound: the upper end of a bracket, never a target reached nor the
+    # closest point, interpolated at or above where its true value would put the next probe
     search = sweep.searches()[0]
-    search.propose()
-    search.record(search.probes[0].value, None, failed=True)
-    assert search.probes[0].failed and search._value(search.probes[0], search.targets[0]) == float("inf")
+    target = search.targets[1]   # 0.1
+    search.probes = []
+    search.record(1.0, {"total_sparsity": 0.02, "test_accuracy": 0.9})
+    search.record(10.0, {"total_sparsity": 0.11, "test_accuracy": 0.9}, bound=True)   # stopped early
+    assert search.reached(target) is None and search.closest(target).value == 1.0   # a bound reaches nothing
+    lo, hi = search._bracket(target)
+    assert (lo.value, hi.value) == (1.0, 10.0) and hi.bound
+    # interpolated in log lambda with the bound: t = (0.1 - 0.02) / (0.11 - 0.02), kept in the middle 80 %
+    assert search._next(target) == pytest.approx(math.exp(min(0.9, 0.08 / 0.09) * math.log(10.0)))
