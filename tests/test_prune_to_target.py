@@ -269,3 +269,49 @@ def test_growing_regs_weak_groups_are_pushed_harder_each_epoch():
     again = get_method("growing-reg")(lam=1e-4, delta=1e-4)
     again.load_state_dict(method.state_dict())
     assert torch.equal(again.growth["conv1"], c)
+
+
+@pytest.mark.slow
+def test_bench_run_prunes_to_the_target_adds_scratch_controls_and_the_report_compares_them(tmp_path):
+    """The protocol through `bench run` (real Ray, real sqlite store): one trial per method, target and seed,
+    each on its target within one group, a scratch control per trial at its widths, the report's table."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from helpers import bench
+
+    proc = bench(tmp_path, "run", "--protocol", "prune-to-target", "--methods", "none,l1l2,random",
+                 "--target-flops-reduction", "0.5", "--seeds", "0,1", "--epochs", "2", "--sparse-epochs", "1",
+                 "--dataset", "synthetic", "--limit-train", "128", "--limit-test", "64", "--controls", "scratch",
+                 "--latency-time", "0", "--system-metrics-interval", "0", "--device", "cpu")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
+            if r.data.tags.get("bench.kind") == "trial"]
+    assert all(r.info.status == "FINISHED" for r in runs) and len(runs) == 2 + 4 + 4
+    pruned = {r.info.run_name: r for r in runs if r.data.params.get("target") and not r.data.params.get("control")}
+    assert sorted(pruned) == ["l1l2-lam0.5-flops0.5-s0", "l1l2-lam0.5-flops0.5-s1", "random-flops0.5-s0",
+                              "random-flops0.5-s1"]
+    model, structure = _lenet()
+    for name, run in pruned.items():
+        assert run.data.params["target_kind"] == "flops" and float(run.data.params["target"]) == 0.5
+        kept = json.loads(open(client.download_artifacts(run.info.run_id, "kept_groups.json")).read())
+        removed = {u: torch.ones(s, dtype=torch.bool) for u, s in (("conv1", 20), ("conv2", 50))}
+        for unit, idx in kept.items():
+            removed[unit][idx] = False
+        achieved = measure(structure, removed)[N.FLOPS_REDUCTION]
+        assert achieved == pytest.approx(run.data.metrics["flops_reduction"]) and achieved >= 0.5
+        # one group fewer misses the target: giving any one removed group of the last unit back drops below it
+        assert any(measure(structure, {**removed, u: removed[u].clone().index_fill_(0, torch.tensor([i]), False)})
+                   [N.FLOPS_REDUCTION] < 0.5 for u in removed for i in removed[u].nonzero().flatten().tolist())
+        control = next(r for r in runs if r.data.params.get("control_of") == name)
+        for unit, idx in kept.items():   # the scratch control has its source's widths
+            assert int(control.data.metrics[f"filters_alive/{unit}"]) == len(idx)
+    proc = bench(tmp_path, "report")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (tmp_path / "reports" / "lenet5-synthetic" / "report.md").read_text()
+    assert "## Accuracy at equal target: flops 0.5 removed (prune-to-target)" in report
+    assert "| scratch (widths of l1l2) | 2 |" in report and "| random | 2 |" in report
+    assert "| dense (none) | 2 |" in report and "## Stability of the kept groups across seeds" in report
+    assert "## Highest sparsity within" not in report   # the regularize protocol's sections are left out
