@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 
 
-def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean and the two ends of its Student-t confidence interval (nan ends with fewer than two values)."""
     from scipy import stats
 
@@ -174,7 +175,7 @@ def _verdict(a: str, b: str, r: Mapping[str, float], p: float) -> str:
             f"{r['hi'] * 100:.2f}], Holm-adjusted p={p:.3g}, {r['n']} paired seeds)")
 
 
-def jaccard(a: Sequence[int], b: Sequence[int]) -> float:
+def jaccard(a: Sequence[Any], b: Sequence[Any]) -> float:
     """|A and B| / |A or B| (1 for two empty sets)."""
     sa, sb = set(a), set(b)
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
@@ -229,7 +230,7 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
     out = []
     for q in table.rows:
         mine = pruned[pruned["method"] == q.method] if q.method else pruned.iloc[0:0]
-        row = {"quoted: method": q.label, "quoted: base %": f"{q.base:.2f}", "quoted: pruned %": f"{q.pruned:.2f}",
+        row: dict[str, Any] = {"quoted: method": q.label, "quoted: base %": f"{q.base:.2f}", "quoted: pruned %": f"{q.pruned:.2f}",
                "quoted: change": f"{q.pruned - q.base:+.2f}", "quoted: speed-up": f"{q.speedup:.2f}x",
                "this run: method": q.method or "not implemented here"}
         if q.method and mine.empty:
