@@ -20,16 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings as S
-from .settings import PRECISIONS, PROTOCOLS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, setting
+from .settings import PRECISIONS, PROTOCOLS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import display_name, file_digest, source_key
 
-
-
-CONTROLS = ("scratch",)   # --controls
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; raised before any work starts."""
 
 
 def _checked(obj: Any) -> None:
@@ -431,7 +424,8 @@ class SweepConfig:
         except ValueError as err:
             raise ConfigError(str(err)) from None
         if self.train.protocol == "prune-to-target":
-            self._check_prune_to_target()
+            from .protocols import check_prune_to_target
+            check_prune_to_target(self)
             return
         _check(not self.controls, "--controls apply to --protocol prune-to-target")
         for name in self.methods:
@@ -440,24 +434,6 @@ class SweepConfig:
         _check(not self.target_values or any(_method(m).sweep_axis for m in self.methods),
                f"a target search needs a method with a strength to search (lam or ratio), and --methods "
                f"{','.join(self.methods)} names none ('none' is the baseline): add one, e.g. --methods none,l1l2")
-
-    def _check_prune_to_target(self) -> None:
-        _check(bool(self.target_values), "--protocol prune-to-target prunes to a target: give --target-flops-reduction, "
-               "--target-sparsity or --target-params-reduction")
-        for name, flag in (("target_tolerance", "--target-tolerance"), ("max_probes", "--max-probes"),
-                           ("stop_overshoots", "--stop-overshoots")):
-            default = next(f.default for f in dataclasses.fields(self) if f.name == name)
-            _check(getattr(self, name) == default, f"{flag} belongs to the regularize protocol's target search; "
-                   "prune-to-target runs one trial per method, target and seed and meets the target within one group")
-        _check(not self.zeroing, "--zeroing does not apply under --protocol prune-to-target: its sparse epochs zero "
-               "nothing and its pruning step removes the groups")
-        _check(not self.ratios, "--ratios does not apply under --protocol prune-to-target: the target sets how much "
-               "is pruned")
-        for control in self.controls:
-            _check(control in CONTROLS, f"unknown control {control!r}; controls: {', '.join(CONTROLS)} (random "
-                   "pruning is the method `random`)")
-        _check(any(not _method(m).reference for m in self.methods), "--protocol prune-to-target needs a method that "
-               f"prunes; --methods {','.join(self.methods)} holds only the dense reference")
 
     @property
     def searching(self) -> bool:
@@ -564,13 +540,6 @@ class SweepConfig:
                         out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train,
                                                target))
         return tuple(out)
-
-    def control_trial(self, source: TrialConfig, widths: Mapping[str, int], kind: str = "scratch") -> TrialConfig:
-        """The ``kind`` control of a finished prune-to-target trial whose units kept ``widths`` groups."""
-        control = {"kind": kind, "of": source.name, "method": source.method,
-                   "target": list(source.target) if source.target else None,
-                   "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
-        return TrialConfig("none", {}, "none", source.seed, self.train, None, control)
 
     def sparse_strengths(self, method: str) -> tuple[float | None, ...]:
         """Under prune-to-target, the strengths of ``method``'s sparse training: the ``--lambdas`` given for it

@@ -460,9 +460,19 @@ def control_trials(sweep: SweepConfig, outcomes: list, store) -> list[TrialConfi
         kept = store.read_json_artifact(o.metrics[N.RUN_ID_KEY], N.KEPT_GROUPS)
         if kept is None:
             raise RuntimeError(f"trial {t.name} finished without its {N.KEPT_GROUPS}: its control cannot be built")
-        out += [sweep.control_trial(t, {unit: len(idx) for unit, idx in kept.items()}, kind)
+        out += [control_trial(sweep, t, {unit: len(idx) for unit, idx in kept.items()}, kind)
                 for kind in sweep.controls]
     return out
+
+
+def control_trial(sweep: SweepConfig, source: TrialConfig, widths: Mapping[str, int],
+                  kind: str = "scratch") -> TrialConfig:
+    """The ``kind`` control of a finished prune-to-target trial whose units kept ``widths`` groups: the ``none``
+    method (plain training) at those widths from the seed's initialisation, for the sweep's epochs."""
+    control = {"kind": kind, "of": source.name, "method": source.method,
+               "target": list(source.target) if source.target else None,
+               "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
+    return TrialConfig("none", {}, "none", source.seed, sweep.train, None, control)
 
 
 def _finished(trial: TrialConfig, run) -> Any:

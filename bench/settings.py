@@ -37,6 +37,10 @@ PRECISIONS = ("fp32", "bf16")   # --precision of bench run (config.py) and bench
 PROTOCOLS = ("regularize", "prune-to-target")   # --protocol of bench run; methods/base.py's Method.protocols
 
 
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; raised before any work starts (``bench.config`` exports it)."""
+
+
 class SettingError(ValueError):
     """A setting's value has the wrong type or is out of range."""
 
