@@ -531,3 +531,16 @@ def test_torch_prunings_published_numbers_sit_beside_the_runs_own_at_the_presets
     assert rows.loc["Group-L1", "this run: speed-up"] == f"{(100 / 48 + 100 / 50) / 2:.2f}x"
     assert rows.loc["Group-GReg", "this run: method"] == "growing-reg (not run)"
     assert "Torch-Pruning" in note and "from scratch" in note
+
+
+def test_the_equal_target_figure_draws_every_method_scratch_and_marks_a_collapsed_one():
+    from bench.report.equal import fig_equal_target
+
+    results = _protocol_results({"l1l2": [0.95, 0.96, 0.97], "taylor": [0.94, 0.95, 0.955],
+                                 "random": [0.10, 0.11, 0.10]}, {"l1l2": [0.93, 0.935, 0.95]})
+    fig = fig_equal_target(results)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["l1l2", "taylor", "random", "scratch (l1l2)"]
+    low, high = ax.get_ylim()
+    assert low > 80 and high < 100   # random's collapse does not squeeze the others
+    assert fig.bench_notes == ["random at flops 0.5 (10.3 %) is drawn at the lower edge."]

@@ -248,3 +248,61 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
             "method computing the same criterion; the run's cells are means over its seeds with 95 % intervals, "
             "the change against its own dense reference (`none`).")
     return pd.DataFrame(out), note
+
+
+def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, list[str]]] | None = None):
+    """One panel per target: every method's seeds as dots and its mean with the 95 % interval (Student's t), the
+    scratch controls as hollow markers and the dense reference in grey; the y-axis spans the informative means
+    (a method collapsed far below the others is drawn at the lower edge with its value)."""
+    from .figures import _plt, informative_range, palette
+
+    rows = results.protocol
+    if rows.empty:
+        return None
+    plt, _ = _plt()
+    acc = results.selection
+    panels = [(s, t) for s in dict.fromkeys(rows["sweep"]) for t in sorted(
+        rows[rows["sweep"] == s]["target"].dropna().unique(), key=lambda t: (t.split()[0], float(t.split()[1])))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.55 * rows["method"].nunique() + 2.5) * len(panels),
+                                                     4.2), squeeze=False)
+    colors = palette(results.methods)
+    notes = []
+    for ax, (sweep, target) in zip(axes[0], panels):
+        here = rows[(rows["sweep"] == sweep) & ((rows["target"] == target) | rows["target"].isna())]
+        series = []   # (label, colour, hollow, values in %)
+        for m in results.methods:
+            mine = here[(here["method"] == m) & here["control"].isna() & here["target"].notna()]
+            if len(mine):
+                series.append((m, colors.get(m), False, 100 * mine[acc].to_numpy(float)))
+        for c in here["control"].dropna().unique():
+            m = c.split(" of ")[1]
+            series.append((f"scratch ({m})", colors.get(m), True, 100 * here[here["control"] == c][acc].to_numpy(float)))
+        dense = here[here["target"].isna() & here["control"].isna()]
+        if len(dense):
+            series.append(("dense", "grey", False, 100 * dense[acc].to_numpy(float)))
+        means = np.array([v.mean() for *_, v in series])
+        low, high, collapsed = informative_range(means)
+        cis = [mean_ci(v) for *_, v in series]
+        top = max([high] + [hi for _, _, hi in cis if not math.isnan(hi)])
+        bottom = min([low] + [lo for (_, lo, _), c in zip(cis, collapsed) if not c and not math.isnan(lo)])
+        pad = max(0.3, 0.08 * (top - bottom))
+        edge = bottom - 0.6 * pad
+        for i, ((label, colour, hollow, values), (mean, lo, hi), low_one) in enumerate(zip(series, cis, collapsed)):
+            face = "white" if hollow else colour
+            if low_one:
+                ax.plot([i], [edge], marker="v", color=colour)
+                ax.annotate(f"{mean:.1f}", (i, edge), fontsize=7, xytext=(4, 2), textcoords="offset points")
+                notes.append(f"{label} at {target} ({mean:.1f} %) is drawn at the lower edge.")
+                continue
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.scatter(i + jitter, values, s=12, color=colour, alpha=0.5, zorder=2)
+            err = None if math.isnan(lo) else [[mean - lo], [hi - mean]]
+            ax.errorbar([i], [mean], yerr=err, marker="s" if hollow else "o", markerfacecolor=face, color=colour,
+                        capsize=4, markersize=7, zorder=3)
+        ax.set_xticks(range(len(series)), [s[0] for s in series], rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(edge - 0.4 * pad, top + pad)
+        ax.set_ylabel(f"{'validation' if acc != 'test_accuracy' else 'test'} accuracy (%)")
+        ax.set_title(target if len(panels) == 1 or len(set(s for s, _ in panels)) == 1 else f"{target}, {sweep}")
+    fig.tight_layout()
+    fig.bench_notes = notes   # type: ignore[attr-defined]
+    return fig

@@ -16,7 +16,7 @@ import pandas as pd
 from .. import names as N
 from ..tracking import Store
 from ..version import __version__
-from .equal import equal_target, field_quoted, stability
+from .equal import equal_target, fig_equal_target, field_quoted, stability
 from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
                        layer_table, method_table, notes, problem_table, quoted_table, training_noise)
 from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
@@ -59,7 +59,8 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
                        ("trajectories.png", lambda: fig_trajectories(results)),
                        ("losses.png", lambda: fig_losses(results)),
                        ("filters.png", lambda: fig_filters(results)),
-                       ("accuracy_at_targets.png", lambda: fig_equal_sparsity(results) if results.targets else None)):
+                       ("accuracy_at_targets.png", lambda: fig_equal_sparsity(results) if results.targets else None),
+                       ("accuracy_at_equal_target.png", lambda: fig_equal_target(results))):
         if results.finished.empty:
             break
         fig = make()
@@ -115,7 +116,11 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                                          if notes(results) else ""))]
     protocol = results.protocol
     only_protocol = len(finished) > 0 and len(protocol) == len(finished)
-    for target, table, verdicts in equal_target(results):
+    for n, (target, table, verdicts) in enumerate(equal_target(results)):
+        figure = "accuracy_at_equal_target.png" if n == 0 and "accuracy_at_equal_target.png" in figures else None
+        caption = (" The figure: every method's seeds (dots) and mean with its 95 % interval, per target; scratch "
+                   "controls hollow, the dense reference in grey." + "".join(
+                       " " + x for x in drawn.get("accuracy_at_equal_target.png", []))) if figure else ""
         out.append(Section(f"Accuracy at equal target: {target} removed (prune-to-target)", " ".join(verdicts) + (
             " One trial per method, target and seed (`bench run --protocol prune-to-target`): sparse training, one "
             "global pruning step to the target by the method's importance, fine-tuning. A cell is the final "
@@ -124,8 +129,8 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             "start from the same weights and see the same batches): the mean difference in accuracy points with "
             "its 95 % interval and the two-sided paired t-test's p-value, Holm-corrected across every comparison "
             f"of the table; 'better' or 'worse' only below {ALPHA:g}. vs scratch: against the same widths trained "
-            "from the seed's initialisation for the same epochs (`--controls scratch`). " + results.choice_note()),
-            table))
+            "from the seed's initialisation for the same epochs (`--controls scratch`). " + results.choice_note()
+            + caption), table, figure=figure))
     stable = stability(results)
     if stable is not None:
         out.append(Section("Stability of the kept groups across seeds", "For each method and target, the mean "
