@@ -182,10 +182,7 @@ class _Loop:
         self.masks = FilterMasks(self.structure, self.optimizer)
         self.rule.prepare(self.masks)
         if config.control is not None:   # a scratch control: the source's widths, from the seed's initialisation
-            for unit, width in config.control["widths"].items():
-                size = self.masks.unit(unit).size
-                if int(width) < size:
-                    self.masks.remove(unit, list(range(int(width), size)))
+            self.narrow(config.control["widths"])
         self.schedule = parse_schedule(tc.schedule, tc.epochs)
         self.batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -201,6 +198,29 @@ class _Loop:
         self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
         self.hooks = True
         self.autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
+
+    @torch.no_grad()
+    def narrow(self, widths: Mapping[str, int]) -> None:
+        """A scratch control's network: each unit keeps its first ``widths[unit]`` groups (the rest removed by
+        the masks from the start), and every conv or linear layer that lost inputs has its weights and bias
+        scaled by sqrt(inputs / inputs kept): what PyTorch's default initialisation (a bound of 1 / sqrt(fan-in))
+        draws for the compact layer, so the narrower network starts at its own scale."""
+        from .structure import removed_channels
+
+        for unit, width in widths.items():
+            size = self.masks.unit(unit).size
+            if int(width) < size:
+                self.masks.remove(unit, list(range(int(width), size)))
+        gone = {unit.name: ~self.masks.alive(unit.name).cpu() for unit in self.structure.units}
+        _, inputs = removed_channels(self.structure, gone)
+        for layer, lost in inputs.items():
+            module = self.structure.modules[layer]
+            kept = int((~lost).sum())
+            if kept and not (isinstance(module, nn.Conv2d) and module.groups > 1):
+                scale = math.sqrt(lost.numel() / kept)
+                module.weight.mul_(scale)
+                if module.bias is not None:
+                    module.bias.mul_(scale)
 
     def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
         """Continue from a snapshot (:meth:`snapshot`): returns the first epoch to run and the last metrics."""

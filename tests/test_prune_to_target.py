@@ -315,3 +315,22 @@ def test_bench_run_prunes_to_the_target_adds_scratch_controls_and_the_report_com
     assert "| scratch (widths of l1l2) | 2 |" in report and "| random | 2 |" in report
     assert "| dense (none) | 2 |" in report and "## Stability of the kept groups across seeds" in report
     assert "## Highest sparsity within" not in report   # the regularize protocol's sections are left out
+
+
+def test_a_scratch_control_starts_at_its_widths_from_the_seeds_weights_at_the_narrow_layers_scale():
+    from bench.config import TrialConfig
+    from bench.trainer import _Loop
+
+    data = make_synthetic(SHAPE, n_train=64, n_test=32)
+    source = _trial("l1l2")
+    control = TrialConfig("none", {}, "none", 0, source.train, None,
+                          {"kind": "scratch", "of": source.name, "method": "l1l2", "target": ["flops", 0.5],
+                           "widths": {"conv1": 5, "conv2": 10}})
+    dense = _Loop(source, data).model   # every trial of seed 0 starts from these weights
+    loop = _Loop(control, data)
+    model = loop.model
+    assert [int(loop.masks.alive(u).sum()) for u in ("conv1", "conv2")] == [5, 10]
+    assert not model.conv1.weight[5:].any() and torch.equal(model.conv1.weight[:5], dense.conv1.weight[:5])
+    # conv2 reads 5 of 20 channels: x2; fc1 reads 10 of 50 channels' features: x sqrt(5)
+    torch.testing.assert_close(model.conv2.weight[:10, :5], 2.0 * dense.conv2.weight[:10, :5])
+    torch.testing.assert_close(model.fc1.weight, math.sqrt(5.0) * dense.fc1.weight * (model.fc1.weight != 0))
