@@ -136,6 +136,15 @@ class BasicBlock(nn.Module):
         return torch.relu(out + shortcut)
 
 
+def _blocks_per_stage(depth: int, input_size: int, name: str) -> int:
+    """n of a CIFAR ResNet of depth 6n+2; a :class:`ModelError` for another depth or inputs under 8x8."""
+    if (depth - 2) % 6 or depth < 8:
+        raise ModelError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {depth}")
+    if input_size < 8:
+        raise ModelError(f"{name} needs inputs of at least 8x8, got {input_size}x{input_size}")
+    return (depth - 2) // 6
+
+
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for CIFAR (He et al. 2016, Sec. 4.2): a 3x3 conv of 16, three stages of n blocks with
     16, 32 and 64 channels (stride 2 at the start of stages 2 and 3, option A shortcuts), global average
@@ -156,11 +165,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
                  widths: Sequence[int] | None = None) -> None:
         super().__init__()
-        if (depth - 2) % 6 or depth < 8:
-            raise ModelError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {depth}")
-        if input_size < 8:
-            raise ModelError(f"resnet{depth} needs inputs of at least 8x8, got {input_size}x{input_size}")
-        n = (depth - 2) // 6
+        n = _blocks_per_stage(depth, input_size, f"resnet{depth}")
         stream = [w for w in self.stage_widths for _ in range(n)]   # each block's output width
         internal = list(stream) if widths is None else self._internal_widths(tuple(widths), stream)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
@@ -230,11 +235,7 @@ class CifarResNetB(nn.Module):
     def __init__(self, depth: int, in_channels: int = 3, num_classes: int = 10, input_size: int = 32,
                  widths: Sequence[int] | None = None) -> None:
         super().__init__()
-        if (depth - 2) % 6 or depth < 8:
-            raise ModelError(f"a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, ...), got {depth}")
-        if input_size < 8:
-            raise ModelError(f"resnet{depth}b needs inputs of at least 8x8, got {input_size}x{input_size}")
-        n = (depth - 2) // 6
+        n = _blocks_per_stage(depth, input_size, f"resnet{depth}b")
         plan = [(stage, b) for stage in range(3) for b in range(n)]
         with_shortcut = [stage > 0 and b == 0 for stage, b in plan]
         if widths is None:
