@@ -123,13 +123,16 @@ def print_registry() -> None:
 
     from .data import DATASETS
     from .models import MODELS
-    print("methods (name, swept parameter and default grid, default zeroing: description)")
+    print("methods (name, swept parameter and default grid, default zeroing: description; [prune-to-target]: a "
+          "criterion that runs under --protocol prune-to-target only)")
+    width = max(len(n) for n in list_methods())
     for name in list_methods():
         cls = get_method(name)
         axis = f"{cls.sweep_axis}={','.join(f'{v:g}' for v in cls.default_grid)}" if cls.sweep_axis else "-"
-        print(f"  {name:<10} {axis:<22} {cls.default_zeroing:<16} {cls.description}")
+        only = "" if "regularize" in cls.protocols else "[prune-to-target] "
+        print(f"  {name:<{width}} {axis:<24} {cls.default_zeroing:<16} {only}{cls.description}")
         for f in cls.Hparams.__dataclass_fields__.values():
-            print(f"  {'':<10}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")
+            print(f"  {'':<{width}}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")
     from .models import SOURCES
     print("models (registered names, then the sources --model accepts)")
     for name, spec in sorted(MODELS.items()):
