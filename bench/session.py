@@ -180,8 +180,11 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
             write(f"resume sweep {record.name!r} ({record.status}): {len(set(located.done) & keys)} of {len(trials)} "
                   f"baseline trials and {probes} probes finished; the searches continue from those probes")
         else:
-            write(f"resume sweep {record.name!r} ({record.status}): {len(located.done)} of {len(trials)} trials "
-                  f"finished, running the other {len(trials) - len(located.done)}")
+            main = len(set(located.done) & keys)
+            controls = f" and {len(located.done) - main} controls" if sweep.controls else ""
+            write(f"resume sweep {record.name!r} ({record.status}): {main} of {len(trials)} trials{controls} "
+                  f"finished, running the other {len(trials) - main}" + (" and the missing controls"
+                                                                          if sweep.controls else ""))
     return located
 
 
