@@ -23,6 +23,7 @@ from .load import Results
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+TEST = "test_accuracy"   # what the tables show and test; the best method is chosen on ``results.selection``
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -94,11 +95,12 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
         here = rows[(rows["sweep"] == sweep) & (rows["target"] == target)]
         label = target if len(sweeps) == 1 else f"{target}, sweep {sweep}"
         methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
-        by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
-        scratch = {c.split(" of ")[1]: _seeds(here[here["control"] == c], acc)
+        by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], TEST) for m in methods}
+        scratch = {c.split(" of ")[1]: _seeds(here[here["control"] == c], TEST)
                    for c in here["control"].dropna().unique() if c.startswith("scratch")}
-        means = {m: float(np.mean(list(v.values()))) for m, v in by_method.items() if v}
-        best = max(means, key=lambda m: means[m]) if means else None
+        chosen = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
+        means = {m: float(np.mean(list(v.values()))) for m, v in chosen.items() if v}
+        best = max(means, key=lambda m: means[m]) if means else None   # chosen on validation when held out
         comparisons: list[tuple[str, str, dict]] = []   # each unordered pair once: one family for Holm
         wanted: list[tuple[str, str, str]] = []            # (row, column, the other side)
         for m in methods:
@@ -137,7 +139,7 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
                                f"{kind} removed %": f"{achieved.mean() * 100:.2f}", "vs best": "", "vs random": "",
                                "vs scratch": ""})
         if len(dense):
-            mean, lo, hi = mean_ci(list(_seeds(dense, acc).values()))
+            mean, lo, hi = mean_ci(list(_seeds(dense, TEST).values()))
             table_rows.append({"method": "dense (none)", "seeds": len(dense), "accuracy % [95% CI]":
                                _fmt_ci(mean, lo, hi), f"{kind} removed %": "0.00", "vs best": "", "vs random": "",
                                "vs scratch": ""})
@@ -146,7 +148,7 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
             text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
         else:
             named = "; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise."
-            text = [f"At {label}: the highest mean is {best}'s; of the {len(comparisons)} paired comparisons this "
+            text = [f"At {label}: the highest mean{' validation' if acc != TEST else ''} accuracy is {best}'s; of the {len(comparisons)} paired comparisons this "
                     f"table makes, after Holm's correction at {ALPHA:g}: {named}"]
         out.append((label, pd.DataFrame(table_rows), text))
     return out
@@ -222,7 +224,7 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
     rows = results.protocol
     if table is None or rows.empty:
         return None
-    acc = results.selection
+    acc = TEST   # the quoted tables give test accuracy
     pruned = rows[rows["target"].notna() & rows["control"].isna()]
     dense = rows[rows["target"].isna()]
     dense_acc = float(dense[acc].mean()) if len(dense) else math.nan
@@ -260,7 +262,7 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
     if rows.empty:
         return None
     plt, _ = _plt()
-    acc = results.selection
+    acc = TEST
     panels = [(s, t) for s in dict.fromkeys(rows["sweep"]) for t in sorted(
         rows[rows["sweep"] == s]["target"].dropna().unique(), key=lambda t: (t.split()[0], float(t.split()[1])))]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.55 * rows["method"].nunique() + 2.5) * len(panels),
@@ -301,7 +303,7 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
                         capsize=4, markersize=7, zorder=3)
         ax.set_xticks(range(len(series)), [s[0] for s in series], rotation=60, ha="right", fontsize=8)
         ax.set_ylim(edge - 0.4 * pad, top + pad)
-        ax.set_ylabel(f"{'validation' if acc != 'test_accuracy' else 'test'} accuracy (%)")
+        ax.set_ylabel("test accuracy (%)")
         ax.set_title(target if len(panels) == 1 or len(set(s for s, _ in panels)) == 1 else f"{target}, {sweep}")
     fig.tight_layout()
     fig.bench_notes = notes   # type: ignore[attr-defined]

@@ -128,7 +128,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             "the mean achieved (the target within one group). Comparisons are paired by seed (trials of one seed "
             "start from the same weights and see the same batches): the mean difference in accuracy points with "
             "its 95 % interval and the two-sided paired t-test's p-value, Holm-corrected across every comparison "
-            f"of the table; 'better' or 'worse' only below {ALPHA:g}. vs scratch: against the same widths trained "
+            f"of the table; 'better' or 'worse' only below {ALPHA:g} (an interval is its comparison's own, not "
+            "adjusted: one that excludes 0 can still show no difference after the correction). The accuracies and "
+            "tests are on test accuracy; the best method is the one of highest mean selection accuracy. vs scratch: against the same widths trained "
             "from the seed's initialisation for the same epochs (`--controls scratch`). " + results.choice_note()
             + caption), table, figure=figure))
     stable = stability(results)
