@@ -218,9 +218,9 @@ class _Loop:
             kept = int((~lost).sum())
             if kept and not (isinstance(module, nn.Conv2d) and module.groups > 1):
                 scale = math.sqrt(lost.numel() / kept)
-                module.weight.mul_(scale)
-                if module.bias is not None:
-                    module.bias.mul_(scale)
+                for param in (module.weight, module.bias):
+                    if isinstance(param, torch.Tensor):
+                        param.mul_(scale)
 
     def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
         """Continue from a snapshot (:meth:`snapshot`): returns the first epoch to run and the last metrics."""
