@@ -254,7 +254,7 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
 
 def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, list[str]]] | None = None):
     """One panel per target: every method's seeds as dots and its mean with the 95 % interval (Student's t), the
-    scratch controls as hollow markers and the dense reference in grey; the y-axis spans the informative means
+    scratch controls as hollow markers and the dense reference in black; the y-axis spans the informative means
     (a method collapsed far below the others is drawn at the lower edge with its value)."""
     from .figures import _plt, informative_range, palette
 
@@ -281,7 +281,7 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
             series.append((f"scratch ({m})", colors.get(m), True, 100 * here[here["control"] == c][acc].to_numpy(float)))
         dense = here[here["target"].isna() & here["control"].isna()]
         if len(dense):
-            series.append(("dense", "grey", False, 100 * dense[acc].to_numpy(float)))
+            series.append(("dense", "black", False, 100 * dense[acc].to_numpy(float)))
         means = np.array([v.mean() for *_, v in series])
         low, high, collapsed = informative_range(means)
         cis = [mean_ci(v) for *_, v in series]

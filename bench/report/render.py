@@ -119,7 +119,7 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
     for n, (target, table, verdicts) in enumerate(equal_target(results)):
         figure = "accuracy_at_equal_target.png" if n == 0 and "accuracy_at_equal_target.png" in figures else None
         caption = (" The figure: every method's seeds (dots) and mean with its 95 % interval, per target; scratch "
-                   "controls hollow, the dense reference in grey." + "".join(
+                   "controls hollow, the dense reference in black." + "".join(
                        " " + x for x in drawn.get("accuracy_at_equal_target.png", []))) if figure else ""
         out.append(Section(f"Accuracy at equal target: {target} removed (prune-to-target)", " ".join(verdicts) + (
             " One trial per method, target and seed (`bench run --protocol prune-to-target`): sparse training, one "
