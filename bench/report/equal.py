@@ -148,8 +148,9 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
             text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
         else:
             named = "; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise."
-            text = [f"At {label}: the highest mean{' validation' if acc != TEST else ''} accuracy is {best}'s; of the {len(comparisons)} paired comparisons this "
-                    f"table makes, after Holm's correction at {ALPHA:g}: {named}"]
+            on = " validation" if acc != TEST else ""
+            text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
+                    f"comparisons this table makes, after Holm's correction at {ALPHA:g}: {named}"]
         out.append((label, pd.DataFrame(table_rows), text))
     return out
 
