@@ -311,7 +311,7 @@ def test_bench_run_prunes_to_the_target_adds_scratch_controls_and_the_report_com
     proc = bench(tmp_path, "report")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (tmp_path / "reports" / "lenet5-synthetic" / "report.md").read_text()
-    assert "## Accuracy at equal target: flops 0.5 removed (prune-to-target)" in report
+    assert "## Accuracy at equal target: flops 0.5 removed" in report
     assert "| scratch (widths of l1l2) | 2 |" in report and "| random | 2 |" in report
     assert "| dense (none) | 2 |" in report and "## Stability of the kept groups across seeds" in report
     assert "## Highest sparsity within" not in report   # the regularize protocol's sections are left out

@@ -121,7 +121,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
         caption = (" The figure: every method's seeds (dots) and mean with its 95 % interval, per target; scratch "
                    "controls hollow, the dense reference in black." + "".join(
                        " " + x for x in drawn.get("accuracy_at_equal_target.png", []))) if figure else ""
-        out.append(Section(f"Accuracy at equal target: {target} removed (prune-to-target)", " ".join(verdicts) + (
+        what, _, sweep = target.partition(", sweep ")
+        title = f"Accuracy at equal target: {what} removed" + (f" (sweep {sweep})" if sweep else "")
+        out.append(Section(title, " ".join(verdicts) + (
             " One trial per method, target and seed (`bench run --protocol prune-to-target`): sparse training, one "
             "global pruning step to the target by the method's importance, fine-tuning. A cell is the final "
             "accuracy, mean over seeds with its 95 % confidence interval (Student's t); the removed fraction is "
