@@ -309,7 +309,7 @@ class SweepConfig:
 
     methods: tuple[str, ...] = setting(
         help="comma-separated methods (see `bench list`)", role=SWEEP, group=WHAT, default_factory=lambda: _all_methods(),
-        shown_default="every registered method", cli={"type": S.parse_items})
+        shown_default="every registered method but the criteria", cli={"type": S.parse_items})
     # values of the sweep axes: method (or "*" for every method on that axis) -> values; absent: default grid
     lambdas: Mapping[str, tuple[float, ...]] = setting(
         help="penalty strengths for every method swept over lam, or with METHOD= for one method (repeatable: "
@@ -570,9 +570,10 @@ class SweepConfig:
 
 
 def _all_methods() -> tuple[str, ...]:
-    """Every registered method, the baseline first."""
-    from methods import list_methods
-    names = list_methods()
+    """Every registered method that runs under both protocols, the baseline first (the criteria, which only rank
+    groups for prune-to-target's pruning step, are named with --methods)."""
+    from methods import get_method, list_methods
+    names = [n for n in list_methods() if "regularize" in get_method(n).protocols]
     return tuple(["none"] * ("none" in names) + [n for n in names if n != "none"])
 
 

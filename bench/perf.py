@@ -405,7 +405,7 @@ def data_paths(device: torch.device, log: Callable[[str], None], fmt: Format, si
 def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: Callable[[str], None],
                       fmt: Format = Format(), rounds: int = 2
                       ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, float]]]:
-    """Time per training step of every registered method against ``none``, each method's end-of-epoch hook
+    """Time per training step of every registered method with a penalty against ``none``, each method's end-of-epoch hook
     time (NISP's scoring, HGSR's selection), reported apart, and the epochs' step times the ratios come from
     (method -> {"method": its fastest, "none": the fastest paired none epoch}).
 
@@ -415,7 +415,8 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: 
     """
     part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
                    data.test_x[:256], data.test_y[:256], data.num_classes, data.mean, data.std, data.source)
-    methods = [m for m in list_methods() if m != "none"]
+    # the criteria (prune-to-target only) add nothing per step: no penalty, no hook before their pruning step
+    methods = [m for m in list_methods() if m != "none" and "regularize" in get_method(m).protocols]
     model_of = {m: _model_for(m, work) for m in methods}   # slimming needs BatchNorm: LeNet's BN variant
     trainer_epoch(part, work.model, "none", device, epochs=1, fmt=fmt)  # warm-up: allocator, kernels, caches
     timed: dict[str, list[float]] = {m: [] for m in methods}

@@ -40,7 +40,7 @@ def _bytes(snapshot):
 
 
 @pytest.mark.parametrize("method,protocol", [(m, None) for m in trained_methods(list_methods())]
-                         + [("l0sgl", "prune-to-target"), ("nisp", "prune-to-target")])
+                         + [("l0sgl", "prune-to-target")])
 def test_a_trial_continued_from_any_epoch_ends_exactly_as_an_uninterrupted_one(method, protocol):
     torch.set_num_threads(1)
     trial = _trial(method, augment="crop-flip", protocol=protocol)

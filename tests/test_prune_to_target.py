@@ -283,7 +283,7 @@ def test_bench_run_prunes_to_the_target_adds_scratch_controls_and_the_report_com
 
     proc = bench(tmp_path, "run", "--protocol", "prune-to-target", "--methods", "none,l1l2,random",
                  "--target-flops-reduction", "0.5", "--seeds", "0,1", "--epochs", "2", "--sparse-epochs", "1",
-                 "--dataset", "synthetic", "--limit-train", "128", "--limit-test", "64", "--controls", "scratch",
+                 "--dataset", "synthetic", "--limit-train", "64", "--limit-test", "32", "--controls", "scratch",
                  "--latency-time", "0", "--system-metrics-interval", "0", "--device", "cpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -69,8 +69,10 @@ def _accepts(method: str, model) -> bool:
         return False
 
 
-# hgsr measures one loss per filter: on resnet56 (2 000 filters) that repeats resnet20's topology at 3x its cost
-SAME_COST = {("hgsr", "resnet56")}
+# hgsr measures one loss per filter: on resnet56 (2 000 filters) that repeats resnet20's topology at 3x its cost;
+# the criteria's and group regularizers' representatives repeat resnet20's and lenet's on resnet56 and vgg11
+SAME_COST = {("hgsr", "resnet56"), (CRITERION, "resnet56"), ("group-norm", "resnet56"), (CRITERION, "vgg11"),
+             ("group-norm", "vgg11")}
 
 
 def _model_params():
@@ -92,7 +94,8 @@ def test_every_model_trains_under_every_method_that_accepts_it_and_compacts_exac
     probe = build_model(name, shape, 10)
     structure = describe(probe, shape)
     assert structure.eligible, f"{name} has no eligible conv layer"
-    methods = [m for m in trained_methods(list_methods()) if _accepts(m, probe) and (m, name) not in SAME_COST]
+    methods = [m for m in trained_methods(list_methods(), heavy=True) if _accepts(m, probe)
+               and (m, name) not in SAME_COST]
     if name.endswith("b") and name[:-1] in list_models():
         # an option-B ResNet's block-internal convs are its option-A twin's, which every method trains on above;
         # its residual streams are test_compact.py's option-B case: a representative few here
@@ -131,7 +134,8 @@ REPRESENTATIVE = [   # (source, input side): small inputs, as small as each mode
     pytest.param("torchvision:squeezenet1_1", 32, marks=SLOW),
 ]
 # 120 units through concatenations: every method but hgsr, whose one loss per group is the cost the rest of
-# this matrix exercises on the others (a plain chain like torchvision's vgg11_bn adds nothing the built-in vgg11
+# this matrix exercises on the others (and the criteria's and group regularizers' representatives, whose
+# Torch-Pruning groups the smaller models of the matrix exercise) (a plain chain like torchvision's vgg11_bn adds nothing the built-in vgg11
 # does not cover, at 130 M parameters)
 HEAVY = [pytest.param("torchvision:densenet121", 32, marks=SLOW)]
 TINY = {"hgsr": {"samples": 2}, "nisp": {"samples": 16}}
@@ -144,7 +148,8 @@ def _matrix():
             yield pytest.param(*values, coupled, (), marks=marks, id=f"{values[0].rsplit('/', 1)[-1]}-"
                                f"{'coupled' if coupled else 'single'}")
     for source in HEAVY:
-        yield pytest.param(*source.values, False, ("hgsr",), marks=source.marks, id=source.values[0])
+        yield pytest.param(*source.values, False, ("hgsr", CRITERION, "group-norm"), marks=source.marks,
+                           id=source.values[0])
 
 
 @pytest.mark.parametrize("source, side, coupled, skip", _matrix())
@@ -157,7 +162,7 @@ def test_every_method_runs_on_models_of_any_topology_or_refuses_them_before_trai
     probe = build_model(source, shape, 10)
     structure = describe(probe, shape, prune_coupled=coupled)
     ran = []
-    for method in [m for m in trained_methods(list_methods()) if m not in skip]:
+    for method in [m for m in trained_methods(list_methods(), heavy=True) if m not in skip]:
         try:
             m = get_method(method)()
             m.bind(structure.units)
