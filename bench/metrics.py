@@ -13,6 +13,7 @@ BatchNorm weight and bias); BatchNorm running statistics are buffers, not parame
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -52,16 +53,27 @@ def filter_metrics(structure: Structure) -> dict[str, float]:
     return out
 
 
-def reachable(structure: Structure) -> dict[str, float]:
-    """The most of each target kind a trial can remove: every unit keeps one group (the last alive group of a
-    layer is never removed). Keys: ``total_sparsity``, ``flops_reduction``, ``params_reduction``."""
-    alive = alive_filters(structure, _first_removed(structure, {u.name: 1 for u in structure.units}))
+def removed_fractions(structure: Structure, removed: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The fractions removed when ``removed`` (a boolean vector per unit; a unit left out loses nothing) are gone:
+    ``total_sparsity``, ``flops_reduction`` and ``params_reduction``, as :func:`filter_metrics` counts them."""
+    removed = {u.name: removed.get(u.name, torch.zeros(u.size, dtype=torch.bool)) for u in structure.units}
+    alive = alive_filters(structure, removed)
     total = structure.filters()
-    params, flops = counts(structure, _first_removed(structure, {u.name: 1 for u in structure.units}))
+    params, flops = counts(structure, removed)
     dense_params, dense_flops = counts(structure, {})
     return {TOTAL_SPARSITY: 1.0 - sum(alive.values()) / sum(total.values()) if total else 0.0,
             FLOPS_REDUCTION: 1.0 - flops / dense_flops if dense_flops else 0.0,
             PARAMS_REDUCTION: 1.0 - params / dense_params if dense_params else 0.0}
+
+
+def reachable(structure: Structure, max_layer_ratio: float | None = None) -> dict[str, float]:
+    """The most of each target kind a trial can remove: every unit keeps one group (the last alive group of a
+    layer is never removed), and with ``max_layer_ratio`` (prune-to-target's bound) gives at most
+    ``floor(max_layer_ratio * size)`` groups. Keys: ``total_sparsity``, ``flops_reduction``, ``params_reduction``."""
+    def most(size: int) -> int:
+        return size - 1 if max_layer_ratio is None else min(math.floor(max_layer_ratio * size), size - 1)
+
+    return removed_fractions(structure, {u.name: torch.arange(u.size) < most(u.size) for u in structure.units})
 
 
 def _first_removed(structure: Structure, alive: Mapping[str, int]) -> dict[str, torch.Tensor]:

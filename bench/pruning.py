@@ -20,9 +20,8 @@ from collections.abc import Mapping
 
 import torch
 
-from . import names as N
-from .metrics import alive_filters
-from .structure import Structure, counts
+from .metrics import removed_fractions
+from .structure import Structure
 
 NORMALISERS = ("mean", "sum", "lamp", "none")
 
@@ -46,19 +45,6 @@ def normalise(scores: torch.Tensor, how: str) -> torch.Tensor:
         from torch_pruning.pruner.importance import GroupMagnitudeImportance
         return torch.nan_to_num(GroupMagnitudeImportance()._lamp(s.float()).double(), nan=0.0)
     raise ValueError(f"importance normaliser must be one of {', '.join(NORMALISERS)}, got {how!r}")
-
-
-def measure(structure: Structure, removed: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """The fractions removed when ``removed`` (a boolean vector per unit) are gone: filter sparsity, FLOPs and
-    parameter reduction, as ``bench.metrics.filter_metrics`` counts them."""
-    alive = alive_filters(structure, {u.name: removed.get(u.name, torch.zeros(u.size, dtype=torch.bool))
-                                      for u in structure.units})
-    total = structure.filters()
-    params, flops = counts(structure, removed)
-    dense_params, dense_flops = counts(structure, {})
-    return {N.TOTAL_SPARSITY: 1.0 - sum(alive.values()) / sum(total.values()) if total else 0.0,
-            N.FLOPS_REDUCTION: 1.0 - flops / dense_flops if dense_flops else 0.0,
-            N.PARAMS_REDUCTION: 1.0 - params / dense_params if dense_params else 0.0}
 
 
 def order(structure: Structure, scores: Mapping[str, torch.Tensor], normaliser: str,
@@ -107,7 +93,7 @@ def plan(structure: Structure, scores: Mapping[str, torch.Tensor], normaliser: s
     sequence = order(structure, scores, normaliser, max_layer_ratio, alive)
 
     def value(k: int) -> float:
-        return measure(structure, _removed(structure, sequence[:k], alive))[metric]
+        return removed_fractions(structure, _removed(structure, sequence[:k], alive))[metric]
 
     if value(len(sequence)) < target - 1e-12:
         raise PruningError(f"the target {metric} {target:g} cannot be met: removing every group the bound allows "
@@ -123,11 +109,3 @@ def plan(structure: Structure, scores: Mapping[str, torch.Tensor], normaliser: s
     for name, i in sequence[:lo]:
         removal.setdefault(name, []).append(i)
     return {name: sorted(idx) for name, idx in removal.items()}, value(lo)
-
-
-def most_removable(structure: Structure, max_layer_ratio: float) -> dict[str, float]:
-    """The most of each target kind the pruning step can remove under ``max_layer_ratio`` (checked before any
-    trial runs): every unit gives ``floor(max_layer_ratio * size)`` groups, at most all but one."""
-    removed = {u.name: torch.arange(u.size) < min(math.floor(max_layer_ratio * u.size), u.size - 1)
-               for u in structure.units}
-    return measure(structure, removed)

@@ -137,9 +137,8 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     if sweep.target_values:
         from .metrics import reachable
-        from .pruning import most_removable
         pruning = t.protocol == "prune-to-target"
-        most = most_removable(structure, t.max_layer_ratio) if pruning else reachable(structure)
+        most = reachable(structure, t.max_layer_ratio if pruning else None)
         for target in sweep.targets:
             if target.value > most[target.metric]:
                 flag = {"sparsity": "--target-sparsity", "flops": "--target-flops-reduction",
@@ -316,8 +315,9 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         searches = target_searches(sweep, previous)
     if record is not None:
         ended.update(name=record.name, run_id=record.run_id)
-    controls_left = bool(sweep.controls) and not todo and any(
-        c.key not in done for c in control_trials(sweep, previous, store))
+    # with every trial done, the controls are known now (their widths read once, here)
+    known_controls = control_trials(sweep, previous, store) if sweep.controls and not todo else None
+    controls_left = known_controls is not None and any(c.key not in done for c in known_controls)
     if record is not None and not todo and not controls_left and (searches is None or
                                                                  all(s.finished for s in searches)):
         if searches is not None:
@@ -363,7 +363,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                 if todo or searches is not None else []
             if sweep.controls and all(o.status == "FINISHED" for o in outcomes):
                 # the controls of every finished trial (their widths are known now), once all of them finished
-                controls = control_trials(sweep, previous + outcomes, store)
+                controls = known_controls if known_controls is not None else \
+                    control_trials(sweep, previous + outcomes, store)
                 missing = [c for c in controls if c.key not in done]
                 previous += [_finished(c, done[c.key]) for c in controls if c.key in done]
                 if missing:

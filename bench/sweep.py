@@ -591,8 +591,8 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
             outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error_text(result.error), key, trial)
         elif metrics.get("epoch") == trial.train.epochs:
             outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
-        elif trial.overshoot(metrics) is not None:   # a probe stopped past every target: data of its search
-            outcomes[key] = TrialOutcome(trial.name, "OVERSHOT", metrics, trial.overshoot(metrics), key, trial)
+        elif (why := trial.overshoot(metrics)) is not None:   # a probe stopped past every target: search data
+            outcomes[key] = TrialOutcome(trial.name, "OVERSHOT", metrics, why, key, trial)
         else:
             outcomes[key] = TrialOutcome(trial.name, "KILLED", metrics, "stopped before its last epoch", key, trial)
     for key, trial in by_key.items():

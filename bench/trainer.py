@@ -65,8 +65,7 @@ class TrialState:
     """What a method's hooks may use: implements ``methods.base.MethodState`` (checked by mypy in CI)."""
 
     def __init__(self, model: nn.Module, masks: FilterMasks, batches: MemoryBatches | StreamBatches,
-                 config: TrialConfig,
-                 generator: torch.Generator) -> None:
+                 config: TrialConfig) -> None:
         self.model = model
         self.masks = masks
         self.config = config
@@ -187,7 +186,7 @@ class _Loop:
         self.batches, on_device = make_batches(data, device, tc.augment, tc.loader_workers, config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.augment = Augment(on_device, self.generator)
-        self.state = TrialState(model, self.masks, self.batches, config, self.generator)
+        self.state = TrialState(model, self.masks, self.batches, config)
         # --protocol prune-to-target: sparse epochs (the penalty, no removal), the pruning step at their end, then
         # fine-tuning (no penalty, no method hook, the masks frozen)
         self.prune_at = tc.prune_epoch if config.target is not None else None
@@ -283,7 +282,7 @@ class _Loop:
         before = state.evaluate()
         scores = self.method.importance(self.model, state)
         removal, _ = plan(self.structure, scores, self.method.importance_normalizer, KINDS[kind], value,
-                                 self.tc.max_layer_ratio, {layer: masks.alive(layer) for layer in masks.layers})
+                          self.tc.max_layer_ratio, {layer: masks.alive(layer) for layer in masks.layers})
         for layer, idx in removal.items():
             masks.remove(layer, idx)
         state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())

@@ -13,7 +13,8 @@ from bench.config import ConfigError
 from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
-from bench.pruning import PruningError, measure, normalise, order, plan
+from bench.metrics import removed_fractions as measure
+from bench.pruning import PruningError, normalise, order, plan
 from bench.structure import derive
 from bench.trainer import train
 from methods import get_method
