@@ -21,10 +21,11 @@ from typing import Any, Mapping
 import pandas as pd
 
 
-def _uri(tracking_uri: str | None, write: bool = False) -> str:
+def _uri(tracking_uri: str | None, write: bool = False, existing: bool = True) -> str:
+    """The store's address, checked; ``existing``: one that is read must exist (reading never creates it)."""
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
     uri = normalize_uri(tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri, write=write)
+    check_tracking_uri(uri, write=write, existing=existing)
     return uri
 
 
@@ -110,7 +111,7 @@ def run(config: Mapping[str, Any] | str | Path | None = None, *, resume: bool = 
     values = dict(load_config_file(config) if isinstance(config, (str, Path)) else (config or {}))
     values.update(settings)
     sweep = build_sweep(values)
-    uri = _uri(sweep.tracking_uri, write=True)
+    uri = _uri(sweep.tracking_uri, write=True, existing=resume)
     where: dict[str, str] = {}
     code = session.run(sweep, uri, resume=resume, write=(lambda line: None) if quiet else print,
                        command=f"bench.run({', '.join(f'{k}={v!r}' for k, v in values.items())})", ended=where)
@@ -138,6 +139,7 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
 
     from .compact import export_program, load_compact, read_compact_info
     from .config import ConfigError
+    from .files import write_with
     from .models import rebuildable
     from .names import COMPACT_MODEL, COMPACT_PROGRAM
     from .tracking import Store
@@ -171,15 +173,15 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
                 raise ConfigError(f"{info['model']} is not rebuilt from its widths: export it as FILE.pt2 (a "
                                   "torch.export program)" if program is not None else
                                   f"run {run.run_id} has no {COMPACT_PROGRAM}")
-            shutil.copyfile(program, out)
+            write_with(out, lambda path: shutil.copyfile(program, path))   # a link at --out replaced, not followed
             params = info["params"]
         else:
             model, info = load_compact(saved)
             params = sum(p.numel() for p in model.parameters())
             if out.suffix == ".pt2":
-                export_program(model, info["input_shape"], out)
+                write_with(out, lambda path: export_program(model, info["input_shape"], path))
             else:
-                shutil.copyfile(saved, out)
+                write_with(out, lambda path: shutil.copyfile(saved, path))
     done.update(model=info["model"], widths=list(info["widths"]), params=params,
                 removed={k: v for k, v in info["removed"].items() if v})
     return done

@@ -14,7 +14,12 @@ it holds is checked, not trusted:
   (a full disk, a killed copy): skipped, the trial continues from its previous checkpoint;
 - any other mismatch (another size, another hash: the file was replaced or altered) or a file the safe loader
   refuses: :class:`CheckpointError`, which ``bench resume`` reports before any work (:func:`check_sweep`);
-- a checkpoint written before records held a hash cannot be verified: skipped (the trial starts over).
+- a checkpoint written before records held a hash cannot be verified: skipped (the trial starts over);
+- a file that matches its record but is not a trial's state (a well-formed ``torch.save`` of something else
+  whose hash was written into the record, a state of another model): :class:`CheckpointError` too. Its contents
+  are checked against what a trial's state holds (:func:`contents_problem`: its keys, the epoch, and, given the
+  sweep's :class:`Expected`, the model's parameter names and shapes, the masks and the method's state), before
+  any trial starts (:func:`check_sweep`) and again where a trial loads it (:func:`latest`).
 
 No ray, no mlflow: sweep.py writes and finds checkpoints through this module, session.py checks them.
 """
@@ -24,7 +29,8 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,75 @@ _ZIP = b"PK\x03\x04"               # how a torch.save archive starts
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that does not match its record or holds more than tensors and plain data."""
+    """A checkpoint that does not match its record, holds more than tensors and plain data, or is not the state
+    of a trial of this sweep."""
+
+
+# what a trial's state (bench.trainer's snapshot) holds at its top level, and the type of each entry
+SNAPSHOT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step": int, "model": dict, "optimizer": dict, "masks": dict, "method": dict, "rng": dict,
+    "last": dict}
+RNG_KEYS = ("generator", "torch", "numpy", "python")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the states of a sweep's trials must hold: its epochs, the model's state (parameter and buffer names
+    with their shapes), the masks' (unit names with their shapes) and, per trial key that is known in advance,
+    the top-level keys of its method's state (``Method.state_dict``)."""
+
+    epochs: int
+    model: Mapping[str, tuple[int, ...]]
+    masks: Mapping[str, tuple[int, ...]]
+    method: Mapping[str, Collection[str]] = field(default_factory=dict)
+
+
+def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(getattr(v, "shape", ())) for k, v in state.items()}
+
+
+def _differs(what: str, got: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]]) -> str | None:
+    """How ``got`` (names -> shapes) differs from ``want``, in a few words, or None."""
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        parts = ([f"lacks {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")]
+                 if missing else []) + ([f"has {', '.join(extra[:3])} it should not"
+                                         + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")] if extra else [])
+        return f"its {what} {' and '.join(parts)}"
+    wrong = [k for k in want if tuple(got[k]) != tuple(want[k])]
+    if wrong:
+        return f"its {what} {wrong[0]} has shape {tuple(got[wrong[0]])}, not {tuple(want[wrong[0]])}"
+    return None
+
+
+def contents_problem(snapshot: Any, info: Mapping[str, Any], expected: Expected | None = None) -> str | None:
+    """Why a loaded state is not the state of a trial of this sweep (a few words), or None when it is: its
+    top-level keys and their types, its epoch against the record's, its random states; with ``expected``,
+    the epoch within the trial's, the model's and the masks' names and shapes, the method's state keys."""
+    if not isinstance(snapshot, dict):
+        return f"it holds a {type(snapshot).__name__}, not a trial's state"
+    missing = [k for k in SNAPSHOT_KEYS if k not in snapshot]
+    if missing:
+        return f"it lacks {', '.join(repr(k) for k in missing)} (it holds {', '.join(map(repr, list(snapshot)[:5]))})"
+    for key, kind in SNAPSHOT_KEYS.items():
+        if not isinstance(snapshot[key], kind) or (kind is int and isinstance(snapshot[key], bool)):
+            return f"its {key!r} is a {type(snapshot[key]).__name__}"
+    if snapshot["epoch"] != info.get("epoch"):
+        return f"it is the state of epoch {snapshot['epoch']}, its record says epoch {info.get('epoch')}"
+    if not all(k in snapshot["rng"] for k in RNG_KEYS) or not isinstance(snapshot["masks"].get("masks"), dict):
+        return "its random states or masks are incomplete"
+    if expected is None:
+        return None
+    if not 1 <= snapshot["epoch"] < expected.epochs:
+        return f"its epoch {snapshot['epoch']} is not one a trial of {expected.epochs} epochs keeps"
+    wrong = _differs("model", _shapes(snapshot["model"]), expected.model) or \
+        _differs("masks", _shapes(snapshot["masks"]["masks"]), expected.masks)
+    if wrong:
+        return wrong
+    keys = expected.method.get(str(info.get("trial_key")))
+    if keys is not None and set(snapshot["method"]) != set(keys):
+        return (f"its method state holds {sorted(snapshot['method'])}, the trial's method keeps {sorted(keys)}")
+    return None
 
 
 def sha256(path: Path) -> str:
@@ -104,11 +178,17 @@ def load(folder: Path, map_location: Any = None) -> dict[str, Any]:
                               f"({first[:200]}); it is not loaded") from None
 
 
+def _refusal(folder: Path, why: str) -> str:
+    return (f"refusing to resume from a checkpoint: {why}. bench loads only checkpoints it wrote; delete the "
+            f"folder {folder} to continue that trial from an earlier checkpoint (or from its start), after checking "
+            "who could write there")
+
+
 def latest(storage: str | os.PathLike, key: str, parent_run_id: str, map_location: Any = None,
            note: Callable[[str], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The newest usable checkpoint a trial (``key``) of the sweep run left under ``storage``: (snapshot,
     record), or None. An incomplete or unverifiable one is skipped for the one before it (``note`` hears
-    why); an altered one raises :class:`CheckpointError`."""
+    why); an altered one, or one that is not a trial's state, raises :class:`CheckpointError` naming it."""
     found = sorted(((folder, info) for folder, info in _records(storage, parent_run_id)
                     if info.get("trial_key") == key), key=lambda c: -int(c[1].get("epoch", 0)))
     for folder, info in found:
@@ -119,28 +199,38 @@ def latest(storage: str | os.PathLike, key: str, parent_run_id: str, map_locatio
             if note is not None:
                 note(f"checkpoint of epoch {info.get('epoch')} skipped: {wrong[1]}")
             continue
-        return load(folder, map_location), info
+        snapshot = load(folder, map_location)
+        why = contents_problem(snapshot, info)
+        if why is not None:
+            raise CheckpointError(_refusal(folder, f"{folder / STATE} is not a trial's state: {why}"))
+        return snapshot, info
     return None
 
 
-def check_sweep(storage: str | os.PathLike, parent_run_id: str) -> list[str]:
-    """Before a sweep is resumed: every checkpoint it left is verified against its record and read with the
-    safe loader. Raises :class:`CheckpointError` naming the first one that was altered or holds more than
-    tensors and plain data (and what to do); returns a note per checkpoint that will be skipped."""
+def check_sweep(storage: str | os.PathLike, parent_run_id: str,
+                expected: Callable[[], Expected] | None = None) -> list[str]:
+    """Before a sweep is resumed: every checkpoint it left is verified against its record, read with the safe
+    loader and its contents checked (:func:`contents_problem`; ``expected`` is called once, when there is a
+    checkpoint to check). Raises :class:`CheckpointError` naming the first one that was altered, holds more than
+    tensors and plain data, or is not a trial's state of this sweep (and what to do); returns a note per
+    checkpoint that will be skipped."""
     notes = []
+    want: Expected | None = None
     for folder, info in _records(storage, parent_run_id):
         wrong = problem(folder, info)
         if wrong is None:
             try:
-                load(folder, "cpu")
+                snapshot = load(folder, "cpu")
+                if want is None and expected is not None:
+                    want = expected()
+                why = contents_problem(snapshot, info, want)
+                if why is not None:
+                    wrong = ("altered", f"{folder / STATE} is not the state of a trial of this sweep: {why}")
             except CheckpointError as err:
                 wrong = ("altered", str(err))
         if wrong is None:
             continue
         if wrong[0] == "altered":
-            raise CheckpointError(f"refusing to resume from a checkpoint: {wrong[1]}. bench loads only "
-                                  f"checkpoints it wrote; delete the folder {folder} to continue that trial "
-                                  "from an earlier checkpoint (or from its start), after checking who could "
-                                  "write there")
+            raise CheckpointError(_refusal(folder, wrong[1]))
         notes.append(f"checkpoint of epoch {info.get('epoch')} of a trial skipped: {wrong[1]}")
     return notes

@@ -226,12 +226,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name, None) for cls in _setting_classes() for f in declared(cls)}
     if args.command == "resume":
         uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-        check_tracking_uri(uri)
+        check_tracking_uri(uri, existing=True)   # reading the sweep's record creates no store
         sweep, record = session.saved_sweep(uri, args.sweep_name, args.experiment, values)
         return session.run(sweep, uri, record=record, command=args.command_line)
     sweep = sweep_from_sources(values, args.config)
     uri = normalize_uri(sweep.tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri)
+    check_tracking_uri(uri, existing=bool(args.resume) and not args.dry_run)
     return session.run(sweep, uri, resume=args.resume, dry_run=args.dry_run, command=args.command_line)
 
 
@@ -278,11 +278,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     load_plugins(args.plugins or ())
     uri = normalize_uri(args.tracking_uri or default_tracking_uri())
-    check_tracking_uri(uri, write=args.attach)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        from .report import ReportError
-        raise ReportError(f"no tracking database at {uri[len('sqlite:///'):]}: run `bench run` here first, or "
-                          "pass the --tracking-uri the sweeps used")
+    check_tracking_uri(uri, write=args.attach, existing=True)
     experiment = choose_experiment(uri, args.experiment)
     started = time.monotonic()
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)

@@ -299,8 +299,12 @@ def check_experiment_name(name: str) -> None:
     """An experiment name bench can create and report: 1-128 printable characters, not only dots or spaces."""
     _check(0 < len(name) <= MAX_EXPERIMENT_NAME and bool(name.strip(". ")) and name.isprintable(),
            f"experiment name must be 1-{MAX_EXPERIMENT_NAME} printable characters, not only dots or spaces (it "
-           f"names the report's folder), got {name[:40]!r}" + ("..." if len(name) > 40 else "")
-           + f" ({len(name)} characters)" * (len(name) > MAX_EXPERIMENT_NAME))
+           f"names the report's folder), got {S.quote(name)}")
+
+
+# a --target-* value: a fraction removed in (0, 1), each listed once (checked with every setting, whatever the
+# protocol, before anything else; bench/targets.py)
+TARGET_CHECKS: dict[str, Any] = {"open_min": 0, "open_max": 1, "distinct": True}
 
 
 @dataclass(frozen=True)
@@ -325,13 +329,14 @@ class SweepConfig:
     target_sparsity: tuple[float, ...] = setting(
         (), "search each method's strength for these filter sparsities instead of running a grid, per seed "
         "(bench/targets.py); --lambdas/--ratios become the search's starting points", role=SWEEP, group=WHAT,
-        shown_default="none", cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+        shown_default="none", cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-sparsity",
+        **TARGET_CHECKS)
     target_flops_reduction: tuple[float, ...] = setting(
         (), "the same for fractions of the FLOPs removed", role=SWEEP, group=WHAT, shown_default="none",
-        cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+        cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-flops-reduction", **TARGET_CHECKS)
     target_params_reduction: tuple[float, ...] = setting(
         (), "the same for fractions of the parameters removed", role=SWEEP, group=WHAT, shown_default="none",
-        cli={"type": S.parse_floats, "metavar": "F1,F2,..."})
+        cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-params-reduction", **TARGET_CHECKS)
     target_tolerance: float = setting(0.02, "a target is reached within this distance (absolute, as a fraction)",
                                       role=SWEEP, group=WHAT, open_min=0, open_max=0.5)
     max_probes: int = setting(8, "probes (trials) per method and seed of a target search, shared by its targets",
@@ -414,7 +419,8 @@ class SweepConfig:
         _check(self.name is None or (0 < len(self.name) <= 100 and all(c.isalnum() or c in "._-"
                                                                           for c in self.name)
                                      and bool(self.name.strip("."))),
-               f"sweep name must be 1-100 letters, digits, '.', '_' or '-', not only dots, got {self.name!r}")
+               f"sweep name must be 1-100 letters, digits, '.', '_' or '-', not only dots, got "
+               f"{S.quote(self.name or '')}")
         if self.experiment is not None:
             check_experiment_name(self.experiment)
         self.trials()  # validates every method option, swept value and zeroing spec

@@ -41,7 +41,7 @@ def _fmt(values) -> str:
     return ",".join(f"{v:.4f}" for v in values)
 
 
-def plan_lines(sweep: SweepConfig, trials: list[TrialConfig]) -> list[str]:
+def plan_lines(sweep: SweepConfig, trials: list[TrialConfig], train_examples: int | None = None) -> list[str]:
     """What the sweep will run, said before it starts: the trials (or the target searches), the experiment,
     the training budget and the recipe where it is not the plain one."""
     t = sweep.train
@@ -66,7 +66,11 @@ def plan_lines(sweep: SweepConfig, trials: list[TrialConfig]) -> list[str]:
         lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
             f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
     lines.append(f"experiment {sweep.experiment_name}" + (f" (preset {sweep.preset})" if sweep.preset else ""))
-    lines.append(f"budget {display_name(t.model)}, {t.epochs} epochs, batch {t.batch_size}, lr {t.lr}, momentum {t.momentum}, "
+    batch = f"batch {t.batch_size}"
+    if train_examples is not None and t.batch_size >= train_examples:   # said: a whole epoch is one step
+        batch += (f" (not below the {train_examples} training examples: one step per epoch, "
+                  f"{sweep.train.epochs} in all)")
+    lines.append(f"budget {display_name(t.model)}, {t.epochs} epochs, {batch}, lr {t.lr}, momentum {t.momentum}, "
           f"weight decay {t.weight_decay}, device {t.device}" + (", bf16 autocast" if t.precision == "bf16" else "")
           + (", channels-last" if t.channels_last else ""))
     recipe = [f"{t.optimizer}" + (" (nesterov)" if t.nesterov else "")] * (t.optimizer != "sgd" or t.nesterov)

@@ -97,7 +97,9 @@ class Reserve:
                     stale.unlink(missing_ok=True)
             target = path / f".bench-reserve-{os.getpid()}"
             try:
-                with open(target, "wb") as f:
+                target.unlink(missing_ok=True)   # a new file: never written through a link left at its name
+                with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600),
+                               "wb") as f:
                     f.write(b"\0" * self.SIZE)
                     f.flush()
                     os.fsync(f.fileno())

@@ -2,6 +2,8 @@
 command's exit status derived from them. Plain data; imports nothing of Ray or MLflow."""
 from __future__ import annotations
 
+import re
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +30,42 @@ class TrialOutcome:
     trial: TrialConfig | None = field(default=None, repr=False, compare=False)
 
 
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
 def error_text(error: BaseException) -> str:
-    """The one line a failed trial's error comes down to (a full disk said as such)."""
+    """The one line a failed trial's error comes down to: its type, its message's last line and where it was
+    raised (``KeyError: 'epoch' (at bench/recording.py:124 in __init__)``); a full disk said as such."""
     cause = getattr(error, "cause", None) or error
     if guard.disk_full(str(error)) or guard.disk_full(str(cause)):
         return f"{NO_SPACE}: {type(cause).__name__}"
+    kind = type(cause).__name__
     text = str(cause).strip().splitlines()
-    return text[-1] if text else type(cause).__name__
+    last = text[-1].strip() if text else ""
+    line = last if last.startswith(kind) else f"{kind}: {last}" if last else kind
+    where = raised_at(error)
+    return line + (f" (at {where})" if where else "")
+
+
+def raised_at(error: BaseException) -> str | None:
+    """Where an error was raised, as ``path:line in function`` with the path from the package down
+    (``bench/trainer.py``, ``methods/l1.py``, a user's file by its name): the innermost frame of the worker's
+    traceback that Ray's error carries as text, else of the error's own traceback."""
+    frames = [(f, int(n), fn) for f, n, fn in _FRAME.findall(str(error))]
+    cause = getattr(error, "cause", None) or error
+    if not frames and cause.__traceback__ is not None:
+        frames = [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(cause.__traceback__)]
+    if not frames:
+        return None
+    path, line, function = frames[-1]
+    parts = path.replace("\\", "/").split("/")
+    for package in ("bench", "methods"):
+        if package in parts[:-1]:
+            parts = parts[len(parts) - 1 - parts[::-1].index(package):]
+            break
+    else:
+        parts = parts[-1:]
+    return f"{'/'.join(parts)}:{line} in {function}"
 
 
 def ending(outcomes: list) -> tuple[str, int, str | None]:

@@ -27,7 +27,7 @@ from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FA
                        TrialOutcome, ending)
 from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
 from .config import ConfigError, SweepConfig, TrialConfig, redact
-from .settings import RUNTIME, names_with_role
+from .settings import RUNTIME, names_with_role, quote
 
 
 
@@ -150,7 +150,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                                   f"({target.kind}) of {display_name(t.model)} can be removed, {bound}")
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
-    for line in plan_lines(sweep, trials):
+    for line in plan_lines(sweep, trials, data.n_train):
         write(line)
     return trials, data
 
@@ -194,7 +194,7 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
     from .tracking import Store
 
     if not name or not all(c.isalnum() or c in "._-" for c in name):
-        raise ConfigError(f"{name!r} is not a sweep name (letters, digits, '.', '_' and '-')")
+        raise ConfigError(f"{quote(name)} is not a sweep name (letters, digits, '.', '_' and '-')")
     store = Store(uri)
     found = []
     for candidate in [experiment] if experiment else store.experiment_names():
@@ -288,12 +288,31 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
             held.enter_context(guard.exclusive(located.uri, record.run_id, record.name))
             from .checkpoints import CheckpointError, check_sweep
             try:
-                for line in check_sweep(sweep.storage_path, record.run_id):
+                for line in check_sweep(sweep.storage_path, record.run_id, lambda: expected_state(trials, data)):
                     write(f"note   {line}")
             except CheckpointError as err:
                 raise ConfigError(str(err)) from None
         return _execute(sweep, trials, data, located, held, runner=runner, write=write, command=command,
                         ended=ended if ended is not None else {})
+
+
+def expected_state(trials: list[TrialConfig], data):
+    """What a checkpoint of these trials must hold (``bench.checkpoints.Expected``): the model's and the masks'
+    state as the first trial builds them (every trial of a sweep trains the same model), each trial's method
+    state keys."""
+    from .checkpoints import Expected
+    from .trainer import build_trial_model
+    from .zeroing import FilterMasks
+
+    model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes)
+    methods = {}
+    for trial in trials:
+        method = trial.build_method()
+        method.bind(structure.units)
+        methods[trial.key] = tuple(method.state_dict())
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    masks = {k: tuple(v.shape) for k, v in FilterMasks(structure).state_dict()["masks"].items()}
+    return Expected(trials[0].train.epochs, shapes, masks, methods)
 
 
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
@@ -373,6 +392,11 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                     outcomes += (runner or run_sweep)(sweep, missing, data, tracking,
                                                       run_name=f"{name}-controls-{time.strftime('%H%M%S')}",
                                                       **({"reserve": reserve} if runner is None else {}))
+            elif sweep.controls:   # said, so that a sweep with no control is not read as one whose controls ran
+                unfinished = sum(o.status != "FINISHED" for o in outcomes)
+                write(f"controls skipped: {unfinished} of {len(outcomes)} trial{'s' * (len(outcomes) != 1)} did not "
+                      f"finish, and the --controls ({','.join(sweep.controls)}) run once every trial has; "
+                      f"`bench resume {name}` runs what is left, then them")
         except BaseException as err:
             store.close_open_children(experiment_id, parent)
             # a whole process group terminated takes the local Ray with it: whatever Ray raises then (lost
@@ -414,9 +438,30 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         print(f"bench: error: {NO_SPACE} on the disk of {where_full(sweep, uri)}: the sweep stopped and its runs are "
               f"closed; free space, then `bench resume {name}` continues it", file=sys.stderr)
     elif code == EXIT_TRIALS_FAILED:
-        failed = sum(o.status == "FAILED" for o in outcomes)
-        print(f"{failed} trial(s) failed; `bench resume {name}` runs them again", file=sys.stderr)
+        print(resume_advice([o for o in outcomes if o.status == "FAILED"], name), file=sys.stderr)
     return code
+
+
+def resume_advice(failed: list, name: str) -> str:
+    """What to do about failed trials, offering ``bench resume`` only where it can succeed: a trial refused
+    its checkpoint is resumed once the folder its error names is deleted; a trial whose loss or penalty
+    diverged diverges again with the same settings; any other error runs again."""
+    refused = [o for o in failed if "refusing to resume from a checkpoint" in (o.error or "")]
+    diverged = [o for o in failed if _diverged(o)]
+    others = len(failed) - len(refused) - len(diverged)
+    parts = []
+    if refused:
+        parts.append(f"{len(refused)} refused a checkpoint: delete the folder its error names, then "
+                     f"`bench resume {name}` continues it")
+    if diverged:
+        parts.append(f"{len(diverged)} diverged (a NaN or infinite loss or penalty): a resume runs the same settings "
+                     "and diverges again; run a new sweep with a lower strength or learning rate")
+    if others:
+        parts.append(f"`bench resume {name}` runs the other {others} again (an error of the code or the data "
+                     "fails again until it is fixed)" if refused or diverged else
+                     f"`bench resume {name}` runs them again (an error of the code or the data fails again "
+                     "until it is fixed; the summary's error says where it was raised)")
+    return f"{len(failed)} trial(s) failed; " + "; ".join(parts)
 
 
 def written_folders(sweep: SweepConfig, uri: str) -> list[str]:

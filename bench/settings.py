@@ -37,6 +37,16 @@ PRECISIONS = ("fp32", "bf16")   # --precision of bench run (config.py) and bench
 PROTOCOLS = ("regularize", "prune-to-target")   # --protocol of bench run; methods/base.py's Method.protocols
 
 
+def quote(text: str, limit: int = 80) -> str:
+    """A user's value as an error message quotes it: ``repr`` of its first ``limit`` characters, and its length
+    when it is longer (a 10 kB name is not echoed whole)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _shown(value: Any) -> str:
+    return quote(value) if isinstance(value, str) else repr(value)
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot be used; raised before any work starts (``bench.config`` exports it)."""
 
@@ -143,10 +153,10 @@ def coerce(f: dataclasses.Field, kind: Any, value: Any) -> Any:
         inner = typing.get_args(base)[0]
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if not all(_matches(v, inner) for v in items):
-            raise SettingError(f"{f.name}: expected {_describe(base)}, got {value!r}")
+            raise SettingError(f"{f.name}: expected {_describe(base)}, got {_shown(value)}")
         return tuple(float(v) if inner is float else v for v in items)
     if not _matches(value, base):
-        raise SettingError(f"{f.name}: expected {_describe(base)}, got {value!r}"
+        raise SettingError(f"{f.name}: expected {_describe(base)}, got {_shown(value)}"
                            + (" (a string)" if isinstance(value, str) and base in (int, float) else ""))
     if base is float and isinstance(value, int):
         return float(value)
@@ -159,7 +169,7 @@ def check_range(f: dataclasses.Field, value: Any) -> None:
 
     problem = range_problem(value, f.metadata.get("checks", {}))
     if problem:
-        raise SettingError(f"{label_of(f)} {problem}, got {value!r}")
+        raise SettingError(f"{label_of(f)} {problem}, got {_shown(value)}")
 
 
 def check_fields(obj: Any) -> None:

@@ -46,6 +46,7 @@ import numpy as np
 
 from .datatypes import (ArrayItems, DataError, Dataset, ImageFiles, Items, StreamData, TorchItems,  # noqa: F401
                         as_uint8_chw, fit, open_image, rgb, try_download)
+from .files import write_text
 from .usercode import UserCodeError, display_name, load_callable
 
 SOURCE_HELP = {
@@ -415,9 +416,7 @@ def cached_stats(key: str, places: Sequence[Path], compute: Callable[[], tuple[t
     for place in places:
         try:
             place.mkdir(parents=True, exist_ok=True)
-            tmp = place / f".{name}.{os.getpid()}"
-            tmp.write_text(json.dumps({"key": key, "mean": mean, "std": std}))
-            os.replace(tmp, place / name)
+            write_text(place / name, json.dumps({"key": key, "mean": mean, "std": std}))
             break
         except OSError:
             continue

@@ -274,14 +274,19 @@ class Method:
     def check_model(self, model: nn.Module) -> None:
         """Raise :class:`MethodError` if the method cannot work on ``model`` (checked before any training)."""
 
+    # The three hooks run in every epoch the method trains in: every epoch under --protocol regularize; under
+    # --protocol prune-to-target the sparse epochs only (up to and including the pruning epoch, whose
+    # on_epoch_end runs before the pruning step), not the fine-tuning epochs, which are plain training.
+
     def on_epoch_start(self, model: nn.Module, state: MethodState) -> None:
-        """Called at the start of every epoch, before its first step."""
+        """Called at the start of every epoch the method trains in (see above), before its first step."""
 
     def after_step(self, model: nn.Module, state: MethodState) -> None:
-        """Called after every optimizer step (and after the masks are re-applied)."""
+        """Called after every optimizer step of an epoch the method trains in (after the masks are re-applied)."""
 
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
-        """Called at the end of every epoch, before the zeroing rule and the evaluation."""
+        """Called at the end of every epoch the method trains in (under prune-to-target not in fine-tuning),
+        before the zeroing rule and the evaluation."""
 
     def state_dict(self) -> dict[str, Any]:
         """What the method itself changes while training (beyond the model, the optimizer and the masks, which
@@ -303,7 +308,8 @@ class Method:
 
 
 class PostHocMethod(Method):
-    """Base of methods with no penalty term (a baseline, or a criterion applied by hooks)."""
+    """Base of methods with no penalty term (a baseline, or a criterion applied by hooks). Its hooks run as any
+    method's do: every epoch under the regularize protocol, the sparse epochs only under prune-to-target."""
 
     sweep_axis: ClassVar[str | None] = None
 

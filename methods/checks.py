@@ -1,6 +1,7 @@
 """One vocabulary for checking a declared value, shared by the harness's settings (bench/settings.py) and the
 methods' options (:class:`methods.base.HparamsBase`): the declared checks are ``choices`` (allowed values),
-``min`` / ``max`` (inclusive bounds) and ``open_min`` / ``open_max`` (exclusive bounds); a value given as text
+``min`` / ``max`` (inclusive bounds), ``open_min`` / ``open_max`` (exclusive bounds) and, for a list,
+``distinct`` (no value twice; the bounds apply to each item); a value given as text
 (a command line, ``--option l1l2.lam=0.5``) is read as the declared type by :func:`from_text`. Messages read
 ``<what> must be in [0, 1), got 1.0`` and ``<what>: expected a number, got 'abc'``. Imports nothing of bench."""
 from __future__ import annotations
@@ -9,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-CHECKS = ("choices", "min", "max", "open_min", "open_max")
+CHECKS = ("choices", "min", "max", "open_min", "open_max", "distinct")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -23,6 +24,15 @@ def range_problem(value: Any, checks: Mapping[str, Any]) -> str | None:
     """What is wrong with ``value`` under ``checks`` (``"must be one of sgd, adamw"``, ``"must be a finite
     number"``, ``"must be >= 0"``, ``"must be in [0, 1)"``), or None when nothing is."""
     if value is None:
+        return None
+    if isinstance(value, (tuple, list)):   # a list: each item, then no item twice where declared
+        for item in value:
+            problem = range_problem(item, checks)
+            if problem:
+                return f"{problem} (each value; {item!r} is not)"
+        twice = sorted({repr(v) for v in value if list(value).count(v) > 1})
+        if checks.get("distinct") and twice:
+            return f"must not list a value twice ({', '.join(twice)} is listed twice)"
         return None
     if "choices" in checks and value not in checks["choices"]:
         return f"must be one of {', '.join(map(str, checks['choices']))}"

@@ -110,14 +110,81 @@ class _RunsCode:
         return (open, (self.target, "w"))
 
 
-def _checkpoint(storage, epoch: int, key: str = "k", parent: str = "sweep-run"):
+def _state(epoch: int, **parts):
+    """A trial's state as the trainer's snapshot lays it out (a 64 x 64 weight, one unit of 64 groups)."""
+    state = {"epoch": epoch, "step": 10 * epoch, "model": {"conv.weight": torch.full((64, 64), float(epoch))},
+             "optimizer": {"state": {}, "param_groups": []}, "masks": {"masks": {"conv": torch.ones(64)},
+                                                                      "dirty": {"conv": False}},
+             "method": {}, "rng": {"generator": torch.zeros(8, dtype=torch.uint8), "torch": torch.zeros(8),
+                                   "numpy": ("MT19937", torch.zeros(4), 0, 0, 0.0), "python": (3, (1, 2), None)},
+             "last": {}}
+    state.update(parts)
+    return state
+
+
+def _checkpoint(storage, epoch: int, key: str = "k", parent: str = "sweep-run", state=None):
     """A checkpoint laid out as Ray Tune stores it: <storage>/<tuner run>/<trial>/checkpoint_NNNNNN/."""
     from bench import checkpoints
     folder = storage / "tuner" / "trial_1" / f"checkpoint_{epoch:06d}"
     folder.mkdir(parents=True)
-    checkpoints.write(folder, {"epoch": epoch, "weights": torch.full((64, 64), float(epoch))},
+    checkpoints.write(folder, _state(epoch) if state is None else state,
                       {"trial_key": key, "epoch": epoch, "run_id": "r", "parent_run_id": parent})
     return folder
+
+
+def _expected(epochs: int = 4, method=("beta",)):
+    from bench import checkpoints
+    return checkpoints.Expected(epochs, {"conv.weight": (64, 64)}, {"conv": (64,)}, {"k": method})
+
+
+@pytest.mark.parametrize("foreign,why", [
+    ({"foo": torch.randn(3, 3), "bar": torch.zeros(5)}, "lacks 'epoch', 'step'"),
+    (_state(1), "state of epoch 1, its record says epoch 2"),
+    (_state(2, model={"conv.weight": torch.zeros(32, 64)}), "conv.weight has shape (32, 64), not (64, 64)"),
+    (_state(2, model={"fc.weight": torch.zeros(64, 64)}), "its model lacks conv.weight and has fc.weight"),
+    (_state(2, masks={"masks": {"conv": torch.ones(64), "conv2": torch.ones(8)}, "dirty": {}}), "has conv2"),
+    (_state(2, method={"growth": {}}), "method state holds ['growth'], the trial's method keeps ['beta']"),
+    (_state(2, step=2.5), "its 'step' is a float"),
+])
+def test_a_well_formed_state_that_is_not_this_sweeps_trial_is_refused_before_any_work(tmp_path, foreign, why):
+    """A foreign torch.save (its size and hash written into the record, so it passes the integrity check) or a
+    state of another model, epoch or method: the driver's check refuses it naming the file and the folder to
+    delete, and so does the trial's own lookup where it can tell without the model."""
+    import hashlib
+    import json
+
+    from bench import checkpoints
+    storage = tmp_path / "ray_results"
+    folder = _checkpoint(storage, 2)
+    path = folder / checkpoints.STATE
+    torch.save(foreign, path)
+    info = json.loads((folder / checkpoints.INFO).read_text())
+    info.update(size=path.stat().st_size, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+    (folder / checkpoints.INFO).write_text(json.dumps(info))
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.check_sweep(storage, "sweep-run", _expected)
+    text = str(err.value)
+    assert why in text and str(path) in text and f"delete the folder {folder}" in text, text
+    if "lacks 'epoch'" in why or "record says" in why or "'step'" in why:
+        with pytest.raises(checkpoints.CheckpointError, match="is not a trial's state"):
+            checkpoints.latest(storage, "k", "sweep-run")
+    assert checkpoints.check_sweep(storage, "another-sweep", _expected) == []
+
+
+def test_a_trial_epoch_past_the_last_checkpointed_one_is_refused(tmp_path):
+    from bench import checkpoints
+    _checkpoint(tmp_path, 4)
+    with pytest.raises(checkpoints.CheckpointError, match="epoch 4 is not one a trial of 4 epochs keeps"):
+        checkpoints.check_sweep(tmp_path, "sweep-run", _expected)
+
+
+def test_the_states_a_trial_wrote_pass_the_contents_check(tmp_path):
+    from bench import checkpoints
+    storage = tmp_path / "ray_results"
+    _checkpoint(storage, 1, state=_state(1, method={"beta": 1.0}))
+    assert checkpoints.check_sweep(storage, "sweep-run", _expected) == []
+    snapshot, info = checkpoints.latest(storage, "k", "sweep-run")
+    assert snapshot["method"] == {"beta": 1.0} and info["epoch"] == 1
 
 
 @pytest.mark.parametrize("record", ["left as written", "rewritten to match"])
@@ -159,7 +226,8 @@ def test_a_checkpoint_cut_short_is_skipped_for_the_previous_one(tmp_path):
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
     notes: list[str] = []
     snapshot, info = checkpoints.latest(storage, "k", "sweep-run", note=notes.append)
-    assert snapshot["epoch"] == 1 and info["epoch"] == 1 and torch.equal(snapshot["weights"], torch.ones(64, 64))
+    assert snapshot["epoch"] == 1 and info["epoch"] == 1 and \
+        torch.equal(snapshot["model"]["conv.weight"], torch.ones(64, 64))
     assert len(notes) == 1 and "cut short" in notes[0] and "epoch 2" in notes[0]
     assert ["cut short" in n for n in checkpoints.check_sweep(storage, "sweep-run")] == [True]
     assert checkpoints.latest(storage, "other-trial", "sweep-run") is None

@@ -7,6 +7,7 @@ import html
 import io
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -14,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from .. import names as N
+from ..files import write_bytes
 from ..tracking import Store
 from ..version import __version__
 from .equal import equal_target, fig_equal_target, field_quoted, stability
@@ -45,10 +47,14 @@ FIGURES = {
 
 def build_report(results: Results, out: str | Path, registry: Mapping[str, MethodInfo],
                  attach: bool = True) -> Path:
-    """Write the report folder; returns the path of ``index.html``."""
+    """Write the report folder; returns the path of ``index.html``.
+
+    Every file is made in memory, then written into ``out`` as a new file renamed over its name
+    (bench/files.py): a symbolic link planted there is replaced, never written through. The copies attached
+    to the sweeps' runs are written to a private temporary folder first, so nothing is read back from ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results.epochs.to_csv(out / "results.csv", index=False)
+    files: dict[str, bytes] = {"results.csv": results.epochs.to_csv(index=False).encode("utf-8")}
     figures: dict[str, bytes] = {}
     drawn: dict[str, list[str]] = {}   # what each figure drew beyond its fixed caption
     plt, _ = _plt()
@@ -66,22 +72,24 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
         fig = make()
         if fig is None:
             continue
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110)
-        fig.savefig(out / vector(name), format="svg")   # for papers: scales without loss
+        png, svg = io.BytesIO(), io.BytesIO()
+        fig.savefig(png, format="png", dpi=110)
+        fig.savefig(svg, format="svg")   # for papers: scales without loss
         drawn[name] = list(getattr(fig, "bench_notes", []))
         plt.close(fig)
-        figures[name] = buffer.getvalue()
-        (out / name).write_bytes(figures[name])
+        figures[name] = files[name] = png.getvalue()
+        files[vector(name)] = svg.getvalue()
     sections = _sections(results, registry, figures, drawn)
-    (out / "report.md").write_text(_markdown(results, sections))
-    (out / "index.html").write_text(_html(results, sections, figures))
+    files["report.md"] = _markdown(results, sections).encode("utf-8")
+    files["index.html"] = _html(results, sections, figures).encode("utf-8")
+    for name, data in files.items():
+        write_bytes(out / name, data)
     if attach:   # the files written here, never anything else the folder holds
-        written = [out / name for name in ("index.html", "report.md", "results.csv", *figures,
-                                           *map(vector, figures))]
         store = Store(results.uri)
-        for sweep in results.sweeps:
-            store.attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
+        with tempfile.TemporaryDirectory() as private:
+            written = [write_bytes(Path(private) / name, data) for name, data in files.items()]
+            for sweep in results.sweeps:
+                store.attach_files(sweep["run_id"], written, N.REPORT_FOLDER)
     return out / "index.html"
 
 
@@ -204,14 +212,22 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
     return out
 
 
+def md_escape(text: str) -> str:
+    """Text for report.md with HTML's special characters escaped outside `code` spans: a name that holds HTML
+    (an experiment called ``<img src=x onerror=...>``) shows as text in a Markdown viewer, not as markup."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) > 1 else html.escape(p, quote=False)
+                   for p in parts)
+
+
 def _markdown(results: Results, sections: Sequence[Section]) -> str:
-    lines = [f"# Trade-off report: {results.experiment}", ""]
+    lines = [f"# Trade-off report: {md_escape(results.experiment)}", ""]
     for s in sections:
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {md_escape(s.title)}", ""]
         if s.text:
-            lines += [s.text, ""]
+            lines += [md_escape(s.text), ""]
         if s.figure:
-            lines += [f"![{s.title}]({s.figure})", ""]
+            lines += [f"![{md_escape(s.title)}]({s.figure})", ""]
         if s.table is not None:
             lines += [markdown_table(s.table), ""]
         if s.code:
@@ -223,7 +239,7 @@ def _markdown(results: Results, sections: Sequence[Section]) -> str:
 def markdown_table(df: pd.DataFrame) -> str:
     def cell(v: Any) -> str:
         text = "-" if _missing(v) else str(v)
-        return text.replace("|", "\\|").replace("\n", " ")
+        return md_escape(text).replace("|", "\\|").replace("\n", " ")
     head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]

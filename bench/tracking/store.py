@@ -64,10 +64,15 @@ def normalize_uri(uri: str) -> str:
     return uri
 
 
-def check_tracking_uri(uri: str, timeout: float = 5.0, write: bool = True) -> None:
+def check_tracking_uri(uri: str, timeout: float = 5.0, write: bool = True, existing: bool = False) -> None:
     """Fail fast, before any trial starts, if the store cannot be reached, or written (``write``; a command
-    that only reads, such as ``bench report --no-attach``, passes False)."""
+    that only reads, such as ``bench report --no-attach``, passes False). ``existing``: a command that reads
+    what a store holds (``bench resume``, ``bench report``, ``bench.load_results``) refuses an sqlite store that
+    does not exist, before anything (the database, its folder, its lock) is created."""
     parsed = urlparse(uri)
+    if existing and parsed.scheme == "sqlite" and not Path(uri[len("sqlite:///"):]).is_file():
+        raise TrackingError(f"no tracking database at {uri[len('sqlite:///'):]} (nothing was created there): "
+                            "run `bench run` with this --tracking-uri first, or pass the one the sweeps used")
     if parsed.scheme in ("http", "https"):
         import urllib.error
         import urllib.request
