@@ -7,14 +7,13 @@ so a reader never sees half a file and an interrupted write leaves the old file 
 partial one. The temporary file is created with ``O_EXCL`` (``tempfile.mkstemp``), so it cannot be a link either.
 Files are created with the permissions the user's umask gives a new file (mkstemp's own are 0600).
 
-:func:`regular_file` is the reading side: a file bench reads back from such a folder (to attach it to MLflow) must
-be a regular file, not a link. A leaf: imports nothing of bench, no torch.
+Nothing is read back from such a folder: the report attaches to MLflow the copies it wrote to a private temporary
+folder. A leaf: imports nothing of bench, no torch.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,14 +65,4 @@ def write_with(target: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     return Path(target)
 
 
-def regular_file(path: str | os.PathLike) -> Path:
-    """``path`` when it is a regular file itself (not a link, a device or a pipe); else an OSError naming it."""
-    path = Path(path)
-    mode = os.lstat(path).st_mode
-    if not stat.S_ISREG(mode):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-        raise OSError(f"{path} is {kind}; bench reads back only the regular files it wrote")
-    return path
-
-
-__all__ = ["regular_file", "replacing", "write_bytes", "write_text", "write_with"]
+__all__ = ["replacing", "write_bytes", "write_text", "write_with"]

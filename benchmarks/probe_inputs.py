@@ -8,7 +8,9 @@ Each case runs `python -m bench.cli ...` in a fresh empty folder (with BENCH_NO_
 files it names there and running its set-up commands (``before``); a ``disk`` case's folder is a small tmpfs
 (root only; skipped elsewhere), a ``stale_ray`` case leaves a `ray_current_cluster` file pointing nowhere. A case with ``fault`` starts the command, waits until a trial is training, then does
 something to it (a signal to the process group, say). The expected exit code is printed beside the real one;
-a row marked `!!` is a case that does not behave (another exit code, or a traceback in its output). Add a case by adding a row to CASES.
+a row marked `!!` is a case that does not behave (another exit code, a traceback in its output, or a failed
+``check``: what the case looks at after the command, a file a link pointed to, say). ``setup`` prepares what
+a command-line option cannot (a planted link, a foreign checkpoint). Add a case by adding a row to CASES.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +81,100 @@ NETS = ("import torch\nfrom torch import nn\n"
 TINY = ["--methods", "l1l2", "--lambdas", "0.1", "--limit-train", "128", "--limit-test", "64", "--latency-time", "0"]
 
 
+FAIL_PLUGIN = ("from pathlib import Path\n"
+               "from bench.recording import TrialRecorder\n"
+               "_keep = TrialRecorder.keep\n"
+               "def keep(self, epoch, state):\n"
+               "    _keep(self, epoch, state)\n"
+               "    if epoch == 1 and Path(__file__).with_name('fail').exists():\n"
+               "        raise RuntimeError('planted failure after the checkpoint of epoch 1')\n"
+               "TrialRecorder.keep = keep\n")
+FAILING = ["--plugin", "fail_plugin.py", "--latency-time", "0", "--limit-train", "128", "--limit-test", "64"]
+
+
+def _bench(folder: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_NO_DOWNLOAD": "1"}
+    return subprocess.run([sys.executable, "-m", "bench.cli", *argv], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _links(folder: Path) -> str | None:
+    """OUT/index.html and OUT/report.md: links to files outside OUT that hold "keep"."""
+    (folder / "OUT").mkdir()
+    for name, victim in (("index.html", "victim.txt"), ("report.md", "victim2.txt")):
+        (folder / victim).write_text("keep")
+        (folder / "OUT" / name).symlink_to(Path("..") / victim)
+    return None
+
+
+def _victims_kept(folder: Path, output: str) -> str | None:
+    changed = [v for v in ("victim.txt", "victim2.txt") if (folder / v).read_text() != "keep"]
+    return f"written through the link: {', '.join(changed)}" if changed else None
+
+
+def _foreign_checkpoint(folder: Path) -> str | None:
+    """A sweep whose trial failed after its epoch-1 checkpoint; that checkpoint's state replaced by a
+    well-formed torch.save of something else, its size and SHA-256 written into its record."""
+    import hashlib
+    import json
+
+    (folder / "fail").write_text("")
+    done = _bench(folder, "run", *SYNTH[:2], "--epochs", "3", "--device", "cpu", "--methods", "l1l2", "--lambdas",
+                  "0.1", "--name", "s", *FAILING)
+    (folder / "fail").unlink()
+    states = sorted(folder.glob("ray_results/*/*/checkpoint_*/trial_state.pt"))
+    if done.returncode != 1 or not states:
+        return f"(its set-up sweep exited {done.returncode} with {len(states)} checkpoint(s))"
+    code = ("import sys, torch; torch.save({'foo': torch.randn(3, 3), 'bar': torch.zeros(5)}, sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(states[-1])], check=True)
+    record = states[-1].with_name("bench_checkpoint.json")
+    info = json.loads(record.read_text())
+    info.update(size=states[-1].stat().st_size, sha256=hashlib.sha256(states[-1].read_bytes()).hexdigest())
+    record.write_text(json.dumps(info))
+    return None
+
+
+def _refused_then_resumed(folder: Path, output: str) -> str | None:
+    """The refusal names the state file; once the folder it names is deleted, the resume finishes the sweep."""
+    (state,) = sorted(folder.glob("ray_results/*/*/checkpoint_*/trial_state.pt"))[-1:]
+    if str(state) not in output or f"delete the folder {state.parent}" not in output:
+        return "the refusal does not name the checkpoint and its folder"
+    import shutil
+    shutil.rmtree(state.parent)
+    again = _bench(folder, "resume", "s")
+    return None if again.returncode == 0 else f"after deleting the folder, the resume exited {again.returncode}"
+
+
+def _nothing_under(name: str):
+    def check(folder: Path, output: str) -> str | None:
+        made = sorted(p.name for p in (folder / name).rglob("*")) if (folder / name).exists() else []
+        return f"created under {name}: {', '.join(made)}" if made else None
+    return check
+
+
+def _said(*texts: str):
+    def check(folder: Path, output: str) -> str | None:
+        missing = [t for t in texts if t not in output]
+        return f"does not say {missing[0]!r}" if missing else None
+    return check
+
+
+def _short_output(folder: Path, output: str) -> str | None:
+    return f"{len(output)} characters of output" if len(output) > 2000 else None
+
+
+def _no_raw_html(folder: Path, output: str) -> str | None:
+    import re
+    md = (folder / "OUT" / "report.md").read_text()
+    return "raw HTML in report.md" if "<b>" in re.sub(r"`[^`]*`", "", md) else None
+
+
+LOAD = ("import sys, bench\ntry:\n    bench.load_results('nope', tracking_uri='sqlite:///NEW/none.db')\n"
+        "except Exception as err:\n    print(f'error: {err}')\n    sys.exit(2)\n")
+P2T = ["run", "--protocol", "prune-to-target", "--methods", "taylor", "--dataset", "synthetic", "--epochs", "2",
+       "--device", "cpu"]
+
+
 @dataclass
 class Case:
     label: str
@@ -90,6 +187,8 @@ class Case:
     disk: str | None = None           # the folder is a tmpfs of this size ("12m"; needs root)
     ready: str = " epoch "            # the line a fault waits for
     stale_ray: bool = False           # a ray_current_cluster file pointing nowhere, as a dead `ray start` leaves
+    setup: Callable[[Path], str | None] | None = None           # more set-up (after ``before``); a text: it failed
+    check: Callable[[Path, str], str | None] | None = None      # after the command: a text says what went wrong
 
 
 CASES = [
@@ -188,6 +287,28 @@ CASES = [
          expect=1, disk="12m"),
     Case("Ctrl-C of bench ui", ["ui", "--port", "5931"], expect=0, fault="sigint-group", ready="Ctrl-C to stop",
          before=[["run", *SYNTH, *TINY]]),
+    # -- reliability and security, fourth probe -----------------------------------------------------------------
+    Case("report --out OUT whose files are links outside it", ["report", "--no-attach", "--out", "OUT"], expect=0,
+         before=[["run", *SYNTH, *TINY]], setup=_links, check=_victims_kept),
+    Case("resume from a foreign checkpoint (hash rewritten)", ["resume", "s"], files={"fail_plugin.py": FAIL_PLUGIN},
+         setup=_foreign_checkpoint, check=_refused_then_resumed, timeout=600),
+    *[Case(f"prune-to-target with target {t}", [*P2T, "--target-flops-reduction", t]) for t in ("1.5", "0", "-0.1",
+                                                                                                "0.5,0.5")],
+    Case("prune-to-target with --target-sparsity 1.2", [*P2T, "--target-sparsity", "1.2"]),
+    Case("resume of a store that does not exist", ["resume", "x", "--tracking-uri", "sqlite:///NEW/none.db"],
+         check=_nothing_under("NEW")),
+    Case("load_results of a store that does not exist", ["-c", LOAD], check=_nothing_under("NEW")),
+    Case("sweep named with 10 kB", ["run", *SYNTH, "--methods", "l1l2", "--name", "n" * 10_000 + "/"],
+         check=_short_output),
+    Case("experiment named with HTML, then its report", ["report", "--no-attach", "--out", "OUT", "--experiment",
+                                                         "<b>x</b>"], expect=0,
+         before=[["run", *SYNTH, *TINY, "--experiment", "<b>x</b>"]], check=_no_raw_html),
+    Case("batch larger than the training split", ["run", *SYNTH, "--methods", "l1l2", "--limit-train", "256",
+                                                  "--batch-size", "100000", "--dry-run"], expect=0,
+         check=_said("one step per epoch")),
+    Case("controls after a failed trial", [*P2T, "--target-flops-reduction", "0.5", "--controls", "scratch",
+                                           *FAILING], expect=1, files={"fail_plugin.py": FAIL_PLUGIN, "fail": ""},
+         check=_said("controls skipped", "RuntimeError: planted failure")),
     Case("SIGTERM to the process group mid-sweep", ["run", "--methods", "l1l2", "--lambdas", "0.1",
                                                     "--dataset", "synthetic", "--epochs", "200", "--device", "cpu"],
          expect=130, fault="sigterm-group"),
@@ -223,8 +344,14 @@ def _run_in(case: Case, folder: str) -> tuple[int | None, float, str]:
     if case.stale_ray:
         stale.parent.mkdir(parents=True, exist_ok=True)
         stale.write_text("127.0.0.1:9\n")
+    if case.setup is not None:
+        failed = case.setup(Path(folder))
+        if failed:
+            return None, 0.0, failed
     try:
-        return _watch(case, folder, env)
+        code, took, first, output = _watch(case, folder, env)
+        wrong = case.check(Path(folder), output) if case.check is not None and code is not None else None
+        return code, took, f"(check) {wrong}; {first}" if wrong else first
     finally:
         if case.stale_ray and saved is not None:
             stale.write_bytes(saved)
@@ -232,10 +359,13 @@ def _run_in(case: Case, folder: str) -> tuple[int | None, float, str]:
             stale.unlink(missing_ok=True)
 
 
-def _watch(case: Case, folder: str, env: dict[str, str]) -> tuple[int | None, float, str]:
-    """Run the case's command (with its fault), return its exit code, time and first meaningful line."""
+def _watch(case: Case, folder: str, env: dict[str, str]) -> tuple[int | None, float, str, str]:
+    """Run the case's command (with its fault), return its exit code, time, first meaningful line and output.
+    An ``argv`` that starts with ``-c`` is Python code run as ``python -c`` (the Python API's cases)."""
     start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", *case.argv], cwd=folder, env=env,
+    command = [sys.executable, *case.argv] if case.argv[:1] == ["-c"] else [sys.executable, "-m", "bench.cli",
+                                                                           *case.argv]
+    proc = subprocess.Popen(command, cwd=folder, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     try:
@@ -257,14 +387,14 @@ def _watch(case: Case, folder: str, env: dict[str, str]) -> tuple[int | None, fl
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        return None, time.monotonic() - start, "(timed out)"
+        return None, time.monotonic() - start, "(timed out)", "".join(lines)
     took = time.monotonic() - start
     noise = ("INFO", "WARNING", "[20", "20", "data ", "sweep ", "experiment", "budget", "ray ", "mlflow ", "note ")
     first = next((ln.strip() for ln in lines if ln.strip().startswith("bench: error")), None)
     first = first or next((ln.strip() for ln in lines if ln.strip() and not ln.startswith(noise)), "")
     if any("Traceback" in ln for ln in lines):
         first = "(traceback) " + first
-    return proc.returncode, took, first
+    return proc.returncode, took, first, "".join(lines)
 
 
 def main() -> int:
@@ -278,7 +408,7 @@ def main() -> int:
     for case in cases:
         code, took, first = run_case(case)
         skip = first.startswith("(skipped")
-        ok = code == case.expect and not first.startswith("(traceback)")   # a traceback never behaves
+        ok = code == case.expect and not first.startswith(("(traceback)", "(check)"))   # nor does a failed check
         bad += not ok and not skip
         skipped += skip
         print(f"{case.label:<44} {code if code is not None else '-':>4} {case.expect:>4} {took:>5.1f}s  "

@@ -55,3 +55,17 @@ def test_bad_settings_raise_the_message_bench_run_prints():
     from bench.config import ConfigError
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         bench.run(methods=["nope"], dataset="synthetic")
+
+
+def test_reading_a_store_that_does_not_exist_creates_nothing(tmp_path, monkeypatch):
+    import bench
+    from bench.tracking import TrackingError
+    monkeypatch.chdir(tmp_path)
+    new = tmp_path / "new"
+    new.mkdir()
+    for read in (bench.load_results, bench.load_targets):
+        with pytest.raises(TrackingError, match=f"no tracking database at {new / 'none.db'}"):
+            read("nope", tracking_uri=f"sqlite:///{new / 'none.db'}")
+    with pytest.raises(TrackingError, match="no tracking database at"):
+        bench.export("0123", tmp_path / "m.pt", tracking_uri=f"sqlite:///{new / 'none.db'}")
+    assert list(new.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["new"]

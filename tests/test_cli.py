@@ -50,11 +50,20 @@ def assert_nothing_started(tmp_path):
     (["--model", "vgg11", "--dataset", "mnist"], "dataset 'mnist' not found"),
     (["--target-sparsity", "0.999"], "--target-sparsity 0.999 cannot be reached: at most 97.1% (sparsity) of lenet5"),
     (["--methods", "none", "--target-sparsity", "0.5"], "a target search needs a method with a strength to search"),
+    # a target out of range or listed twice: one line under either protocol, before anything
+    *[([*protocol, "--target-flops-reduction", value], f"--target-flops-reduction must be in (0, 1) (each value; "
+       f"{float(value):g}" if value != "0.5,0.5" else "--target-flops-reduction must not list a value twice (0.5")
+      for protocol in ([], ["--protocol", "prune-to-target", "--methods", "taylor", "--epochs", "2"])
+      for value in ("0", "1", "-0.1", "1.5", "0.5,0.5")],
+    (["--protocol", "prune-to-target", "--methods", "taylor", "--epochs", "2", "--target-sparsity", "1.2"],
+     "--target-sparsity must be in (0, 1) (each value; 1.2 is not)"),
+    (["--name", "n" * 10_000 + "/"], "sweep name must be 1-100 letters, digits, '.', '_' or '-', not only dots, got "
+                                     f"{'n' * 80!r}... (10001 characters)"),
 ])
 def test_bad_input_is_a_clear_error_before_any_work(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, "run", "--methods", "l1l2", *QUICK, *argv)
     assert code == 2
-    assert message in err
+    assert message in err and "Traceback" not in err and len(err) < 1000, err[:2000]
     assert_nothing_started(tmp_path)
 
 
@@ -214,6 +223,17 @@ def test_plugin_methods_join_the_registry(capsys, tmp_path, registry_snapshot):
 
 
 def test_resume_without_a_sweep_to_resume(capsys, tmp_path):
+    """No store: refused, and reading created nothing (no database, no lock, no folder); a store without the
+    sweep: refused naming what it holds."""
+    from bench.tracking import Store
+
+    new = tmp_path / "new"
+    for argv in (["run", "--methods", "l1", *QUICK, "--resume"], ["resume", "x"],
+                 ["resume", "x", "--tracking-uri", f"sqlite:///{new}/none.db"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and "no tracking database at" in err and "nothing was created there" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    Store(f"sqlite:///{tmp_path / 'mlflow.db'}").prepare_experiment("other")
     code, _, err = run_cli(capsys, "run", "--methods", "l1", *QUICK, "--resume")
     assert code == 2 and "no sweep with these trials to resume in experiment 'lenet5-synthetic'" in err
     assert "it has no sweep yet" in err
@@ -366,3 +386,12 @@ def test_version_and_every_help_ending_with_its_exit_statuses(capsys):
         main(["resume", "--help"])
     groups = [line for line in capsys.readouterr().out.splitlines() if line.endswith(":") and not line.startswith(" ")]
     assert len(groups) == len(set(groups)), groups   # no option group title twice
+
+
+def test_a_batch_not_below_the_training_split_is_said_in_the_plan(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", "--methods", "l1l2", "--dataset", "synthetic", "--limit-train", "256",
+                           "--batch-size", "100000", "--epochs", "3", "--dry-run")
+    assert code == 0 and "batch 100000 (not below the 256 training examples: one step per epoch, 3 in all)" in out
+    code, out, _ = run_cli(capsys, "run", "--methods", "l1l2", "--dataset", "synthetic", "--limit-train", "256",
+                           "--batch-size", "64", "--dry-run")
+    assert code == 0 and "batch 64," in out and "training examples" not in out

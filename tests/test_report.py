@@ -409,8 +409,13 @@ def test_report_on_an_unknown_experiment_or_an_empty_store_is_a_clear_error(stor
     here = tmp_path / "here"   # --out . writes into the current folder and attaches only its own files
     here.mkdir()
     (here / "secret.txt").write_text("not for the tracking server")
+    victim = tmp_path / "victim.txt"   # a link planted where the report writes: replaced, never written through
+    victim.write_text("keep")
+    (here / "index.html").symlink_to(victim)
+    (here / "report.md").symlink_to(victim)
     code, err = report(here, "--tracking-uri", f"sqlite:///{cwd / 'mlflow.db'}", "--out", ".")
-    assert code == 0 and (here / "index.html").is_file()
+    assert code == 0 and (here / "index.html").is_file() and not (here / "index.html").is_symlink()
+    assert victim.read_text() == "keep" and not (here / "report.md").is_symlink()
     parent = next(r for r in runs if r.data.tags.get("bench.kind") == "sweep")
     assert "secret.txt" not in {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
     code, err = report(cwd, "--experiment", "nope")
@@ -423,6 +428,45 @@ def test_report_on_an_unknown_experiment_or_an_empty_store_is_a_clear_error(stor
     code, err = report(tmp_path, "--experiment", "empty")
     assert code == 2 and "has no trial runs yet" in err
     assert not (tmp_path / "reports").exists()
+
+
+def test_the_report_replaces_planted_links_and_escapes_html_from_names(tmp_path):
+    """Links at the report's file names (to files outside the folder) are replaced by the report's files, the
+    files they pointed to keep their content; an experiment name holding HTML is text in report.md, not markup."""
+    results = _epoch_rows({"l1": [0.5, 1.0]})
+    results.experiment = "<img src=x onerror=alert(1)> & co"
+    out, victim = tmp_path / "out", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("keep")
+    for name in ("index.html", "report.md", "results.csv", "losses.png", "losses.svg"):
+        (out / name).symlink_to(victim)
+    R.build_report(results, out, {}, attach=False)
+    assert victim.read_text() == "keep"
+    for name in ("index.html", "report.md", "results.csv", "losses.png", "losses.svg"):
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []   # no temporary file left
+    md = (out / "report.md").read_text()
+    assert md.startswith("# Trade-off report: &lt;img src=x onerror=alert(1)&gt; &amp; co\n")
+    assert "<img" not in re.sub(r"`[^`]*`", "", md)   # in a `code span` it shows as text
+    assert "&lt;img" in (out / "index.html").read_text()
+
+
+def test_files_are_renamed_into_place_with_the_umasks_mode_and_a_failed_write_leaves_nothing(tmp_path):
+    import os
+    import stat
+
+    from bench import files
+    target, victim = tmp_path / "f.txt", tmp_path / "victim"
+    victim.write_text("keep")
+    target.symlink_to(victim)
+    files.write_text(target, "new")
+    assert target.read_text() == "new" and not target.is_symlink() and victim.read_text() == "keep"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
+    with pytest.raises(ZeroDivisionError):
+        files.write_with(tmp_path / "g.txt", lambda path: path.write_text("half") and 1 / 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "victim"]
 
 
 def test_the_report_module_imports_neither_torch_nor_ray():

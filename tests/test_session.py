@@ -87,6 +87,47 @@ def test_a_failed_trial_gives_exit_1_and_a_resume_runs_only_the_rest(tmp_path):
     assert statuses(uri) == {"s1": ["FINISHED"], "none-s0": ["FINISHED"], "l1l2-lam0.1-s0": ["FAILED", "FINISHED"]}
 
 
+def test_controls_skipped_after_a_failed_trial_are_said(tmp_path):
+    settings = {**SETTINGS, "methods": ["taylor"], "lambdas": [], "protocol": "prune-to-target", "epochs": 2,
+                "target_flops_reduction": [0.5], "controls": ["scratch"]}
+    code, uri, _, text = start(tmp_path, settings, results={"taylor": "FAILED"})
+    assert code == 1 and "controls skipped: 1 of 1 trial did not finish, and the --controls (scratch) run once " \
+        "every trial has; `bench resume s1` runs what is left, then them" in text
+
+
+def test_an_errors_line_names_its_type_and_where_it_was_raised():
+    from bench.outcomes import error_text
+
+    def fails():
+        return {}["epoch"]
+    try:
+        fails()
+    except KeyError as err:
+        line = error_text(err)
+    assert line.startswith("KeyError: 'epoch' (at test_session.py:") and line.endswith(" in fails)")
+
+    class RayLike(Exception):   # a worker's error as Ray hands it to the driver: the traceback as text
+        cause = KeyError("epoch")
+    remote = RayLike('Traceback (most recent call last):\n  File "/venv/lib/python3.11/site-packages/bench/'
+                     'recording.py", line 126, in __init__\n    x\nKeyError: \'epoch\'')
+    assert error_text(remote) == "KeyError: 'epoch' (at bench/recording.py:126 in __init__)"
+    assert error_text(ValueError("a\nlast line")) == "ValueError: last line"
+
+
+def test_the_resume_advice_is_given_only_where_a_resume_can_succeed():
+    def failed(error):
+        return TrialOutcome("t", "FAILED", error=error)
+    refused = failed("CheckpointError: refusing to resume from a checkpoint: ... delete the folder /x ...")
+    diverged = failed("TrialDiverged: training loss is nan at epoch 2 of t")
+    other = failed("RuntimeError: boom (at methods/x.py:3 in f)")
+    assert session.resume_advice([other], "s") == "1 trial(s) failed; `bench resume s` runs them again (an error " \
+        "of the code or the data fails again until it is fixed; the summary's error says where it was raised)"
+    both = session.resume_advice([refused, diverged], "s")
+    assert "1 refused a checkpoint: delete the folder its error names, then `bench resume s`" in both
+    assert "1 diverged" in both and "diverges again" in both and "runs them again" not in both
+    assert "runs the other 1 again" in session.resume_advice([refused, other], "s")
+
+
 def test_runs_left_running_by_a_killed_driver_are_closed_on_resume(tmp_path):
     code, uri, _, _ = start(tmp_path, results={"l1l2": "RUNNING"})
     assert code == 130 and statuses(uri)["l1l2-lam0.1-s0"] == ["KILLED"]   # the driver closes what is open

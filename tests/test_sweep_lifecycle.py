@@ -266,7 +266,21 @@ def test_a_killed_sweep_keeps_finished_trials_and_continues_the_interrupted_one_
     assert refused.stderr.startswith("bench: error: refusing to resume from a checkpoint") and \
         str(planted) in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "pwned").exists() and not (elsewhere / "mlflow.db").exists()
+    # a well-formed torch.save of something else, its size and hash written into the record: refused too
+    import hashlib
+    import json
+    record = planted.with_name(checkpoints.INFO)
+    info = json.loads(record.read_text())
+    torch.save({"foo": torch.randn(3, 3), "bar": torch.zeros(5)}, planted)
+    record.write_text(json.dumps({**info, "size": planted.stat().st_size,
+                                  "sha256": hashlib.sha256(planted.read_bytes()).hexdigest()}))
+    refused = bench(elsewhere, "resume", "killed", "--tracking-uri", uri, "--storage-path",
+                    str(tmp_path / "ray_results"))
+    assert refused.returncode == 2 and f"{planted} is not the state of a trial of this sweep: it lacks 'epoch'" \
+        in refused.stderr and f"delete the folder {planted.parent}" in refused.stderr, refused.stderr[-3000:]
+    assert "start " not in refused.stdout and "Traceback" not in refused.stderr
     planted.write_bytes(original)
+    record.write_text(json.dumps(info))
     assert checkpoints.check_sweep(tmp_path / "ray_results", before["killed"].info.run_id) == []
 
     again = bench(tmp_path, *argv, "--resume")
