@@ -132,7 +132,7 @@ def write(folder: Path, state: Mapping[str, Any], info: Mapping[str, Any]) -> No
 
 def _records(storage: str | os.PathLike, parent_run_id: str) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every checkpoint of the sweep run ``parent_run_id`` under ``storage``: (folder, record)."""
-    for path in Path(storage).glob(f"*/*/checkpoint_*/{INFO}"):
+    for path in Path(storage).absolute().glob(f"*/*/checkpoint_*/{INFO}"):   # named whole in messages
         try:
             info = json.loads(path.read_text())
         except (OSError, ValueError):   # a record being written, or cut short
