@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings as S
-from .settings import PRECISIONS, PROTOCOLS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
+from .protocols import DEFAULT_PROTOCOL, get_protocol, refuse_other_protocols
+from .settings import PRECISIONS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import display_name, file_digest, source_key
 
 
@@ -48,17 +49,23 @@ class TrainSettings:
                                     role=RUNTIME, flag="--no-download", shown_default="downloads allowed",
                                     cli={"action": "store_const", "const": False})
     epochs: int = setting(10, "training epochs per trial (the same budget for every method)", role=TRIAL, min=1)
-    protocol: str = setting("regularize", "regularize: each method's penalty with its own zeroing or pruning, "
-                            "strengths swept or searched for the --target-* values; prune-to-target: per (method, "
-                            "target, seed) one trial of --sparse-epochs with the penalty, one global pruning step to "
-                            "the --target-* value by the method's importance, then fine-tuning (docs/methods.md)",
-                            role=TRIAL, group=WHAT, choices=PROTOCOLS, key_default="regularize")
+    protocol: str = setting(DEFAULT_PROTOCOL, "how a trial trains and prunes (bench/protocols/; `bench list` lists "
+                            "them with their settings): regularize, each method's penalty with its own zeroing or "
+                            "pruning, strengths swept or searched for the --target-* values; prune-to-target, per "
+                            "(method, target, seed) --sparse-epochs with the penalty, one global pruning step to the "
+                            "target by the method's importance, then fine-tuning; iterative, the same in "
+                            "--prune-steps steps (docs/methods.md)", role=TRIAL, group=WHAT,
+                            key_default=DEFAULT_PROTOCOL)
     sparse_epochs: int | None = setting(None, "prune-to-target: epochs of training with the method's penalty before "
                                         "the pruning step (the rest fine-tune)", role=TRIAL, group=WHAT, min=1,
                                         key_default=None, shown_default="half of the epochs", cli={"metavar": "E"})
     max_layer_ratio: float = setting(0.9, "prune-to-target: the pruning step takes at most this fraction of any "
                                      "unit's groups", role=TRIAL, group=WHAT, open_min=0, open_max=1,
                                      key_default=0.9, cli={"metavar": "R"})
+    prune_steps: int | None = setting(None, "pruning steps over the sparse epochs, the k-th meeting k/N of the "
+                                      "target (at most one per sparse epoch)", role=TRIAL, group=WHAT, min=1,
+                                      key_default=None, shown_default="5, or the sparse epochs if fewer",
+                                      cli={"metavar": "N"})
     batch_size: int = setting(64, "training batch size", role=TRIAL, min=1)
     lr: float = setting(0.01, "learning rate (the schedule's base rate)", role=TRIAL, open_min=0,
                         label="learning rate")
@@ -161,19 +168,14 @@ class TrainSettings:
                "--nesterov needs the sgd optimizer with a momentum > 0")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if self.protocol == "prune-to-target":
-            _check(self.prune_epoch < self.epochs, f"--sparse-epochs {self.prune_epoch} leaves no epoch to fine-tune "
-                   f"in {self.epochs} epochs")
-        else:
-            for name, flag in (("sparse_epochs", "--sparse-epochs"), ("max_layer_ratio", "--max-layer-ratio")):
-                default = next(f.default for f in dataclasses.fields(self) if f.name == name)
-                _check(getattr(self, name) == default, f"{flag} applies to --protocol prune-to-target (this sweep's "
-                       f"protocol is {self.protocol})")
+        protocol = get_protocol(self.protocol)   # a ConfigError naming the protocols for an unknown one
+        protocol.check_train(self)
+        refuse_other_protocols(self, protocol)
 
     @property
     def prune_epoch(self) -> int:
-        """Under prune-to-target, the epoch at whose end the pruning step runs (``--sparse-epochs``, by default
-        half of the epochs, at least 1)."""
+        """Under a protocol that prunes to a target, the last sparse epoch, at whose end its (last) pruning step
+        runs (``--sparse-epochs``, by default half of the epochs, at least 1)."""
         return self.sparse_epochs or max(1, self.epochs // 2)
 
 
@@ -429,22 +431,15 @@ class SweepConfig:
             parse_targets(self.target_values)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        if self.train.protocol == "prune-to-target":
-            from .protocols import check_prune_to_target
-            check_prune_to_target(self)
-            return
-        _check(not self.controls, "--controls apply to --protocol prune-to-target")
-        for name in self.methods:
-            _check("regularize" in _method(name).protocols, f"method {name!r} ranks groups for one pruning step and "
-                   "adds nothing to training: run it with --protocol prune-to-target and a --target-* value")
-        _check(not self.target_values or any(_method(m).sweep_axis for m in self.methods),
-               f"a target search needs a method with a strength to search (lam or ratio), and --methods "
-               f"{','.join(self.methods)} names none ('none' is the baseline): add one, e.g. --methods none,l1l2")
+        protocol = get_protocol(self.train.protocol)
+        protocol.check_sweep(self)
+        refuse_other_protocols(self, protocol)
 
     @property
     def searching(self) -> bool:
-        """A target search (the regularize protocol with --target-* values): probes proposed as results come."""
-        return bool(self.target_values) and self.train.protocol == "regularize"
+        """A target search (--target-* values under a protocol that does not prune to them, regularize): probes
+        proposed as results come."""
+        return bool(self.target_values) and not get_protocol(self.train.protocol).per_target
 
     @property
     def target_values(self) -> dict[str, tuple[float, ...]]:
@@ -508,8 +503,9 @@ class SweepConfig:
         return tuple(values)
 
     def zeroing_for(self, method: str) -> str:
-        if self.train.protocol == "prune-to-target":   # sparse training zeroes nothing; the pruning step removes
-            return "none"
+        fixed = get_protocol(self.train.protocol).zeroing_for(self, method)
+        if fixed is not None:   # prune-to-target: sparse training zeroes nothing, the pruning step removes
+            return fixed
         return self.zeroing.get(method) or self.zeroing.get("*") or _method(method).default_zeroing
 
     def trials(self) -> list[TrialConfig]:
@@ -522,7 +518,7 @@ class SweepConfig:
 
         from .zeroing import parse_zeroing
         out = []
-        pruning = self.train.protocol == "prune-to-target"
+        pruning = get_protocol(self.train.protocol).per_target
         targets = [(t.kind, t.value) for t in self.targets] if pruning else [None]
         for name in self.methods:
             cls = _method(name)
@@ -532,7 +528,7 @@ class SweepConfig:
                     opts[cls.sweep_axis] = value
                 try:
                     method = cls(cls.Hparams.from_options(opts))
-                    if not pruning:   # under prune-to-target the protocol splits the epochs
+                    if not pruning:   # a protocol that prunes to a target splits the epochs itself
                         method.check_budget(self.train.epochs)
                 except MethodError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
@@ -576,10 +572,10 @@ class SweepConfig:
 
 
 def _all_methods() -> tuple[str, ...]:
-    """Every registered method that runs under both protocols, the baseline first (the criteria, which only rank
-    groups for prune-to-target's pruning step, are named with --methods)."""
+    """Every registered method that runs under the default protocol, the baseline first (the criteria, which only
+    rank groups for a pruning step, are named with --methods)."""
     from methods import get_method, list_methods
-    names = [n for n in list_methods() if "regularize" in get_method(n).protocols]
+    names = [n for n in list_methods() if get_protocol(DEFAULT_PROTOCOL).runs(get_method(n))]
     return tuple(["none"] * ("none" in names) + [n for n in names if n != "none"])
 
 

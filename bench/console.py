@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from . import names as N
 from .config import SweepConfig, TrialConfig, redact
+from .protocols import get_protocol, list_protocols
 from .usercode import display_name
 
 
@@ -54,14 +55,8 @@ def plan_lines(sweep: SweepConfig, trials: list[TrialConfig], train_examples: in
               f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
               f"and seed, {seeds}, at most {sweep.max_probes} probes each"
               + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
-    elif t.protocol == "prune-to-target":
-        lines.append(f"prune to target {', '.join(tg.label for tg in sweep.targets)}: {len(trials)} trial"
-                     f"{'s' * (len(trials) != 1)}, one per method, target and seed ({seeds}): {t.prune_epoch} sparse "
-                     f"epochs, one global pruning step taking at most {t.max_layer_ratio:g} of a layer, "
-                     f"{t.epochs - t.prune_epoch} fine-tuning; " + ", ".join(
-                         f"{m}" + (f" (lam {','.join(f'{v:g}' for v in sweep.sparse_strengths(m) if v is not None)})"
-                                   if any(v is not None for v in sweep.sparse_strengths(m)) else "")
-                         for m in sweep.methods))
+    elif (line := get_protocol(t.protocol).plan_line(sweep, trials)) is not None:
+        lines.append(line)
     else:
         lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
             f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
@@ -127,13 +122,19 @@ def print_registry() -> None:
 
     from .data import DATASETS
     from .models import MODELS
-    print("methods (name, swept parameter and default grid, default zeroing: description; [prune-to-target]: a "
-          "criterion that runs under --protocol prune-to-target only)")
+    print("protocols (bench run --protocol NAME; in brackets the settings that belong to it)")
+    for name in list_protocols():
+        protocol = get_protocol(name)
+        shown = ", ".join("--" + s.replace("_", "-") for s in protocol.settings)
+        print(f"  {name:<16} [{shown or 'no setting of its own'}] {protocol.description}")
+    print("methods (name, swept parameter and default grid, default zeroing: description; [protocols]: a "
+          "criterion that runs under those protocols only)")
     width = max(len(n) for n in list_methods())
     for name in list_methods():
         cls = get_method(name)
         axis = f"{cls.sweep_axis}={','.join(f'{v:g}' for v in cls.default_grid)}" if cls.sweep_axis else "-"
-        only = "" if "regularize" in cls.protocols else "[prune-to-target] "
+        runs = [p for p in list_protocols() if get_protocol(p).runs(cls)]
+        only = "" if len(runs) == len(list_protocols()) else f"[{', '.join(runs)}] "
         print(f"  {name:<{width}} {axis:<24} {cls.default_zeroing:<16} {only}{cls.description}")
         for f in cls.Hparams.__dataclass_fields__.values():
             print(f"  {'':<{width}}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")

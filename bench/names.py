@@ -17,6 +17,8 @@ PARAMS = "params"
 FLOPS = "flops"
 PARAMS_REDUCTION = "params_reduction"   # 1 - params / the dense model's (what a --target-params-reduction reads)
 FLOPS_REDUCTION = "flops_reduction"     # 1 - flops / the dense model's
+PRUNE_STEP_TARGET = "prune_step_target"       # a pruning step's goal (its fraction of the trial's target), at its epoch
+PRUNE_STEP_ACHIEVED = "prune_step_achieved"   # what the step's removal reached of that metric
 FILTERS_ALIVE = "filters_alive/{}"
 SPARSITY = "sparsity/{}"
 

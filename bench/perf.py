@@ -46,6 +46,7 @@ from .config import TrainSettings, TrialConfig
 from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, as_stream, load_dataset, make_synthetic
 from .sources import StreamData
 from .models import build_model
+from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .trainer import resolve_device, train
 
 PERF_ROUNDS = 3   # alternating trainer epochs and compute blocks (item 2)
@@ -416,7 +417,8 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: 
     part = Dataset(data.name, data.train_x[:work.penalty_examples], data.train_y[:work.penalty_examples],
                    data.test_x[:256], data.test_y[:256], data.num_classes, data.mean, data.std, data.source)
     # the criteria (prune-to-target only) add nothing per step: no penalty, no hook before their pruning step
-    methods = [m for m in list_methods() if m != "none" and "regularize" in get_method(m).protocols]
+    default = get_protocol(DEFAULT_PROTOCOL)
+    methods = [m for m in list_methods() if m != "none" and default.runs(get_method(m))]
     model_of = {m: _model_for(m, work) for m in methods}   # slimming needs BatchNorm: LeNet's BN variant
     trainer_epoch(part, work.model, "none", device, epochs=1, fmt=fmt)  # warm-up: allocator, kernels, caches
     timed: dict[str, list[float]] = {m: [] for m in methods}

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .protocols.prune_to_target import PruneToTarget
+
 PAPER = "Berthelier et al. 2020, arXiv 2007.10022"
 
 
@@ -158,7 +160,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("cifar10-resnet56b-2x", "the field's headline comparison: ResNet-56 (option B) on CIFAR-10 pruned to "
            "2.11x fewer FLOPs (--protocol prune-to-target, residual streams included), every method and criterion "
            "against random and scratch controls over 3 seeds, Torch-Pruning's published numbers beside; a GPU job",
-           {"model": "resnet56b", "dataset": "cifar10", "protocol": "prune-to-target", "prune_coupled": True,
+           {"model": "resnet56b", "dataset": "cifar10", "protocol": PruneToTarget.name, "prune_coupled": True,
             "target_flops_reduction": [0.526], "epochs": 300, "sparse_epochs": 200, "batch_size": 128, "lr": 0.1,
             "weight_decay": 5e-4, "schedule": "cosine", "augment": "crop-flip", "seeds": [0, 1, 2],
             "controls": ["scratch"],

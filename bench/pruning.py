@@ -65,7 +65,10 @@ def order(structure: Structure, scores: Mapping[str, torch.Tensor], normaliser: 
     rows.sort(key=lambda r: r[:3])
     sizes = {u.name: u.size for u in structure.units}
     left = {name: int(alive[name].sum()) if alive is not None else sizes[name] for name in sizes}
-    cap = {name: min(math.floor(max_layer_ratio * sizes[name]), left[name] - 1) for name in sizes}
+    # the bound counts the groups removed before (an iterative protocol's earlier steps): at most floor(ratio *
+    # size) of a unit in all, and never its last alive one
+    cap = {name: max(0, min(math.floor(max_layer_ratio * sizes[name]) - (sizes[name] - left[name]), left[name] - 1))
+           for name in sizes}
     taken = dict.fromkeys(sizes, 0)
     out = []
     for _, _, i, name in rows:

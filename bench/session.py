@@ -27,6 +27,7 @@ from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FA
                        TrialOutcome, ending)
 from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
 from .config import ConfigError, SweepConfig, TrialConfig, redact
+from .protocols import get_protocol
 from .settings import RUNTIME, names_with_role, quote
 
 
@@ -137,17 +138,17 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     if sweep.target_values:
         from .metrics import reachable
-        pruning = t.protocol == "prune-to-target"
-        most = reachable(structure, t.max_layer_ratio if pruning else None)
+        bound = get_protocol(t.protocol).layer_bound(t)   # a pruning step's layer bound, or None
+        most = reachable(structure, bound)
         for target in sweep.targets:
             if target.value > most[target.metric]:
                 flag = {"sparsity": "--target-sparsity", "flops": "--target-flops-reduction",
                         "params": "--target-params-reduction"}[target.kind]
-                bound = (f"when the pruning step takes at most --max-layer-ratio {t.max_layer_ratio:g} of every "
-                         "prunable layer's filters (groups); ask for less, or raise the ratio") if pruning else \
+                why = (f"when the pruning step takes at most --max-layer-ratio {bound:g} of every "
+                       "prunable layer's filters (groups); ask for less, or raise the ratio") if bound is not None else \
                     "when every prunable layer keeps one filter (group); ask for less"
                 raise ConfigError(f"{flag} {target.value:g} cannot be reached: at most {most[target.metric]:.1%} "
-                                  f"({target.kind}) of {display_name(t.model)} can be removed, {bound}")
+                                  f"({target.kind}) of {display_name(t.model)} can be removed, {why}")
     write(f"model  {display_name(t.model)}: {len(structure.units)} prunable layer{'s' * (len(structure.units) != 1)}, "
           f"{sum(structure.filters().values())} filters [{time.monotonic() - t1:.1f}s]")
     for line in plan_lines(sweep, trials, data.n_train):

@@ -34,7 +34,6 @@ ROLES = (TRIAL, SWEEP, RUNTIME)
 WHAT, BUDGET, WHERE = "what to compare", "model, data and training budget", "where it runs and where it is recorded"
 GROUPS = (WHAT, BUDGET, WHERE)
 PRECISIONS = ("fp32", "bf16")   # --precision of bench run (config.py) and bench perf (cli.py)
-PROTOCOLS = ("regularize", "prune-to-target")   # --protocol of bench run; methods/base.py's Method.protocols
 
 
 def quote(text: str, limit: int = 80) -> str:

@@ -36,6 +36,7 @@ from .config import TrialConfig
 from .batches import MemoryBatches, StreamBatches, make_batches
 from .data import Dataset
 from .models import build_model
+from .protocols import Step, get_protocol
 from .recipe import Augment, build_optimizer, parse_schedule, rate
 from .sources import StreamData
 from .structure import Structure, derive
@@ -187,15 +188,12 @@ class _Loop:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.augment = Augment(on_device, self.generator)
         self.state = TrialState(model, self.masks, self.batches, config)
-        # --protocol prune-to-target: sparse epochs (the penalty, no removal), the pruning step at their end, then
-        # fine-tuning (no penalty, no method hook, the masks frozen)
-        self.prune_at = tc.prune_epoch if config.target is not None else None
-        if self.prune_at is not None:
+        # the protocol's phase schedule (bench/protocols/): per epoch the penalty, the hooks and the method's own
+        # removals on or off, the learning-rate schedule running on or rewound, and the pruning steps
+        self.plan = get_protocol(tc.protocol).plan(config)
+        if self.plan.defer_pruning:
             method.defer_pruning()
-            self.state.removal_open = False
-        self.weight = method.penalty_weight
-        self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
-        self.hooks = True
+        self.weight, self.closed_form, self.hooks = 0.0, False, True   # set per epoch from its phase
         self.autocast = tc.precision == "bf16"   # forward and task loss in bfloat16; weights, penalty, step in float32
 
     @torch.no_grad()
@@ -271,32 +269,39 @@ class _Loop:
             correct += (out.detach().argmax(1) == y).sum()
         return float(loss_sum) / batches.n, float(correct) / batches.n   # waits for the device
 
-    def prune_to_target(self) -> None:
-        """The pruning step of prune-to-target (bench/pruning.py): the method's importance, one global ranking,
-        the shortest prefix that meets the trial's target removed; the accuracies before and after it logged."""
+    def prune_step(self, step: Step) -> None:
+        """A pruning step of the trial's plan (bench/pruning.py): the method's importance on the network as it is,
+        one global ranking of the alive groups, the shortest prefix that meets ``step.fraction`` of the trial's
+        target removed; logged with the epoch: the step's target, what it reached, the accuracies before and
+        after it."""
         from .pruning import plan
         from .targets import KINDS
 
         state, masks = self.state, self.masks
         kind, value = self.config.target   # type: ignore[misc]
+        goal = value * step.fraction
         before = state.evaluate()
         scores = self.method.importance(self.model, state)
-        removal, _ = plan(self.structure, scores, self.method.importance_normalizer, KINDS[kind], value,
-                          self.tc.max_layer_ratio, {layer: masks.alive(layer) for layer in masks.layers})
+        removal, achieved = plan(self.structure, scores, self.method.importance_normalizer, KINDS[kind], goal,
+                                 self.tc.max_layer_ratio, {layer: masks.alive(layer) for layer in masks.layers})
         for layer, idx in removal.items():
             masks.remove(layer, idx)
-        state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate())
+        state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate(),
+                  **{N.PRUNE_STEP_TARGET: goal, N.PRUNE_STEP_ACHIEVED: achieved})
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """One epoch: the method's hooks, the steps, the zeroing rule's epoch part, then the measurements."""
         tc, config, method, model, state = self.tc, self.config, self.method, self.model, self.state
         state.epoch = epoch
         state.extra_metrics = {}
-        lr = rate(tc.lr, epoch, self.schedule, tc.warmup_epochs)
+        first, phase = self.plan.phase(epoch)
+        lr = rate(tc.lr, epoch - first + 1 if phase.rewind else epoch, self.schedule, tc.warmup_epochs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        if self.prune_at is not None and epoch > self.prune_at:   # fine-tuning: plain training
-            self.weight, self.closed_form, self.hooks = 0.0, False, False
+        self.weight = method.penalty_weight if phase.penalty else 0.0
+        self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
+        self.hooks = phase.hooks
+        state.removal_open = phase.removal
         start = time.perf_counter()
         if self.hooks:
             method.on_epoch_start(model, state)
@@ -304,8 +309,8 @@ class _Loop:
         steps_end = time.perf_counter()
         if self.hooks:
             method.on_epoch_end(model, state)
-        if epoch == self.prune_at:
-            self.prune_to_target()
+        for step in self.plan.steps_at(epoch):
+            self.prune_step(step)
         hook_end = time.perf_counter()
         self.rule.on_epoch_end(self.masks)
         train_time = time.perf_counter() - start

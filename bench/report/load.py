@@ -60,8 +60,9 @@ class Results:
         return f[f["target"].notna() | f["trial"].isin(self._references())]
 
     def _references(self) -> list[str]:
-        names = {s["name"] for s in self.sweeps if s["params"].get("protocol") == "prune-to-target"}
+        """The dense references: ``none`` trials without a target in sweeps whose trials prune to targets."""
         f = self.finished
+        names = set(f[f["target"].notna()]["sweep"])
         return list(f[(f["sweep"].isin(names)) & (f["method"] == "none") & f["target"].isna()]["trial"])
 
     @property
