@@ -56,9 +56,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def options_table() -> str:
     """The README's table of ``bench run``'s options, generated from the declarations (tests keep them equal):
     ``python -c "from bench.cli import options_table; print(options_table())"``."""
+    from .protocols import owners
     from .settings import markdown_table
     rows = [(f"{flag} {kw['metavar']}" if "metavar" in kw else flag, "", kw["help"]) for flag, kw in RUN_OWN_OPTIONS]
-    return markdown_table(_setting_classes(), rows, GROUPS)
+    return markdown_table(_setting_classes(), rows, GROUPS, owners())
 
 
 def add_store_arguments(g) -> None:

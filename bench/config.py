@@ -56,11 +56,11 @@ class TrainSettings:
                             "target by the method's importance, then fine-tuning; iterative, the same in "
                             "--prune-steps steps (docs/methods.md)", role=TRIAL, group=WHAT,
                             key_default=DEFAULT_PROTOCOL)
-    sparse_epochs: int | None = setting(None, "prune-to-target: epochs of training with the method's penalty before "
-                                        "the pruning step (the rest fine-tune)", role=TRIAL, group=WHAT, min=1,
+    sparse_epochs: int | None = setting(None, "epochs of training with the method's penalty before the (last) "
+                                        "pruning step (the rest fine-tune)", role=TRIAL, group=WHAT, min=1,
                                         key_default=None, shown_default="half of the epochs", cli={"metavar": "E"})
-    max_layer_ratio: float = setting(0.9, "prune-to-target: the pruning step takes at most this fraction of any "
-                                     "unit's groups", role=TRIAL, group=WHAT, open_min=0, open_max=1,
+    max_layer_ratio: float = setting(0.9, "a trial's pruning takes at most this fraction of any unit's "
+                                     "groups (all steps together)", role=TRIAL, group=WHAT, open_min=0, open_max=1,
                                      key_default=0.9, cli={"metavar": "R"})
     prune_steps: int | None = setting(None, "pruning steps over the sparse epochs, the k-th meeting k/N of the "
                                       "target (at most one per sparse epoch)", role=TRIAL, group=WHAT, min=1,
@@ -348,7 +348,7 @@ class SweepConfig:
                                     "remaining epochs, but the search knows less; measured in the README",
                                     role=SWEEP, group=WHAT)
     controls: tuple[str, ...] = setting(
-        (), "prune-to-target: add control trials; scratch: per trial, the network at that trial's final widths "
+        (), "add control trials; scratch: per trial, the network at that trial's final widths "
         "trained from the seed's initialisation for the same epochs (Liu et al. 2019); `random` is a method",
         role=SWEEP, group=WHAT, shown_default="none", cli={"type": S.parse_items, "metavar": "scratch"})
     zeroing: Mapping[str, str] = setting(

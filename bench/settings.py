@@ -25,7 +25,7 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 TRIAL, SWEEP, RUNTIME = "trial", "sweep", "runtime"
@@ -241,19 +241,22 @@ def default_text(f: dataclasses.Field) -> str:
 
 
 def markdown_table(classes: Iterable[type], extra: Iterable[tuple[str, str, str]] = (),
-                   group_order: Sequence[str] = ()) -> str:
-    """The README's option table: flag, default, role, meaning, grouped in ``group_order``; ``extra`` rows for
-    options that are not settings (``--config``, ``--dry-run``...)."""
+                   group_order: Sequence[str] = (), owners: Mapping[str, str] | None = None) -> str:
+    """The README's option table: flag, default, role, the protocols it belongs to (``owners``: setting name ->
+    protocol names; empty: every protocol), meaning, grouped in ``group_order``; ``extra`` rows for options that
+    are not settings (``--config``, ``--dry-run``...)."""
+    owners = owners or {}
     fields = [f for cls in classes for f in declared(cls) if flag_of(f) is not None]
     order = {group: i for i, group in enumerate(group_order)}
     fields.sort(key=lambda f: order.get(f.metadata["group"], len(order)))
-    rows = ["| option | default | role | meaning |", "|---|---|---|---|"]
+    rows = ["| option | default | role | protocol | meaning |", "|---|---|---|---|---|"]
     for f in fields:
         metavar = f.metadata["cli"].get("metavar")
         shown = f"{flag_of(f)} {metavar}" if metavar else flag_of(f)
-        rows.append(f"| `{_md(shown)}` | {_md(default_text(f))} | {f.metadata['role']} | {_md(f.metadata['help'])} |")
+        rows.append(f"| `{_md(shown)}` | {_md(default_text(f))} | {f.metadata['role']} | {owners.get(f.name, '')} | "
+                    f"{_md(f.metadata['help'])} |")
     for flag, default, meaning in extra:
-        rows.append(f"| `{flag}` | {default} | | {_md(meaning)} |")
+        rows.append(f"| `{flag}` | {default} | | | {_md(meaning)} |")
     return "\n".join(rows)
 
 

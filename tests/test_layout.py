@@ -133,3 +133,15 @@ def test_docs_architecture_names_every_module_with_its_current_length():
     assert sorted(modules - set(table)) == []
     for path, lines in table.items():
         assert abs(len((ROOT / path).read_text().splitlines()) - int(lines)) <= 30, path
+
+
+def test_no_module_outside_the_protocols_package_names_a_protocol():
+    """A protocol is one unit: its name is spelled only in bench/protocols/ (the trainer runs a plan, the rest asks
+    the protocol's attributes), so adding one touches no other module."""
+    from bench.protocols import list_protocols
+
+    names = {f'"{name}"' for name in list_protocols()} | {f"'{name}'" for name in list_protocols()}
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in (ROOT / "bench").rglob("*.py")
+             if "protocols" not in path.relative_to(ROOT).parts
+             for n, line in enumerate(path.read_text().splitlines(), start=1) if any(q in line for q in names)]
+    assert found == []

@@ -1,0 +1,131 @@
+"""Protocols as one unit (bench/protocols/): the phase schedule a trial runs, ``--protocol iterative``'s steps
+against hand-computed targets and its equivalence with prune-to-target at one step, the settings each protocol
+takes and refuses, and a protocol registered by a plugin file."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from bench import names as N
+from bench.config import ConfigError
+from bench.config_layers import build_sweep
+from bench.data import make_synthetic
+from bench.protocols import FINETUNE, SPARSE, TRAIN, Plan, Step, get_protocol, list_protocols, owners
+from bench.trainer import train
+
+SHAPE = (1, 28, 28)
+TIMED = ("epoch_time_s", "steps_time_s", "method_hook_time_s", "zeroing_metrics_time_s")
+
+
+def _trials(method="l1l2", **settings):
+    return build_sweep({"methods": [method], "epochs": 6, "sparse_epochs": 4, "dataset": "synthetic",
+                        "device": "cpu", "batch_size": 32, "protocol": "iterative",
+                        "target_flops_reduction": (0.6,), **settings}).trials()
+
+
+def _rows(trial, n_train=128):
+    torch.set_num_threads(1)
+    rows: dict[int, dict] = {}
+    train(trial, make_synthetic(SHAPE, n_train=n_train, n_test=64),
+          report=lambda e, m: rows.__setitem__(e, {k: v for k, v in m.items() if k not in TIMED}))
+    return rows
+
+
+def test_a_plan_gives_each_epoch_its_phase_and_its_steps():
+    plan = Plan(((1, SPARSE), (5, FINETUNE)), (Step(2, 0.5), Step(4)), defer_pruning=True)
+    assert [plan.phase(e) for e in (1, 4, 5, 6)] == [(1, SPARSE), (1, SPARSE), (5, FINETUNE), (5, FINETUNE)]
+    assert plan.steps_at(2) == [Step(2, 0.5)] and plan.steps_at(3) == [] and plan.steps_at(4) == [Step(4, 1.0)]
+    assert Plan().phase(7) == (1, TRAIN) and TRAIN.penalty and TRAIN.removal and not FINETUNE.hooks
+    trial = _trials(prune_steps=4)[0]
+    iterative = get_protocol("iterative").plan(trial)
+    assert iterative.steps == (Step(1, 0.25), Step(2, 0.5), Step(3, 0.75), Step(4, 1.0))
+    assert get_protocol("iterative").plan(_trials(prune_steps=3, sparse_epochs=5, epochs=7)[0]).steps == (
+        Step(2, 1 / 3), Step(4, 2 / 3), Step(5, 1.0))   # ceil(k * 5 / 3)
+    assert get_protocol("prune-to-target").plan(_trials(protocol="prune-to-target")[0]).steps == (Step(4),)
+
+
+def test_iterative_steps_meet_rising_fractions_of_the_target_and_the_last_meets_it():
+    """4 steps over 4 sparse epochs to 60 % fewer FLOPs: each epoch logs its step's target (k/4 of 0.6) and what
+    it reached (at least that, and the FLOPs reduction of that epoch); the network keeps what each step
+    removed; the fine-tuning epochs remove nothing more; every unit within the layer bound over all steps."""
+    rows = _rows(_trials(prune_steps=4, max_layer_ratio=0.8)[0])
+    assert [rows[e][N.PRUNE_STEP_TARGET] for e in (1, 2, 3, 4)] == pytest.approx([0.15, 0.3, 0.45, 0.6])
+    for e in (1, 2, 3, 4):
+        assert rows[e][N.PRUNE_STEP_ACHIEVED] >= rows[e][N.PRUNE_STEP_TARGET] - 1e-12
+        assert rows[e][N.FLOPS_REDUCTION] == pytest.approx(rows[e][N.PRUNE_STEP_ACHIEVED])
+        assert "accuracy_before_pruning" in rows[e] and "accuracy_after_pruning" in rows[e]
+    reductions = [rows[e][N.FLOPS_REDUCTION] for e in range(1, 7)]
+    assert reductions == sorted(reductions) and reductions[4] == reductions[3] == reductions[5]
+    assert N.PRUNE_STEP_TARGET not in rows[5] and N.PRUNE_STEP_TARGET not in rows[6]
+    alive = N.filters_by_layer(rows[6])
+    assert alive["conv1"] >= 20 - int(0.8 * 20) and alive["conv2"] >= 50 - int(0.8 * 50)
+
+
+def test_iterative_at_one_step_is_prune_to_target():
+    """One step at the end of the sparse epochs: the same phases and the same step, so the same numbers."""
+    one = _rows(_trials("taylor", prune_steps=1, epochs=4, sparse_epochs=2)[0])
+    shot = _rows(_trials("taylor", protocol="prune-to-target", epochs=4, sparse_epochs=2)[0])
+    assert one == shot
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"prune_steps": 0}, "prune steps must be >= 1"),
+    ({"prune_steps": 5}, "--prune-steps 5: at most one step per sparse epoch, and there are 4 (--sparse-epochs)"),
+    ({"prune_steps": 2, "protocol": "prune-to-target"}, "--prune-steps applies to --protocol iterative (this "
+                                                        "sweep's protocol is prune-to-target)"),
+    ({"prune_steps": 2, "protocol": "regularize", "target_flops_reduction": (), "sparse_epochs": None},
+     "--prune-steps applies to --protocol iterative"),
+    ({"controls": ("scratch",), "protocol": "regularize", "target_flops_reduction": (),
+      "sparse_epochs": None}, "--controls applies to --protocol prune-to-target or iterative"),
+    ({"protocol": "one-shot"}, "unknown protocol 'one-shot'; protocols: regularize, prune-to-target, iterative"),
+    ({"max_probes": 3}, "--max-probes belongs to the regularize protocol's target search; iterative runs"),
+])
+def test_a_protocols_settings_are_refused_under_the_others(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _trials(**settings)
+
+
+def test_every_protocol_setting_names_its_owners_and_list_shows_them(capsys):
+    assert list_protocols()[:3] == ["regularize", "prune-to-target", "iterative"]
+    own = owners()
+    assert own["prune_steps"] == "iterative" and own["sparse_epochs"] == "prune-to-target, iterative"
+    assert own["max_probes"] == "regularize" and "epochs" not in own
+    from bench.console import print_registry
+    print_registry()
+    out = capsys.readouterr().out
+    assert "protocols (bench run --protocol NAME" in out
+    assert "  iterative        [--sparse-epochs, --max-layer-ratio, --controls, --prune-steps]" in out
+
+
+@pytest.mark.slow
+def test_a_protocol_registered_by_a_plugin_file_runs_through_bench_run(tmp_path, monkeypatch, capsys):
+    """tests/protocol_plugin.py registers ``dense-then-prune`` without touching bench/: `bench run` takes it, its
+    trials prune to the target at the end of the sparse epochs and finish, recorded under that protocol; its
+    l1l2 trial trains without the penalty (the plan's phase), so its penalty is 0 before the step."""
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.cli import main
+
+    plugin = str(Path(__file__).with_name("protocol_plugin.py"))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--plugin", plugin, "--protocol", "dense-then-prune", "--methods", "l1l2,taylor",
+                 "--target-flops-reduction", "0.5", "--epochs", "2", "--sparse-epochs", "1", "--dataset", "synthetic",
+                 "--limit-train", "128", "--limit-test", "64", "--device", "cpu", "--latency-time", "0"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert "dense-then-prune flops 0.5: 2 trials" in out
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("lenet5-synthetic").experiment_id])
+    trials = {r.info.run_name: r for r in runs if r.data.tags.get("bench.kind") == "trial"}
+    assert sorted(trials) == ["l1l2-lam0.5-flops0.5-s0", "taylor-flops0.5-s0"]
+    for run in trials.values():
+        assert run.info.status == "FINISHED" and run.data.params["protocol"] == "dense-then-prune"
+        assert run.data.metrics[N.FLOPS_REDUCTION] >= 0.5
+    history = client.get_metric_history(trials["l1l2-lam0.5-flops0.5-s0"].info.run_id, N.PENALTY)
+    assert [m.value for m in sorted(history, key=lambda m: m.step)][0] > 0   # measured, though not trained on
+    target = client.get_metric_history(trials["taylor-flops0.5-s0"].info.run_id, N.PRUNE_STEP_TARGET)
+    assert [(m.step, m.value) for m in target] == [(1, 0.5)]
