@@ -168,9 +168,10 @@ class Method:
     default_zeroing: ClassVar[str] = "none"
     sweep_axis: ClassVar[str | None] = "lam"
     default_grid: ClassVar[tuple[float, ...]] = ()
-    #: the protocols the method runs under (``--protocol``): ``regularize`` (its penalty and its own zeroing or
-    #: pruning, the strength searched or swept) and ``prune-to-target`` (sparse training, one global pruning step
-    #: by :meth:`importance` to the target, fine-tuning). Criteria that only rank groups run under the second only
+    #: what the method can do, by the kinds of protocol that need it (each protocol in bench/protocols/ says
+    #: which kinds it accepts): ``regularize`` (it trains: its penalty and its own zeroing or pruning, the
+    #: strength searched or swept) and ``prune-to-target`` (it scores groups by :meth:`importance` for a pruning
+    #: step: prune-to-target, iterative). Criteria that only rank groups declare the second only
     protocols: ClassVar[tuple[str, ...]] = ("regularize", "prune-to-target")
     #: how the pruning step makes :meth:`importance` comparable across units before its one global ranking
     #: (``bench/pruning.py``): ``mean`` (each unit's scores divided by their mean, Torch-Pruning's default),

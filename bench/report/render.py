@@ -132,8 +132,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
         what, _, sweep = target.partition(", sweep ")
         title = f"Accuracy at equal target: {what} removed" + (f" (sweep {sweep})" if sweep else "")
         out.append(Section(title, " ".join(verdicts) + (
-            " One trial per method, target and seed (`bench run --protocol prune-to-target`): sparse training, one "
-            "global pruning step to the target by the method's importance, fine-tuning. A cell is the final "
+            " One trial per method, target and seed (`bench run --protocol prune-to-target`, or `iterative`): sparse "
+            "training, pruning to the target by the method's importance (one global step, or `--prune-steps` steps "
+            "each meeting a rising fraction of it), fine-tuning. A cell is the final "
             "accuracy, mean over seeds with its 95 % confidence interval (Student's t); the removed fraction is "
             "the mean achieved (the target within one group). Comparisons are paired by seed (trials of one seed "
             "start from the same weights and see the same batches): the mean difference in accuracy points with "
