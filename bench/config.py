@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings as S
-from .protocols import DEFAULT_PROTOCOL, get_protocol, refuse_other_protocols
+from .protocols import DEFAULT_PROTOCOL, FINETUNES, get_protocol, refuse_other_protocols
 from .settings import PRECISIONS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import display_name, file_digest, source_key
 
@@ -62,6 +62,10 @@ class TrainSettings:
     max_layer_ratio: float = setting(0.9, "a trial's pruning takes at most this fraction of any unit's "
                                      "groups (all steps together)", role=TRIAL, group=WHAT, open_min=0, open_max=1,
                                      key_default=0.9, cli={"metavar": "R"})
+    finetune: str = setting("standard", "the fine-tuning's learning rate: standard, the schedule runs on over the "
+                            "whole budget; rewind, it replays the schedule from its start over the fine-tuning "
+                            "epochs (Renda et al. 2020's learning-rate rewinding)", role=TRIAL, group=WHAT,
+                            choices=FINETUNES, key_default="standard")
     prune_steps: int | None = setting(None, "pruning steps over the sparse epochs, the k-th meeting k/N of the "
                                       "target (at most one per sparse epoch)", role=TRIAL, group=WHAT, min=1,
                                       key_default=None, shown_default="5, or the sparse epochs if fewer",

@@ -3,7 +3,7 @@ the network plainly for the sparse epochs (no penalty, no method hook: the metho
 once to the target, then fine-tunes; its settings, refusals, records and report section are prune-to-target's."""
 from __future__ import annotations
 
-from bench.protocols import FINETUNE, Phase, Plan, register_protocol
+from bench.protocols import Phase, Plan, register_protocol
 from bench.protocols.prune_to_target import PruneToTarget
 
 DENSE = Phase("dense", penalty=False, hooks=False, removal=False)
@@ -18,4 +18,5 @@ class DenseThenPrune(PruneToTarget):
         if trial.target is None:
             return Plan()
         last = trial.train.prune_epoch
-        return Plan(((1, DENSE), (last + 1, FINETUNE)), self.steps(trial.train), defer_pruning=True)
+        return Plan(((1, DENSE), (last + 1, self.finetune_phase(trial.train))), self.steps(trial.train),
+                    defer_pruning=True)

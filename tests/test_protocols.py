@@ -96,7 +96,7 @@ def test_every_protocol_setting_names_its_owners_and_list_shows_them(capsys):
     print_registry()
     out = capsys.readouterr().out
     assert "protocols (bench run --protocol NAME" in out
-    assert "  iterative        [--sparse-epochs, --max-layer-ratio, --controls, --prune-steps]" in out
+    assert "  iterative        [--sparse-epochs, --max-layer-ratio, --finetune, --controls, --prune-steps]" in out
 
 
 @pytest.mark.slow
@@ -129,3 +129,17 @@ def test_a_protocol_registered_by_a_plugin_file_runs_through_bench_run(tmp_path,
     assert [m.value for m in sorted(history, key=lambda m: m.step)][0] > 0   # measured, though not trained on
     target = client.get_metric_history(trials["taylor-flops0.5-s0"].info.run_id, N.PRUNE_STEP_TARGET)
     assert [(m.step, m.value) for m in target] == [(1, 0.5)]
+
+
+def test_rewinding_replays_the_schedule_from_its_start_over_the_fine_tuning_epochs():
+    """Cosine over 4 epochs, 2 sparse: standard fine-tunes at the rates of epochs 3 and 4, rewind at those of
+    epochs 1 and 2 (Renda et al.); the sparse epochs are the same either way."""
+    common = {"epochs": 4, "sparse_epochs": 2, "schedule": "cosine", "protocol": "prune-to-target"}
+    standard = _rows(_trials("magnitude-l1", **common)[0], n_train=64)
+    rewound = _rows(_trials("magnitude-l1", **common, finetune="rewind")[0], n_train=64)
+    lrs = [standard[e][N.LR] for e in (1, 2, 3, 4)]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[3]
+    assert [rewound[e][N.LR] for e in (1, 2, 3, 4)] == [lrs[0], lrs[1], lrs[0], lrs[1]]
+    assert rewound[2] == standard[2] and rewound[4][N.TRAIN_LOSS] != standard[4][N.TRAIN_LOSS]
+    with pytest.raises(ConfigError, match=re.escape("--finetune applies to --protocol prune-to-target or iterative")):
+        _trials(protocol="regularize", finetune="rewind", sparse_epochs=None, target_flops_reduction=())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import FINETUNE, SPARSE, TRAIN, Phase, Plan, Protocol, Step, is_default
+from .base import FINETUNE, FINETUNES, REWOUND, SPARSE, TRAIN, Phase, Plan, Protocol, Step, is_default
 from .registry import DEFAULT as DEFAULT_PROTOCOL
 from .registry import get_protocol, list_protocols, register_protocol
 from . import regularize, prune_to_target, iterative  # noqa: F401,E402  (the built-in protocols register)
@@ -39,5 +39,5 @@ def owners() -> dict[str, str]:
     return {setting: ", ".join(names) for setting, names in out.items()}
 
 
-__all__ = ["DEFAULT_PROTOCOL", "FINETUNE", "Phase", "Plan", "Protocol", "SPARSE", "Step", "TRAIN", "get_protocol",
+__all__ = ["DEFAULT_PROTOCOL", "FINETUNE", "FINETUNES", "REWOUND", "Phase", "Plan", "Protocol", "SPARSE", "Step", "TRAIN", "get_protocol",
            "list_protocols", "owners", "refuse_other_protocols", "register_protocol"]

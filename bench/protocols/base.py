@@ -30,6 +30,8 @@ class Phase:
 TRAIN = Phase("train")                                                      # the method as it is
 SPARSE = Phase("sparse", removal=False)                                    # its penalty, nothing removed
 FINETUNE = Phase("fine-tune", penalty=False, hooks=False, removal=False)    # plain training, the masks frozen
+REWOUND = Phase("fine-tune", penalty=False, hooks=False, removal=False, rewind=True)   # the same, lr rewound
+FINETUNES = ("standard", "rewind")   # --finetune: the fine-tuning phase's learning rate
 
 
 @dataclass(frozen=True)

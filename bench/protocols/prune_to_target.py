@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .base import FINETUNE, SPARSE, Plan, Protocol, Step, check, is_default
+from .base import FINETUNE, REWOUND, SPARSE, Plan, Protocol, Step, check, is_default
 from .registry import register_protocol
 
 
@@ -14,7 +14,7 @@ class PruneToTarget(Protocol):
     name = "prune-to-target"
     description = ("per (method, target, seed) one trial: --sparse-epochs with the method's penalty, one global "
                    "pruning step to the --target-* value by the method's importance, then fine-tuning")
-    settings = ("sparse_epochs", "max_layer_ratio", "controls")
+    settings = ("sparse_epochs", "max_layer_ratio", "finetune", "controls")
     accepts = ("regularize", "prune-to-target")
     per_target = True
     report = "equal-target"
@@ -54,7 +54,7 @@ class PruneToTarget(Protocol):
 
     def sweep_params(self, sweep: Any) -> dict[str, Any]:
         t = sweep.train
-        return {"sparse_epochs": t.prune_epoch, "max_layer_ratio": t.max_layer_ratio,
+        return {"sparse_epochs": t.prune_epoch, "max_layer_ratio": t.max_layer_ratio, "finetune": t.finetune,
                 **({"controls": ",".join(sweep.controls)} if sweep.controls else {})}
 
     def steps(self, train: Any) -> tuple[Step, ...]:
@@ -65,7 +65,12 @@ class PruneToTarget(Protocol):
         if trial.target is None:   # the dense reference and the controls: plain training
             return Plan()
         last = trial.train.prune_epoch
-        return Plan(((1, SPARSE), (last + 1, FINETUNE)), self.steps(trial.train), defer_pruning=True)
+        return Plan(((1, SPARSE), (last + 1, self.finetune_phase(trial.train))), self.steps(trial.train),
+                    defer_pruning=True)
+
+    def finetune_phase(self, train: Any):
+        """The fine-tuning phase of ``--finetune``: the schedule running on (standard) or rewound (rewind)."""
+        return REWOUND if train.finetune == "rewind" else FINETUNE
 
     def plan_line(self, sweep: Any, trials: Sequence[Any]) -> str | None:
         t = sweep.train
@@ -75,7 +80,8 @@ class PruneToTarget(Protocol):
         return (f"{self.name} {', '.join(tg.label for tg in sweep.targets)}: {len(trials)} trial"
                 f"{'s' * (len(trials) != 1)}, one per method, target and seed ({len(sweep.seeds)} seed"
                 f"{'s' * (len(sweep.seeds) > 1)}): {t.prune_epoch} sparse epochs, {what} taking at most "
-                f"{t.max_layer_ratio:g} of a layer, {t.epochs - t.prune_epoch} fine-tuning; " + ", ".join(
+                f"{t.max_layer_ratio:g} of a layer, {t.epochs - t.prune_epoch} fine-tuning"
+                + (" (learning rate rewound)" if t.finetune == "rewind" else "") + "; " + ", ".join(
                     f"{m}" + (f" (lam {','.join(f'{v:g}' for v in sweep.sparse_strengths(m) if v is not None)})"
                               if any(v is not None for v in sweep.sparse_strengths(m)) else "")
                     for m in sweep.methods))
