@@ -25,15 +25,12 @@ from .settings import PRECISIONS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHER
 from .usercode import display_name, file_digest, source_key
 
 
-
 def _checked(obj: Any) -> None:
     """Every declared setting of ``obj`` against its type and range (bench/settings.py)."""
     try:
         S.check_fields(obj)
     except S.SettingError as err:
         raise ConfigError(str(err)) from None
-
-
 
 
 @dataclass(frozen=True)
@@ -352,9 +349,14 @@ class SweepConfig:
                                     "remaining epochs, but the search knows less; measured in the README",
                                     role=SWEEP, group=WHAT)
     controls: tuple[str, ...] = setting(
-        (), "add control trials; scratch: per trial, the network at that trial's final widths "
-        "trained from the seed's initialisation for the same epochs (Liu et al. 2019); `random` is a method",
-        role=SWEEP, group=WHAT, shown_default="none", cli={"type": S.parse_items, "metavar": "scratch"})
+        (), "add control trials, per finished trial, of the network at its final widths trained from the seed's "
+        "initialisation (Liu et al. 2019): scratch-e (or scratch) for the same epochs; scratch-b for the same "
+        "compute, epochs x dense FLOPs / pruned FLOPs rounded, at most --scratch-b-max-factor times the epochs; "
+        "`random` is a method", role=SWEEP, group=WHAT, shown_default="none",
+        cli={"type": S.parse_items, "metavar": "scratch-e,scratch-b"})
+    scratch_b_max_factor: float = setting(2.0, "Scratch-B trains at most this many times the epochs (Liu et al.'s "
+                                          "ImageNet cap; their CIFAR recipe caps nothing: a large value)",
+                                          role=SWEEP, group=WHAT, min=1, cli={"metavar": "F"})
     zeroing: Mapping[str, str] = setting(
         help="zeroing rule for every method (none, cumulative:T[:layer], threshold:EPS), or METHOD=RULE entries, "
         "comma separated", role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's own",

@@ -85,7 +85,8 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
         params["target_kind"], params["target"] = trial.target
     if trial.control is not None:   # a control: of which trial (method, target), and which widths
         c = trial.control
-        params.update(control=c["kind"], control_of=c["of"], control_method=c["method"])
+        params.update(control=c["kind"], control_of=c["of"], control_method=c["method"],
+                      **({"control_factor": c["factor"], "control_capped": c["capped"]} if "factor" in c else {}))
         if c.get("target"):
             params["target_kind"], params["target"] = c["target"]
     return {k: v for k, v in params.items() if v is not None}

@@ -390,7 +390,8 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                 previous += [_finished(c, done[c.key]) for c in controls if c.key in done]
                 if missing:
                     write(f"controls {len(missing)} trial{'s' * (len(missing) != 1)}: "
-                          + ", ".join(sorted({c.name.split('-')[0] for c in missing})) + " of every finished trial")
+                          + ", ".join(sorted({c.control["kind"] for c in missing if c.control})) + " of every finished "
+                          "trial")
                     outcomes += (runner or run_sweep)(sweep, missing, data, tracking,
                                                       run_name=f"{name}-controls-{time.strftime('%H%M%S')}",
                                                       **({"reserve": reserve} if runner is None else {}))
@@ -511,19 +512,34 @@ def control_trials(sweep: SweepConfig, outcomes: list, store) -> list[TrialConfi
         kept = store.read_json_artifact(o.metrics[N.RUN_ID_KEY], N.KEPT_GROUPS)
         if kept is None:
             raise RuntimeError(f"trial {t.name} finished without its {N.KEPT_GROUPS}: its control cannot be built")
-        out += [control_trial(sweep, t, {unit: len(idx) for unit, idx in kept.items()}, kind)
+        out += [control_trial(sweep, t, {unit: len(idx) for unit, idx in kept.items()}, kind,
+                              float(o.metrics.get(N.FLOPS_REDUCTION, 0.0)))
                 for kind in sweep.controls]
     return out
 
 
 def control_trial(sweep: SweepConfig, source: TrialConfig, widths: Mapping[str, int],
-                  kind: str = "scratch") -> TrialConfig:
-    """The ``kind`` control of a finished prune-to-target trial whose units kept ``widths`` groups: the ``none``
-    method (plain training) at those widths from the seed's initialisation, for the sweep's epochs."""
-    control = {"kind": kind, "of": source.name, "method": source.method,
-               "target": list(source.target) if source.target else None,
-               "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
-    return TrialConfig("none", {}, "none", source.seed, sweep.train, None, control)
+                  kind: str = "scratch", flops_reduction: float = 0.0) -> TrialConfig:
+    """The ``kind`` control of a finished trial that pruned to a target, whose units kept ``widths`` groups and
+    whose network has ``flops_reduction`` fewer FLOPs: the ``none`` method (plain training) at those widths from
+    the seed's initialisation, for the sweep's epochs (``scratch``, ``scratch-e``: Scratch-E) or for the same
+    compute (``scratch-b``: round(epochs x dense FLOPs / pruned FLOPs), the factor capped at
+    ``--scratch-b-max-factor``; Liu et al. 2019's Scratch-B)."""
+    from dataclasses import replace
+
+    from .protocols.prune_to_target import control_kind
+
+    kind = control_kind(kind)
+    control: dict[str, Any] = {"kind": kind, "of": source.name, "method": source.method,
+                               "target": list(source.target) if source.target else None,
+                               "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
+    train = sweep.train
+    if kind == "scratch-b":
+        factor = 1.0 / max(1.0 - flops_reduction, 1e-9)   # dense FLOPs / pruned FLOPs
+        epochs = max(train.epochs, round(train.epochs * min(factor, sweep.scratch_b_max_factor)))
+        control.update(factor=round(factor, 6), capped=factor > sweep.scratch_b_max_factor)
+        train = replace(train, epochs=epochs)
+    return TrialConfig("none", {}, "none", source.seed, train, None, control)
 
 
 def _finished(trial: TrialConfig, run) -> Any:

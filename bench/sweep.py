@@ -36,11 +36,9 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from . import checkpoints, guard  # noqa: E402
-from . import names as N  # noqa: E402
+from . import checkpoints, guard, names as N  # noqa: E402
 from .config import SweepConfig, TrialConfig  # noqa: E402
-from .data import Dataset  # noqa: E402
-from .sources import StreamData  # noqa: E402
+from .datatypes import Dataset, StreamData  # noqa: E402
 from .outcomes import TrialOutcome, error_text  # noqa: E402
 from .tracking import Store, TrackingInfo  # noqa: E402
 
@@ -178,7 +176,8 @@ class _Progress(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         filters = N.filters_line(result)
-        self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/{self.epochs}  "
+        self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/"
+                   f"{trial.config['trial']['train']['epochs']}  "
                    f"acc {result[N.TEST_ACCURACY]:.4f}  loss {result[N.TRAIN_LOSS]:.4f}  "
                    f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
                    f"({result.get('epoch_time_s', 0):.1f}s/epoch)")
@@ -533,7 +532,8 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
         tune.with_parameters(_run_trial, data=data, tracking=tracking, threads=max(1, int(cpus)),
                              plugins=tuple(sweep.plugins), storage=os.path.abspath(sweep.storage_path)),
         {"cpu": cpus, "gpu": gpus})
-    progress = _Progress(trials, write, None if searches is None else 0, sweep.train.epochs, on_disk_full=disk_full,
+    epochs = max([sweep.train.epochs, *(t.train.epochs for t in trials)])   # a Scratch-B control's are more
+    progress = _Progress(trials, write, None if searches is None else 0, epochs, on_disk_full=disk_full,
                          bound=len(trials) + sum(s.max_probes for s in searches or ()))
     if searches is None:
         space, search = {"trial": tune.grid_search([t.payload() for t in trials])}, {}

@@ -143,3 +143,35 @@ def test_rewinding_replays_the_schedule_from_its_start_over_the_fine_tuning_epoc
     assert rewound[2] == standard[2] and rewound[4][N.TRAIN_LOSS] != standard[4][N.TRAIN_LOSS]
     with pytest.raises(ConfigError, match=re.escape("--finetune applies to --protocol prune-to-target or iterative")):
         _trials(protocol="regularize", finetune="rewind", sparse_epochs=None, target_flops_reduction=())
+
+
+def test_scratch_b_trains_the_pruned_widths_for_the_same_compute_capped():
+    """Scratch-B (Liu et al.): round(epochs x dense FLOPs / pruned FLOPs) epochs, the factor capped at
+    --scratch-b-max-factor (the cap recorded when it bit); scratch-e is scratch under its first name (the same
+    trial, the same key)."""
+    from bench.session import control_trial
+
+    sweep = build_sweep({"methods": ["l1l2"], "epochs": 6, "dataset": "synthetic", "protocol": "prune-to-target",
+                         "target_flops_reduction": (0.6,), "controls": ("scratch-e", "scratch-b")})
+    source, widths = sweep.trials()[0], {"conv1": 8, "conv2": 20}
+    b = control_trial(sweep, source, widths, "scratch-b", 0.6)   # 1 / 0.4 = 2.5x, capped at 2
+    assert b.train.epochs == 12 and b.control["capped"] and b.control["factor"] == 2.5
+    assert b.name == f"scratch-b-{source.name}" and b.train.prune_epoch == 6
+    assert control_trial(sweep, source, widths, "scratch-b", 0.25).train.epochs == 8   # round(6 x 4/3)
+    wide = build_sweep({"methods": ["l1l2"], "epochs": 6, "dataset": "synthetic", "protocol": "prune-to-target",
+                        "target_flops_reduction": (0.6,), "controls": ("scratch-b",), "scratch_b_max_factor": 10})
+    assert control_trial(wide, source, widths, "scratch-b", 0.6).train.epochs == 15
+    e, old = control_trial(sweep, source, widths, "scratch-e"), control_trial(sweep, source, widths, "scratch")
+    assert e.key == old.key and e.train.epochs == 6 and e.name == f"scratch-{source.name}" and b.key != e.key
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"controls": ("scratch", "scratch-e")}, "--controls scratch,scratch-e names a control twice"),
+    ({"controls": ("scratch-c",)}, "unknown control 'scratch-c'; controls: scratch-e, scratch-b, scratch"),
+    ({"controls": ("scratch-b",), "protocol": "regularize", "target_flops_reduction": (), "sparse_epochs": None},
+     "--controls applies to --protocol prune-to-target or iterative"),
+    ({"scratch_b_max_factor": 0.5}, "scratch b max factor must be >= 1"),
+])
+def test_bad_controls_are_refused_before_any_work(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _trials(**settings)

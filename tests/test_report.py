@@ -557,6 +557,25 @@ def test_the_equal_target_table_names_only_differences_beyond_holm_corrected_see
     assert table.iloc[0][["conv1", "conv2", "overall"]].tolist() == [0.5, 1.0, 0.6]
 
 
+def test_scratch_b_rows_state_their_epochs_and_the_cap_and_get_a_column_of_their_own():
+    from bench.report.equal import equal_target
+
+    results = _protocol_results({"l1l2": [0.95, 0.96, 0.97]}, {"l1l2": [0.93, 0.935, 0.95]})
+    extra = [{"sweep": "s", "trial": f"scratch-b-l1l2-s{seed}", "run_id": f"sb{seed}", "status": "FINISHED",
+              "method": "none", "seed": seed, "target": "flops 0.5", "control": "scratch-b of l1l2",
+              "test_accuracy": a, "flops_reduction": 0.51, "total_sparsity": 0.3, "epochs": epochs,
+              "control_capped": capped} for seed, a, epochs, capped in ((0, 0.96, 8, "True"), (1, 0.975, 8, "True"),
+                                                                        (2, 0.975, 7, "False"))]
+    results.trials = pd.concat([results.trials, pd.DataFrame(extra)], ignore_index=True)
+    [(label, table, text)] = equal_target(results)
+    assert list(table["method"]) == ["l1l2", "scratch (widths of l1l2)",
+                                     "scratch-B (widths of l1l2, 7-8 epochs; the cap bit on 2 of 3 seeds)"]
+    row = table.set_index("method").loc["l1l2"]
+    assert "pts" in row["vs scratch"] and "pts" in row["vs scratch-B"] and row["vs scratch-B"].startswith("-1.00 [") and "p=" in row["vs scratch-B"]
+    plain = equal_target(_protocol_results({"l1l2": [0.95, 0.96]}, {"l1l2": [0.93, 0.935]}))[0][1]
+    assert "vs scratch-B" not in plain.columns and "vs scratch" in plain.columns
+
+
 def test_torch_prunings_published_numbers_sit_beside_the_runs_own_at_the_presets_target():
     from bench.report.equal import field_quoted
 

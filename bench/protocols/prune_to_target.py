@@ -9,16 +9,22 @@ from .base import FINETUNE, REWOUND, SPARSE, Plan, Protocol, Step, check, is_def
 from .registry import register_protocol
 
 
+def control_kind(name: str) -> str:
+    """A ``--controls`` name as its trials record it: ``scratch`` (Scratch-E: its first name, kept so that the
+    trials of earlier sweeps keep their keys) or ``scratch-b``."""
+    return "scratch" if name in ("scratch", "scratch-e") else name
+
+
 @register_protocol
 class PruneToTarget(Protocol):
     name = "prune-to-target"
     description = ("per (method, target, seed) one trial: --sparse-epochs with the method's penalty, one global "
                    "pruning step to the --target-* value by the method's importance, then fine-tuning")
-    settings = ("sparse_epochs", "max_layer_ratio", "finetune", "controls")
+    settings = ("sparse_epochs", "max_layer_ratio", "finetune", "controls", "scratch_b_max_factor")
     accepts = ("regularize", "prune-to-target")
     per_target = True
     report = "equal-target"
-    controls = ("scratch",)
+    controls = ("scratch-e", "scratch-b", "scratch")   # scratch: scratch-e's first name
 
     def check_train(self, train: Any) -> None:
         check(train.prune_epoch < train.epochs, f"--sparse-epochs {train.prune_epoch} leaves no epoch to fine-tune "
@@ -40,7 +46,10 @@ class PruneToTarget(Protocol):
               "is pruned")
         for control in sweep.controls:
             check(control in self.controls, f"unknown control {control!r}; controls: {', '.join(self.controls)} "
-                  "(random pruning is the method `random`)")
+                  "(scratch is scratch-e; random pruning is the method `random`)")
+        kinds = [control_kind(c) for c in sweep.controls]
+        check(len(set(kinds)) == len(kinds), f"--controls {','.join(sweep.controls)} names a control twice (scratch "
+              "is scratch-e)")
         for name in sweep.methods:
             check(self.runs(get_method(name)), f"method {name!r} cannot run under --protocol {self.name}")
         check(any(not get_method(m).reference for m in sweep.methods), f"--protocol {self.name} needs a method that "
@@ -55,7 +64,8 @@ class PruneToTarget(Protocol):
     def sweep_params(self, sweep: Any) -> dict[str, Any]:
         t = sweep.train
         return {"sparse_epochs": t.prune_epoch, "max_layer_ratio": t.max_layer_ratio, "finetune": t.finetune,
-                **({"controls": ",".join(sweep.controls)} if sweep.controls else {})}
+                **({"controls": ",".join(sweep.controls)} if sweep.controls else {}),
+                **({"scratch_b_max_factor": sweep.scratch_b_max_factor} if "scratch-b" in sweep.controls else {})}
 
     def steps(self, train: Any) -> tuple[Step, ...]:
         """The pruning steps of a trial with a target: one, at the end of the sparse epochs."""

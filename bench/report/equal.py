@@ -96,8 +96,10 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
         label = target if len(sweeps) == 1 else f"{target}, sweep {sweep}"
         methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
         by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], TEST) for m in methods}
-        scratch = {c.split(" of ")[1]: _seeds(here[here["control"] == c], TEST)
-                   for c in here["control"].dropna().unique() if c.startswith("scratch")}
+        # the controls by kind: scratch (Scratch-E, the same epochs) and scratch-b (the same compute)
+        controls = {k: {c.split(" of ", 1)[1]: _seeds(here[here["control"] == c], TEST)
+                        for c in here["control"].dropna().unique() if c.split(" of ", 1)[0] == k}
+                    for k in CONTROL_COLUMNS}
         chosen = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
         means = {m: float(np.mean(list(v.values()))) for m, v in chosen.items() if v}
         best = max(means, key=lambda m: means[m]) if means else None   # chosen on validation when held out
@@ -108,9 +110,10 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
                 wanted.append((m, "vs best", best))
             if "random" in by_method and m != "random":
                 wanted.append((m, "vs random", "random"))
-            if m in scratch:
-                wanted.append((m, "vs scratch", f"scratch of {m}"))
-        sides = {**by_method, **{f"scratch of {m}": v for m, v in scratch.items()}}
+            for control, column in CONTROL_COLUMNS.items():
+                if m in controls[control]:
+                    wanted.append((m, column, f"{control} of {m}"))
+        sides = {**by_method, **{f"{c} of {m}": v for c, mine in controls.items() for m, v in mine.items()}}
         for a, _, b in wanted:
             if not any({a, b} == {x, y} for x, y, _ in comparisons):
                 comparisons.append((a, b, paired(sides[a], sides[b])))
@@ -130,19 +133,20 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
                                f"{kind} removed %": f"{achieved.mean() * 100:.2f}",
                                "vs best": "(best)" if m == best else cells.get((m, "vs best"), "-"),
                                "vs random": cells.get((m, "vs random"), "-"),
-                               "vs scratch": cells.get((m, "vs scratch"), "-")})
-        for m, seeds in scratch.items():
-            mean, lo, hi = mean_ci(list(seeds.values()))
-            achieved = here[here["control"] == f"scratch of {m}"][metric]
-            table_rows.append({"method": f"scratch (widths of {m})", "seeds": len(seeds),
-                               "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
-                               f"{kind} removed %": f"{achieved.mean() * 100:.2f}", "vs best": "", "vs random": "",
-                               "vs scratch": ""})
+                               **{column: cells.get((m, column), "-") for column in CONTROL_COLUMNS.values()}})
+        for control, mine in controls.items():
+            for m, seeds in mine.items():
+                mean, lo, hi = mean_ci(list(seeds.values()))
+                runs = here[here["control"] == f"{control} of {m}"]
+                table_rows.append({"method": _control_label(control, m, runs), "seeds": len(seeds),
+                                   "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                                   f"{kind} removed %": f"{runs[metric].mean() * 100:.2f}", "vs best": "",
+                                   "vs random": "", **dict.fromkeys(CONTROL_COLUMNS.values(), "")})
         if len(dense):
             mean, lo, hi = mean_ci(list(_seeds(dense, TEST).values()))
             table_rows.append({"method": "dense (none)", "seeds": len(dense), "accuracy % [95% CI]":
                                _fmt_ci(mean, lo, hi), f"{kind} removed %": "0.00", "vs best": "", "vs random": "",
-                               "vs scratch": ""})
+                               **dict.fromkeys(CONTROL_COLUMNS.values(), "")})
         n_seeds = max((len(v) for v in by_method.values()), default=0)
         if n_seeds < 2:
             text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
@@ -151,8 +155,26 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
             on = " validation" if acc != TEST else ""
             text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
                     f"comparisons this table makes, after Holm's correction at {ALPHA:g}: {named}"]
-        out.append((label, pd.DataFrame(table_rows), text))
+        table = pd.DataFrame(table_rows)
+        # a control column only where that control ran (vs scratch kept as the one column it always was)
+        table = table.drop(columns=[c for k, c in CONTROL_COLUMNS.items() if k != "scratch" and not controls[k]])
+        out.append((label, table, text))
     return out
+
+
+CONTROL_COLUMNS = {"scratch": "vs scratch", "scratch-b": "vs scratch-B"}   # a control's kind -> its column
+
+
+def _control_label(kind: str, method: str, runs: pd.DataFrame) -> str:
+    """A control's row: ``scratch (widths of l1l2)``; Scratch-B's states its epochs (their range over the seeds)
+    and whether the cap on its factor bit."""
+    if kind != "scratch-b":
+        return f"{kind} (widths of {method})"
+    epochs = sorted({int(e) for e in runs.get("epochs", pd.Series(dtype=float)).dropna()})
+    span = (f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}") if epochs else "?"
+    capped = runs.get("control_capped", pd.Series(dtype=object)).astype(str).str.lower().eq("true").sum()
+    return (f"scratch-B (widths of {method}, {span} epochs" + (f"; the cap bit on {capped} of {len(runs)} seeds"
+                                                              if capped else "") + ")")
 
 
 def _word(r: Mapping[str, float], p: float) -> str:
@@ -278,8 +300,9 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
             if len(mine):
                 series.append((m, colors.get(m), False, 100 * mine[acc].to_numpy(float)))
         for c in here["control"].dropna().unique():
-            m = c.split(" of ")[1]
-            series.append((f"scratch ({m})", colors.get(m), True, 100 * here[here["control"] == c][acc].to_numpy(float)))
+            kind, m = c.split(" of ", 1)
+            series.append((f"{'scratch-B' if kind == 'scratch-b' else kind} ({m})", colors.get(m), True,
+                           100 * here[here["control"] == c][acc].to_numpy(float)))
         dense = here[here["target"].isna() & here["control"].isna()]
         if len(dense):
             series.append(("dense", "black", False, 100 * dense[acc].to_numpy(float)))

@@ -209,7 +209,9 @@ def _identity(run, sweep_names: Mapping[str, str]) -> dict[str, Any]:
     control = f"{p['control']} of {p.get('control_method', '?')}" if p.get("control") else None
     return {"sweep": sweep_names.get(run.tags.get(N.PARENT_TAG), ""), "trial": run.name,
             "run_id": run.run_id, "status": run.status, "method": p.get("method", "?"), "axis": axis or "",
-            "value": value, "setting": setting, "seed": _int(p.get("seed")), "target": target, "control": control}
+            "value": value, "setting": setting, "seed": _int(p.get("seed")), "target": target, "control": control,
+            "epochs": _int(p.get("epochs")),
+            **({"control_capped": p["control_capped"]} if p.get("control_capped") else {})}   # Scratch-B's cap bit
 
 
 def _layers(epochs: pd.DataFrame) -> tuple[list[str], dict[str, int]]:

@@ -142,7 +142,11 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             f"of the table; 'better' or 'worse' only below {ALPHA:g} (an interval is its comparison's own, not "
             "adjusted: one that excludes 0 can still show no difference after the correction). The accuracies and "
             "tests are on test accuracy; the best method is the one of highest mean selection accuracy. vs scratch: against the same widths trained "
-            "from the seed's initialisation for the same epochs (`--controls scratch`). " + results.choice_note()
+            "from the seed's initialisation for the same epochs (`--controls scratch-e`). " + (
+                "vs scratch-B: the same widths trained for the same compute (`--controls scratch-b`, Liu et al.'s "
+                "Scratch-B): round(epochs x dense FLOPs / pruned FLOPs) epochs, at most `--scratch-b-max-factor` "
+                "times the epochs; its row states its epochs and on how many seeds the cap bit. "
+                if "vs scratch-B" in table.columns else "") + results.choice_note()
             + caption), table, figure=figure))
     stable = stability(results)
     if stable is not None:
