@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import settings as S
-from .protocols import DEFAULT_PROTOCOL, FINETUNES, get_protocol, refuse_other_protocols
+from . import protocols as P
+from .protocols import DEFAULT_PROTOCOL, get_protocol
 from .settings import PRECISIONS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
 from .usercode import display_name, file_digest, source_key
 
@@ -51,7 +52,8 @@ class TrainSettings:
                             "pruning, strengths swept or searched for the --target-* values; prune-to-target, per "
                             "(method, target, seed) --sparse-epochs with the penalty, one global pruning step to the "
                             "target by the method's importance, then fine-tuning; iterative, the same in "
-                            "--prune-steps steps (docs/methods.md)", role=TRIAL, group=WHAT,
+                            "--prune-steps steps (docs/methods.md); a comma list of those that prune to a target is a "
+                            "study axis, trials paired by seed across them", role=TRIAL, group=WHAT,
                             key_default=DEFAULT_PROTOCOL)
     sparse_epochs: int | None = setting(None, "epochs of training with the method's penalty before the (last) "
                                         "pruning step (the rest fine-tune)", role=TRIAL, group=WHAT, min=1,
@@ -61,8 +63,9 @@ class TrainSettings:
                                      key_default=0.9, cli={"metavar": "R"})
     finetune: str = setting("standard", "the fine-tuning's learning rate: standard, the schedule runs on over the "
                             "whole budget; rewind, it replays the schedule from its start over the fine-tuning "
-                            "epochs (Renda et al. 2020's learning-rate rewinding)", role=TRIAL, group=WHAT,
-                            choices=FINETUNES, key_default="standard")
+                            "epochs (Renda et al. 2020's learning-rate rewinding); standard,rewind: both, a study axis",
+                            role=TRIAL, group=WHAT,
+                            key_default="standard")
     prune_steps: int | None = setting(None, "pruning steps over the sparse epochs, the k-th meeting k/N of the "
                                       "target (at most one per sparse epoch)", role=TRIAL, group=WHAT, min=1,
                                       key_default=None, shown_default="5, or the sparse epochs if fewer",
@@ -169,9 +172,7 @@ class TrainSettings:
                "--nesterov needs the sgd optimizer with a momentum > 0")
         _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        protocol = get_protocol(self.protocol)   # a ConfigError naming the protocols for an unknown one
-        protocol.check_train(self)
-        refuse_other_protocols(self, protocol)
+        P.check_train(self)   # its protocol (an unknown one: the protocols named), or each of a study axis
 
     @property
     def prune_epoch(self) -> int:
@@ -224,8 +225,8 @@ class TrialConfig:
         parts = [self.method]
         if self.sweep_axis == "lam" or (self.sweep_axis is not None and self.target is None):
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")   # a ratio does nothing under prune-to-target
-        if self.target is not None:
-            parts.append(f"{self.target[0]}{self.target[1]:g}")
+        if self.target is not None:   # and its protocol's tags: iterative's steps, a rewound fine-tuning
+            parts += [f"{self.target[0]}{self.target[1]:g}", *get_protocol(self.train.protocol).tags(self.train)]
         from .zeroing import parse_zeroing
         if self.target is None and self.zeroing != parse_zeroing(_method(self.method).default_zeroing).spec:
             parts.append(f"z{self.zeroing.replace(':', '')}")
@@ -437,15 +438,13 @@ class SweepConfig:
             parse_targets(self.target_values)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        protocol = get_protocol(self.train.protocol)
-        protocol.check_sweep(self)
-        refuse_other_protocols(self, protocol)
+        P.check_sweep(self)
 
     @property
     def searching(self) -> bool:
         """A target search (--target-* values under a protocol that does not prune to them, regularize): probes
         proposed as results come."""
-        return bool(self.target_values) and not get_protocol(self.train.protocol).per_target
+        return bool(self.target_values) and not P.first(self.train).per_target
 
     @property
     def target_values(self) -> dict[str, tuple[float, ...]]:
@@ -509,7 +508,7 @@ class SweepConfig:
         return tuple(values)
 
     def zeroing_for(self, method: str) -> str:
-        fixed = get_protocol(self.train.protocol).zeroing_for(self, method)
+        fixed = P.first(self.train).zeroing_for(self, method)
         if fixed is not None:   # prune-to-target: sparse training zeroes nothing, the pruning step removes
             return fixed
         return self.zeroing.get(method) or self.zeroing.get("*") or _method(method).default_zeroing
@@ -524,7 +523,7 @@ class SweepConfig:
 
         from .zeroing import parse_zeroing
         out = []
-        pruning = get_protocol(self.train.protocol).per_target
+        pruning = P.first(self.train).per_target
         targets = [(t.kind, t.value) for t in self.targets] if pruning else [None]
         for name in self.methods:
             cls = _method(name)
@@ -543,10 +542,12 @@ class SweepConfig:
                     rule = parse_zeroing(spec, method.kernel_norm_scale)
                 except ValueError as err:
                     raise ConfigError(f"method {name!r}: {err}") from None
-                for target in ([None] if cls.reference else targets):   # the dense reference: never pruned
-                    for seed in self.seeds:
-                        out.append(TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), self.train,
-                                               target))
+                for i, train in enumerate(P.variants(self.train)):   # each protocol and fine-tuning of an axis
+                    if cls.reference and i:   # the dense reference, never pruned: once, not per protocol
+                        continue
+                    for target in [None] if cls.reference else targets:
+                        out += [TrialConfig(name, method.hparams.as_dict(), rule.spec, int(seed), train, target)
+                                for seed in self.seeds]
         return tuple(out)
 
     def sparse_strengths(self, method: str) -> tuple[float | None, ...]:

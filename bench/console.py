@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from . import names as N
 from .config import SweepConfig, TrialConfig, redact
-from .protocols import get_protocol, list_protocols
+from .protocols import first as first_protocol
+from .protocols import get_protocol, list_protocols, variants
 from .usercode import display_name
 
 
@@ -55,8 +56,9 @@ def plan_lines(sweep: SweepConfig, trials: list[TrialConfig], train_examples: in
               f"for {', '.join(f'{m} (zeroing {sweep.zeroing_for(m)})' for m in searched)}: one search per method "
               f"and seed, {seeds}, at most {sweep.max_probes} probes each"
               + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
-    elif (line := get_protocol(t.protocol).plan_line(sweep, trials)) is not None:
-        lines.append(line)
+    elif first_protocol(t).per_target:   # a line per protocol and fine-tuning of the sweep
+        lines += [get_protocol(v.protocol).plan_line(sweep, [x for x in trials if x.train == v or x.target is None
+                                                             and len(variants(t)) == 1], v) for v in variants(t)]
     else:
         lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
             f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))

@@ -21,7 +21,7 @@ from . import metrics as M
 from . import names as N
 from .config import SweepConfig, TrainSettings, TrialConfig
 from .datatypes import Dataset, StreamData
-from .protocols import get_protocol
+from .protocols import get_protocol, variants
 from .settings import TRIAL, declared
 from .tracking import TrackingInfo, TrialRun, source_tags
 
@@ -34,7 +34,7 @@ def sweep_params(sweep: SweepConfig, n_trials: int) -> dict[str, Any]:
     return {"methods": ",".join(sweep.methods), "trials": n_trials, "seeds": ",".join(map(str, sweep.seeds)),
             "model": t.model, "dataset": t.dataset, "epochs": t.epochs, "batch_size": t.batch_size, "lr": t.lr,
             "limit_train": t.limit_train, "limit_test": t.limit_test, "protocol": t.protocol,
-            **get_protocol(t.protocol).sweep_params(sweep)}
+            **{k: v for train in variants(t) for k, v in get_protocol(train.protocol).sweep_params(sweep).items()}}
 
 
 def summary_metrics(outcomes: list, records: list[dict] | None = None) -> dict[str, float]:

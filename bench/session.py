@@ -27,7 +27,7 @@ from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FA
                        TrialOutcome, ending)
 from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
 from .config import ConfigError, SweepConfig, TrialConfig, redact
-from .protocols import get_protocol
+from .protocols import first as first_protocol
 from .settings import RUNTIME, names_with_role, quote
 
 
@@ -138,7 +138,7 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     if sweep.target_values:
         from .metrics import reachable
-        bound = get_protocol(t.protocol).layer_bound(t)   # a pruning step's layer bound, or None
+        bound = first_protocol(t).layer_bound(t)   # a pruning step's layer bound, or None
         most = reachable(structure, bound)
         for target in sweep.targets:
             if target.value > most[target.metric]:
@@ -533,7 +533,7 @@ def control_trial(sweep: SweepConfig, source: TrialConfig, widths: Mapping[str, 
     control: dict[str, Any] = {"kind": kind, "of": source.name, "method": source.method,
                                "target": list(source.target) if source.target else None,
                                "widths": {unit: int(n) for unit, n in sorted(widths.items())}}
-    train = sweep.train
+    train = source.train   # its protocol and fine-tuning (a study axis); plain training whatever they are
     if kind == "scratch-b":
         factor = 1.0 / max(1.0 - flops_reduction, 1e-9)   # dense FLOPs / pruned FLOPs
         epochs = max(train.epochs, round(train.epochs * min(factor, sweep.scratch_b_max_factor)))

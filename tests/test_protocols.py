@@ -175,3 +175,54 @@ def test_scratch_b_trains_the_pruned_widths_for_the_same_compute_capped():
 def test_bad_controls_are_refused_before_any_work(settings, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _trials(**settings)
+
+
+def test_a_study_over_protocols_pairs_every_variant_and_keeps_each_protocols_keys():
+    """--protocol prune-to-target,iterative --finetune standard,rewind: one trial per (protocol, fine-tuning,
+    method, target, seed), names of their own, the dense reference once per seed; the prune-to-target
+    trials have the keys of a sweep of that protocol alone (iterative's --prune-steps left out of them)."""
+    axis = _trials("taylor", protocol="prune-to-target,iterative", finetune="standard,rewind", prune_steps=2,
+                   seeds=(0, 1), methods=["none", "taylor"])
+    names = [t.name for t in axis]
+    assert len(names) == len(set(names)) == 2 + 4 * 2
+    assert {"taylor-flops0.6-s0", "taylor-flops0.6-rw-s1", "taylor-flops0.6-it2-s0", "taylor-flops0.6-it2-rw-s1",
+            "none-s0", "none-s1"} <= set(names)
+    alone = _trials("taylor", protocol="prune-to-target", seeds=(0, 1), methods=["none", "taylor"])
+    assert [t.key for t in alone] == [t.key for t in axis if t.train.protocol == "prune-to-target"
+                                      and t.train.finetune == "standard"]
+    assert all(t.train.prune_steps is None for t in axis if t.train.protocol == "prune-to-target")
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"protocol": "regularize,prune-to-target"}, "a study over protocols compares protocols that prune to a target"),
+    ({"protocol": "prune-to-target,prune-to-target"}, "--protocol prune-to-target,prune-to-target lists a value twice"),
+    ({"finetune": "standard,rewnd"}, "--finetune must be one of standard, rewind, got 'rewnd'"),
+])
+def test_a_bad_study_axis_is_refused(settings, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _trials(**settings)
+
+
+def test_the_protocol_comparison_pairs_each_variant_with_the_first_and_says_what_matters_more():
+    import pandas as pd
+
+    from bench import report as R
+    from bench.report.axis import protocol_comparison, what_matters
+
+    acc = {("a", "p"): [0.90, 0.91, 0.92], ("a", "q"): [0.905, 0.915, 0.918], ("b", "p"): [0.80, 0.81, 0.82],
+           ("b", "q"): [0.80, 0.812, 0.818]}
+    rows = pd.DataFrame([{"sweep": "s", "trial": f"{m}-{v}-s{s}", "run_id": f"{m}{v}{s}", "status": "FINISHED",
+                          "method": m, "seed": s, "target": "flops 0.5", "control": None, "variant": v,
+                          "test_accuracy": a, "flops_reduction": 0.5} for (m, v), values in acc.items()
+                         for s, a in enumerate(values)])
+    results = R.Results("x", "sqlite:///x.db", [], rows, rows, ["conv1"], {"conv1": 20})
+    [(label, table, text)] = protocol_comparison(results)
+    assert label == "flops 0.5" and list(table.columns) == ["method", "p", "q", "q vs p"]
+    assert table.iloc[0]["p"].startswith("91.00 [") and "pts" in table.iloc[0]["q vs p"]
+    assert "of the 2 paired comparisons of a protocol against p" in text[0]
+    # by hand: means a 91.00 / 91.27, b 81.00 / 81.00: within a protocol (10.00 + 10.27) / 2 = 10.13 points,
+    # across protocols (0.27 + 0.00) / 2 = 0.13
+    assert "span 10.13 points within a protocol" in text[1] and "span 0.13 points across protocols" in text[1]
+    assert "the criterion matters more" in text[1]
+    same = {k: dict(enumerate(v)) for k, v in acc.items()}
+    assert "not answered" in what_matters({k: {0: v[0]} for k, v in same.items()}, ["a", "b"], ["p", "q"])

@@ -110,9 +110,14 @@ class Protocol:
         """The protocol's settings among the sweep run's flat params."""
         return {}
 
-    def plan_line(self, sweep: Any, trials: Sequence[Any]) -> str | None:
-        """The line of ``bench run``'s plan that says what the sweep runs (None: the grid's line)."""
-        return None
+    def tags(self, train: Any) -> list[str]:
+        """What a trial's name adds after its target, so that trials of a study axis have names of their own."""
+        return []
+
+    def plan_line(self, sweep: Any, trials: Sequence[Any], train: Any) -> str:
+        """The line of ``bench run``'s plan that says what a protocol that prunes to targets runs: ``trials``
+        under the training settings ``train`` (one protocol and fine-tuning of the sweep)."""
+        return f"{self.name}: {len(trials)} trials"
 
     # -- a trial --------------------------------------------------------------------------------------------
     def plan(self, trial: Any) -> Plan:

@@ -38,5 +38,8 @@ class Iterative(PruneToTarget):
         n, last = self.count(train), train.prune_epoch
         return tuple(Step(-(-k * last // n), k / n) for k in range(1, n + 1))   # epoch ceil(k E / N)
 
+    def tags(self, train: Any) -> list[str]:
+        return [f"it{self.count(train)}", *super().tags(train)]
+
     def sweep_params(self, sweep: Any) -> dict[str, Any]:
         return {**super().sweep_params(sweep), "prune_steps": self.count(sweep.train)}

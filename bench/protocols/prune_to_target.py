@@ -78,12 +78,15 @@ class PruneToTarget(Protocol):
         return Plan(((1, SPARSE), (last + 1, self.finetune_phase(trial.train))), self.steps(trial.train),
                     defer_pruning=True)
 
+    def tags(self, train: Any) -> list[str]:
+        return ["rw"] * (train.finetune == "rewind")
+
     def finetune_phase(self, train: Any):
         """The fine-tuning phase of ``--finetune``: the schedule running on (standard) or rewound (rewind)."""
         return REWOUND if train.finetune == "rewind" else FINETUNE
 
-    def plan_line(self, sweep: Any, trials: Sequence[Any]) -> str | None:
-        t = sweep.train
+    def plan_line(self, sweep: Any, trials: Sequence[Any], train: Any) -> str:
+        t = train
         steps = self.steps(t)
         what = "one global pruning step" if len(steps) == 1 else \
             f"{len(steps)} global pruning steps (ends of epochs {', '.join(str(s.epoch) for s in steps)})"

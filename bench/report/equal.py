@@ -87,13 +87,12 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
     acc = results.selection
     out = []
     sweeps = list(dict.fromkeys(rows["sweep"]))
-    for sweep, target in [(w, t) for w in sweeps for t in sorted(rows[rows["sweep"] == w]["target"].dropna().unique(),
-                                                                  key=lambda t: (t.split()[0], float(t.split()[1])))]:
+    for sweep, target, variant in panels(rows):
         kind = target.split()[0]
         metric = {"flops": "flops_reduction", "sparsity": "total_sparsity", "params": "params_reduction"}[kind]
-        dense = rows[(rows["sweep"] == sweep) & rows["target"].isna()]
-        here = rows[(rows["sweep"] == sweep) & (rows["target"] == target)]
-        label = target if len(sweeps) == 1 else f"{target}, sweep {sweep}"
+        dense = rows[(rows["sweep"] == sweep) & rows["target"].isna()]   # one dense reference for every protocol
+        here = _of(rows[(rows["sweep"] == sweep) & (rows["target"] == target)], variant)
+        label = target + (f", {variant}" if variant else "") + ("" if len(sweeps) == 1 else f", sweep {sweep}")
         methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
         by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], TEST) for m in methods}
         # the controls by kind: scratch (Scratch-E, the same epochs) and scratch-b (the same compute)
@@ -165,6 +164,23 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
 CONTROL_COLUMNS = {"scratch": "vs scratch", "scratch-b": "vs scratch-B"}   # a control's kind -> its column
 
 
+def panels(rows: pd.DataFrame) -> list[tuple[str, str, str | None]]:
+    """The (sweep, target, variant) each table and figure panel is of: a variant (a protocol and fine-tuning)
+    where a sweep compared several (``--protocol a,b``, ``--finetune standard,rewind``), else None."""
+    out = []
+    for sweep in dict.fromkeys(rows["sweep"]):
+        mine = rows[rows["sweep"] == sweep]
+        for target in sorted(mine["target"].dropna().unique(), key=lambda t: (t.split()[0], float(t.split()[1]))):
+            at = mine[mine["target"] == target]
+            variants = list(dict.fromkeys(at["variant"].fillna(""))) if "variant" in at else [""]
+            out += [(sweep, target, v if len(variants) > 1 else None) for v in variants]
+    return out
+
+
+def _of(rows: pd.DataFrame, variant: str | None) -> pd.DataFrame:
+    return rows if variant is None else rows[rows["variant"].fillna("") == variant]
+
+
 def _control_label(kind: str, method: str, runs: pd.DataFrame) -> str:
     """A control's row: ``scratch (widths of l1l2)``; Scratch-B's states its epochs (their range over the seeds)
     and whether the cap on its factor bit."""
@@ -214,13 +230,15 @@ def stability(results: Results) -> pd.DataFrame | None:
         return None
     rows = rows[rows["control"].isna() & rows["target"].notna() & rows["run_id"].isin(list(results.kept))]
     out = []
-    for (sweep, method, target), group in rows.groupby(["sweep", "method", "target"], sort=False):
+    rows = rows.assign(variant=rows["variant"].fillna("") if "variant" in rows else "")
+    for (sweep, method, target, variant), group in rows.groupby(["sweep", "method", "target", "variant"], sort=False):
         kept = [results.kept[r] for r in group["run_id"]]
         if len(kept) < 2:
             continue
         units = list(kept[0])
         pairs = list(itertools.combinations(range(len(kept)), 2))
-        row = {"sweep": sweep, "method": method, "target": target, "seeds": len(kept),
+        row = {"sweep": sweep, "method": method, "target": target + (f", {variant}" if rows["variant"].nunique() > 1
+                                                                     else ""), "seeds": len(kept),
                "overall": np.mean([jaccard([(u, i) for u in units for i in kept[a][u]],
                                            [(u, i) for u in units for i in kept[b][u]]) for a, b in pairs])}
         for u in units:
@@ -286,14 +304,14 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
         return None
     plt, _ = _plt()
     acc = TEST
-    panels = [(s, t) for s in dict.fromkeys(rows["sweep"]) for t in sorted(
-        rows[rows["sweep"] == s]["target"].dropna().unique(), key=lambda t: (t.split()[0], float(t.split()[1])))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.55 * rows["method"].nunique() + 2.5) * len(panels),
-                                                     4.2), squeeze=False)
+    keys = panels(rows)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(5.0, 0.55 * rows["method"].nunique() + 2.5) * len(keys),
+                                                    4.2), squeeze=False)
     colors = palette(results.methods)
     notes = []
-    for ax, (sweep, target) in zip(axes[0], panels):
-        here = rows[(rows["sweep"] == sweep) & ((rows["target"] == target) | rows["target"].isna())]
+    for ax, (sweep, target, variant) in zip(axes[0], keys):
+        at = rows[(rows["sweep"] == sweep) & (rows["target"] == target)]
+        here = pd.concat([_of(at, variant), rows[(rows["sweep"] == sweep) & rows["target"].isna()]])
         series = []   # (label, colour, hollow, values in %)
         for m in results.methods:
             mine = here[(here["method"] == m) & here["control"].isna() & here["target"].notna()]
@@ -328,7 +346,8 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
         ax.set_xticks(range(len(series)), [s[0] for s in series], rotation=60, ha="right", fontsize=8)
         ax.set_ylim(edge - 0.4 * pad, top + pad)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(target if len(panels) == 1 or len(set(s for s, _ in panels)) == 1 else f"{target}, {sweep}")
+        ax.set_title(target + (f", {variant}" if variant else "")
+                     + ("" if len({s for s, _, _ in keys}) == 1 else f", {sweep}"), fontsize=9)
     fig.tight_layout()
     fig.bench_notes = notes   # type: ignore[attr-defined]
     return fig

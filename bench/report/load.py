@@ -210,7 +210,7 @@ def _identity(run, sweep_names: Mapping[str, str]) -> dict[str, Any]:
     return {"sweep": sweep_names.get(run.tags.get(N.PARENT_TAG), ""), "trial": run.name,
             "run_id": run.run_id, "status": run.status, "method": p.get("method", "?"), "axis": axis or "",
             "value": value, "setting": setting, "seed": _int(p.get("seed")), "target": target, "control": control,
-            "epochs": _int(p.get("epochs")),
+            "epochs": _int(p.get("epochs")), "variant": _variant(p),
             **({"control_capped": p["control_capped"]} if p.get("control_capped") else {})}   # Scratch-B's cap bit
 
 
@@ -262,6 +262,11 @@ def _float(text: Any) -> float:
         return float(text)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _variant(params: Mapping[str, Any]) -> str:
+    """A trial's protocol and fine-tuning, as a study over them names its tables: ``iterative, rewind``."""
+    return str(params.get("protocol") or "") + (", rewind" if params.get("finetune") == "rewind" else "")
 
 
 def _int(text: Any) -> int | None:

@@ -18,6 +18,7 @@ from .. import names as N
 from ..files import write_bytes
 from ..tracking import Store
 from ..version import __version__
+from .axis import protocol_comparison
 from .equal import equal_target, fig_equal_target, field_quoted, stability
 from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
                        layer_table, method_table, notes, problem_table, quoted_table, training_noise)
@@ -148,6 +149,12 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                 "times the epochs; its row states its epochs and on how many seeds the cap bit. "
                 if "vs scratch-B" in table.columns else "") + results.choice_note()
             + caption), table, figure=figure))
+    for label, table, text in protocol_comparison(results):
+        out.append(Section(f"Protocol against protocol: {label}", " ".join(text) + (
+            " Each method's final test accuracy under every protocol and fine-tuning of the sweep (mean over seeds "
+            "[95 % CI]), and under each against the first: the mean paired difference in points by seed (trials of "
+            "one seed start from the same weights whatever the protocol) with its 95 % interval and the paired "
+            "t-test's p-value, Holm-corrected across the table."), table))
     stable = stability(results)
     if stable is not None:
         out.append(Section("Stability of the kept groups across seeds", "For each method and target, the mean "
