@@ -96,7 +96,8 @@ def test_every_protocol_setting_names_its_owners_and_list_shows_them(capsys):
     print_registry()
     out = capsys.readouterr().out
     assert "protocols (bench run --protocol NAME" in out
-    assert "  iterative        [--sparse-epochs, --max-layer-ratio, --finetune, --controls, --prune-steps]" in out
+    assert "  iterative        [--sparse-epochs, --max-layer-ratio, --finetune, --controls, --scratch-b-max-factor, "\
+           "--prune-steps]" in out
 
 
 @pytest.mark.slow

@@ -44,10 +44,12 @@ def protocol_comparison(results: Results) -> list[tuple[str, pd.DataFrame, list[
         verdicts = [_verdict(f"{m} under {v}", f"{m} under {first}", r, p)
                     for (m, v, r), p in zip(comparisons, adjusted) if not math.isnan(p) and p < ALPHA]
         label = f"{target}" + ("" if rows["sweep"].nunique() == 1 else f", sweep {sweep}")
-        text = [f"At {label}: of the {len(comparisons)} paired comparisons of a protocol against {first}, after "
-                f"Holm's correction at {ALPHA:g}: " + ("; ".join(verdicts) + "." if verdicts else
-                                                       "no difference is beyond seed noise."),
-                what_matters(acc, methods, variants)]
+        tested = sum(not math.isnan(p) for p in adjusted)
+        said = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise.") if tested else \
+            "none could be tested (one seed, or the same difference on every seed)."
+        text = [f"At {label}: of the {len(comparisons)} paired comparisons of a protocol against {first}"
+                + (f" ({tested} tested)" if 0 < tested < len(comparisons) else "")
+                + f", after Holm's correction at {ALPHA:g}: {said}", what_matters(acc, methods, variants)]
         out.append((label, pd.DataFrame(table), text))
     return out
 

@@ -150,7 +150,9 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
         if n_seeds < 2:
             text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
         else:
-            named = "; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise."
+            tested = sum(not math.isnan(p) for p in adjusted)
+            named = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise.") if tested else \
+                "none could be tested (the same difference on every seed)."
             on = " validation" if acc != TEST else ""
             text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
                     f"comparisons this table makes, after Holm's correction at {ALPHA:g}: {named}"]

@@ -131,7 +131,9 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
                    "controls hollow, the dense reference in black." + "".join(
                        " " + x for x in drawn.get("accuracy_at_equal_target.png", []))) if figure else ""
         what, _, sweep = target.partition(", sweep ")
-        title = f"Accuracy at equal target: {what} removed" + (f" (sweep {sweep})" if sweep else "")
+        what, _, variant = what.partition(", ")   # the protocol and fine-tuning of a study over them
+        title = f"Accuracy at equal target: {what} removed" + (f", {variant}" if variant else "") + (
+            f" (sweep {sweep})" if sweep else "")
         out.append(Section(title, " ".join(verdicts) + (
             " One trial per method, target and seed (`bench run --protocol prune-to-target`, or `iterative`): sparse "
             "training, pruning to the target by the method's importance (one global step, or `--prune-steps` steps "
