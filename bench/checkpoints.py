@@ -54,14 +54,15 @@ RNG_KEYS = ("generator", "torch", "numpy", "python")
 
 @dataclass(frozen=True)
 class Expected:
-    """What the states of a sweep's trials must hold: its epochs, the model's state (parameter and buffer names
-    with their shapes), the masks' (unit names with their shapes) and, per trial key that is known in advance,
-    the top-level keys of its method's state (``Method.state_dict``)."""
+    """What the states of a sweep's trials must hold: the model's state (parameter and buffer names with their
+    shapes), the masks' (unit names with their shapes) and, per trial key that is known in advance (not a target
+    search's probes, nor the controls, which a Scratch-B makes longer), its epochs and the top-level keys of its
+    method's state (``Method.state_dict``)."""
 
-    epochs: int
     model: Mapping[str, tuple[int, ...]]
     masks: Mapping[str, tuple[int, ...]]
     method: Mapping[str, Collection[str]] = field(default_factory=dict)
+    epochs: Mapping[str, int] = field(default_factory=dict)
 
 
 def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -100,8 +101,9 @@ def contents_problem(snapshot: Any, info: Mapping[str, Any], expected: Expected 
         return "its random states or masks are incomplete"
     if expected is None:
         return None
-    if not 1 <= snapshot["epoch"] < expected.epochs:
-        return f"its epoch {snapshot['epoch']} is not one a trial of {expected.epochs} epochs keeps"
+    epochs = expected.epochs.get(str(info.get("trial_key")))
+    if snapshot["epoch"] < 1 or (epochs is not None and snapshot["epoch"] >= epochs):
+        return f"its epoch {snapshot['epoch']} is not one a trial of {epochs or 'its'} epochs keeps"
     wrong = _differs("model", _shapes(snapshot["model"]), expected.model) or \
         _differs("masks", _shapes(snapshot["masks"]["masks"]), expected.masks)
     if wrong:

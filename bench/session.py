@@ -314,7 +314,7 @@ def expected_state(trials: list[TrialConfig], data):
         methods[trial.key] = tuple(method.state_dict())
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     masks = {k: tuple(v.shape) for k, v in FilterMasks(structure).state_dict()["masks"].items()}
-    return Expected(trials[0].train.epochs, shapes, masks, methods)
+    return Expected(shapes, masks, methods, {t.key: t.train.epochs for t in trials})
 
 
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,

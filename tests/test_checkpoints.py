@@ -134,7 +134,7 @@ def _checkpoint(storage, epoch: int, key: str = "k", parent: str = "sweep-run", 
 
 def _expected(epochs: int = 4, method=("beta",)):
     from bench import checkpoints
-    return checkpoints.Expected(epochs, {"conv.weight": (64, 64)}, {"conv": (64,)}, {"k": method})
+    return checkpoints.Expected({"conv.weight": (64, 64)}, {"conv": (64,)}, {"k": method}, {"k": epochs})
 
 
 @pytest.mark.parametrize("foreign,why", [
@@ -171,11 +171,16 @@ def test_a_well_formed_state_that_is_not_this_sweeps_trial_is_refused_before_any
     assert checkpoints.check_sweep(storage, "another-sweep", _expected) == []
 
 
-def test_a_trial_epoch_past_the_last_checkpointed_one_is_refused(tmp_path):
+def test_a_trial_epoch_past_the_last_checkpointed_one_is_refused_and_a_longer_control_is_not(tmp_path):
+    """A known trial of 4 epochs keeps epochs 1-3; a control (a Scratch-B trains longer) is not known in advance
+    and is checked without an upper bound."""
     from bench import checkpoints
     _checkpoint(tmp_path, 4)
     with pytest.raises(checkpoints.CheckpointError, match="epoch 4 is not one a trial of 4 epochs keeps"):
         checkpoints.check_sweep(tmp_path, "sweep-run", _expected)
+    control = tmp_path / "control"
+    _checkpoint(control, 6, key="scratch-b-key")
+    assert checkpoints.check_sweep(control, "sweep-run", _expected) == []
 
 
 def test_the_states_a_trial_wrote_pass_the_contents_check(tmp_path):

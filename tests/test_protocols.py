@@ -227,3 +227,29 @@ def test_the_protocol_comparison_pairs_each_variant_with_the_first_and_says_what
     assert "the criterion matters more" in text[1]
     same = {k: dict(enumerate(v)) for k, v in acc.items()}
     assert "not answered" in what_matters({k: {0: v[0]} for k, v in same.items()}, ["a", "b"], ["p", "q"])
+
+
+def test_an_iterative_trial_continued_between_its_steps_ends_exactly_as_an_uninterrupted_one():
+    """Checkpoints after step 1 and after step 2 of 4: the continued trial takes the remaining steps at the same
+    epochs and ends with the same numbers (the masks, the phase and the steps come from the snapshot and the
+    plan)."""
+    import io
+
+    torch.set_num_threads(1)
+    trial = _trials("l1l2", prune_steps=4, epochs=5)[0]
+    data = make_synthetic(SHAPE, n_train=128, n_test=64)
+    whole: dict[int, dict] = {}
+    snapshots: dict[int, dict] = {}
+
+    def keep(epoch, snap):
+        buf = io.BytesIO()
+        torch.save(snap, buf)
+        buf.seek(0)
+        snapshots[epoch] = torch.load(buf, weights_only=True)
+    train(trial, data, report=lambda e, m: whole.__setitem__(e, {k: v for k, v in m.items() if k not in TIMED}),
+          keep=keep)
+    for epoch in (1, 2):
+        again: dict[int, dict] = {}
+        train(trial, data, report=lambda e, m: again.__setitem__(e, {k: v for k, v in m.items() if k not in TIMED}),
+              resume=snapshots[epoch])
+        assert again == {e: m for e, m in whole.items() if e > epoch}, epoch
