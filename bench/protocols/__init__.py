@@ -2,9 +2,9 @@
 lists them with their settings). A protocol is one object (:class:`Protocol`, bench/protocols/base.py): the
 phases of a trial as data (:class:`Plan`: penalty, hooks, removals and the learning-rate schedule per epoch, the
 pruning steps), the settings it takes and refuses, the trials a sweep expands to under it, what its sweep run
-records and which report section reads its trials. The trainer runs a trial's plan and knows no protocol by
-name; nothing outside this package compares a protocol's name. A ``--plugin`` file registers more with
-``register_protocol``. No torch at import."""
+records (per-target trials record their target, by which the report's equal-target sections read them).
+The trainer runs a trial's plan and knows no protocol by name; nothing outside this package compares a
+protocol's name. A ``--plugin`` file registers more with ``register_protocol``. No torch at import."""
 from __future__ import annotations
 
 from typing import Any

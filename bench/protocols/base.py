@@ -72,17 +72,17 @@ class Protocol:
     ``SweepConfig``); a setting another protocol declares and this one does not is refused when changed from
     its default. ``accepts``: which methods it runs, by the names a method lists in ``Method.protocols``
     (``regularize``: trains with a penalty and its own removals; ``prune-to-target``: scores groups for a
-    pruning step). ``per_target``: one trial per ``--target-*`` value (else the values start target searches).
-    ``report``: the report section that reads its trials (``fronts``: the Pareto fronts and the equal-sparsity
-    tables; ``equal-target``: accuracy at equal targets, paired by seed). ``controls``: the ``--controls`` it
-    offers."""
+    pruning step). ``per_target``: one trial per ``--target-*`` value, each recording its target (params
+    ``target_kind``, ``target``), which is what the report reads them by: its "Accuracy at equal target"
+    sections (and, for a study over protocols, "Protocol against protocol"); else the values start target
+    searches and the trials are read by the fronts and equal-sparsity sections. ``controls``: the
+    ``--controls`` it offers."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     settings: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = ("regularize",)
     per_target: ClassVar[bool] = False
-    report: ClassVar[str] = "fronts"
     controls: ClassVar[tuple[str, ...]] = ()
 
     # -- the settings ---------------------------------------------------------------------------------------

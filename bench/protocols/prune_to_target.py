@@ -23,7 +23,6 @@ class PruneToTarget(Protocol):
     settings = ("sparse_epochs", "max_layer_ratio", "finetune", "controls", "scratch_b_max_factor")
     accepts = ("regularize", "prune-to-target")
     per_target = True
-    report = "equal-target"
     controls = ("scratch-e", "scratch-b", "scratch")   # scratch: scratch-e's first name
 
     def check_train(self, train: Any) -> None:
