@@ -57,8 +57,8 @@ def plan_lines(sweep: SweepConfig, trials: list[TrialConfig], train_examples: in
               f"and seed, {seeds}, at most {sweep.max_probes} probes each"
               + (f"; baseline {', '.join(baselines)} once per seed" if baselines else ""))
     elif first_protocol(t).per_target:   # a line per protocol and fine-tuning of the sweep
-        lines += [get_protocol(v.protocol).plan_line(sweep, [x for x in trials if x.train == v or x.target is None
-                                                             and len(variants(t)) == 1], v) for v in variants(t)]
+        lines += [get_protocol(v.protocol).plan_line(sweep, [x for x in trials if x.train == v], v)
+                  for v in variants(t)]
     else:
         lines.append(f"sweep  {len(trials)} trial{'s' * (len(trials) != 1)}: " + ", ".join(
             f"{m} ({len(sweep.grid(m))} x {seeds}, zeroing {sweep.zeroing_for(m)})" for m in sweep.methods))
