@@ -21,11 +21,7 @@ def refuse_other_protocols(settings: Any, *protocols: Protocol) -> None:
     ``TrainSettings`` or ``SweepConfig`` of ``protocols``: a ConfigError naming it and the protocols it applies
     to."""
     mine = {s for p in protocols for s in p.settings}
-    owners: dict[str, list[str]] = {}
-    for name in list_protocols():
-        for setting in get_protocol(name).settings:
-            owners.setdefault(setting, []).append(name)
-    for setting, names in owners.items():
+    for setting, names in _owners().items():
         if setting in mine or not hasattr(settings, setting) or is_default(settings, setting):
             continue
         check(False, f"--{setting.replace('_', '-')} applies to --protocol {' or '.join(names)} (this sweep's "
@@ -91,13 +87,18 @@ def check_sweep(sweep: Any) -> None:
     refuse_other_protocols(sweep, *objs)
 
 
-def owners() -> dict[str, str]:
-    """Per setting that belongs to some protocols, their names (the README's options table)."""
+def _owners() -> dict[str, list[str]]:
+    """Per setting that belongs to some protocols, their names in registration order."""
     out: dict[str, list[str]] = {}
     for name in list_protocols():
         for setting in get_protocol(name).settings:
             out.setdefault(setting, []).append(name)
-    return {setting: ", ".join(names) for setting, names in out.items()}
+    return out
+
+
+def owners() -> dict[str, str]:
+    """Per setting that belongs to some protocols, their names (the README's options table)."""
+    return {setting: ", ".join(names) for setting, names in _owners().items()}
 
 
 __all__ = ["axis", "check_sweep", "check_train", "first", "variants", "DEFAULT_PROTOCOL", "FINETUNE", "FINETUNES", "REWOUND", "Phase", "Plan", "Protocol", "SPARSE", "Step", "TRAIN", "get_protocol",

@@ -124,11 +124,6 @@ class Protocol:
         """The phase schedule of one trial (``TrialConfig``)."""
         return Plan()
 
-    def describe(self) -> str:
-        """``bench list``'s line: the name, its settings and what it does."""
-        shown = ", ".join("--" + s.replace("_", "-") for s in self.settings)
-        return f"{self.name}" + (f" ({shown})" if shown else "") + f": {self.description}"
-
 
 def check(ok: bool, message: str) -> None:
     if not ok:
