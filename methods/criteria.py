@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, MethodError, MethodState, PostHocMethod, eval_mode, following_batchnorms, option
 
 REDUCTIONS = ("mean", "first")

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, Method, MethodState, option
 from .groups import Unit, filter_norms
 

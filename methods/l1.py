@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, Method, option
 from .kernel_norms import NORM_SCALES, add_kernel_norm_grad, kernel_norm_vector
 

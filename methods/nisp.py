@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eval_mode, option
 from .groups import is_depthwise
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, PostHocMethod
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import (HparamsBase, MethodError, MethodState, PruneThenFinetune, following_batchnorms, grad_of,
                    option)
 

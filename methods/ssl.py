@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import register_method
+from .registry import register_method
 from .base import HparamsBase, Method, MethodState, option
 from .groups import Unit, filter_norms, is_depthwise
 

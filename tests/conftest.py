@@ -22,11 +22,11 @@ def registry_snapshot():
     """The method registry (and plugin modules), restored after the test: for methods registered by one test."""
     import sys
 
-    import methods
-    saved, modules = dict(methods._REGISTRY), set(sys.modules)
+    from methods import registry
+    saved, modules = dict(registry._REGISTRY), set(sys.modules)
     yield
-    methods._REGISTRY.clear()
-    methods._REGISTRY.update(saved)
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
     for name in set(sys.modules) - modules:
         if name.startswith("bench_plugin_"):
             del sys.modules[name]
