@@ -11,6 +11,7 @@ from typing import Any
 
 from .base import (FINETUNE, FINETUNES, REWOUND, SPARSE, TRAIN, Phase, Plan, Protocol, Step, check, default_of,
                    is_default)
+from ..settings import ConfigError
 from .registry import DEFAULT as DEFAULT_PROTOCOL
 from .registry import get_protocol, list_protocols, register_protocol
 from . import regularize, prune_to_target, iterative  # noqa: F401,E402  (the built-in protocols register)
@@ -24,8 +25,8 @@ def refuse_other_protocols(settings: Any, *protocols: Protocol) -> None:
     for setting, names in _owners().items():
         if setting in mine or not hasattr(settings, setting) or is_default(settings, setting):
             continue
-        check(False, f"--{setting.replace('_', '-')} applies to --protocol {' or '.join(names)} (this sweep's "
-                     f"protocol is {','.join(p.name for p in protocols)})")
+        raise ConfigError(f"--{setting.replace('_', '-')} applies to --protocol {' or '.join(names)} (this "
+                          f"sweep's protocol is {','.join(p.name for p in protocols)})")
 
 
 def axis(train: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

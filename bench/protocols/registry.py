@@ -16,9 +16,9 @@ def register_protocol(cls: P) -> P:
     """Register a protocol class under its ``name`` (one instance serves every trial)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and type(_REGISTRY[cls.name]) is not cls:
-        if _REGISTRY[cls.name].__class__.__qualname__ != cls.__qualname__:
-            raise ValueError(f"protocol {cls.name!r} is registered already")
+    existing = _REGISTRY.get(cls.name)   # the same class again (a plugin file loaded twice) replaces itself
+    if existing is not None and type(existing).__qualname__ != cls.__qualname__:
+        raise ValueError(f"protocol {cls.name!r} is registered already")
     _REGISTRY[cls.name] = cls()
     return cls
 
