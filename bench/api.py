@@ -75,7 +75,7 @@ def load_results(experiment: str, tracking_uri: str | None = None, per_epoch: bo
 def load_targets(experiment: str, tracking_uri: str | None = None, sweep: str | None = None) -> pd.DataFrame:
     """The target searches of ``experiment``: one row per method, seed and target (``method``, ``seed``,
     ``kind``, ``target``, ``status`` reached / unreachable / unfinished, ``value``, ``achieved``,
-    ``test_accuracy``, ``probes``, ``run_id``, ``sweep``; README: Equal sparsity). Empty when it has none."""
+    ``test_accuracy``, ``probes``, ``run_id``, ``sweep``; docs/comparing.md: Equal sparsity). Empty when it has none."""
     from .report import read_store
     results = read_store(_uri(tracking_uri), experiment, sweep, with_filters=False)
     return pd.DataFrame(results.targets)

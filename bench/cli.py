@@ -54,7 +54,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_table() -> str:
-    """The README's table of ``bench run``'s options, generated from the declarations (tests keep them equal):
+    """The table of ``bench run``'s options in docs/options.md, generated from the declarations (tests keep them equal):
     ``python -c "from bench.cli import options_table; print(options_table())"``."""
     from .protocols import owners
     from .settings import markdown_table

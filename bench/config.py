@@ -347,7 +347,7 @@ class SweepConfig:
                               role=SWEEP, group=WHAT, min=1, cli={"metavar": "N"})
     stop_overshoots: bool = setting(False, "stop a target search's probe at the first epoch past every target plus "
                                     "the tolerance (its value then only a lower bound): saves that probe's "
-                                    "remaining epochs, but the search knows less; measured in the README",
+                                    "remaining epochs, but the search knows less; measured in docs/comparing.md",
                                     role=SWEEP, group=WHAT)
     controls: tuple[str, ...] = setting(
         (), "add control trials, per finished trial, of the network at its final widths trained from the seed's "

@@ -8,7 +8,7 @@ A setting is a field of :class:`bench.config.TrainSettings` or :class:`bench.con
   declared type and range before anything starts (exit 2 naming the key, the value and what is expected);
 - resume: :func:`names_with_role` tells which settings a resumed sweep may change (``runtime``);
 - the trial key: settings with the role ``trial`` define what a trial computes (``bench.config``);
-- the README's option table: :func:`markdown_table` (a test keeps the README equal to it).
+- the options table of docs/options.md: :func:`markdown_table` (a test keeps it equal).
 
 Roles:
 
@@ -30,7 +30,7 @@ from typing import Any
 
 TRIAL, SWEEP, RUNTIME = "trial", "sweep", "runtime"
 ROLES = (TRIAL, SWEEP, RUNTIME)
-# the help's option groups, in the order `bench run --help` and the README's table show them
+# the help's option groups, in the order `bench run --help` and docs/options.md's table show them
 WHAT, BUDGET, WHERE = "what to compare", "model, data and training budget", "where it runs and where it is recorded"
 GROUPS = (WHAT, BUDGET, WHERE)
 PRECISIONS = ("fp32", "bf16")   # --precision of bench run (config.py) and bench perf (cli.py)
@@ -64,7 +64,7 @@ def setting(default: Any = None, help: str = "", *, role: str, default_factory: 
     (inclusive), ``open_min`` / ``open_max`` (exclusive), ``choices``. ``flag``: the command-line flag
     (default ``--name-with-dashes``; ``""`` for a setting with no flag); ``cli``: extra ``add_argument``
     keywords (``type``, ``action``, ``metavar``, ``dest``...). ``label``: how messages name it (default: the
-    name with spaces). ``shown_default``: the default as the help and README print it. ``key_default``: a
+    name with spaces). ``shown_default``: the default as the help and docs/options.md print it. ``key_default``: a
     ``trial`` setting added after sweeps were recorded is left out of the trial key while it has this value,
     so the keys (and resume) of earlier sweeps stay valid. ``resume``: offered by ``bench resume`` (default:
     runtime settings).
@@ -242,7 +242,7 @@ def default_text(f: dataclasses.Field) -> str:
 
 def markdown_table(classes: Iterable[type], extra: Iterable[tuple[str, str, str]] = (),
                    group_order: Sequence[str] = (), owners: Mapping[str, str] | None = None) -> str:
-    """The README's option table: flag, default, role, the protocols it belongs to (``owners``: setting name ->
+    """The options table (docs/options.md): flag, default, role, the protocols it belongs to (``owners``: setting name ->
     protocol names; empty: every protocol), meaning, grouped in ``group_order``; ``extra`` rows for options that
     are not settings (``--config``, ``--dry-run``...)."""
     owners = owners or {}

@@ -357,7 +357,7 @@ def _own_session():
 
 def _private_token() -> None:
     """Ray's token (its default for a local Ray: ``~/.ray/auth_token``) readable by its owner only: it is the
-    one barrier before the local Ray's ports (README: Security). Ray writes it world-readable."""
+    one barrier before the local Ray's ports (docs/sweeps.md: Security). Ray writes it world-readable."""
     path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
     try:
         if path.is_file() and path.stat().st_uid == os.getuid() and path.stat().st_mode & 0o077:

@@ -6,7 +6,7 @@ harness: one file in ``methods/`` plus one import line in ``methods/__init__.py`
 
 What a method provides
 ----------------------
-- ``name``, ``description``, ``paper`` and ``formula`` (one line each; the README and the report print them);
+- ``name``, ``description``, ``paper`` and ``formula`` (one line each; `bench list` and the report print them);
 - ``Hparams``: a frozen dataclass of its options with defaults. Each field may carry metadata
   (``help``, ``choices``, ``min``, ``max``, ``open_max``) that :meth:`HparamsBase.__post_init__` checks,
   so a bad value is a clear error before any training starts;

@@ -98,7 +98,7 @@ def _owners() -> dict[str, list[str]]:
 
 
 def owners() -> dict[str, str]:
-    """Per setting that belongs to some protocols, their names (the README's options table)."""
+    """Per setting that belongs to some protocols, their names (the options table)."""
     return {setting: ", ".join(names) for setting, names in _owners().items()}
 
 
