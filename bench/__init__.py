@@ -18,6 +18,6 @@ _API = ("export", "load_results", "load_targets", "run", "Summary")
 def __getattr__(name: str) -> Any:
     """The API's functions, imported on first use (``import bench`` stays light)."""
     if name in _API:
-        from . import api
+        from . import api  # lazy: `import bench` loads the API on first use
         return getattr(api, name)
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

@@ -14,16 +14,25 @@ is first used::
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
+from .config import ConfigError
+from .config_layers import build_sweep, load_config_file
+from .files import write_with
+from .names import COMPACT_MODEL, COMPACT_PROGRAM
+from .report import read_store
+from .tracking import Store, check_tracking_uri, default_tracking_uri, normalize_uri
+from .usercode import load_plugins
+
 
 def _uri(tracking_uri: str | None, write: bool = False, existing: bool = True) -> str:
     """The store's address, checked; ``existing``: one that is read must exist (reading never creates it)."""
-    from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
     uri = normalize_uri(tracking_uri or default_tracking_uri())
     check_tracking_uri(uri, write=write, existing=existing)
     return uri
@@ -54,8 +63,6 @@ def load_results(experiment: str, tracking_uri: str | None = None, per_epoch: bo
     first finished run. ``per_epoch``: one row per trial and epoch instead (``epoch``, and every metric of that
     epoch: the report's results.csv).
     """
-    from .report import read_store
-    from .tracking import Store
 
     uri = _uri(tracking_uri)
     results = read_store(uri, experiment, sweep, with_filters=False)
@@ -76,7 +83,6 @@ def load_targets(experiment: str, tracking_uri: str | None = None, sweep: str | 
     """The target searches of ``experiment``: one row per method, seed and target (``method``, ``seed``,
     ``kind``, ``target``, ``status`` reached / unreachable / unfinished, ``value``, ``achieved``,
     ``test_accuracy``, ``probes``, ``run_id``, ``sweep``; docs/comparing.md: Equal sparsity). Empty when it has none."""
-    from .report import read_store
     results = read_store(_uri(tracking_uri), experiment, sweep, with_filters=False)
     return pd.DataFrame(results.targets)
 
@@ -105,8 +111,7 @@ def run(config: Mapping[str, Any] | str | Path | None = None, *, resume: bool = 
     ``settings`` more of them (they win): ``bench.run(methods=["l1l2", "l1"], epochs=2, dataset="synthetic")``.
     Bad settings raise ``bench.config.ConfigError`` (the message ``bench run`` prints) before any work.
     ``quiet`` drops the progress lines. Returns a :class:`Summary`."""
-    from . import session
-    from .config_layers import build_sweep, load_config_file
+    from . import session  # lazy: keeps import bench.api free of torch, ray
 
     values = dict(load_config_file(config) if isinstance(config, (str, Path)) else (config or {}))
     values.update(settings)
@@ -132,17 +137,9 @@ def export(run_id: str, path: str | Path | None = None, tracking_uri: str | None
     Registry under ``register``. Returns what was done: ``path``, ``model``, ``widths``, ``params``,
     ``removed`` (filters per layer), ``run`` (its name), ``status``, ``registered`` ((name, version) or None).
     """
-    import shutil
-    import tempfile
 
-    from .usercode import load_plugins
-
-    from .compact import export_program, load_compact, read_compact_info
-    from .config import ConfigError
-    from .files import write_with
-    from .models import rebuildable
-    from .names import COMPACT_MODEL, COMPACT_PROGRAM
-    from .tracking import Store
+    from .compact import export_program, load_compact, read_compact_info  # lazy: keeps import bench.api free of torch
+    from .models import rebuildable  # lazy: keeps import bench.api free of torch
 
     load_plugins(plugins)
     if path is None and register is None:

@@ -19,20 +19,21 @@ whatever the number of workers and when continued from a checkpoint.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
-from .data import Dataset
-from .sources import Items, StreamData, _stack
+from .datatypes import Dataset, Items, StreamData
+from .sources import _stack
 
 
 def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A tensor over ``array`` without copying on CPU (arrays from Ray's object store are read-only;
     the trainer only reads them), copied once onto another device."""
     if not array.flags.writeable:
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             t = torch.from_numpy(array)
@@ -162,7 +163,6 @@ class StreamBatches(_Normalise):
 
     def __init__(self, data: StreamData, device: torch.device, workers: int = 2, standard: bool = False,
                  seed: int = 0) -> None:
-        from torch.utils.data import DataLoader
 
         super().__init__(data.mean, data.std, device)
         self.device = device

@@ -28,11 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 STATE = "trial_state.pt"           # a checkpoint's snapshot (bench.trainer.train's keep)
 INFO = "bench_checkpoint.json"     # its record: trial key, epoch, runs, the state file's size and sha256
@@ -124,7 +127,6 @@ def sha256(path: Path) -> str:
 
 def write(folder: Path, state: Mapping[str, Any], info: Mapping[str, Any]) -> None:
     """The checkpoint of one epoch in ``folder``: the state file, then its record with its size and hash."""
-    import torch
 
     path = Path(folder) / STATE
     torch.save(dict(state), path)
@@ -165,9 +167,6 @@ def problem(folder: Path, info: Mapping[str, Any]) -> tuple[str, str] | None:
 
 def load(folder: Path, map_location: Any = None) -> dict[str, Any]:
     """The snapshot of a checkpoint, read with torch's safe loader (tensors and plain data only)."""
-    import pickle
-
-    import torch
 
     path = folder / STATE
     try:

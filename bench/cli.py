@@ -11,13 +11,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
-from .session import EXIT_BAD_INPUT
-from .settings import GROUPS, PRECISIONS, add_arguments, declared
-
+from .config import ConfigError, SweepConfig, TrainSettings, redact
+from .config_layers import sweep_from_sources
+from .outcomes import EXIT_BAD_INPUT
+from .protocols import owners
+from .settings import GROUPS, PRECISIONS, add_arguments, declared, markdown_table
+from .usercode import load_plugins
+from .version import __version__
 
 
 def _positive_int(text: str) -> int:
@@ -31,7 +39,6 @@ def _positive_int(text: str) -> int:
 
 
 def _setting_classes():
-    from .config import SweepConfig, TrainSettings
     return SweepConfig, TrainSettings
 
 
@@ -56,8 +63,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def options_table() -> str:
     """The table of ``bench run``'s options in docs/options.md, generated from the declarations (tests keep them equal):
     ``python -c "from bench.cli import options_table; print(options_table())"``."""
-    from .protocols import owners
-    from .settings import markdown_table
     rows = [(f"{flag} {kw['metavar']}" if "metavar" in kw else flag, "", kw["help"]) for flag, kw in RUN_OWN_OPTIONS]
     return markdown_table(_setting_classes(), rows, GROUPS, owners())
 
@@ -86,9 +91,6 @@ class _Version(argparse.Action):
                          "ray, mlflow and torch-pruning, and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from importlib.metadata import PackageNotFoundError, version
-
-        from .version import __version__
 
         def of(name: str) -> str:
             try:
@@ -179,15 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import shlex
-    from .config import redact
     args.command_line = redact("bench " + shlex.join(sys.argv[1:] if argv is None else list(argv)))
-    from methods import MethodError
+    from methods import MethodError  # lazy: keeps bench --help free of torch
 
-    from .config import ConfigError
-    from .data import DataError
-    from .models import ModelError
-    from .zeroing import ZeroingSpecError
+    from .datatypes import DataError  # lazy: keeps bench --help free of torch
+    from .models import ModelError  # lazy: keeps bench --help free of torch
+    from .zeroing import ZeroingSpecError  # lazy: keeps bench --help free of torch
     handled: tuple[type[BaseException], ...] = (ConfigError, DataError, ModelError, MethodError, ZeroingSpecError)
     try:
         if args.command == "list":
@@ -196,15 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_ui(args)
         if args.command == "perf":
             return cmd_perf(args)
-        from .tracking import TrackingError
+        from .tracking import TrackingError  # lazy: keeps bench --help free of mlflow
         handled += (TrackingError,)
         if args.command == "export":
             return cmd_export(args)
         if args.command == "report":
-            from .report import ReportError
+            from .report import ReportError  # lazy: keeps bench --help free of mlflow, pandas
             handled += (ReportError,)
             return cmd_report(args)
-        from .sweep import ClusterError
+        from .sweep import ClusterError  # lazy: keeps bench --help free of torch, ray, mlflow
         handled += (ClusterError,)
         return cmd_run(args)
     except handled as err:
@@ -220,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Parse into a validated sweep and hand it to the session (bench/session.py), which runs it."""
-    from . import session
-    from .config_layers import sweep_from_sources
+    from . import session  # lazy: keeps bench --help free of torch, ray, mlflow
+    # lazy: keeps bench --help free of mlflow
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     values = {f.name: getattr(args, f.name, None) for cls in _setting_classes() for f in declared(cls)}
@@ -239,8 +238,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- bench list / ui -----------------------------------------------------------------------------------
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .console import print_registry
-    from .usercode import load_plugins
+    from .console import print_registry  # lazy: keeps bench --help free of torch, mlflow
 
     load_plugins(args.plugins or ())
     print_registry()
@@ -248,7 +246,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .api import export
+    from .api import export  # lazy: keeps bench --help free of mlflow, pandas, matplotlib
 
     done = export(args.run_id, args.out, args.tracking_uri, args.register, tuple(args.plugins or ()))
     if done["registered"] is not None:
@@ -267,14 +265,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from methods import get_method, list_methods
+    from methods import get_method, list_methods  # lazy: keeps bench --help free of torch
 
-    from .usercode import load_plugins
-
-    from .config import redact
+    # lazy: keeps bench --help free of mlflow, pandas, matplotlib
     from .report import MethodInfo, build_report, choose_experiment, read_store
+    # lazy: keeps bench --help free of mlflow
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     load_plugins(args.plugins or ())
@@ -285,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
     results = read_store(uri, experiment, args.sweep)
     if args.latency:
-        from .latency import measure_sweeps
+        from .latency import measure_sweeps  # lazy: keeps bench --help free of torch
         results.latency = measure_sweeps(uri, results.sweeps, results.trials, log=lambda t: print(t, flush=True))
     registry = {name: MethodInfo(name, cls.description, cls.paper, cls.formula)
                 for name, cls in ((name, get_method(name)) for name in list_methods())}
@@ -309,15 +305,13 @@ def _safe_folder(name: str) -> str:
 
 
 def cmd_perf(args: argparse.Namespace) -> int:
-    import json
 
-    from .perf import Format, run_perf
-    from .trainer import resolve_device
+    from .perf import Format, run_perf  # lazy: keeps bench --help free of torch
+    from .trainer import resolve_device  # lazy: keeps bench --help free of torch
 
     try:
         resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
-        from .config import ConfigError
         raise ConfigError(str(err)) from None
     log = (lambda text: print(text, file=sys.stderr, flush=True)) if args.json else (
         lambda text: print(text, flush=True))
@@ -329,7 +323,7 @@ def cmd_perf(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from .ui import serve_ui
+    from .ui import serve_ui  # lazy: keeps bench --help free of mlflow
     return serve_ui(args.tracking_uri, args.experiment, args.host, args.port)
 
 

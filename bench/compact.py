@@ -29,9 +29,11 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
+import torch_pruning as tp
 from torch import nn
-
+from torch.utils import benchmark
 
 from .models import build_model, rebuildable
 from .structure import Structure, compact, measured_flops
@@ -64,7 +66,6 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, min_run
     x = torch.randn((batch, *input_shape), device=device)
     if torch.device(device).type == "cuda":
         return cuda_event_ms(model, x, min_run_time)
-    from torch.utils import benchmark
 
     timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
     model(x)  # warm-up
@@ -133,7 +134,6 @@ def torch_pruning_macs(model: nn.Module, input_shape: Sequence[int]) -> float:
     """Multiply-accumulates of one forward pass of one example as Torch-Pruning counts them
     (``tp.utils.count_ops_and_params``: convs and linears, plus its counts for BatchNorm, pooling and
     activations), the convention of its benchmark tables and of most pruning papers' "FLOPs"."""
-    import torch_pruning as tp
 
     was_training = model.training
     model.eval()
@@ -196,7 +196,6 @@ def save_first_filters(path: str | Path, model: nn.Module, structure: Structure)
     """Write the first prunable conv's weights, removed filters included (as zeros), as a float32 ``.npy``
     of shape (filters, in_channels, kh, kw): what the report draws as the learned filters (paper Fig. 5),
     readable without torch."""
-    import numpy as np
 
     path = Path(path)
     weight = structure.units[0].convs[0].module.weight

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import settings as S
 from . import protocols as P
+from . import settings as S
 from .protocols import DEFAULT_PROTOCOL, get_protocol
-from .settings import PRECISIONS, RUNTIME, ConfigError, SWEEP, TRIAL, WHAT, WHERE, setting
+from .settings import PRECISIONS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, ConfigError, setting
+from .targets import Search, parse_targets
 from .usercode import display_name, file_digest, source_key
 
 
@@ -144,8 +145,8 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         _checked(self)
-        from .data import DATASETS, check_source
-        from .models import ModelError, get_model_spec
+        from .data import DATASETS, check_source  # lazy: keeps bench --help, import bench.api free of torch
+        from .models import ModelError, get_model_spec  # lazy: keeps bench --help, import bench.api free of torch
         try:
             get_model_spec(self.model)
         except ModelError as err:
@@ -154,14 +155,14 @@ class TrainSettings:
         if self.augment == "auto":   # the built-in datasets keep what their sweeps and presets always meant
             object.__setattr__(self, "augment", "none" if self.dataset in DATASETS else "standard")
         if self.normalize is not None:
-            from .sources import parse_normalize
+            from .sources import parse_normalize  # lazy: keeps bench --help, import bench.api free of torch
             try:
                 parse_normalize(self.normalize)
             except ValueError as err:
                 raise ConfigError(f"--normalize: {err}") from None
         _check(self.init_from is None or os.path.isfile(self.init_from),
                f"--init-from {self.init_from}: no such file")
-        from .recipe import RecipeError, parse_schedule
+        from .recipe import RecipeError, parse_schedule  # lazy: keeps bench --help, import bench.api free of torch
         try:
             parse_schedule(self.schedule, self.epochs)
         except RecipeError as err:
@@ -227,7 +228,7 @@ class TrialConfig:
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")   # a ratio does nothing under prune-to-target
         if self.target is not None:   # and its protocol's tags: iterative's steps, a rewound fine-tuning
             parts += [f"{self.target[0]}{self.target[1]:g}", *get_protocol(self.train.protocol).tags(self.train)]
-        from .zeroing import parse_zeroing
+        from .zeroing import parse_zeroing  # lazy: keeps bench --help, import bench.api free of torch
         if self.target is None and self.zeroing != parse_zeroing(_method(self.method).default_zeroing).spec:
             parts.append(f"z{self.zeroing.replace(':', '')}")
         return "-".join(parts + [f"s{self.seed}"])
@@ -237,7 +238,7 @@ class TrialConfig:
         """A stable hash of everything that defines what the trial computes (for finding it again, e.g. on
         resume); where the data files are and whether they may be downloaded are not part of it. Computed once
         per trial (a folder's fingerprint reads its files), on the driver: :meth:`payload` carries it."""
-        from .data import data_key
+        from .data import data_key  # lazy: keeps bench --help, import bench.api free of torch
         d = self.to_dict()
         for later in ("target", "control"):   # the trials of the regularize protocol keep the keys they had
             if d[later] is None:
@@ -433,7 +434,6 @@ class SweepConfig:
         if self.experiment is not None:
             check_experiment_name(self.experiment)
         self.trials()  # validates every method option, swept value and zeroing spec
-        from .targets import parse_targets
         try:
             parse_targets(self.target_values)
         except ValueError as err:
@@ -454,12 +454,11 @@ class SweepConfig:
     @property
     def targets(self):
         """The equal-sparsity targets of this sweep (``bench.targets.Target``); empty for a grid sweep."""
-        from .targets import parse_targets
         return parse_targets(self.target_values)
 
     def probe(self, method: str, value: float, seed: int) -> TrialConfig:
         """The trial of a target search that runs ``method`` at strength ``value`` with ``seed``."""
-        from .zeroing import parse_zeroing
+        from .zeroing import parse_zeroing  # lazy: keeps bench --help, import bench.api free of torch
         cls = _method(method)
         opts = {**self.options.get(method, {}), cls.sweep_axis: float(value)}
         hp = cls.Hparams.from_options(opts)
@@ -478,7 +477,6 @@ class SweepConfig:
 
     def searches(self):
         """One ``bench.targets.Search`` per searched method and seed (siblings linked), nothing recorded yet."""
-        from .targets import Search
         out = []
         for name in self.methods:
             axis = _method(name).sweep_axis
@@ -494,7 +492,7 @@ class SweepConfig:
 
     @property
     def experiment_name(self) -> str:
-        from .data import data_display
+        from .data import data_display  # lazy: keeps bench --help, import bench.api free of torch
         return self.experiment or f"{display_name(self.train.model)}-{data_display(self.train.dataset)}"
 
     def grid(self, method: str) -> tuple[float | None, ...]:
@@ -519,9 +517,9 @@ class SweepConfig:
 
     @functools.cached_property
     def _trials(self) -> tuple[TrialConfig, ...]:
-        from methods import MethodError
+        from methods import MethodError  # lazy: keeps bench --help, import bench.api free of torch
 
-        from .zeroing import parse_zeroing
+        from .zeroing import parse_zeroing  # lazy: keeps bench --help, import bench.api free of torch
         out = []
         pruning = P.first(self.train).per_target
         targets = [(t.kind, t.value) for t in self.targets] if pruning else [None]
@@ -581,14 +579,14 @@ class SweepConfig:
 def _all_methods() -> tuple[str, ...]:
     """Every registered method that runs under the default protocol, the baseline first (the criteria, which only
     rank groups for a pruning step, are named with --methods)."""
-    from methods import get_method, list_methods
+    from methods import get_method, list_methods  # lazy: keeps bench --help, import bench.api free of torch
     names = [n for n in list_methods() if get_protocol(DEFAULT_PROTOCOL).runs(get_method(n))]
     return tuple(["none"] * ("none" in names) + [n for n in names if n != "none"])
 
 
 def _method(name: str):
     """The registered method class (methods/ imports torch: loaded on first use, so parsing stays fast)."""
-    from methods import MethodError, get_method
+    from methods import MethodError, get_method  # lazy: keeps bench --help, import bench.api free of torch
     try:
         return get_method(name)
     except MethodError as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, SweepConfig, TrainSettings
+from .presets import PresetError, preset_settings
 from .usercode import UserCodeError, absolute, load_plugins
 
 _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainSettings)}
@@ -67,7 +68,6 @@ def sweep_from_sources(command_line: Mapping[str, Any], config_file: str | None 
     preset = command_line.get("preset") or file_values.get("preset")
     preset_values: dict[str, Any] = {}
     if preset:
-        from .presets import PresetError, preset_settings
         try:
             preset_values = dict(preset_settings(preset, command_line.get("methods") or file_values.get("methods")))
         except PresetError as err:

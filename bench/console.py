@@ -6,10 +6,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from methods import get_method, list_methods
+
 from . import names as N
 from .config import SweepConfig, TrialConfig, redact
+from .data import DATASETS, MEMORY_LIMIT_BYTES
+from .datatypes import Dataset
+from .models import MODELS, SOURCES
+from .presets import PRESETS
 from .protocols import first as first_protocol
 from .protocols import get_protocol, list_protocols, variants
+from .sources import DATASET_PLUGINS, SOURCE_HELP
+from .tracking import default_tracking_uri, normalize_uri
 from .usercode import display_name
 
 
@@ -25,7 +33,6 @@ def describe_structure(structure) -> list[str]:
 
 def describe_path(data, t) -> str:
     """Which data path the trials take and why (bench/batches.py)."""
-    from .data import MEMORY_LIMIT_BYTES, Dataset
     mib = (data.n_train + data.n_test) * math.prod(data.input_shape) / 2 ** 20
     if isinstance(data, Dataset):
         why = "--data-path memory" if t.data_path == "memory" else (
@@ -112,7 +119,6 @@ def print_targets(records: list[dict], write: Callable[[str], None] = print) -> 
 
 
 def print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], None]) -> None:
-    from .tracking import default_tracking_uri, normalize_uri
     ui = "`bench ui" + (f" --tracking-uri {redact(uri)}`" if uri != normalize_uri(default_tracking_uri()) else "`")
     write(f"\nresults in MLflow: {redact(uri)} (experiment {sweep.experiment_name!r}, sweep {name!r}); browse them with {ui}")
 
@@ -120,10 +126,7 @@ def print_where(sweep: SweepConfig, uri: str, name: str, write: Callable[[str], 
 def print_registry() -> None:
     """``bench list``: the registered methods with their options, models, datasets and presets, and the sources
     --model and --dataset accept."""
-    from methods import get_method, list_methods
 
-    from .data import DATASETS
-    from .models import MODELS
     print("protocols (bench run --protocol NAME; in brackets the settings that belong to it)")
     for name in list_protocols():
         protocol = get_protocol(name)
@@ -140,13 +143,11 @@ def print_registry() -> None:
         print(f"  {name:<{width}} {axis:<24} {cls.default_zeroing:<16} {only}{cls.description}")
         for f in cls.Hparams.__dataclass_fields__.values():
             print(f"  {'':<{width}}   .{f.name}={f.default!r}: {f.metadata.get('help', '')}")
-    from .models import SOURCES
     print("models (registered names, then the sources --model accepts)")
     for name, spec in sorted(MODELS.items()):
         print(f"  {name:<18} {spec.description}")
     for name, description in SOURCES.items():
         print(f"  {name:<18} {description}")
-    from .sources import DATASET_PLUGINS, SOURCE_HELP
     print("datasets (registered names, then the sources --dataset accepts)")
     for name, spec in sorted(DATASETS.items()):
         print(f"  {name:<18} {spec.description}")
@@ -154,7 +155,6 @@ def print_registry() -> None:
         print(f"  {name:<18} {(DATASET_PLUGINS[name].__doc__ or 'registered by a plugin').strip().splitlines()[0]}")
     for name, description in SOURCE_HELP.items():
         print(f"  {name:<18} {description}")
-    from .presets import PRESETS
     print("presets (bench run --preset NAME; its experiment is NAME)")
     for name, preset in PRESETS.items():
         st = preset.settings

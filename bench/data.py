@@ -20,7 +20,9 @@ the files. A corrupt or truncated file is an error that names the file.
 """
 from __future__ import annotations
 
+import copy
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -33,8 +35,26 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
+import torchvision.datasets as tvd
+from torch.utils.data import Subset
+from torchvision.transforms.v2 import functional as TF
 
-from .datatypes import DataError, Dataset, StreamData, try_download
+from .datatypes import ArrayItems, DataError, Dataset, StreamData, try_download
+from .sources import (
+    DATASET_PLUGINS,
+    cached_stats,
+    channel_stats,
+    decoded_bytes,
+    folder_key,
+    image_folder,
+    materialise,
+    parse_normalize,
+    stratified,
+    torchvision_class,
+    torchvision_data,
+    user_data,
+)
 from .usercode import display_name, file_source, source_key
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -191,7 +211,6 @@ def downloads_allowed(download: bool | None) -> bool:
 
 def _download(torchvision_class: str, root: Path, folder: str) -> Path:
     """Download with torchvision into a temp folder under ``root``, then move ``folder`` into place."""
-    import torchvision.datasets as tvd
 
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -278,7 +297,6 @@ MEMORY_LIMIT_BYTES = 2 * 2 ** 30   # auto: decoded uint8 splits up to this size 
 
 
 def list_datasets() -> list[str]:
-    from .sources import DATASET_PLUGINS
     return sorted({*DATASETS, *DATASET_PLUGINS})
 
 
@@ -292,7 +310,6 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 def check_source(name: str) -> None:
     """A cheap check that ``name`` is a dataset or a source that may load (before any work starts)."""
-    from .sources import DATASET_PLUGINS, torchvision_class
     if name in DATASETS or name in DATASET_PLUGINS:
         return
     kind, _, rest = name.partition(":")
@@ -312,7 +329,6 @@ def check_source(name: str) -> None:
 def data_key(name: str) -> str:
     """What a trial's key records of its dataset: the name, except for a folder (its content fingerprint)
     and a file (its content digest)."""
-    from .sources import folder_key
     if name.startswith("imagefolder:"):
         return folder_key(name)
     return source_key(name) if not name.startswith("torchvision:") else name
@@ -324,7 +340,6 @@ def dataset_record(data: Dataset | StreamData, name: str) -> dict[str, Any]:
     memory dataset holds (its examples and labels, every split: a changed file, or another --limit-train,
     gives another digest) and, for streamed data, the folder's content fingerprint or the file's digest of
     the trial key; computed once, on the driver."""
-    import hashlib
     h = hashlib.sha256()
     if isinstance(data, Dataset):
         for a in (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x, data.test_y):
@@ -348,7 +363,6 @@ def data_display(name: str) -> str:
 
 def _source_data(name: str, data_dir, download, input_shape, image_size):
     """The full dataset of ``name``: built-in arrays, or what a source gives (arrays or items)."""
-    from .sources import DATASET_PLUGINS, image_folder, torchvision_data, user_data
     if name in DATASETS:
         if name == "synthetic" and image_size and input_shape:
             input_shape = (input_shape[0], image_size, image_size)
@@ -367,8 +381,6 @@ def _resized(x: np.ndarray, size: int) -> np.ndarray:
     """uint8 images resized (shorter side, bilinear, antialiased) and centre-cropped to size x size."""
     if x.shape[2] == size and x.shape[3] == size:
         return x
-    import torch
-    from torchvision.transforms.v2 import functional as TF
     out = [TF.center_crop(TF.resize(torch.tensor(x[i:i + 1024]), [size], antialias=True), [size, size])
            for i in range(0, len(x), 1024)]
     return torch.cat(out).numpy()
@@ -389,8 +401,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
     ``MEMORY_LIMIT_BYTES``); ``normalize`` replaces the mean/std (``bench.sources.parse_normalize``), which are
     otherwise the dataset's own or computed from its training split and cached.
     """
-    from .sources import ArrayItems, StreamData, cached_stats, channel_stats, decoded_bytes, materialise, \
-        parse_normalize, stratified
     for flag, value in (("limit_train", limit_train), ("limit_test", limit_test)):
         if value is not None and value < 1:
             raise DataError(f"{flag} must be >= 1, got {value}")
@@ -440,7 +450,6 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, limit_tra
 
 def as_stream(ds: Dataset):
     """In-memory arrays served per example, for the streaming path."""
-    from .sources import ArrayItems, StreamData
     return StreamData(ds.name, ArrayItems(ds.train_x, ds.train_y), ArrayItems(ds.test_x, ds.test_y),
                       ds.num_classes, ds.input_shape, ds.mean, ds.std, ds.source, ds.info,
                       val=ArrayItems(ds.val_x, ds.val_y) if ds.val_x is not None else None)
@@ -454,7 +463,6 @@ def hold_out(ds, fraction: float | None):
     (``VAL_SEED``), taken after ``--limit-train``; the rest stays the training split."""
     if not fraction:
         return ds
-    from .sources import StreamData, stratified
     labels = ds.train.labels if isinstance(ds, StreamData) else ds.train_y
     n = int(round(fraction * len(labels)))
     if n < 1 or n >= len(labels):
@@ -471,7 +479,6 @@ def hold_out(ds, fraction: float | None):
 
 def _subset(items, keep: np.ndarray):
     """``items`` restricted to the examples ``keep``."""
-    import copy
     out = copy.copy(items)
     out.labels = items.labels[keep]
     if hasattr(items, "paths"):
@@ -479,7 +486,6 @@ def _subset(items, keep: np.ndarray):
     elif hasattr(items, "x"):
         out.x = items.x[keep]
     else:
-        from torch.utils.data import Subset
         out.dataset = Subset(items.dataset, keep.tolist())
     return out
 

@@ -8,11 +8,16 @@ examples that use it. Imports nothing of bench.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 T = TypeVar("T")
 
@@ -53,13 +58,11 @@ class Items:
         raise NotImplementedError
 
     def augmented(self, size: int) -> Items:
-        import copy
         other = copy.copy(self)
         other.standard, other.size = True, size
         return other
 
     def _standard(self, image):
-        from torchvision.transforms import v2
         return v2.RandomHorizontalFlip()(v2.RandomResizedCrop(self.size, antialias=True)(image))
 
 
@@ -70,12 +73,10 @@ class ArrayItems(Items):
         self.x, self.labels = x, np.asarray(y, dtype=np.int64)
 
     def __getitem__(self, i: int):
-        import torch
         image = torch.from_numpy(np.array(self.x[i]))
         return (self._standard(image) if self.standard else image), int(self.labels[i])
 
     def __getitems__(self, idx: list[int]):
-        import torch
         if self.standard:
             return [self[i] for i in idx]
         return [(torch.from_numpy(self.x[np.asarray(idx)]), torch.from_numpy(self.labels[np.asarray(idx)]))]
@@ -88,7 +89,6 @@ class ImageFiles(Items):
         self.paths, self.labels, self.size = list(paths), np.asarray(labels, dtype=np.int64), size
 
     def __getitem__(self, i: int):
-        from torchvision.transforms.v2 import functional as TF
         image = open_image(self.paths[i])
         if self.standard:
             return TF.pil_to_tensor(self._standard(image)), int(self.labels[i])
@@ -109,7 +109,6 @@ class TorchItems(Items):
         if self.standard:
             t = self._standard(t)
         elif self.size and tuple(t.shape[1:]) != (self.size, self.size):
-            from torchvision.transforms.v2 import functional as TF
             t = TF.center_crop(TF.resize(t, [self.size], antialias=True), [self.size, self.size])
         return t, int(label)
 
@@ -124,8 +123,6 @@ def _labels_of(dataset: Any) -> list[int]:
 
 def as_uint8_chw(image: Any, what: str):
     """A PIL image, array or tensor as a uint8 tensor (C, H, W)."""
-    import torch
-    from PIL import Image
 
     if isinstance(image, Image.Image):
         image = np.array(image if image.mode in ("L", "RGB") else rgb(image))   # writable: torch takes it
@@ -147,7 +144,6 @@ def as_uint8_chw(image: Any, what: str):
 def rgb(image):
     """A PIL image as 8-bit RGB. 16- and 32-bit integer greys (16-bit PNGs, TIFFs) are scaled to 8 bits by their
     type's range (PIL's own conversion clips them, turning most of a 16-bit image white)."""
-    from PIL import Image
 
     if image.mode.startswith("I"):   # I;16, I;16B, I;16L, I (32-bit; a 16-bit PNG may open as it)
         values = np.asarray(image).astype(np.int64)
@@ -157,7 +153,6 @@ def rgb(image):
 
 
 def open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
             return rgb(im)
@@ -168,7 +163,6 @@ def open_image(path: str):
 
 def fit(image, size: int):
     """Shorter side resized to ``size`` (bilinear, antialiased), then the centre ``size`` x ``size`` crop."""
-    from PIL import Image
     w, h = image.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))

@@ -16,12 +16,18 @@ own, bench/sweep.py): whatever of them outlives the driver is ended.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from .config import ConfigError
 
 REASON = "the sweep's driver ended without closing this run (killed, or its local Ray died with it)"
 
@@ -32,11 +38,6 @@ def exclusive(uri: str, parent_run_id: str, name: str) -> Iterator[None]:
     run (under ``~/.cache/bench/running``), held while the sweep runs and released when its driver ends, however
     it ends. A second ``bench run --resume`` or ``bench resume`` of a running sweep is refused, naming the
     driver that holds it (a sweep's drivers on other machines are not seen)."""
-    import fcntl
-    import hashlib
-    import socket
-
-    from .config import ConfigError
 
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bench" / "running"
     folder.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,6 @@ class Reserve:
                     os.fsync(f.fileno())
             except OSError as err:
                 target.unlink(missing_ok=True)
-                from .config import ConfigError
                 raise ConfigError(f"{path}: cannot write {self.SIZE >> 20} MiB there ({err.strerror or err}): the "
                                   "disk is full; free space before running the sweep") from None
             self.files.append(target)
@@ -149,9 +149,8 @@ def watch(pid: int, uri: str, experiment_id: str, parent_run_id: str, poll: floa
     """Wait for ``pid`` to end, then end what is left of the local Ray's process ``groups`` and close the
     sweep's runs if it left them RUNNING; returns how many. Without groups, ends early, doing nothing, once the
     sweep's run is closed (every ``check`` seconds)."""
-    import signal
 
-    from .tracking import Store
+    from .tracking import Store  # lazy: keeps bench --help free of mlflow
 
     store = Store(uri)
     last = time.monotonic()

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from . import names as N
-from .compact import latency_ms, load_compact
+from .compact import latency_ms, load_compact, read_compact_info
 from .models import build_model, rebuildable
 from .tracking import Store
 
@@ -95,7 +95,6 @@ def measure_sweeps(uri: str, sweeps: Sequence[dict[str, Any]], trials: Any, roun
 
 def _compact_model(store: Store, run_id: str, path, folder: str) -> tuple[torch.nn.Module | None, Any]:
     """The trial's compact model: rebuilt from its widths, or its torch.export program (other models)."""
-    from .compact import read_compact_info
 
     info = read_compact_info(path)
     if rebuildable(info["model"]):

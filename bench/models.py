@@ -40,6 +40,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torchvision
 from torch import nn
 
 from .usercode import UserCodeError, display_name, load_callable, source_key  # noqa: F401 (display_name: public here)
@@ -365,7 +366,6 @@ def _accepted(builder: Callable, registered: bool = False) -> set[str]:
 
 
 def _torchvision(name: str) -> ModelSpec:
-    import torchvision
     names = torchvision.models.list_models(module=torchvision.models)
     if name not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
@@ -384,7 +384,7 @@ def _torchvision(name: str) -> ModelSpec:
 
 def _timm(name: str) -> ModelSpec:
     try:
-        import timm
+        import timm  # lazy: timm is an optional extra
     except ImportError:
         raise ModelError(f"timm:{name} needs the optional extra 'timm': pip install -e '.[timm]' "
                          "(or pip install timm)") from None

@@ -39,14 +39,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets
+from torchvision import transforms as T
 
 from methods import MethodError, get_method, list_methods
 
+from .batches import StreamBatches
 from .config import TrainSettings, TrialConfig
-from .data import DEBIAN_FASHION_MNIST, Dataset, DataError, as_stream, load_dataset, make_synthetic
-from .sources import StreamData
+from .data import DEBIAN_FASHION_MNIST, as_stream, load_dataset, make_synthetic
+from .datatypes import DataError, Dataset, StreamData
 from .models import build_model
 from .protocols import DEFAULT_PROTOCOL, get_protocol
+from .recipe import Augment
 from .trainer import resolve_device, train
 
 PERF_ROUNDS = 3   # alternating trainer epochs and compute blocks (item 2)
@@ -155,7 +161,6 @@ def compute_limit(data: Dataset, model_name: str, device: torch.device, steps: i
     """Forward, backward and step on one pre-made batch (the first ``batch_size`` training examples,
     normalised), ``steps`` times, the fastest of ``blocks`` such runs: (seconds, images, training FLOPs per
     image counted by FlopCounterMode)."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
     input_shape = data.input_shape
@@ -215,8 +220,6 @@ def matmul_flops(device: torch.device, n: int = 4096, repeats: int = 3, blocks: 
 
 def reference_loader(work: Workload, data: Dataset, device: torch.device, folder: Path):
     """A torchvision dataset and DataLoader as a user would write them, over the same examples."""
-    from torch.utils.data import DataLoader, Subset
-    from torchvision import datasets, transforms as T
 
     tf = T.Compose([T.ToTensor(), T.Normalize(data.mean, data.std)])
     if work.dataset == "fashion-mnist" and data.name == "fashion-mnist":
@@ -357,8 +360,6 @@ def data_paths(device: torch.device, log: Callable[[str], None], fmt: Format, si
     """Item 5 of the module docstring: per model, memory and stream trainer throughput (method none, the faster
     of two epochs; the stream with 2 workers over the same arrays), the loader alone, and for ResNet-20 the
     on-device crop-flip time per epoch over the epoch's step time."""
-    from .batches import StreamBatches
-    from .recipe import Augment
 
     out: dict[str, Any] = {}
     log("\ndata paths (method none, batch 64; stream = DataLoader with 2 workers over the same examples)")

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+from torch_pruning.pruner.importance import GroupMagnitudeImportance
 
 from .metrics import removed_fractions
 from .structure import Structure
@@ -42,7 +43,6 @@ def normalise(scores: torch.Tensor, how: str) -> torch.Tensor:
         total = s.sum()
         return s / total if total > 0 else torch.zeros_like(s)
     if how == "lamp":   # Torch-Pruning's LAMP normaliser: each score over the sum of the scores not below it
-        from torch_pruning.pruner.importance import GroupMagnitudeImportance
         return torch.nan_to_num(GroupMagnitudeImportance()._lamp(s.float()).double(), nan=0.0)
     raise ValueError(f"importance normaliser must be one of {', '.join(NORMALISERS)}, got {how!r}")
 

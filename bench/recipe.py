@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
+from torchvision.ops import roi_align
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "step:E1,E2[,...][:GAMMA]", "onecycle")
@@ -135,7 +136,6 @@ class Augment:
                       ratio: tuple[float, float] = (3 / 4, 4 / 3), tries: int = 10) -> torch.Tensor:
         """RandomResizedCrop + flip of every image of the batch at once: torchvision's sampling (``tries``
         candidate boxes per image, the first that fits, else the whole image), float output in [0, 255]."""
-        from torchvision.ops import roi_align
 
         b, _, h, w = x.shape
         g = self.generator

@@ -12,17 +12,24 @@
 from __future__ import annotations
 
 import json
-
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import numpy as np
+import torch
+
+from . import checkpoints
 from . import metrics as M
 from . import names as N
+from .compact import export_program, measure, save_compact, save_first_filters
 from .config import SweepConfig, TrainSettings, TrialConfig
+from .data import dataset_record
 from .datatypes import Dataset, StreamData
+from .models import rebuildable
 from .protocols import get_protocol, variants
 from .settings import TRIAL, declared
+from .structure import removed_groups
 from .tracking import TrackingInfo, TrialRun, source_tags
 
 Report = Callable[[dict[str, Any], "Path | None"], None]   # (metrics, checkpoint folder or None)
@@ -67,7 +74,6 @@ def tracking_info(uri: str, experiment_id: str, parent_run_id: str, data: Datase
                   dataset: str) -> TrackingInfo:
     """Where the sweep's trials log, with the tags of every run (taken here, on the driver: a worker on another
     node may have no git checkout) and the dataset's description (its digest computed once)."""
-    from .data import dataset_record
     record = tuple(dataset_record(data, dataset).items()) if data is not None else ()
     return TrackingInfo(uri, experiment_id, parent_run_id, tuple(source_tags().items()), record)
 
@@ -95,7 +101,6 @@ def trial_params(trial: TrialConfig) -> dict[str, Any]:
 def input_example(data: Dataset | StreamData):
     """Two inputs as the model takes them (float32, normalised): the first test images of data held in memory,
     else seeded noise of the data's shape (reading a streamed split's files here would cost a pass)."""
-    import numpy as np
 
     if isinstance(data, Dataset) and len(data.test_x) >= 2:
         x = data.test_x[:2].astype(np.float32) / 255.0
@@ -136,7 +141,6 @@ class TrialRecorder:
 
     def keep(self, epoch: int, state: dict[str, Any]) -> None:
         """The epoch's checkpoint (bench/checkpoints.py), reported with the epoch's metrics."""
-        from . import checkpoints
 
         with tempfile.TemporaryDirectory() as folder:
             checkpoints.write(Path(folder), state, {"trial_key": self.key, "epoch": epoch, "run_id": self.run.run_id,
@@ -146,9 +150,6 @@ class TrialRecorder:
     def finish(self, model, structure) -> dict[str, float]:
         """The compact model: measured, saved as the run's ``compact_model.pt`` (and, for a model bench cannot
         rebuild, as a torch.export program) with the first layer's filters; returns its metrics."""
-        from .compact import export_program, measure, save_compact, save_first_filters
-        from .models import rebuildable
-        from .structure import removed_groups
 
         train, data = self.trial.train, self.data
         small, values = measure(model, structure, data.input_shape, min_run_time=train.latency_time,
@@ -177,7 +178,6 @@ class TrialRecorder:
         self.run.finish(status, error)
 
     def _log_model(self) -> None:
-        import torch
 
         data, trial = self.data, self.trial
         example = input_example(data)

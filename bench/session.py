@@ -16,20 +16,38 @@ The CLI only parses arguments and calls :func:`run`. Ray is reached through ``sw
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from methods import MethodError
+
+from . import guard
 from . import names as N
+from .checkpoints import CheckpointError, Expected, check_sweep
+from .config import ConfigError, SweepConfig, TrainSettings, TrialConfig, redact
+from .config_layers import from_saved
+from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
+from .data import load_dataset
+from .metrics import reachable
+from .models import ModelError, default_input, display_name
 from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, NO_SPACE,  # noqa: F401
                        TrialOutcome, ending)
-from .console import describe_path, describe_structure, plan_lines, print_summary, print_targets, print_where
-from .config import ConfigError, SweepConfig, TrialConfig, redact
 from .protocols import first as first_protocol
+from .protocols.prune_to_target import control_kind
+from .recording import summary_metrics, sweep_params, tracking_info
 from .settings import RUNTIME, names_with_role, quote
-
+from .structure import StructureError, TraceError
+from .sweep import LOCAL_RAY_GROUPS, check_local_resources, check_ray_address, ray_session, run_sweep
+from .tracking import Store, source_tags
+from .trainer import build_trial_model, preflight, resolve_device
+from .weights import WeightsError
+from .zeroing import FilterMasks
 
 
 @dataclass
@@ -45,7 +63,6 @@ class Located:
 
 def runtime_keys() -> tuple[str, ...]:
     """The settings a resumed sweep may change: where and how it runs (declared with role ``runtime``)."""
-    from .config import TrainSettings
     return names_with_role(RUNTIME, SweepConfig, TrainSettings)
 
 
@@ -68,8 +85,6 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
 def check_writable(folder: str, flag: str) -> None:
     """A folder bench will write into (and create if need be): refused before any work when it cannot be.
     Nothing is created here: the nearest existing folder on its path must be a writable folder."""
-    import os
-    from pathlib import Path
 
     path = Path(folder).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
@@ -84,14 +99,6 @@ def check_writable(folder: str, flag: str) -> None:
 
 def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
     """Everything checked before any run is created: returns the trials and the loaded data."""
-    from methods import MethodError
-
-    from .data import load_dataset
-    from .models import ModelError, default_input, display_name
-    from .structure import StructureError, TraceError
-    from .sweep import check_local_resources, check_ray_address
-    from .trainer import build_trial_model, preflight, resolve_device
-    from .weights import WeightsError
 
     trials = sweep.trials()
     check_writable(sweep.storage_path, "--storage-path")
@@ -137,7 +144,6 @@ def prepare(sweep: SweepConfig, write: Callable[[str], None] = print):
         raise ConfigError(f"model {display_name(t.model)!r} fails a training step (forward, loss, backward on 2 "
                           f"random inputs): {err if isinstance(err, (ValueError, ModelError)) else repr(err)}") from None
     if sweep.target_values:
-        from .metrics import reachable
         bound = first_protocol(t).layer_bound(t)   # a pruning step's layer bound, or None
         most = reachable(structure, bound)
         for target in sweep.targets:
@@ -162,7 +168,6 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
            write: Callable[[str], None] = print) -> Located:
     """The experiment (created once, here, on the driver), the sweep to continue if any and its finished
     trials. A new sweep's name must be free in the experiment."""
-    from .tracking import Store
 
     store = Store(uri)
     experiment_id = store.prepare_experiment(sweep.experiment_name)
@@ -191,8 +196,6 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
 def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[str, Any]):
     """``bench resume NAME``: the sweep's config as its parent run saved it, with runtime ``overrides``;
     returns (sweep, record)."""
-    from .config_layers import from_saved
-    from .tracking import Store
 
     if not name or not all(c.isalnum() or c in "._-" for c in name):
         raise ConfigError(f"{quote(name)} is not a sweep name (letters, digits, '.', '_' and '-')")
@@ -220,7 +223,6 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
 
 def known_sweeps(uri: str, experiment: str | None) -> str:
     """A hint listing the sweeps of an experiment (of every experiment without one)."""
-    from .tracking import Store
 
     store = Store(uri)
     lines = []
@@ -235,7 +237,6 @@ def known_sweeps(uri: str, experiment: str | None) -> str:
 
 def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
     """``bench run ... --resume``: the sweep named ``--name``, else the latest sweep with the same trials."""
-    from .tracking import Store
 
     store = Store(uri)
     if sweep.name:
@@ -258,7 +259,6 @@ def sweep_to_resume(uri: str, experiment_id: str, sweep: SweepConfig):
 
 def refuse_existing_name(uri: str, experiment_id: str, sweep: SweepConfig,
                          write: Callable[[str], None] = print) -> None:
-    from .tracking import Store
 
     store = Store(uri)
     if sweep.name and store.find_sweeps(experiment_id, name=sweep.name):
@@ -281,13 +281,11 @@ def execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locate
     (default: :func:`bench.sweep.run_sweep` inside a Ray session). One driver at a time runs a sweep
     (:func:`bench.guard.exclusive`); a resumed sweep's checkpoints are verified before anything else
     (:func:`bench.checkpoints.check_sweep`)."""
-    from . import guard
 
     with contextlib.ExitStack() as held:
         record = located.record
         if record is not None:
             held.enter_context(guard.exclusive(located.uri, record.run_id, record.name))
-            from .checkpoints import CheckpointError, check_sweep
             try:
                 for line in check_sweep(sweep.storage_path, record.run_id,
                                         lambda: expected_state(trials or sweep.trials(), data)):
@@ -302,9 +300,6 @@ def expected_state(trials: list[TrialConfig], data):
     """What a checkpoint of these trials must hold (``bench.checkpoints.Expected``): the model's and the masks'
     state as the first trial builds them (every trial of a sweep trains the same model), each trial's method
     state keys (a target search's probes are not known in advance: their methods' states are not checked)."""
-    from .checkpoints import Expected
-    from .trainer import build_trial_model
-    from .zeroing import FilterMasks
 
     model, structure = build_trial_model(trials[0], data.input_shape, data.num_classes)
     methods = {}
@@ -320,10 +315,6 @@ def expected_state(trials: list[TrialConfig], data):
 def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Located, held: contextlib.ExitStack,
              *, runner: Callable[..., list] | None, write: Callable[[str], None], command: str | None,
              ended: dict) -> int:
-    from . import guard
-    from .recording import summary_metrics, sweep_params, tracking_info
-    from .sweep import ray_session, run_sweep
-    from .tracking import Store, source_tags
 
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
     store = Store(uri)
@@ -373,7 +364,6 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         tracking = tracking_info(uri, experiment_id, parent, data, sweep.train.dataset)
         if runner is None:
             session.on_abort(lambda: _abort(tracking, name, trials, write))
-            from .sweep import LOCAL_RAY_GROUPS
             # closes the records if this process dies abruptly, and ends what is left of its local Ray
             guard.start(uri, experiment_id, parent, LOCAL_RAY_GROUPS)
         try:
@@ -469,7 +459,6 @@ def resume_advice(failed: list, name: str) -> str:
 
 def written_folders(sweep: SweepConfig, uri: str) -> list[str]:
     """The folders a sweep writes on this machine: its storage path and its sqlite store's folder."""
-    from pathlib import Path
 
     return [str(Path(sweep.storage_path).absolute())] + ([str(Path(uri[len("sqlite:///"):]).parent)]
                                                          if uri.startswith("sqlite:///") else [])
@@ -477,7 +466,6 @@ def written_folders(sweep: SweepConfig, uri: str) -> list[str]:
 
 def where_full(sweep: SweepConfig, uri: str) -> str:
     """The sweep's folders on a disk with (almost) no space left, else all of them."""
-    import shutil
 
     folders = written_folders(sweep, uri)
     full = [f for f in folders if shutil.disk_usage(f).free < 64 << 20]
@@ -487,7 +475,6 @@ def where_full(sweep: SweepConfig, uri: str) -> str:
 def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str], None]) -> None:
     """The sweep's end when its driver is terminated and Ray cannot stop it gracefully (the local Ray died
     with the process group): every open run KILLED, the summary from the store."""
-    from .tracking import Store
 
     store = Store(tracking.uri)
     store.close_open_children(tracking.experiment_id, tracking.parent_run_id)
@@ -525,9 +512,6 @@ def control_trial(sweep: SweepConfig, source: TrialConfig, widths: Mapping[str, 
     the seed's initialisation, for the sweep's epochs (``scratch``, ``scratch-e``: Scratch-E) or for the same
     compute (``scratch-b``: round(epochs x dense FLOPs / pruned FLOPs), the factor capped at
     ``--scratch-b-max-factor``; Liu et al. 2019's Scratch-B)."""
-    from dataclasses import replace
-
-    from .protocols.prune_to_target import control_kind
 
     kind = control_kind(kind)
     control: dict[str, Any] = {"kind": kind, "of": source.name, "method": source.method,
@@ -552,7 +536,6 @@ def _finished(trial: TrialConfig, run) -> Any:
 
 def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:
     """The searches' records as ``targets.json`` on the sweep's run; returns them."""
-    from .tracking import Store
     records = [r for s in searches for r in s.results()]
     Store(uri).log_json_artifact(run_id, N.TARGETS_ARTIFACT, records)
     return records

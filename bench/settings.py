@@ -104,6 +104,7 @@ def flag_of(f: dataclasses.Field) -> str | None:
 def _describe(kind: Any) -> str:
     if typing.get_origin(kind) is tuple:
         return f"a list of {_describe(typing.get_args(kind)[0]).split(' ', 1)[1]}s"
+    # lazy: keeps bench --help, the report, import bench.api free of torch
     from methods.checks import describe   # imported when used: `import methods` imports torch
     return describe(kind)
 
@@ -164,7 +165,7 @@ def coerce(f: dataclasses.Field, kind: Any, value: Any) -> Any:
 
 def check_range(f: dataclasses.Field, value: Any) -> None:
     """The declared bounds and choices of a setting (methods/checks.py); messages name it by its label."""
-    from methods.checks import range_problem
+    from methods.checks import range_problem  # lazy: keeps bench --help, the report, import bench.api free of torch
 
     problem = range_problem(value, f.metadata.get("checks", {}))
     if problem:
@@ -216,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
 
 def _argparse_number(kind: type) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
-        from methods.checks import from_text
+        from methods.checks import from_text  # lazy: keeps bench --help, the report, import bench.api free of torch
         try:
             return from_text(text, kind)
         except ValueError as err:

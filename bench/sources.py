@@ -36,6 +36,7 @@ import hashlib
 import inspect
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,9 +44,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torchvision.datasets as tvd
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
 
-from .datatypes import (ArrayItems, DataError, Dataset, ImageFiles, Items, StreamData, TorchItems,  # noqa: F401
-                        as_uint8_chw, fit, open_image, rgb, try_download)
+from .datatypes import (  # noqa: F401
+    ArrayItems,
+    DataError,
+    Dataset,
+    ImageFiles,
+    Items,
+    StreamData,
+    TorchItems,
+    as_uint8_chw,
+    fit,
+    open_image,
+    rgb,
+    try_download,
+)
 from .files import write_text
 from .usercode import UserCodeError, display_name, load_callable
 
@@ -69,9 +86,6 @@ def decoded_bytes(data: StreamData) -> int:
 def materialise(items: Items, workers: int = 2, progress: Callable[[str], None] | None = None, what: str = ""
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Every example of ``items`` decoded into one uint8 array (N, C, H, W) and its labels (DataLoader workers)."""
-    import time
-
-    from torch.utils.data import DataLoader
 
     n = len(items)
     loader = DataLoader(items, batch_size=256, num_workers=min(workers, max(1, n // 256)), collate_fn=_stack)
@@ -90,7 +104,6 @@ def materialise(items: Items, workers: int = 2, progress: Callable[[str], None] 
 
 def _stack(batch):
     """Collate (image, label) examples, or a batch already read by ``__getitems__``, into (uint8 x, int64 y)."""
-    import torch
     if len(batch) == 1 and isinstance(batch[0][1], torch.Tensor):
         return batch[0]
     try:
@@ -103,7 +116,6 @@ def _stack(batch):
 # -- image folders -----------------------------------------------------------------------------------------
 
 def _extensions() -> frozenset[str]:
-    from PIL import Image
     return frozenset(e.lower() for e in Image.registered_extensions())
 
 
@@ -226,7 +238,6 @@ def _literal(value: str) -> Any:
 
 
 def torchvision_class(name: str):
-    import torchvision.datasets as tvd
     cls = getattr(tvd, name, None)
     if not isinstance(cls, type):
         valid = sorted(n for n, v in vars(tvd).items() if isinstance(v, type) and n[0].isupper()
@@ -379,8 +390,6 @@ def user_data(source: str, data_dir: str | None, image_size: int | None) -> Any:
 
 def channel_stats(items: Items, workers: int = 2) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std (on [0, 1]) of at most STATS_SAMPLE examples of ``items`` (seeded sample)."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
 
     pick = np.sort(np.random.default_rng(0).choice(len(items), STATS_SAMPLE, replace=False)) \
         if len(items) > STATS_SAMPLE else np.arange(len(items))

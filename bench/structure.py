@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+import torch_pruning as tp
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from methods.base import eval_mode
 from methods.groups import Part, Unit, is_depthwise
@@ -139,7 +142,6 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
            exclude: Sequence[str] = (), check: bool = False) -> Structure:
     """The structure of ``model`` for inputs of shape (C, H, W) (module docstring). ``check`` runs
     :func:`check_units` as well (what a sweep does once before its trials)."""
-    import torch_pruning as tp
 
     param = next(model.parameters())
     example = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
@@ -154,7 +156,6 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
             groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d], ignored_layers=[]))
         except Exception as err:
-            import traceback
             frame = traceback.extract_tb(err.__traceback__)[-1]
             where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
             raise TraceError(f"Torch-Pruning's DependencyGraph cannot trace the channel dependencies of "
@@ -254,7 +255,6 @@ def _op_name(target: str) -> str:
 @torch.no_grad()
 def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Forward FLOPs for one example, measured by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
 
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -20,6 +21,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
+from ray._private import services
+from ray._private.utils import get_num_cpus
+from tqdm import tqdm
+
+from .progress import Eta
+from .recording import TrialRecorder
+from .trainer import resolve_device, train
+from .usercode import load_plugins
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -36,7 +47,8 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from . import checkpoints, guard, names as N  # noqa: E402
+from . import checkpoints, guard  # noqa: E402
+from . import names as N
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .datatypes import Dataset, StreamData  # noqa: E402
 from .outcomes import TrialOutcome, error_text  # noqa: E402
@@ -92,11 +104,6 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     reported to Tune every epoch with a checkpoint of the epoch (the two newest kept per trial:
     bench/checkpoints.py). A trial that an earlier attempt (a retry, or the sweep before it was interrupted)
     left a checkpoint of continues from that epoch in the same MLflow run."""
-    import torch
-
-    from .recording import TrialRecorder
-    from .trainer import resolve_device, train
-    from .usercode import load_plugins
 
     torch.set_num_threads(max(1, threads))
     load_plugins(plugins)
@@ -135,7 +142,6 @@ class _Progress(tune.Callback):
     def __init__(self, trials: list[TrialConfig], write: Callable[[str], None], total: int | None = None,
                  epochs: int = 0, on_disk_full: Callable[[str], None] | None = None, bound: int | None = None,
                  every: float = 30.0) -> None:
-        from .progress import Eta
 
         self.total = total if total is not None else len(trials)   # 0: unknown (a target search)
         self.epochs = epochs or (trials[0].train.epochs if trials else 0)
@@ -147,7 +153,6 @@ class _Progress(tune.Callback):
         self.every, self.last_status = every, self.start
         self.bar = None
         if write is print and sys.stdout.isatty() and os.get_terminal_size(sys.stdout.fileno()).columns >= 40:
-            from tqdm import tqdm   # a live line on a terminal; plain lines in logs
 
             self.bar = tqdm(total=max(1, self.eta.total * self.eta.epochs), unit="trial-epoch", leave=False,
                             dynamic_ncols=True, bar_format="{bar:20} {desc}")
@@ -245,7 +250,6 @@ def local_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         counts.append(len(os.sched_getaffinity(0)))
     try:
-        from ray._private.utils import get_num_cpus
         counts.append(int(get_num_cpus()))
     except Exception:   # a private helper: fall back on the affinity when it moves
         pass
@@ -253,7 +257,6 @@ def local_cpus() -> int:
 
 
 def local_gpus() -> int:
-    import torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -336,7 +339,6 @@ def _own_session():
     session of their own. Ray has no option for it, so its process class gets ``start_new_session``; where Ray
     no longer has that class, nothing changes (a group SIGTERM then reaches Ray too, and the guardian closes
     the records). They still die with the driver: Ray starts them with kernel fate-sharing (PR_SET_PDEATHSIG)."""
-    from ray._private import services
 
     original = getattr(services, "ConsolePopen", None)
     if original is None:
@@ -467,12 +469,10 @@ class TargetSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         """Tune's periodic snapshot of the searcher (``bench resume`` rebuilds searches from MLflow instead:
         a probe is recorded there when it finishes, this snapshot only every few seconds)."""
-        import pickle
         with open(checkpoint_path, "wb") as f:
             pickle.dump((self.queue, self.searches, self.asked), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        import pickle
         with open(checkpoint_path, "rb") as f:
             self.queue, self.searches, self.asked = pickle.load(f)
 

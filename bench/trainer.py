@@ -32,14 +32,16 @@ from torch import nn
 
 from . import metrics as M
 from . import names as N
-from .config import TrialConfig
 from .batches import MemoryBatches, StreamBatches, make_batches
-from .data import Dataset
+from .config import TrialConfig
+from .datatypes import Dataset, StreamData
 from .models import build_model
 from .protocols import Step, get_protocol
+from .pruning import plan
 from .recipe import Augment, build_optimizer, parse_schedule, rate
-from .sources import StreamData
-from .structure import Structure, derive
+from .structure import Structure, derive, removed_channels
+from .targets import KINDS
+from .weights import load_initial_weights
 from .zeroing import FilterMasks, parse_zeroing
 
 
@@ -125,7 +127,6 @@ def build_trial_model(config: TrialConfig, input_shape: Sequence[int], num_class
                       notes: Callable[[str], None] | None = None) -> tuple[nn.Module, Structure]:
     """The trial's model (its initial weights loaded from ``--init-from`` when given) and its checked channel
     structure; ``notes`` receives what was adapted (a first conv rebuilt, a classifier head re-initialised)."""
-    from .weights import load_initial_weights
 
     tc = config.train
     model = build_model(tc.model, input_shape, num_classes)
@@ -202,7 +203,6 @@ class _Loop:
         the masks from the start), and every conv or linear layer that lost inputs has its weights and bias
         scaled by sqrt(inputs / inputs kept): what PyTorch's default initialisation (a bound of 1 / sqrt(fan-in))
         draws for the compact layer, so the narrower network starts at its own scale."""
-        from .structure import removed_channels
 
         for unit, width in widths.items():
             size = self.masks.unit(unit).size
@@ -274,8 +274,6 @@ class _Loop:
         one global ranking of the alive groups, the shortest prefix that meets ``step.fraction`` of the trial's
         target removed; logged with the epoch: the step's target, what it reached, the accuracies before and
         after it."""
-        from .pruning import plan
-        from .targets import KINDS
 
         state, masks = self.state, self.masks
         kind, value = self.config.target   # type: ignore[misc]

@@ -5,27 +5,29 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+
+from .config import ConfigError, redact
+from .tracking import Store, default_tracking_uri, normalize_uri
 
 
 def serve_ui(tracking_uri: str | None, experiment: str | None, host: str, port: int) -> int:
     """``bench ui``: the MLflow UI on the store the sweeps used (module docstring); the exit status."""
-    from .tracking import Store, default_tracking_uri, normalize_uri
     uri = normalize_uri(tracking_uri or default_tracking_uri())
     if uri.startswith(("http://", "https://")):
         print(f"the store is an MLflow server: open {uri} in a browser")
         return 0
-    import socket
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
             s.bind((host, port))
     except OSError as err:
-        from .config import ConfigError
         raise ConfigError(f"cannot serve the MLflow UI on {host}:{port}: {err.strerror or err}; pick "
                           "another --port (or stop what listens there)") from None
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     base = f"http://{host}:{port}"
-    from .config import redact
     print(f"MLflow UI on {redact(uri)}: {base}{Store(uri).runs_page(experiment)}  (Ctrl-C to stop)", flush=True)
     # the server's own imports warn about deprecations in its dependencies (starlette's WSGI middleware, a
     # UserWarning): nothing a user of the UI can act on
@@ -39,8 +41,6 @@ def serve(argv: list[str], env: dict[str, str], grace: float = 5.0) -> int:
     """Run a server in a session of its own until it ends or this command is stopped (Ctrl-C or SIGTERM reach
     this process alone, not the server's workers, which would each print their traceback); then SIGTERM to the
     server's process group and SIGKILL to what is left after ``grace`` seconds. Exit 0 when stopped so."""
-    import signal
-    import subprocess
 
     server = subprocess.Popen(argv, env=env, start_new_session=True)
 

@@ -26,10 +26,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+import torch_pruning as tp
 from torch import nn
 
-from .registry import register_method
 from .base import HparamsBase, MethodError, MethodState, PostHocMethod, eval_mode, following_batchnorms, option
+from .registry import register_method
 
 REDUCTIONS = ("mean", "first")
 
@@ -81,7 +82,6 @@ class Criterion(PostHocMethod):
 
 
 def _tp() -> Any:
-    import torch_pruning as tp
     return tp.pruner.importance
 
 

@@ -100,6 +100,37 @@ def test_no_import_cycle_among_the_methods_modules():
     assert cycles(graph) == []
 
 
+def test_every_import_inside_a_function_says_why_it_is_lazy():
+    """Imports sit at the top of a module; one inside a function carries a ``# lazy:`` reason on its line or the
+    line above (what it keeps light: ``import bench``, ``bench --help``, the report; or an optional extra)."""
+    silent = []
+    for package in ("bench", "methods"):
+        for name, path in _modules(package).items():
+            lines = path.read_text().splitlines()
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for inner in ast.walk(node):
+                    if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                        here = lines[inner.lineno - 2:inner.end_lineno]
+                        if not any("# lazy:" in line for line in here):
+                            silent.append(f"{path.relative_to(ROOT)}:{inner.lineno}")
+    assert sorted(set(silent)) == []
+
+
+@pytest.mark.parametrize("module, kept_out", [
+    ("bench", {"torch", "ray", "mlflow", "pandas"}),
+    ("bench.cli", {"torch", "ray", "mlflow", "pandas"}),           # `bench --help` stays fast
+    ("bench.report", {"torch", "ray"}),
+])
+def test_the_light_entry_points_import_no_heavy_library(module, kept_out):
+    import subprocess
+    import sys
+    code = f"import sys, {module}; print(sorted(set({sorted(kept_out)!r}) & {{m.split('.')[0] for m in sys.modules}}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["[]"]
+
+
 def _importers(package: str, library: str) -> set[str]:
     found = set()
     for name, path in _modules(package).items():

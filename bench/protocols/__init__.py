@@ -15,6 +15,7 @@ from ..settings import ConfigError
 from .registry import DEFAULT as DEFAULT_PROTOCOL
 from .registry import get_protocol, list_protocols, register_protocol
 from . import regularize, prune_to_target, iterative  # noqa: F401,E402  (the built-in protocols register)
+import dataclasses
 
 
 def refuse_other_protocols(settings: Any, *protocols: Protocol) -> None:
@@ -67,7 +68,6 @@ def variants(train: Any) -> list[Any]:
     """One training settings per (protocol, fine-tuning) of the axis, in order, each with the other protocols'
     settings at their defaults (so a prune-to-target trial of an axis with iterative has prune-to-target's key);
     ``[train]`` for a sweep of one protocol."""
-    import dataclasses
 
     protocols, finetunes = axis(train)
     if len(protocols) == 1 and len(finetunes) == 1:

@@ -31,7 +31,7 @@ class PruneToTarget(Protocol):
 
     def check_sweep(self, sweep: Any) -> None:
         """A target, none of the regularize protocol's search settings, known controls, a method that prunes."""
-        from methods import get_method
+        from methods import get_method  # lazy: keeps bench --help, the report, import bench.api free of torch
 
         check(bool(sweep.target_values), f"--protocol {self.name} prunes to a target: give --target-flops-reduction, "
               "--target-sparsity or --target-params-reduction")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Protocol, check
-from .registry import register_protocol
+from .registry import get_protocol, list_protocols, register_protocol
 
 
 @register_protocol
@@ -18,9 +18,8 @@ class Regularize(Protocol):
     accepts = ("regularize",)
 
     def check_sweep(self, sweep: Any) -> None:
-        from methods import get_method
+        from methods import get_method  # lazy: keeps bench --help, the report, import bench.api free of torch
 
-        from .registry import get_protocol, list_protocols
         for name in sweep.methods:
             cls = get_method(name)
             others = [p for p in list_protocols() if get_protocol(p).runs(cls)]

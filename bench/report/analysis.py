@@ -3,10 +3,12 @@ equal-sparsity comparison and its noise test, the per-layer, method and settings
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from .. import names as N
 from ..presets import paper_table
@@ -308,14 +310,12 @@ def compare(a: Sequence[float], b: Sequence[float]) -> tuple[bool, str]:
     difference of means over its standard error, Welch-Satterthwaite degrees of freedom). With fewer than two
     seeds on a side there is no noise estimate: never beyond noise. Zero variance on both sides: beyond noise
     only when the means differ."""
-    from scipy import stats
 
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return False, f"n = {len(a)} and {len(b)}: too few seeds to tell noise"
     if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
         return bool(a.mean() > b.mean()), "no spread over seeds on either side"
-    import warnings
     with warnings.catch_warnings():   # nearly equal samples: scipy warns of precision, the p-value stands
         warnings.simplefilter("ignore", RuntimeWarning)
         t, p = stats.ttest_ind(a, b, equal_var=False, alternative="greater")

@@ -18,8 +18,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
+from ..presets import field_table
 from .load import Results
+from .figures import _plt, informative_range, palette
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -28,7 +31,6 @@ TEST = "test_accuracy"   # what the tables show and test; the best method is cho
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean and the two ends of its Student-t confidence interval (nan ends with fewer than two values)."""
-    from scipy import stats
 
     x = np.asarray(values, dtype=float)
     m = float(x.mean()) if len(x) else math.nan
@@ -42,7 +44,6 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
     """``a`` against ``b`` on the seeds both have: n, the mean difference a - b with its 95 % interval, and the
     two-sided p-value of the paired t-test (nan with fewer than two seeds, or when every seed differs by the
     same amount: no spread to test)."""
-    from scipy import stats
 
     seeds = sorted(set(a) & set(b))
     d = np.asarray([a[s] - b[s] for s in seeds], dtype=float)
@@ -260,7 +261,6 @@ def field_quoted(results: Results) -> tuple[pd.DataFrame, str] | None:
     """A pruning benchmark's published numbers (the preset's ``field`` table) beside this run's at its target:
     each quoted row with the mean accuracy [95 % CI] of the method that computes its criterion, the dense
     reference's, the difference and the speed-up in Torch-Pruning's MACs (``compact_macs``)."""
-    from ..presets import field_table
 
     presets = [s["config"].get("preset") for s in results.sweeps if isinstance(s.get("config"), Mapping)]
     table = next((field_table(p) for p in presets if field_table(p) is not None), None)
@@ -299,7 +299,6 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
     """One panel per target: every method's seeds as dots and its mean with the 95 % interval (Student's t), the
     scratch controls as hollow markers and the dense reference in black; the y-axis spans the informative means
     (a method collapsed far below the others is drawn at the lower edge with its value)."""
-    from .figures import _plt, informative_range, palette
 
     rows = results.protocol
     if rows.empty:

@@ -4,8 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from .. import names as N
 from .analysis import _KIND_WORDS, _pct, baseline_accuracy, best_sparse_trial, pareto_front, settings
@@ -107,10 +110,7 @@ def _baseline_band(ax, results: Results, notes: list[str]) -> list[float]:
 
 
 def _plt():
-    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
     sns.set_theme(style="whitegrid", context="notebook")
     return plt, sns
 

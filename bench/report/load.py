@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -12,7 +13,6 @@ import pandas as pd
 
 from .. import names as N
 from ..tracking import Store
-
 
 TOLERANCES = (0.5, 1.0)  # accuracy points below the baseline for the "best sparsity within" table
 TARGETS = (0.5, 0.8)     # total filter sparsities at which the report names the most accurate method
@@ -246,7 +246,6 @@ def _natural_order(layers: Sequence[str]) -> list[str]:
 
 
 def _first_filters(uri: str, run_ids: Iterable[str]) -> dict[str, np.ndarray]:
-    import tempfile
 
     out, store = {}, Store(uri)
     with tempfile.TemporaryDirectory() as folder:

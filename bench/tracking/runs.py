@@ -3,15 +3,20 @@ dataset; metrics per epoch; the compact model as an MLflow Model; MLflow's syste
 """
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import os
+import re
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import mlflow
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.models import infer_signature
 
 from ..names import ERROR_TAG, KIND_TAG, PARENT_TAG, TRIAL_CONFIG, TRIAL_KEY_TAG
 from .store import Store, _set_error, _short, provenance
@@ -32,16 +37,14 @@ class TrackingInfo:
 def model_name(trial_name: str) -> str:
     """A trial's logged model name: its trial name with what MLflow refuses in a name ('.', '/', ':', ...)
     turned into '_' (``l1l2-lam0.2-s0`` -> ``l1l2-lam0_2-s0``), so the Models tab tells the trials apart."""
-    import re
     return re.sub(r"[^A-Za-z0-9_-]", "_", trial_name) or "compact_model"
 
 
 def _log_torch_model(model: Any, kwargs: dict[str, Any]) -> Any:
     """``mlflow.pytorch.log_model`` as a torch.export program where this MLflow can (``serialization_format``,
     3.10+) and torch.export traces the model, else pickled."""
-    import inspect
 
-    import mlflow.pytorch
+    import mlflow.pytorch  # lazy: keeps the report, import bench.api free of torch
     try:
         if "serialization_format" not in inspect.signature(mlflow.pytorch.log_model).parameters:
             raise TypeError("this MLflow (before 3.10) saves PyTorch models by pickle only")
@@ -62,7 +65,6 @@ def dataset_input(record: Mapping[str, Any]) -> DatasetInput:
     """A trial's dataset as an MLflow dataset input (the runs page's Dataset column): ``record`` holds
     ``name``, ``digest`` (of the content: a changed file shows as a new digest), ``source`` (a path, or the
     generator) and the split sizes (the dataset's profile)."""
-    import json
 
     source = str(record.get("source") or "")
     local = source.startswith("/")
@@ -116,8 +118,9 @@ class TrialRun:
         if interval <= 0:
             return
         try:
-            import psutil  # noqa: F401   (what MLflow's CPU monitor reads)
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            # lazy: optional (psutil is what MLflow's CPU monitor reads; without it the run has no system metrics)
+            import psutil  # noqa: F401
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # lazy: as psutil
         except ImportError:
             return
         quiet = logging.getLogger("mlflow.system_metrics")
@@ -159,8 +162,6 @@ class TrialRun:
         torch.export program (it loads without bench's code; a model torch.export cannot trace, or an MLflow
         without ``serialization_format``, before 3.10, pickles it instead) with ``requirements`` as its pip
         requirements (inferring them costs seconds); returns its model URI."""
-        import mlflow
-        from mlflow.models import infer_signature
 
         # the flavour's log_model writes through the fluent client's global URI; setting it also exports
         # MLFLOW_TRACKING_URI, which is put back afterwards (processes this one starts keep their own)

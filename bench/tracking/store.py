@@ -9,29 +9,50 @@ database, in ``mlartifacts/``.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import getpass
+import json
 import logging
 import os
 import platform
 import socket
+import sqlite3
 import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlparse
+
+from mlflow.exceptions import MlflowException
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in bench's output
 
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from ..names import (  # noqa: E402
+    ERROR_TAG,
+    EXPERIMENT_KIND_TAG,
+    GIT_COMMIT_TAG,
+    KIND_TAG,
+    NOTE_TAG,
+    PARENT_TAG,
+    PROVENANCE_PREFIX,
+    RESUMED_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_TYPE_TAG,
+    SWEEP_CONFIG,
+    SWEEP_KEY_TAG,
+    TRIAL_KEY_TAG,
+    USER_TAG,
+)
 from ..version import __version__  # noqa: E402
-from ..names import (ERROR_TAG, EXPERIMENT_KIND_TAG, GIT_COMMIT_TAG, KIND_TAG, NOTE_TAG, PARENT_TAG,  # noqa: E402
-                     PROVENANCE_PREFIX, RESUMED_TAG, SOURCE_NAME_TAG, SOURCE_TYPE_TAG, SWEEP_CONFIG, SWEEP_KEY_TAG,
-                     TRIAL_KEY_TAG, USER_TAG)
-
 
 # MLflow announces the creation and migration of an sqlite store at INFO ("Creating initial MLflow database
 # tables...", alembic's "Running upgrade ..."): routine for bench, which creates stores as needed
@@ -74,8 +95,6 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, write: bool = True, exist
         raise TrackingError(f"no tracking database at {uri[len('sqlite:///'):]} (nothing was created there): "
                             "run `bench run` with this --tracking-uri first, or pass the one the sweeps used")
     if parsed.scheme in ("http", "https"):
-        import urllib.error
-        import urllib.request
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as resp:
                 if resp.status != 200:
@@ -115,7 +134,6 @@ _DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}   # SQLAlch
 def check_sqlite_store(db: Path) -> None:
     """An existing sqlite store must be a whole MLflow database: a file that is not sqlite, or one whose
     creation was cut short (no MLflow tables), is named here instead of failing later with a traceback."""
-    import sqlite3
 
     if not db.exists() or db.stat().st_size == 0:
         return
@@ -143,7 +161,6 @@ def _store_lock(uri: str):
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
 
     db = Path(uri[len("sqlite:///"):])
     if uri in _HELD:   # re-entered by this process: it holds the lock already
@@ -222,7 +239,6 @@ def source_tags() -> dict[str, str]:
 @functools.cache
 def _library_versions() -> dict[str, str]:
     """Installed versions, read from package metadata (importing torchvision just to ask costs ~2 s)."""
-    from importlib.metadata import PackageNotFoundError, version
 
     out = {}
     for dist in ("torch", "torchvision", "ray", "mlflow"):
@@ -252,7 +268,6 @@ def _short(value: Any) -> str:
 def _set_error(client: MlflowClient, run_id: str, error: str) -> None:
     """The run's ``bench.error`` tag. The trial and the driver may close a run at the same moment (a stopped
     sweep): where the other one's tag went in first (sqlite's UNIQUE constraint on the tag), that one stays."""
-    from mlflow.exceptions import MlflowException
     try:
         client.set_tag(run_id, ERROR_TAG, error[-5000:])
     except MlflowException as err:
@@ -357,7 +372,6 @@ class Store:
 
     def find_sweeps(self, experiment_id: str, name: str | None = None, key: str | None = None) -> list[SweepRecord]:
         """Sweeps (parent runs) of an experiment, newest first, optionally only those of a name or sweep key."""
-        import json
 
         client = self.client
         query = f"tags.`{KIND_TAG}` = 'sweep'"
@@ -455,8 +469,6 @@ class Store:
 
     def read_json_artifact(self, run_id: str, name: str) -> Any:
         """A JSON artifact of a run (``sweep.json``, ``config.json``); None when the run has none."""
-        import json
-        import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
             path = self.download_artifact(run_id, name, folder)
@@ -488,7 +500,6 @@ class Store:
         if not outputs:
             raise TrackingError(f"run {run_id} has no logged model to register (only finished trials log their "
                                 "compact model)")
-        from mlflow.exceptions import MlflowException
         try:
             client.create_registered_model(name)
         except MlflowException as err:
