@@ -20,8 +20,8 @@ class State:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int],
                  batch: tuple[torch.Tensor, torch.Tensor] | None = None, epoch: int = 1, epochs: int = 10,
-                 method: Method | None = None, seed: int = 0) -> None:
-        self.masks = FilterMasks(describe(model, input_shape))
+                 method: Method | None = None, seed: int = 0, structure=None) -> None:
+        self.masks = FilterMasks(structure if structure is not None else describe(model, input_shape))
         if method is not None:   # as the trainer does: the method works on the structure's units
             method.bind(self.masks.structure.units)
         self.input_shape = tuple(input_shape)

@@ -19,35 +19,45 @@ def _python(cwd, code: str) -> dict:
 
 
 def test_run_load_results_load_targets_and_export_from_python(tmp_path):
+    """A target search run in-process: NISP at 50 % filter sparsity removes floor(0.5 F) filters of each LeNet
+    conv in one probe (a ratio method starts at the target), so the exported model has exactly 10 and 25 filters,
+    the recorded widths; the search's record says so; and reading it back imports neither torch nor Ray."""
     ran = _python(tmp_path, """
 import json, bench
-s = bench.run(methods=["none", "l1l2"], lambdas=[0.5], dataset="synthetic", epochs=2,
+s = bench.run(methods=["none", "nisp"], target_sparsity=[0.5], dataset="synthetic", epochs=2,
               limit_train=256, limit_test=128, latency_time=0, device="cpu", name="api", quiet=True)
-l1l2 = s.trials[s.trials["method"] == "l1l2"]
-done = bench.export(l1l2["run_id"].iloc[0], "m.pt")
+nisp = s.trials[s.trials["method"] == "nisp"]
+done = bench.export(nisp["run_id"].iloc[0], "m.pt")
 print(json.dumps({"code": s.exit_code, "ok": s.ok, "sweep": s.sweep, "experiment": s.experiment,
-                  "rows": len(s.trials), "widths": done["widths"], "model": done["model"]}))
+                  "rows": len(s.trials), "widths": done["widths"], "model": done["model"],
+                  "run_id": nisp["run_id"].iloc[0],
+                  "alive": [int(nisp[f"filters_alive/{c}"].iloc[0]) for c in ("conv1", "conv2")]}))
 """)
-    assert ran == {"code": 0, "ok": True, "sweep": "api", "experiment": "lenet5-synthetic", "rows": 2,
-                   "widths": ran["widths"], "model": "lenet5"} and len(ran["widths"]) == 2
+    assert {k: ran[k] for k in ("code", "ok", "sweep", "experiment", "rows", "model")} == {
+        "code": 0, "ok": True, "sweep": "api", "experiment": "lenet5-synthetic", "rows": 2, "model": "lenet5"}
+    assert ran["widths"] == [10, 25] and ran["alive"] == [10, 25]   # LeNet's 20 and 50 filters, halved
     assert (tmp_path / "m.pt").is_file()
-    # in a fresh session: one row per trial, the swept value under its own name, settings and final metrics;
-    # neither torch nor Ray imported
+    # in a fresh session: one row per trial, the swept value under its own name, settings and final metrics,
+    # the search's record; neither torch nor Ray imported
     read = _python(tmp_path, """
 import json, sys, bench
 df = bench.load_results("lenet5-synthetic")
 epochs = bench.load_results("lenet5-synthetic", per_epoch=True)
+targets = bench.load_targets("lenet5-synthetic")
 print(json.dumps({"columns": sorted(df.columns), "rows": len(df), "epoch_rows": len(epochs),
-                  "lam": sorted(df["lam"].dropna().tolist()), "methods": sorted(df["method"]),
+                  "ratio": sorted(df["ratio"].dropna().tolist()), "methods": sorted(df["method"]),
                   "seeds": sorted(df["seed"].tolist()), "epochs": sorted(set(df["epochs"].tolist())),
-                  "targets": len(bench.load_targets("lenet5-synthetic")),
+                  "targets": targets[["method", "seed", "kind", "target", "status", "value", "achieved", "probes",
+                                      "run_id"]].to_dict("records"),
                   "imported": sorted({"torch", "ray"} & set(sys.modules))}))
 """)
     assert read["rows"] == 2 and read["epoch_rows"] == 4 and read["imported"] == []
-    assert {"method", "seed", "lam", "test_accuracy", "total_sparsity", "flops", "params", "model",
+    assert {"method", "seed", "ratio", "test_accuracy", "total_sparsity", "flops", "params", "model",
             "dataset", "zeroing", "status", "run_id"} <= set(read["columns"])
-    assert read["lam"] == [0.5] and read["methods"] == ["l1l2", "none"]
-    assert read["seeds"] == [0, 0] and read["epochs"] == [2] and read["targets"] == 0
+    assert read["ratio"] == [0.5] and read["methods"] == ["nisp", "none"]
+    assert read["seeds"] == [0, 0] and read["epochs"] == [2]
+    assert read["targets"] == [{"method": "nisp", "seed": 0, "kind": "sparsity", "target": 0.5, "status": "reached",
+                                "value": 0.5, "achieved": 0.5, "probes": 1, "run_id": ran["run_id"]}]
 
 
 def test_bad_settings_raise_the_message_bench_run_prints():

@@ -86,6 +86,12 @@ def test_trains_two_epochs_keeps_removed_filters_zero_and_reports_the_same_keys(
     base_keys = {N.TEST_ACCURACY, N.TRAIN_LOSS, N.PENALTY, N.TOTAL_SPARSITY, N.PARAMS, N.FLOPS,
                  "filters_alive/conv1", "filters_alive/conv2", "sparsity/conv1", "sparsity/conv2"}
     assert base_keys <= set(rows[0]) and base_keys <= set(rows[1])
+    # the same keys in both epochs, but for the records of the one epoch a pruning step happened in (hgsr's
+    # selection also records the task loss it started from)
+    once = {"accuracy_before_pruning", "accuracy_after_pruning", "selection_loss_before", N.PRUNE_STEP_TARGET,
+            N.PRUNE_STEP_ACHIEVED}
+    assert set(rows[0]) - once == set(rows[1]) - once, set(rows[0]) ^ set(rows[1])
+    assert not (set(rows[1]) & once)   # a trial prunes at most once here, at the end of epoch 1
     for layer in ("conv1", "conv2"):
         assert rows[1][f"filters_alive/{layer}"] <= rows[0][f"filters_alive/{layer}"]
         assert rows[1][f"filters_alive/{layer}"] >= 1

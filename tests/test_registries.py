@@ -2,6 +2,8 @@
 enrols it here, with no test edit (methods enrol in test_method_contract.py the same way)."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,11 @@ from bench.data import DataError, get_dataset_spec, list_datasets, load_dataset,
 from bench.models import build_model, get_model_spec, list_models
 from bench.structure import derive as describe
 from bench.presets import PRESETS, preset_settings
-from helpers import CRITERION, protocol_settings, train_keeping, trained_methods, write_cifar10, write_mnist
+from bench.trainer import train
+from helpers import (CRITERION, SAME_PATH, protocol_settings, train_keeping, trained_methods, write_cifar10,
+                     write_mnist)
 from methods import MethodError, get_method, list_methods
+from state_standin import State
 
 # hgsr measures one loss per alive filter; on the deeper models a few samples keep that to seconds
 FEW_SAMPLES = {"hgsr": {"samples": 8}, "nisp": {"samples": 16}}
@@ -148,32 +153,60 @@ def _matrix():
             yield pytest.param(*values, coupled, (), marks=marks, id=f"{values[0].rsplit('/', 1)[-1]}-"
                                f"{'coupled' if coupled else 'single'}")
     for source in HEAVY:
-        yield pytest.param(*source.values, False, ("hgsr", CRITERION, "group-norm"), marks=source.marks,
+        criteria = tuple(m for m in list_methods() if "regularize" not in get_method(m).protocols)
+        yield pytest.param(*source.values, False, ("hgsr", "group-norm", *criteria), marks=source.marks,
                            id=source.values[0])
+
+
+# the only refusals a method may give on these models, with the reason it must name
+MAY_REFUSE = {"slimming": "BatchNorm", "bn-scale": "BatchNorm", "nisp": "linear classifier|final response"}
 
 
 @pytest.mark.parametrize("source, side, coupled, skip", _matrix())
 def test_every_method_runs_on_models_of_any_topology_or_refuses_them_before_training(source, side, coupled, skip):
     """torchvision classes and a user module with a residual add and a depthwise conv: every registered method
-    trains on each (its coupled streams pruned as groups or left alone) or refuses it with a reason; the
-    trained model compacts to the same outputs."""
+    trains on each (its coupled streams pruned as groups or left alone) and the trained model compacts to the same
+    outputs, every criterion scores each group of the model (the representative criterion trains); or a method
+    refuses the model, only where it may (MAY_REFUSE), naming the reason, and the trainer refuses it the same way
+    before its first epoch."""
     shape = (3, side, side)
     data = make_synthetic(shape, n_train=16, n_test=8)
     probe = build_model(source, shape, 10)
     structure = describe(probe, shape, prune_coupled=coupled)
-    ran = []
-    for method in [m for m in trained_methods(list_methods(), heavy=True) if m not in skip]:
+    ran, refused, scored = [], [], []
+    for method in [m for m in list_methods() if m not in skip and m not in SAME_PATH]:
         try:
             m = get_method(method)()
             m.bind(structure.units)
             m.check_model(probe)
         except MethodError as err:
-            assert str(err)
+            assert method in MAY_REFUSE and re.search(MAY_REFUSE[method], str(err)), (method, str(err))
+            cls = get_method(method)
+            grid = {"lambdas": [max(cls.default_grid)]} if cls.sweep_axis == "lam" else protocol_settings(method)
+            cfg = build_sweep({"methods": [method], "epochs": 2, "batch_size": 16, "dataset": "synthetic",
+                               "device": "cpu", "model": source, "prune_coupled": coupled, **grid}).trials()[0]
+            epochs: list[int] = []
+            with pytest.raises(MethodError, match=re.escape(str(err))):
+                train(cfg, data, lambda epoch, metrics: epochs.append(epoch))
+            assert epochs == []   # refused before the first epoch
+            refused.append(method)
+            continue
+        if method != CRITERION and "regularize" not in get_method(method).protocols:
+            # the criteria share their trial's path with the representative, which trains below: each scores
+            # every group of every unit of this model, finite
+            batch = (torch.as_tensor(data.train_x[:8], dtype=torch.float32) / 255.0,
+                     torch.as_tensor(data.train_y[:8], dtype=torch.long))
+            scores = m.importance(probe, State(probe, shape, batch, method=m, structure=structure))
+            for unit in structure.units:
+                assert scores[unit.name].shape == (unit.size,), (method, unit.name)
+                assert torch.isfinite(scores[unit.name]).all(), (method, unit.name)
+            scored.append(method)
             continue
         diff, largest = _train_and_compact(source, shape, method, data, TINY, examples=2, prune_coupled=coupled)
         assert diff <= 1e-4 * max(1.0, largest), method
         ran.append(method)
-    required = {"none", "l1", "l2", "l1l2", "ssl", "l0sgl", "hgsr", "nisp", "slimming"}
+    required = {"none", "l1", "l2", "l1l2", "ssl", "l0sgl", "hgsr", "nisp", "slimming", CRITERION}
     if "squeezenet" in source:   # no BatchNorm, and its classifier is a conv: no final response layer
         required -= {"nisp", "slimming"}
     assert required - set(skip) <= set(ran)
+    assert len(ran) + len(refused) + len(scored) == len([m for m in list_methods() if m not in skip and m not in SAME_PATH])
