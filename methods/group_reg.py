@@ -34,8 +34,15 @@ from .registry import register_method
 from .base import HparamsBase, Method, MethodState, grad_of, option
 from .groups import Unit
 
-# (parameter, dim, indices along dim, the group each index belongs to)
-Entry = tuple[nn.Parameter, int, torch.Tensor, torch.Tensor]
+# (parameter, dim, indices along dim, the group each index belongs to, whether the indices are the whole dim in
+# order: then the parameter itself is the rows, with no gather or scatter per step)
+Entry = tuple[nn.Parameter, int, torch.Tensor, torch.Tensor, bool]
+
+
+def _entry(param: nn.Parameter, dim: int, index: torch.Tensor, root: torch.Tensor) -> Entry:
+    index, root = index.to(param.device), root.to(param.device)
+    whole = len(index) == param.shape[dim] and bool((index == torch.arange(len(index), device=index.device)).all())
+    return param, dim, index, root, whole
 
 
 def entries(unit: Unit) -> list[Entry]:
@@ -45,10 +52,10 @@ def entries(unit: Unit) -> list[Entry]:
     if unit.group is None:
         groups = torch.arange(unit.size)
         for p in unit.convs:
-            out.append((p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
+            out.append(_entry(p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
         for p in unit.norms:
             if getattr(p.module, "affine", False):
-                out.append((p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
+                out.append(_entry(p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
         return out
     for item in unit.group:
         dep, idxs = item.dep, item.idxs
@@ -59,26 +66,31 @@ def entries(unit: Unit) -> list[Entry]:
         if handler in ("prune_out_channels", "prune_batchnorm_out_channels"):
             if isinstance(module, nn.BatchNorm2d) and not module.affine:
                 continue
-            out.append((module.weight, 0, index, root))
+            out.append(_entry(module.weight, 0, index, root))
         elif handler == "prune_in_channels" and getattr(module, "groups", 1) == 1:
-            out.append((module.weight, 1, index, root))
+            out.append(_entry(module.weight, 1, index, root))
     return out
 
 
-def _rows_sq(param: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
-    rows = param.index_select(dim, index.to(param.device))
+def _rows(entry: Entry, param: torch.Tensor) -> torch.Tensor:
+    """``param``'s rows of the entry's indices (``param`` itself when they are all of them, in order)."""
+    _, dim, index, _, whole = entry
+    return param if whole else param.index_select(dim, index)
+
+
+def _sum_sq(rows: torch.Tensor, dim: int) -> torch.Tensor:
     other = [d for d in range(rows.dim()) if d != dim]
     return rows.square().sum(dim=other) if other else rows.square()
 
 
-def group_sq(unit: Unit, table: list[Entry]) -> torch.Tensor:
+def group_sq(unit: Unit, table: list[Entry], rows: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Per group, the mean over the group's layers of its channel's sum of squares (Torch-Pruning's group
-    importance with p=2; its group norm is the square root)."""
+    importance with p=2; its group norm is the square root). ``rows``: each entry's rows, when already read."""
     total = None
-    for param, dim, index, root in table:
-        rows = _rows_sq(param.detach(), dim, index)
-        per_group = torch.zeros(unit.size, device=rows.device, dtype=rows.dtype).index_add_(0, root.to(rows.device),
-                                                                                          rows)
+    for k, entry in enumerate(table):
+        param, dim, _, root, _ = entry
+        sq = _sum_sq(rows[k] if rows is not None else _rows(entry, param.detach()), dim)
+        per_group = torch.zeros(unit.size, device=sq.device, dtype=sq.dtype).index_add_(0, root, sq)
         total = per_group if total is None else total + per_group
     assert total is not None
     return total / len(table)
@@ -100,7 +112,8 @@ class _GroupRegularizer(Method):
         units = self.units(model)
         return self.per_model(model, "entries", lambda: [(u, entries(u)) for u in units])
 
-    def coefs(self, unit: Unit, table: list[Entry]) -> torch.Tensor:
+    def coefs(self, unit: Unit, table: list[Entry], rows: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Each group's coefficient (``rows``: each entry's rows, when already read)."""
         raise NotImplementedError
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
@@ -108,22 +121,28 @@ class _GroupRegularizer(Method):
         for unit, table in self._tables(model):
             with torch.no_grad():
                 c = self.coefs(unit, table)
-            for param, dim, index, root in table:
-                terms.append(0.5 * (c[root.to(c.device)] * _rows_sq(param, dim, index)).sum())
+            for entry in table:
+                param, dim, _, root, _ = entry
+                terms.append(0.5 * (c[root] * _sum_sq(_rows(entry, param), dim)).sum())
         if not terms:
             raise ValueError(f"{type(model).__name__} has no eligible Conv2d layer to regularize")
         return torch.stack(terms).sum()
 
     @torch.no_grad()
     def add_penalty_grad(self, model: nn.Module, weight: float) -> None:
+        """``weight * c_i * W_i`` into each parameter's gradient: each entry's rows read once for both the
+        coefficients and the gradient, added in place where they are the whole parameter."""
         for unit, table in self._tables(model):
-            c = self.coefs(unit, table)
-            for param, dim, index, root in table:
-                index = index.to(param.device)
-                rows = param.index_select(dim, index)
-                shape = [1] * rows.dim()
+            rows = [_rows(entry, entry[0]) for entry in table]
+            c = self.coefs(unit, table, rows)
+            for (param, dim, index, root, whole), r in zip(table, rows):
+                shape = [1] * r.dim()
                 shape[dim] = -1
-                grad_of(param).index_add_(dim, index, rows * (weight * c[root.to(c.device)]).view(shape))
+                scale = (weight * c[root]).view(shape)
+                if whole:
+                    grad_of(param).add_(r * scale)   # rounded as index_add_ rounds: the same numbers
+                else:
+                    grad_of(param).index_add_(dim, index, r * scale)
 
     @torch.no_grad()
     def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
@@ -147,8 +166,8 @@ class GroupNorm(_GroupRegularizer):
         alpha: float = option(16.0, "how much harder the weakest group is pushed than the strongest (Torch-"
                               "Pruning's default 2^4)", min=1.0)
 
-    def coefs(self, unit: Unit, table: list[Entry]) -> torch.Tensor:
-        return self.hparams.alpha ** _spread(group_sq(unit, table).sqrt())
+    def coefs(self, unit: Unit, table: list[Entry], rows: list[torch.Tensor] | None = None) -> torch.Tensor:
+        return self.hparams.alpha ** _spread(group_sq(unit, table, rows).sqrt())
 
 
 @register_method
@@ -170,7 +189,7 @@ class GrowingReg(_GroupRegularizer):
         super().__init__(hparams, **options)
         self.growth: dict[str, torch.Tensor] = {}   # per unit: c, from 1
 
-    def coefs(self, unit: Unit, table: list[Entry]) -> torch.Tensor:
+    def coefs(self, unit: Unit, table: list[Entry], rows: list[torch.Tensor] | None = None) -> torch.Tensor:
         c = self.growth.get(unit.name)
         if c is None:
             param = table[0][0]
