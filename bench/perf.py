@@ -102,7 +102,7 @@ def workloads(quick: bool, gpu: bool = False) -> list[Workload]:
         return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 20000, 6400),
                 Workload("vgg11", "synthetic", (3, 32, 32), 512, 256, 2)]
     return [Workload("lenet5", "fashion-mnist", (1, 28, 28), 60000, 12800),
-            Workload("vgg11", "synthetic", (3, 32, 32), 2048, 1024, 2)]
+            Workload("vgg11", "synthetic", (3, 32, 32), 2048, 640, 2)]   # 10 steps per penalty epoch
 
 
 # -- the three loops ---------------------------------------------------------------------------------------
@@ -120,11 +120,15 @@ class Format:
     channels_last: bool = False
 
 
+class _Stop(Exception):
+    """Ends a measured trial after the epochs that are timed (a pruning method's fine-tuning is not)."""
+
+
 def trainer_epoch(data: Dataset | StreamData, model: str, method: str, device: torch.device, epochs: int = 1,
                   batch_size: int = 64, options: dict[str, Any] | None = None, fmt: Format = Format(),
-                  **settings: Any) -> list[dict[str, float]]:
+                  stop_after: int | None = None, **settings: Any) -> list[dict[str, float]]:
     """The harness's trainer on ``data`` (one trial, ``method`` with its default options and the first value
-    of its grid, updated by ``options``): each epoch's metrics."""
+    of its grid, updated by ``options``): each epoch's metrics; ``stop_after``: only that many epochs run."""
     cls = get_method(method)
     options = {**({cls.sweep_axis: cls.default_grid[0]} if cls.sweep_axis else {}), **(options or {})}
     settings = TrainSettings(model=model, dataset=data.name, epochs=epochs, batch_size=batch_size, limit_test=1000,
@@ -133,7 +137,15 @@ def trainer_epoch(data: Dataset | StreamData, model: str, method: str, device: t
     trial = TrialConfig(method, options, cls.default_zeroing, 0, settings)
     trial.build_method().check_budget(epochs)
     rows: list[dict[str, float]] = []
-    train(trial, data, lambda epoch, values: rows.append({**values, "rss_mb": _rss_mb()}))
+
+    def report(epoch: int, values: dict[str, float]) -> None:
+        rows.append({**values, "rss_mb": _rss_mb()})
+        if stop_after is not None and epoch >= stop_after:
+            raise _Stop
+    try:
+        train(trial, data, report)
+    except _Stop:
+        pass
     return rows
 
 
@@ -431,11 +443,12 @@ def penalty_overheads(work: Workload, data: Dataset, device: torch.device, log: 
                              trainer_epoch(part, model_of[method], "none", device, epochs=1, fmt=fmt)]
             options, epochs = {}, 1
             fields = get_method(method).Hparams.__dataclass_fields__
-            if "finetune_epochs" in fields:
-                options, epochs = {"finetune_epochs": 1}, 2   # epoch 1 trains with the penalty, 2 fine-tunes
+            if "finetune_epochs" in fields:   # epoch 1 trains with the penalty and cuts; its fine-tuning is not run
+                options, epochs = {"finetune_epochs": 1}, 2
             if "samples" in fields and work.hook_samples is not None:
                 options["samples"] = work.hook_samples
-            rows = trainer_epoch(part, model_of[method], method, device, epochs=epochs, options=options, fmt=fmt)
+            rows = trainer_epoch(part, model_of[method], method, device, epochs=epochs, options=options, fmt=fmt,
+                                 stop_after=1)
             timed[method].append(rows[0]["steps_time_s"])
             hooks[method] = max([hooks.get(method, 0.0)] + [row["method_hook_time_s"] for row in rows])
     steps = {m: {"method": min(timed[m]), "none": min(base[m])} for m in methods}
