@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
-from torch.utils import benchmark
 
 from .models import build_model, rebuildable
 from .structure import Structure, compact, measured_flops
@@ -67,6 +66,8 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int, min_run
     if torch.device(device).type == "cuda":
         return cuda_event_ms(model, x, min_run_time)
 
+    # lazy: importing torch.utils.benchmark warns on stderr (CUDA_HOME without a CUDA runtime) in every command
+    from torch.utils import benchmark
     timer = benchmark.Timer("model(x)", globals={"model": model, "x": x}, num_threads=torch.get_num_threads())
     model(x)  # warm-up
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3

@@ -106,8 +106,21 @@ class TrialRun:
         self.client.log_batch(self.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         self.client.log_dict(self.run_id, dict(config), TRIAL_CONFIG)
         if info.dataset:
-            self.client.log_inputs(self.run_id, datasets=[dataset_input(dict(info.dataset))])
+            self.log_dataset(dataset_input(dict(info.dataset)))
         self.watch_system(system_metrics)
+
+    def log_dataset(self, dataset: DatasetInput, attempts: int = 4) -> None:
+        """The run's dataset input. Trials that start together log the same dataset: on a database server
+        (PostgreSQL behind an `mlflow server`) the second insert of the experiment's new dataset row can fail on its
+        key while the first commits; the dataset then exists, and logging again links it."""
+        for attempt in range(attempts):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[dataset])
+                return
+            except mlflow.exceptions.MlflowException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.25 * (attempt + 1))
 
     def watch_system(self, interval: float, resume: bool = False) -> None:
         """MLflow's system metrics on this run (``system/cpu_utilization_percentage``,
