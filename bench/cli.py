@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import shlex
 import sys
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not attach the report to the sweeps' MLflow parent runs")
     report.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE|FILE.py",
                         help="a plugin whose methods the experiment used (for the methods section)")
+    report.add_argument("--detect", type=float, metavar="D", help="add, for every paired comparison of the "
+                        "equal-target tables, the seeds it would need to detect a difference of D accuracy points "
+                        "80 %% of the time (each table always states what it could detect)")
     report.add_argument("--latency", action="store_true", help="first time every finished trial's compact model "
                         "against the dense model, one at a time with nothing else running (a few seconds a trial; "
                         "recorded on the sweeps' runs as latency.json)")
@@ -274,12 +278,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
     load_plugins(args.plugins or ())
+    if args.detect is not None and not (math.isfinite(args.detect) and args.detect > 0):
+        raise ConfigError(f"--detect {args.detect:g}: give a difference in accuracy points above 0, e.g. --detect 1")
     uri = normalize_uri(args.tracking_uri or default_tracking_uri())
     check_tracking_uri(uri, write=args.attach, existing=True)
     experiment = choose_experiment(uri, args.experiment)
     started = time.monotonic()
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
     results = read_store(uri, experiment, args.sweep)
+    results.detect = args.detect
     if args.latency:
         from .latency import measure_sweeps  # lazy: keeps bench --help free of torch
         results.latency = measure_sweeps(uri, results.sweeps, results.trials, log=lambda t: print(t, flush=True))

@@ -67,6 +67,14 @@ def test_bad_input_is_a_clear_error_before_any_work(capsys, tmp_path, argv, mess
     assert_nothing_started(tmp_path)
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_report_detect_must_be_a_positive_size(capsys, tmp_path, monkeypatch, value):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "report", "--detect", value)
+    assert code == 2 and err.startswith(f"bench: error: --detect {value}: give a difference in accuracy points")
+    assert list(tmp_path.iterdir()) == []   # refused before the store is looked at
+
+
 def test_model_that_cannot_take_the_dataset(capsys, tmp_path):
     write_mnist(tmp_path / "data")
     code, _, err = run_cli(capsys, "run", "--methods", "l1", "--model", "vgg11", "--dataset", "mnist",

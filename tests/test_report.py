@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats
 
 from bench import names as N
 from bench import report as R
@@ -555,6 +557,43 @@ def test_the_equal_target_table_names_only_differences_beyond_holm_corrected_see
     table = stability(_protocol_results({"l1l2": [0.9, 0.9]}, {}, kept))
     # conv1: |{1,2}| / |{0,1,2,3}| = 0.5; conv2: 1; overall: 3 shared of 5 groups = 0.6
     assert table.iloc[0][["conv1", "conv2", "overall"]].tolist() == [0.5, 1.0, 0.6]
+
+
+def test_the_detectable_difference_is_the_paired_t_tests_80_percent_power_point():
+    """The noncentral t's answer against a hand value, the normal approximation it nears and a simulation of the
+    test itself; the seeds a size needs; Holm's family makes it larger."""
+    from bench.report.equal import detectable, seeds_needed
+
+    # n = 10, sd 1, two-sided 0.05: dz = 0.996 (a simulation of 200,000 studies at that size rejects 80.0 %)
+    assert detectable(1.0, 10) == pytest.approx(0.99600, abs=2e-5)
+    # many seeds: (z_0.975 + z_0.8) sd / sqrt(n) = 0.2802 at n = 100, which the t's slightly exceeds
+    assert 0.2802 < detectable(1.0, 100) < 0.2802 * 1.02
+    assert detectable(2.0, 10) == pytest.approx(2 * detectable(1.0, 10))           # in the differences' units
+    assert detectable(1.0, 3, family=30) > detectable(1.0, 3) > detectable(1.0, 5)   # Holm's strictest step
+    assert math.isnan(detectable(1.0, 1)) and detectable(0.0, 5) == 0.0
+    assert seeds_needed(1.0, 1.0) == 10 and detectable(1.0, 9) > 1.0                 # 0.996 <= 1 first at 10
+    rng = np.random.default_rng(0)
+    size = detectable(1.0, 4, family=3)
+    x = rng.normal(size, 1.0, size=(40000, 4))
+    t = x.mean(1) / (x.std(1, ddof=1) / 2)
+    assert (np.abs(t) > stats.t.ppf(1 - 0.05 / 3 / 2, 3)).mean() == pytest.approx(0.80, abs=0.01)
+
+
+def test_a_no_difference_verdict_says_what_difference_it_could_have_seen():
+    from bench.report.equal import detectable, equal_target, paired
+
+    acc = {"l1l2": [0.95, 0.96, 0.97], "random": [0.951, 0.958, 0.973]}
+    results = _protocol_results(acc, {})
+    [(_, table, text)] = equal_target(results)
+    r = paired(dict(enumerate(acc["l1l2"])), dict(enumerate(acc["random"])))
+    size = detectable(r["sd"], 3, family=1) * 100
+    assert "no difference is beyond seed noise; a difference of " f"{size:.2f} points would have been seen 80%" in text[0]
+    assert f"detectable {size:.2f}" in table.set_index("method").loc["l1l2", "vs random"]
+    results.detect = 1.0
+    [(_, table, text)] = equal_target(results)
+    needed = next(n for n in range(2, 1000) if detectable(r["sd"], n) <= 0.01)
+    assert f"to see 1 points, {needed} to {needed} seeds" in text[0]
+    assert f"{needed} seeds for the asked size" in table.set_index("method").loc["l1l2", "vs random"]
 
 
 def test_scratch_b_rows_state_their_epochs_and_the_cap_and_get_a_column_of_their_own():

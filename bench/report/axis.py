@@ -9,7 +9,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from .equal import ALPHA, TEST, _cell, _fmt_ci, _seeds, _verdict, holm, mean_ci, paired, panels
+from .equal import (ALPHA, TEST, _cell, _fmt_ci, _seeds, _verdict, holm, mean_ci, paired, panels, power_sentence,
+                    powered)
 from .load import Results
 
 RESAMPLES = 2000   # bootstrap resamples of the seeds for the spreads' intervals
@@ -32,6 +33,7 @@ def protocol_comparison(results: Results) -> list[tuple[str, pd.DataFrame, list[
         first = variants[0]
         comparisons = [(m, v, paired(acc[(m, v)], acc[(m, first)])) for m in methods for v in variants[1:]]
         adjusted = holm([r["p"] for *_, r in comparisons])
+        powered([r for *_, r in comparisons], adjusted, results.detect)
         table = []
         for m in methods:
             row: dict[str, str] = {"method": m}
@@ -47,6 +49,9 @@ def protocol_comparison(results: Results) -> list[tuple[str, pd.DataFrame, list[
         tested = sum(not math.isnan(p) for p in adjusted)
         said = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise.") if tested else \
             "none could be tested (one seed, or the same difference on every seed)."
+        power = power_sentence([r for *_, r in comparisons], results.detect)
+        if tested and power:
+            said = said.rstrip(".") + "; " + power + "."
         text = [f"At {label}: of the {len(comparisons)} paired comparisons of a protocol against {first}"
                 + (f" ({tested} tested)" if 0 < tested < len(comparisons) else "")
                 + f", after Holm's correction at {ALPHA:g}: {said}", what_matters(acc, methods, variants)]

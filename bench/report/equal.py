@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from ..presets import field_table
 from .load import Results
@@ -26,6 +26,7 @@ from .figures import _plt, informative_range, palette
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+POWER = 0.8   # a comparison's detectable difference: the one it finds this often
 TEST = "test_accuracy"   # what the tables show and test; the best method is chosen on ``results.selection``
 
 
@@ -51,7 +52,68 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
     p = math.nan
     if len(d) >= 2 and d.std(ddof=1) > 1e-9:   # below: the same difference on every seed (rounding aside)
         p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
-    return {"n": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": p}
+    sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
+    return {"n": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": p, "sd": sd}
+
+
+def detectable(sd: float, n: int, family: int = 1, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean difference that a two-sided paired t-test over ``n`` seeds, whose differences have
+    standard deviation ``sd``, finds with probability ``power`` at level ``alpha / family``: Holm's first and
+    strictest step over a family of ``family`` comparisons, so the size holds for any comparison of the family.
+    The power is the noncentral t's: P(|T| > t_crit) with T ~ t(n - 1, delta sqrt(n) / sd). nan below 2 seeds."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    if sd <= 0:
+        return 0.0
+    df, level = n - 1, alpha / max(1, family)
+    crit = float(stats.t.ppf(1 - level / 2, df))
+
+    def short(nc: float) -> float:   # the far tail vanishes for a large nc (scipy may give nan there)
+        upper, lower = stats.nct.sf(crit, df, nc), stats.nct.cdf(-crit, df, nc)
+        return float(np.nan_to_num(upper, nan=1.0) + np.nan_to_num(lower, nan=0.0)) - power
+    high = crit + 10.0
+    while short(high) < 0:
+        high *= 2
+    return float(optimize.brentq(short, 0.0, high, xtol=1e-10)) * sd / math.sqrt(n)
+
+
+def seeds_needed(sd: float, size: float, family: int = 1, limit: int = 1000) -> int | None:
+    """The fewest seeds at which :func:`detectable` is at most ``size`` with this ``sd`` (None: more than
+    ``limit``)."""
+    if math.isnan(sd):
+        return None
+    for n in range(2, limit + 1):
+        if detectable(sd, n, family) <= size:
+            return n
+    return None
+
+
+def powered(comparisons: Sequence[dict], adjusted: Sequence[float], detect: float | None = None) -> None:
+    """Each tested comparison gains ``detectable`` (in accuracy units, at Holm's first step over the tested
+    family) and, with ``detect`` (points), ``needed``: the seeds it would take to detect that many points."""
+    family = sum(not math.isnan(p) for p in adjusted)
+    for r, p in zip(comparisons, adjusted):
+        if not math.isnan(p):
+            r["detectable"] = detectable(r["sd"], r["n"], family)
+            if detect is not None:
+                r["needed"] = seeds_needed(r["sd"], detect / 100.0, family)
+
+
+def power_sentence(comparisons: Sequence[dict], detect: float | None = None) -> str:
+    """What the tested comparisons could have seen: the range of their detectable differences, in points."""
+    sizes = sorted(r["detectable"] * 100 for r in comparisons if "detectable" in r)
+    if not sizes:
+        return ""
+    said = (f"a difference of {sizes[0]:.2f} points would have been seen {POWER:.0%} of the time" if len(sizes) == 1
+            else f"the differences these comparisons would have seen {POWER:.0%} of the time run from "
+                 f"{sizes[0]:.2f} to {sizes[-1]:.2f} points (median {float(np.median(sizes)):.2f})")
+    if detect is not None:
+        needed = [r.get("needed") for r in comparisons if "detectable" in r]
+        known = sorted(n for n in needed if n is not None)
+        said += (f"; to see {detect:g} points, {known[0]} to {known[-1]} seeds" if known else "") + \
+            (f" ({len(needed) - len(known)} comparison(s) would need more than 1000)"
+             if len(known) < len(needed) else "")
+    return said
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -118,6 +180,7 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
             if not any({a, b} == {x, y} for x, y, _ in comparisons):
                 comparisons.append((a, b, paired(sides[a], sides[b])))
         adjusted = holm([c[2]["p"] for c in comparisons])
+        powered([c[2] for c in comparisons], adjusted, results.detect)
         tests = {(a, b): (r, p) for (a, b, r), p in zip(comparisons, adjusted)}
         cells: dict[tuple[str, str], str] = {}
         for a, column, b in wanted:
@@ -152,8 +215,11 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
             text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
         else:
             tested = sum(not math.isnan(p) for p in adjusted)
-            named = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise.") if tested else \
+            power = power_sentence([c[2] for c in comparisons], results.detect)
+            named = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise") if tested else \
                 "none could be tested (the same difference on every seed)."
+            if tested:
+                named = (named.rstrip(".") + ("; " + power if power else "") + ".")
             on = " validation" if acc != TEST else ""
             text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
                     f"comparisons this table makes, after Holm's correction at {ALPHA:g}: {named}"]
@@ -202,14 +268,20 @@ def _word(r: Mapping[str, float], p: float) -> str:
     return ("better" if r["diff"] > 0 else "worse") if p < ALPHA else "no difference shown"
 
 
-def _cell(r: Mapping[str, float], p: float) -> str:
+def _cell(r: Mapping[str, Any], p: float) -> str:
     head = f"{_fmt_ci(r['diff'], r['lo'], r['hi'])} pts"
-    return f"{head}, p={p:.3g} ({_word(r, p)})" if not math.isnan(p) else f"{head}, n={r['n']} ({_word(r, p)})"
+    if math.isnan(p):
+        return f"{head}, n={r['n']} ({_word(r, p)})"
+    power = f"; detectable {r['detectable'] * 100:.2f}" if "detectable" in r else ""
+    if "needed" in r:
+        power += (f", {r['needed']} seeds for the asked size" if r["needed"] is not None
+                  else ", over 1000 seeds for the asked size")
+    return f"{head}, p={p:.3g} ({_word(r, p)}{power})"
 
 
 def _flipped(r: Mapping[str, float], p: float) -> tuple[dict[str, float], float]:
     """The same comparison read from the other side."""
-    return {"n": r["n"], "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"], "p": r["p"]}, p
+    return {**r, "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"]}, p
 
 
 def _verdict(a: str, b: str, r: Mapping[str, float], p: float) -> str:

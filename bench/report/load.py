@@ -48,6 +48,7 @@ class Results:
     filters: dict[str, np.ndarray] = field(default_factory=dict)  # run_id -> first conv's weights
     targets: list[dict[str, Any]] = field(default_factory=list)    # target searches' records (targets.json)
     latency: list[dict[str, Any]] = field(default_factory=list)    # bench report --latency (latency.json)
+    detect: float | None = None   # bench report --detect D: the seeds each comparison needs to detect D points
     kept: dict[str, dict[str, list[int]]] = field(default_factory=dict)   # run_id -> unit -> kept groups
 
     @property

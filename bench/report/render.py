@@ -143,7 +143,11 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             "start from the same weights and see the same batches): the mean difference in accuracy points with "
             "its 95 % interval and the two-sided paired t-test's p-value, Holm-corrected across every comparison "
             f"of the table; 'better' or 'worse' only below {ALPHA:g} (an interval is its comparison's own, not "
-            "adjusted: one that excludes 0 can still show no difference after the correction). The accuracies and "
+            "adjusted: one that excludes 0 can still show no difference after the correction). 'detectable' is "
+            "the smallest true difference, in points, the comparison would have found 80 % of the time (the paired "
+            "t-test's power from the noncentral t, with its seeds' spread, at Holm's strictest step: the level over "
+            "the number of comparisons tested); `bench report --detect D` adds the seeds each would need for D "
+            "points. The accuracies and "
             "tests are on test accuracy; the best method is the one of highest mean selection accuracy. vs scratch: against the same widths trained "
             "from the seed's initialisation for the same epochs (`--controls scratch-e`). " + (
                 "vs scratch-B: the same widths trained for the same compute (`--controls scratch-b`, Liu et al.'s "
