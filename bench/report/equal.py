@@ -79,13 +79,17 @@ def detectable(sd: float, n: int, family: int = 1, alpha: float = ALPHA, power: 
 
 def seeds_needed(sd: float, size: float, family: int = 1, limit: int = 1000) -> int | None:
     """The fewest seeds at which :func:`detectable` is at most ``size`` with this ``sd`` (None: more than
-    ``limit``)."""
-    if math.isnan(sd):
+    ``limit``). :func:`detectable` falls as seeds are added, so the count is bisected."""
+    if math.isnan(sd) or detectable(sd, limit, family) > size:
         return None
-    for n in range(2, limit + 1):
-        if detectable(sd, n, family) <= size:
-            return n
-    return None
+    low, high = 1, limit   # detectable(low) > size (or low < 2), detectable(high) <= size
+    while high - low > 1:
+        mid = (low + high) // 2
+        if mid >= 2 and detectable(sd, mid, family) <= size:
+            high = mid
+        else:
+            low = mid
+    return high
 
 
 def powered(comparisons: Sequence[dict], adjusted: Sequence[float], detect: float | None = None) -> None:
