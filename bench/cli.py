@@ -24,7 +24,7 @@ from .config import ConfigError, SweepConfig, TrainSettings, redact
 from .config_layers import sweep_from_sources
 from .outcomes import EXIT_BAD_INPUT
 from .protocols import owners
-from .settings import GROUPS, PRECISIONS, add_arguments, declared, markdown_table
+from .settings import GROUPS, PRECISIONS, WHAT, add_arguments, declared, markdown_table
 from .usercode import load_plugins
 from .version import __version__
 
@@ -114,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="continue an interrupted sweep by name", epilog=EXIT_SWEEP,
                             description="Continue a sweep: its finished trials are kept, the others (interrupted, "
                             "failed or never started) run again. The sweep's own settings come from its MLflow "
-                            "record; only where it runs can change.")
+                            "record; only where it runs can change, and it can grow by seeds, methods, targets and controls.")
     resume.add_argument("sweep_name", metavar="NAME", help="the sweep's name, as `bench run` printed it")
-    where = resume.add_argument_group("where it is recorded and where it runs")   # one group for them all
+    where = resume.add_argument_group("where it is recorded and where it runs")
+    grows = resume.add_argument_group("what it grows by (merged with the sweep's own: only the new trials run)")
     add_arguments(resume, _setting_classes(), keep=lambda f: f.metadata["resume"],
-                  groups={title: where for title in GROUPS})
+                  groups={title: grows if title == WHAT else where for title in GROUPS})
     export = sub.add_parser("export", help="write a trial's compact model (removed filters deleted)", epilog=EXIT_DONE,
                             description="Write the compact model a trial saved when it finished: every removed "
                             "filter deleted, with its bias, BatchNorm channel and the next layer's inputs. "
@@ -151,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--detect", type=float, metavar="D", help="add, for every paired comparison of the "
                         "equal-target tables, the seeds it would need to detect a difference of D accuracy points "
                         "80 %% of the time (each table always states what it could detect)")
+    report.add_argument("--primary", metavar="METHOD", help="compare METHOD with every other method and its own "
+                        "controls only (one Holm family of M+1), the design of a study of one new method "
+                        "(default: the sweeps' --primary, else every method against the best and random)")
     report.add_argument("--latency", action="store_true", help="first time every finished trial's compact model "
                         "against the dense model, one at a time with nothing else running (a few seconds a trial; "
                         "recorded on the sweeps' runs as latency.json)")
@@ -273,7 +277,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from methods import get_method, list_methods  # lazy: keeps bench --help free of torch
 
     # lazy: keeps bench --help free of mlflow, pandas, matplotlib
-    from .report import MethodInfo, build_report, choose_experiment, read_store
+    from .report import MethodInfo, build_report, choose_experiment, choose_primary, read_store
     # lazy: keeps bench --help free of mlflow
     from .tracking import check_tracking_uri, default_tracking_uri, normalize_uri
 
@@ -287,6 +291,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"reading experiment {experiment!r} from {redact(uri)}", flush=True)
     results = read_store(uri, experiment, args.sweep)
     results.detect = args.detect
+    choose_primary(results, args.primary)
     if args.latency:
         from .latency import measure_sweeps  # lazy: keeps bench --help free of torch
         results.latency = measure_sweeps(uri, results.sweeps, results.trials, log=lambda t: print(t, flush=True))

@@ -1,10 +1,9 @@
 """Frozen configuration: defaults < config file < command line.
 
-A sweep (:class:`SweepConfig`) expands into trials (:class:`TrialConfig`), one per method x swept value x
-seed. Everything is validated here, before any data is loaded or any trial starts: unknown methods,
-models or datasets (listing the valid names), bad method options (a negative lambda, a ratio outside
-(0, 1)), zeroing specs that do not parse, epochs < 1, and so on. Each trial's resolved config is saved
-with its run as ``config.json``.
+A sweep (:class:`SweepConfig`) expands into trials (:class:`TrialConfig`), one per method x swept value x seed.
+Everything is validated here, before any data is loaded or any trial starts: unknown methods, models or datasets
+(listing the valid names), bad method options, zeroing specs that do not parse, epochs < 1, and so on. Each
+trial's resolved config is saved with its run as ``config.json``.
 """
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +20,8 @@ from typing import Any
 from . import protocols as P
 from . import settings as S
 from .protocols import DEFAULT_PROTOCOL, get_protocol
-from .settings import PRECISIONS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, ConfigError, setting
+from .settings import (PRECISIONS, RUNTIME, SWEEP, TRIAL, WHAT, WHERE, ConfigError, check_experiment_name,  # noqa: F401
+                       redact, setting)
 from .targets import Search, parse_targets
 from .usercode import display_name, file_digest, source_key
 
@@ -289,24 +288,6 @@ class TrialConfig:
         return _method(self.method)(**self.options)
 
 
-_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@\s/]+@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URL in it masked: ``postgresql://user:***@host/db``."""
-    return _PASSWORD.sub(r"\1:***@", text)
-
-
-MAX_EXPERIMENT_NAME = 128   # an experiment names the report's folder: file systems take 255 bytes a name
-
-
-def check_experiment_name(name: str) -> None:
-    """An experiment name bench can create and report: 1-128 printable characters, not only dots or spaces."""
-    _check(0 < len(name) <= MAX_EXPERIMENT_NAME and bool(name.strip(". ")) and name.isprintable(),
-           f"experiment name must be 1-{MAX_EXPERIMENT_NAME} printable characters, not only dots or spaces (it "
-           f"names the report's folder), got {S.quote(name)}")
-
-
 # a --target-* value: a fraction removed in (0, 1), each listed once (checked with every setting, whatever the
 # protocol, before anything else; bench/targets.py)
 TARGET_CHECKS: dict[str, Any] = {"open_min": 0, "open_max": 1, "distinct": True}
@@ -317,7 +298,7 @@ class SweepConfig:
     """A sweep: which methods, which values of each method's sweep axis, which seeds; and where it runs."""
 
     methods: tuple[str, ...] = setting(
-        help="comma-separated methods (see `bench list`)", role=SWEEP, group=WHAT, default_factory=lambda: _all_methods(),
+        help="comma-separated methods (see `bench list`)", role=SWEEP, group=WHAT, resume=True, default_factory=lambda: _all_methods(),
         shown_default="every registered method but the criteria", cli={"type": S.parse_items})
     # values of the sweep axes: method (or "*" for every method on that axis) -> values; absent: default grid
     lambdas: Mapping[str, tuple[float, ...]] = setting(
@@ -330,17 +311,17 @@ class SweepConfig:
         role=SWEEP, group=WHAT, default_factory=dict, shown_default="each method's grid",
         cli={"type": S.parse_per_method_floats, "action": S.MergeDict, "metavar": "[METHOD=]V1,V2,..."})
     seeds: tuple[int, ...] = setting((0,), "comma-separated seeds; every point of the sweep runs once per seed",
-                                     role=SWEEP, group=WHAT, shown_default="0", cli={"type": S.parse_ints})
+                                     role=SWEEP, group=WHAT, resume=True, shown_default="0", cli={"type": S.parse_ints})
     target_sparsity: tuple[float, ...] = setting(
         (), "search each method's strength for these filter sparsities instead of running a grid, per seed "
-        "(bench/targets.py); --lambdas/--ratios become the search's starting points", role=SWEEP, group=WHAT,
+        "(bench/targets.py); --lambdas/--ratios become the search's starting points", role=SWEEP, group=WHAT, resume=True,
         shown_default="none", cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-sparsity",
         **TARGET_CHECKS)
     target_flops_reduction: tuple[float, ...] = setting(
-        (), "the same for fractions of the FLOPs removed", role=SWEEP, group=WHAT, shown_default="none",
+        (), "the same for fractions of the FLOPs removed", role=SWEEP, group=WHAT, resume=True, shown_default="none",
         cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-flops-reduction", **TARGET_CHECKS)
     target_params_reduction: tuple[float, ...] = setting(
-        (), "the same for fractions of the parameters removed", role=SWEEP, group=WHAT, shown_default="none",
+        (), "the same for fractions of the parameters removed", role=SWEEP, group=WHAT, resume=True, shown_default="none",
         cli={"type": S.parse_floats, "metavar": "F1,F2,..."}, label="--target-params-reduction", **TARGET_CHECKS)
     target_tolerance: float = setting(0.02, "a target is reached within this distance (absolute, as a fraction)",
                                       role=SWEEP, group=WHAT, open_min=0, open_max=0.5)
@@ -354,8 +335,11 @@ class SweepConfig:
         (), "add control trials, per finished trial, of the network at its final widths trained from the seed's "
         "initialisation (Liu et al. 2019): scratch-e (or scratch) for the same epochs; scratch-b for the same "
         "compute, epochs x dense FLOPs / pruned FLOPs rounded, at most --scratch-b-max-factor times the epochs; "
-        "`random` is a method", role=SWEEP, group=WHAT, shown_default="none",
+        "`random` is a method", role=SWEEP, group=WHAT, resume=True, shown_default="none",
         cli={"type": S.parse_items, "metavar": "scratch-e,scratch-b"})
+    primary: str | None = setting(None, "the method the study is about: the report compares it with every other method and "
+                                  "its own controls (one Holm family of M+1), not every method with the best and random",
+                                  role=SWEEP, group=WHAT, resume=True, cli={"metavar": "METHOD"})
     scratch_b_max_factor: float = setting(2.0, "Scratch-B trains at most this many times the epochs (Liu et al.'s "
                                           "ImageNet cap; their CIFAR recipe caps nothing: a large value)",
                                           role=SWEEP, group=WHAT, min=1, cli={"metavar": "F"})
@@ -408,6 +392,8 @@ class SweepConfig:
         _check(self.ray_cpus is None or self.ray_address is None, "--ray-cpus sizes a local Ray; a cluster joined "
                "with --ray-address has the CPUs its nodes were started with (`ray start --num-cpus N`)")
         _check(len(set(self.methods)) == len(self.methods), f"a method is listed twice: {','.join(self.methods)}")
+        _check(self.primary in (None, *self.methods), f"--primary {self.primary}: not among the methods of this "
+                                                      f"sweep ({','.join(self.methods)})")
         for name in self.methods:
             _method(name)
         for what, given in (("options", self.options), ("zeroing", self.zeroing), ("lambdas", self.lambdas),

@@ -59,6 +59,7 @@ TRIAL_KEY_TAG = "bench.trial_key"
 SWEEP_KEY_TAG = "bench.sweep_key"
 ERROR_TAG = "bench.error"
 RESUMED_TAG = "bench.resumed"
+GROWN_TAG = "bench.grown"            # a sweep grown by seeds, methods, targets or controls: what each growth added
 OVERSHOOT_TAG = "bench.overshoot"     # a target search's probe stopped early: past every target (why, at which epoch)
 CONTINUED_TAG = "bench.continued"     # a trial run continued from a checkpoint: "from epoch N"
 FILTERS_REMOVED_TAG = "bench.filters_removed"

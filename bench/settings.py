@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections.abc
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -334,3 +335,21 @@ class Extend(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, (*(getattr(namespace, self.dest) or ()), values))
+
+
+_PASSWORD = re.compile(r"([A-Za-z][\w+.-]*://[^:/@\s]*):[^@\s/]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it masked: ``postgresql://user:***@host/db``."""
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
+MAX_EXPERIMENT_NAME = 128   # an experiment names the report's folder: file systems take 255 bytes a name
+
+
+def check_experiment_name(name: str) -> None:
+    """An experiment name bench can create and report: 1-128 printable characters, not only dots or spaces."""
+    if not (0 < len(name) <= MAX_EXPERIMENT_NAME and bool(name.strip(". ")) and name.isprintable()):
+        raise ConfigError(f"experiment name must be 1-{MAX_EXPERIMENT_NAME} printable characters, not only dots or "
+                          f"spaces (it names the report's folder), got {quote(name)}")

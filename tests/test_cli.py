@@ -47,6 +47,7 @@ def assert_nothing_started(tmp_path):
     (["--methods", "ssl", "--option", "ssl.groups=kernel"], "option 'groups' must be one of"),
     (["--methods", "nisp"], "nisp needs at least one pre-training epoch: finetune_epochs=1 with 1 epochs in all"),
     (["--methods", "l1,l1"], "a method is listed twice"),
+    (["--primary", "ssl"], "--primary ssl: not among the methods of this sweep (l1l2)"),
     (["--model", "vgg11", "--dataset", "mnist"], "dataset 'mnist' not found"),
     (["--target-sparsity", "0.999"], "--target-sparsity 0.999 cannot be reached: at most 97.1% (sparsity) of lenet5"),
     (["--methods", "none", "--target-sparsity", "0.5"], "a target search needs a method with a strength to search"),

@@ -596,6 +596,62 @@ def test_a_no_difference_verdict_says_what_difference_it_could_have_seen():
     assert f"{needed} seeds for the asked size" in table.set_index("method").loc["l1l2", "vs random"]
 
 
+def test_a_primary_method_is_compared_with_every_other_method_and_its_own_control_in_one_family():
+    from bench.report.equal import equal_target, holm, paired
+
+    acc = {"l1l2": [0.95, 0.96, 0.97, 0.955], "taylor": [0.94, 0.958, 0.962, 0.951], "random": [0.90, 0.905, 0.91, 0.899]}
+    scratch = {"l1l2": [0.93, 0.935, 0.95, 0.93], "taylor": [0.92, 0.93, 0.94, 0.93]}
+    results = _protocol_results(acc, scratch)
+    results.primary = "l1l2"
+    [(_, table, text)] = equal_target(results)
+    rows = table.set_index("method")
+    assert "vs best" not in table and "vs random" not in table and rows.loc["l1l2", "vs l1l2"] == "(primary)"
+    seeds = {m: dict(enumerate(v)) for m, v in acc.items()}
+    # the family: l1l2 against taylor, random and its scratch control (M + 1 = 3), Holm over those three only
+    tests = [paired(seeds["l1l2"], seeds["taylor"]), paired(seeds["l1l2"], seeds["random"]),
+             paired(seeds["l1l2"], dict(enumerate(scratch["l1l2"])))]
+    adjusted = holm([t["p"] for t in tests])
+    assert "of the 3 paired comparisons this table makes (l1l2 (the primary method) against each other" in text[0]
+    # a row reads that method minus the primary
+    assert rows.loc["taylor", "vs l1l2"].startswith(f"{-tests[0]['diff'] * 100:.2f} [") \
+        and f"p={adjusted[0]:.3g}" in rows.loc["taylor", "vs l1l2"]
+    assert f"p={adjusted[2]:.3g}" in rows.loc["l1l2", "vs scratch"] and rows.loc["taylor", "vs scratch"] == "-"
+
+
+def test_the_primary_method_comes_from_the_sweep_or_the_report_and_must_have_trials():
+    from bench.report.load import ReportError, choose_primary
+
+    results = _protocol_results({"l1l2": [0.9, 0.91], "taylor": [0.9, 0.92]}, {})
+    choose_primary(results, None)
+    assert results.primary is None
+    results.sweeps[0]["config"] = {"primary": "taylor"}   # bench run --primary taylor
+    choose_primary(results, None)
+    assert results.primary == "taylor"
+    choose_primary(results, "l1l2")   # bench report --primary wins
+    assert results.primary == "l1l2"
+    with pytest.raises(ReportError, match=r"--primary ssl: no trial of that method in experiment 'x' \(its methods: "
+                                          r"l1l2, taylor\)"):
+        choose_primary(results, "ssl")
+
+
+def test_the_forest_plot_draws_each_comparisons_seeds_mean_and_interval_around_zero():
+    from bench.report.equal import fig_forest, paired
+
+    acc = {"l1l2": [0.95, 0.96, 0.97], "taylor": [0.94, 0.958, 0.962], "random": [0.90, 0.905, 0.91]}
+    results = _protocol_results(acc, {})
+    results.primary = "l1l2"
+    fig = fig_forest(results)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["l1l2 - random", "l1l2 - taylor"]   # drawn bottom up, in the table's order
+    dots = [c for c in ax.collections if len(c.get_offsets()) == 3]
+    r = paired(dict(enumerate(acc["l1l2"])), dict(enumerate(acc["taylor"])))
+    drawn = sorted(x for c in dots for x, y in c.get_offsets() if y > 0.5)   # the upper row: l1l2 - taylor
+    assert drawn == pytest.approx(sorted(100 * d for d in r["diffs"]))
+    assert any(list(line.get_xdata()) == [0.0, 0.0] for line in ax.get_lines())   # zero marked
+    assert fig_forest(_protocol_results({"l1l2": [0.9], "random": [0.8]}, {})) is None   # one seed: nothing to draw
+
+
 def test_scratch_b_rows_state_their_epochs_and_the_cap_and_get_a_column_of_their_own():
     from bench.report.equal import equal_target
 

@@ -187,3 +187,56 @@ def test_a_sweep_that_is_running_cannot_be_resumed_a_second_time(tmp_path):
     assert statuses(uri)["s1"] == ["FINISHED"] and statuses(uri)["none-s0"] == ["FINISHED"]
     code, _, _, text = start(tmp_path, resume=True)
     assert code == 0 and "nothing to run" in text
+
+
+def grow_with(tmp_path, asked: dict, calls: list):
+    """``bench run ... --name s1 --resume`` with ``asked``: the sweep s1 grown by it, run by the stand-in."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep, record = session.grown_sweep(uri, build_sweep({**asked, "name": "s1"}))
+    lines: list[str] = []
+    located = session.locate(sweep, sweep.trials(), uri, resume=True, record=record, write=lines.append)
+    code = session.execute(sweep, sweep.trials(), None, located, runner=runner_with({}, calls), write=lines.append)
+    return code, sweep, record, "\n".join(lines)
+
+
+def test_a_sweep_grown_by_a_seed_runs_only_the_new_trials_in_the_same_parent_run(tmp_path):
+    calls: list = []
+    start(tmp_path, calls=calls)
+    code, sweep, record, text = grow_with(tmp_path, {**SETTINGS, "seeds": [0, 1]}, calls)
+    assert code == 0 and record.name == "s1" and sweep.seeds == (0, 1)
+    assert calls[-1] == ["none-s1", "l1l2-lam0.1-s1"]   # the seed-0 trials are not run again
+    assert "grow   sweep 's1' gains seeds 1: 2 trial(s) to run" in text
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
+    (saved,) = Store(uri).find_sweeps(experiment_id, name="s1")   # one sweep, its record the grown one's
+    assert saved.key == sweep.key and saved.config["seeds"] == [0, 1]
+    assert MlflowClient(uri).get_run(saved.run_id).data.tags[N.GROWN_TAG].endswith(": seeds 1")
+    children = [r for r in MlflowClient(uri).search_runs([experiment_id]) if r.data.tags.get(N.PARENT_TAG)]
+    assert sorted(r.info.run_name for r in children) == ["l1l2-lam0.1-s0", "l1l2-lam0.1-s1", "none-s0", "none-s1"]
+    code, _, record, text = grow_with(tmp_path, {**SETTINGS, "seeds": [0, 1]}, calls)   # the same trials now
+    assert code == 0 and record is None and "nothing to run" in text
+
+
+def test_bench_resume_grows_a_sweep_by_methods_seeds_and_keeps_what_it_had(tmp_path):
+    start(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # the lists are merged: seed 0 and the methods none, l1l2 stay; ssl takes the sweep's --lambdas 0.1
+    sweep, record = session.saved_sweep(uri, "s1", None, {"methods": ("ssl",), "seeds": (2,), "max_concurrent": 3,
+                                                          "epochs": 9})
+    assert sweep.methods == ("none", "l1l2", "ssl") and sweep.seeds == (0, 2) and sweep.max_concurrent == 3
+    assert sweep.train.epochs == 1 and sweep.grid("ssl") == (0.1,) and record.name == "s1"
+    assert sorted(t.name for t in sweep.trials()) == sorted(f"{m}-s{s}" for m in ("none", "l1l2-lam0.1", "ssl-lam0.1")
+                                                            for s in (0, 2))
+
+
+def test_growing_a_sweep_refuses_any_other_changed_setting_naming_both_values(tmp_path):
+    start(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        grow_with(tmp_path, {**SETTINGS, "seeds": [0, 1], "epochs": 2, "lr": 0.5}, [])
+    assert "sweep 's1' grows only by --methods, --seeds, --target-* and --controls; these settings differ: " \
+        "--epochs 1 in the sweep, 2 here; --lr 0.01 in the sweep, 0.5 here (keep" in str(err.value)
+    with pytest.raises(ConfigError, match="l1l2's values 0.1 in the sweep, 0.2 here"):
+        grow_with(tmp_path, {**SETTINGS, "lambdas": [0.2], "seeds": [0, 1]}, [])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
+    assert len(MlflowClient(uri).search_runs([experiment_id])) == 3   # refused before any run was made

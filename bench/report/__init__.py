@@ -24,7 +24,7 @@ or ray. Its modules: ``load`` (the store as tables), ``analysis`` (fronts, tests
 """
 from __future__ import annotations
 
-from .load import ID_COLUMNS, MethodInfo, ReportError, Results, TARGETS, TOLERANCES, choose_experiment, read_store  # noqa: F401
+from .load import ID_COLUMNS, MethodInfo, ReportError, Results, TARGETS, TOLERANCES, choose_experiment, choose_primary, read_store  # noqa: F401
 from .analysis import ALPHA, at_sparsity, baseline_accuracy, best_sparse_trial, best_table, best_within, compare, config_table, equal_sparsity, layer_table, method_table, notes, pareto_front, problem_table, quoted_table, settings  # noqa: F401
 from .figures import fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories, palette  # noqa: F401
 from .render import FIGURES, Section, build_report, markdown_table  # noqa: F401

@@ -43,7 +43,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
 
 def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
     """``a`` against ``b`` on the seeds both have: n, the mean difference a - b with its 95 % interval, and the
-    two-sided p-value of the paired t-test (nan with fewer than two seeds, or when every seed differs by the
+    two-sided p-value of the paired t-test, the standard deviation and the per-seed differences (nan with fewer than two seeds, or when every seed differs by the
     same amount: no spread to test)."""
 
     seeds = sorted(set(a) & set(b))
@@ -53,7 +53,7 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
     if len(d) >= 2 and d.std(ddof=1) > 1e-9:   # below: the same difference on every seed (rounding aside)
         p = float(stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds]).pvalue)
     sd = float(d.std(ddof=1)) if len(d) >= 2 else math.nan
-    return {"n": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": p, "sd": sd}
+    return {"n": len(seeds), "diff": mean, "lo": lo, "hi": hi, "p": p, "sd": sd, "diffs": d.tolist()}
 
 
 def detectable(sd: float, n: int, family: int = 1, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -151,87 +151,110 @@ def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
     rows = results.protocol
     if rows.empty:
         return []
-    acc = results.selection
-    out = []
-    sweeps = list(dict.fromkeys(rows["sweep"]))
-    for sweep, target, variant in panels(rows):
-        kind = target.split()[0]
-        metric = {"flops": "flops_reduction", "sparsity": "total_sparsity", "params": "params_reduction"}[kind]
-        dense = rows[(rows["sweep"] == sweep) & rows["target"].isna()]   # one dense reference for every protocol
-        here = _of(rows[(rows["sweep"] == sweep) & (rows["target"] == target)], variant)
-        label = target + (f", {variant}" if variant else "") + ("" if len(sweeps) == 1 else f", sweep {sweep}")
-        methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
-        by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], TEST) for m in methods}
-        # the controls by kind: scratch (Scratch-E, the same epochs) and scratch-b (the same compute)
-        controls = {k: {c.split(" of ", 1)[1]: _seeds(here[here["control"] == c], TEST)
-                        for c in here["control"].dropna().unique() if c.split(" of ", 1)[0] == k}
-                    for k in CONTROL_COLUMNS}
-        chosen = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
-        means = {m: float(np.mean(list(v.values()))) for m, v in chosen.items() if v}
-        best = max(means, key=lambda m: means[m]) if means else None   # chosen on validation when held out
-        comparisons: list[tuple[str, str, dict]] = []   # each unordered pair once: one family for Holm
-        wanted: list[tuple[str, str, str]] = []            # (row, column, the other side)
-        for m in methods:
+    return [_table(_panel(results, *key)) for key in panels(rows)]
+
+
+def _panel(results: Results, sweep: str, target: str, variant: str | None) -> dict[str, Any]:
+    """One target's comparisons: every method's seeds, its controls', the paired tests made (one Holm family)
+    and which cell of the table shows each. With a primary method (``--primary``), the primary against every
+    other method and its own controls; else every method against the best, ``random`` and its controls."""
+    rows, acc = results.protocol, results.selection
+    kind = target.split()[0]
+    dense = rows[(rows["sweep"] == sweep) & rows["target"].isna()]   # one dense reference for every protocol
+    here = _of(rows[(rows["sweep"] == sweep) & (rows["target"] == target)], variant)
+    label = target + (f", {variant}" if variant else "") + ("" if rows["sweep"].nunique() == 1 else f", sweep {sweep}")
+    methods = [m for m in results.methods if ((here["method"] == m) & here["control"].isna()).any()]
+    by_method = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], TEST) for m in methods}
+    # the controls by kind: scratch (Scratch-E, the same epochs) and scratch-b (the same compute)
+    controls = {k: {c.split(" of ", 1)[1]: _seeds(here[here["control"] == c], TEST)
+                    for c in here["control"].dropna().unique() if c.split(" of ", 1)[0] == k}
+                for k in CONTROL_COLUMNS}
+    chosen = {m: _seeds(here[(here["method"] == m) & here["control"].isna()], acc) for m in methods}
+    means = {m: float(np.mean(list(v.values()))) for m, v in chosen.items() if v}
+    best = max(means, key=lambda m: means[m]) if means else None   # chosen on validation when held out
+    primary = results.primary if results.primary in methods else None
+    wanted: list[tuple[str, str, str]] = []            # (row, column, the other side)
+    for m in methods:
+        if primary is not None:
+            if m != primary:
+                wanted.append((m, f"vs {primary}", primary))
+        else:
             if best is not None and m != best:
                 wanted.append((m, "vs best", best))
             if "random" in by_method and m != "random":
                 wanted.append((m, "vs random", "random"))
-            for control, column in CONTROL_COLUMNS.items():
-                if m in controls[control]:
-                    wanted.append((m, column, f"{control} of {m}"))
-        sides = {**by_method, **{f"{c} of {m}": v for c, mine in controls.items() for m, v in mine.items()}}
-        for a, _, b in wanted:
-            if not any({a, b} == {x, y} for x, y, _ in comparisons):
-                comparisons.append((a, b, paired(sides[a], sides[b])))
-        adjusted = holm([c[2]["p"] for c in comparisons])
-        powered([c[2] for c in comparisons], adjusted, results.detect)
-        tests = {(a, b): (r, p) for (a, b, r), p in zip(comparisons, adjusted)}
-        cells: dict[tuple[str, str], str] = {}
-        for a, column, b in wanted:
-            r, p = tests[(a, b)] if (a, b) in tests else _flipped(*tests[(b, a)])
-            cells[(a, column)] = _cell(r, p)
-        verdicts = [_verdict(a, b, r, p) for (a, b, r), p in zip(comparisons, adjusted) if not math.isnan(p)
-                    and p < ALPHA]
-        table_rows = []
-        for m in methods:
-            mean, lo, hi = mean_ci(list(by_method[m].values()))
-            achieved = here[(here["method"] == m) & here["control"].isna()][metric]
-            table_rows.append({"method": m, "seeds": len(by_method[m]), "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
-                               f"{kind} removed %": f"{achieved.mean() * 100:.2f}",
-                               "vs best": "(best)" if m == best else cells.get((m, "vs best"), "-"),
-                               "vs random": cells.get((m, "vs random"), "-"),
-                               **{column: cells.get((m, column), "-") for column in CONTROL_COLUMNS.values()}})
-        for control, mine in controls.items():
-            for m, seeds in mine.items():
-                mean, lo, hi = mean_ci(list(seeds.values()))
-                runs = here[here["control"] == f"{control} of {m}"]
-                table_rows.append({"method": _control_label(control, m, runs), "seeds": len(seeds),
-                                   "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
-                                   f"{kind} removed %": f"{runs[metric].mean() * 100:.2f}", "vs best": "",
-                                   "vs random": "", **dict.fromkeys(CONTROL_COLUMNS.values(), "")})
-        if len(dense):
-            mean, lo, hi = mean_ci(list(_seeds(dense, TEST).values()))
-            table_rows.append({"method": "dense (none)", "seeds": len(dense), "accuracy % [95% CI]":
-                               _fmt_ci(mean, lo, hi), f"{kind} removed %": "0.00", "vs best": "", "vs random": "",
-                               **dict.fromkeys(CONTROL_COLUMNS.values(), "")})
-        n_seeds = max((len(v) for v in by_method.values()), default=0)
-        if n_seeds < 2:
-            text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
-        else:
-            tested = sum(not math.isnan(p) for p in adjusted)
-            power = power_sentence([c[2] for c in comparisons], results.detect)
-            named = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise") if tested else \
-                "none could be tested (the same difference on every seed)."
-            if tested:
-                named = (named.rstrip(".") + ("; " + power if power else "") + ".")
-            on = " validation" if acc != TEST else ""
-            text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
-                    f"comparisons this table makes, after Holm's correction at {ALPHA:g}: {named}"]
-        table = pd.DataFrame(table_rows)
-        # a control column only where that control ran (vs scratch kept as the one column it always was)
-        table = table.drop(columns=[c for k, c in CONTROL_COLUMNS.items() if k != "scratch" and not controls[k]])
-        out.append((label, table, text))
-    return out
+        for control, column in CONTROL_COLUMNS.items():
+            if m in controls[control] and primary in (None, m):
+                wanted.append((m, column, f"{control} of {m}"))
+    sides = {**by_method, **{f"{c} of {m}": v for c, mine in controls.items() for m, v in mine.items()}}
+    comparisons: list[tuple[str, str, dict]] = []   # each unordered pair once: one family for Holm
+    for a, _, b in wanted:
+        if not any({a, b} == {x, y} for x, y, _ in comparisons):
+            # said from the primary's side, so that its forest plot reads primary minus other
+            a, b = (b, a) if b == primary else (a, b)
+            comparisons.append((a, b, paired(sides[a], sides[b])))
+    adjusted = holm([c[2]["p"] for c in comparisons])
+    powered([c[2] for c in comparisons], adjusted, results.detect)
+    return dict(label=label, kind=kind, here=here, dense=dense, methods=methods, by_method=by_method,
+                controls=controls, best=best, primary=primary, wanted=wanted, comparisons=comparisons,
+                adjusted=adjusted, acc=acc, target=target, detect=results.detect)
+
+
+def _table(panel: Mapping[str, Any]) -> tuple[str, pd.DataFrame, list[str]]:
+    label, kind, here, dense = panel["label"], panel["kind"], panel["here"], panel["dense"]
+    methods, by_method, controls = panel["methods"], panel["by_method"], panel["controls"]
+    best, primary, comparisons, adjusted = panel["best"], panel["primary"], panel["comparisons"], panel["adjusted"]
+    metric = {"flops": "flops_reduction", "sparsity": "total_sparsity", "params": "params_reduction"}[kind]
+    tests = {(a, b): (r, p) for (a, b, r), p in zip(comparisons, adjusted)}
+    cells: dict[tuple[str, str], str] = {}
+    for a, column, b in panel["wanted"]:
+        r, p = tests[(a, b)] if (a, b) in tests else _flipped(*tests[(b, a)])
+        cells[(a, column)] = _cell(r, p)
+    verdicts = [_verdict(a, b, r, p) for (a, b, r), p in zip(comparisons, adjusted) if not math.isnan(p)
+                and p < ALPHA]
+    against = [f"vs {primary}"] if primary else ["vs best", "vs random"]
+    mark = {f"vs {primary}": "(primary)", "vs best": "(best)"}
+    table_rows = []
+    for m in methods:
+        mean, lo, hi = mean_ci(list(by_method[m].values()))
+        achieved = here[(here["method"] == m) & here["control"].isna()][metric]
+        mine = {c: mark[c] if (m == primary and c == f"vs {primary}") or (m == best and c == "vs best")
+                else cells.get((m, c), "-") for c in against}
+        table_rows.append({"method": m, "seeds": len(by_method[m]), "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                           f"{kind} removed %": f"{achieved.mean() * 100:.2f}", **mine,
+                           **{column: cells.get((m, column), "-") for column in CONTROL_COLUMNS.values()}})
+    blank = dict.fromkeys(against + list(CONTROL_COLUMNS.values()), "")
+    for control, mine in controls.items():
+        for m, seeds in mine.items():
+            mean, lo, hi = mean_ci(list(seeds.values()))
+            runs = here[here["control"] == f"{control} of {m}"]
+            table_rows.append({"method": _control_label(control, m, runs), "seeds": len(seeds),
+                               "accuracy % [95% CI]": _fmt_ci(mean, lo, hi),
+                               f"{kind} removed %": f"{runs[metric].mean() * 100:.2f}", **blank})
+    if len(dense):
+        mean, lo, hi = mean_ci(list(_seeds(dense, TEST).values()))
+        table_rows.append({"method": "dense (none)", "seeds": len(dense), "accuracy % [95% CI]":
+                           _fmt_ci(mean, lo, hi), f"{kind} removed %": "0.00", **blank})
+    n_seeds = max((len(v) for v in by_method.values()), default=0)
+    if n_seeds < 2:
+        text = [f"At {label}: one seed per method, so no paired test and no verdict (run --seeds 0,1,2)."]
+    else:
+        tested = sum(not math.isnan(p) for p in adjusted)
+        power = power_sentence([c[2] for c in comparisons], panel["detect"])
+        named = ("; ".join(verdicts) + "." if verdicts else "no difference is beyond seed noise") if tested else \
+            "none could be tested (the same difference on every seed)."
+        if tested:
+            named = (named.rstrip(".") + ("; " + power if power else "") + ".")
+        on = " validation" if panel["acc"] != TEST else ""
+        design = (f"{primary} (the primary method) against each other method and its own controls"
+                  if primary else "")
+        text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
+                f"comparisons this table makes{' (' + design + ')' if design else ''}, after Holm's correction at "
+                f"{ALPHA:g}: {named}"]
+    table = pd.DataFrame(table_rows)
+    # a control column only where that control ran (vs scratch kept as the one column it always was)
+    table = table.drop(columns=[c for k, c in CONTROL_COLUMNS.items() if k != "scratch" and not controls[k]])
+    return label, table, text
 
 
 CONTROL_COLUMNS = {"scratch": "vs scratch", "scratch-b": "vs scratch-B"}   # a control's kind -> its column
@@ -285,7 +308,7 @@ def _cell(r: Mapping[str, Any], p: float) -> str:
 
 def _flipped(r: Mapping[str, float], p: float) -> tuple[dict[str, float], float]:
     """The same comparison read from the other side."""
-    return {**r, "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"]}, p
+    return {**r, "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"], "diffs": [-d for d in r.get("diffs", [])]}, p
 
 
 def _verdict(a: str, b: str, r: Mapping[str, float], p: float) -> str:
@@ -427,4 +450,40 @@ def fig_equal_target(results: Results, tables: list[tuple[str, pd.DataFrame, lis
                      + ("" if len({s for s, _, _ in keys}) == 1 else f", {sweep}"), fontsize=9)
     fig.tight_layout()
     fig.bench_notes = notes   # type: ignore[attr-defined]
+    return fig
+
+
+def fig_forest(results: Results):
+    """The paired differences the equal-target tables test, one panel per target: per comparison (a row, "A - B"),
+    each seed's difference as a dot, the mean with its 95 % interval, zero marked; a comparison beyond noise after
+    Holm's correction is drawn filled, the others hollow. None without a comparison of two seeds."""
+
+    rows = results.protocol
+    if rows.empty:
+        return None
+    shown = [p for p in (_panel(results, *key) for key in panels(rows)) if any(r["n"] >= 2 for *_, r in p["comparisons"])]
+    if not shown:
+        return None
+    plt, _ = _plt()
+    height = max(len(p["comparisons"]) for p in shown)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 0.9 + 0.32 * height), squeeze=False)
+    colors = palette(results.methods)
+    for ax, panel in zip(axes[0], shown):
+        pairs = list(zip(panel["comparisons"], panel["adjusted"]))
+        for i, ((a, b, r), p) in enumerate(reversed(pairs)):
+            colour = colors.get(a.split(" of ")[-1], "black")
+            diffs = 100 * np.asarray(r["diffs"], dtype=float)
+            ax.scatter(diffs, np.full(len(diffs), i) + np.linspace(-0.12, 0.12, len(diffs)) * (len(diffs) > 1),
+                       s=10, color=colour, alpha=0.5, zorder=2)
+            if len(diffs) >= 2 and not math.isnan(r["lo"]):
+                beyond = not math.isnan(p) and p < ALPHA
+                ax.errorbar([100 * r["diff"]], [i], xerr=[[100 * (r["diff"] - r["lo"])], [100 * (r["hi"] - r["diff"])]],
+                            marker="o", color=colour, markerfacecolor=colour if beyond else "white", capsize=3,
+                            markersize=6, zorder=3)
+        ax.axvline(0.0, color="grey", linewidth=0.8, zorder=1)
+        ax.set_yticks(range(len(pairs)), [f"{a} - {b}" for (a, b, _), _ in reversed(pairs)], fontsize=7)
+        ax.set_ylim(-0.7, len(pairs) - 0.3)
+        ax.set_xlabel("paired difference (accuracy points)")
+        ax.set_title(panel["label"] + (f" (primary {panel['primary']})" if panel["primary"] else ""), fontsize=9)
+    fig.tight_layout()
     return fig

@@ -49,6 +49,7 @@ class Results:
     targets: list[dict[str, Any]] = field(default_factory=list)    # target searches' records (targets.json)
     latency: list[dict[str, Any]] = field(default_factory=list)    # bench report --latency (latency.json)
     detect: float | None = None   # bench report --detect D: the seeds each comparison needs to detect D points
+    primary: str | None = None    # --primary METHOD (bench run's, or bench report's): its comparisons only
     kept: dict[str, dict[str, list[int]]] = field(default_factory=dict)   # run_id -> unit -> kept groups
 
     @property
@@ -98,8 +99,9 @@ class Results:
     def methods(self) -> list[str]:
         """Methods in report order: the baseline ``none`` first, then as the sweeps listed them."""
         order: list[str] = []
-        for sweep in self.sweeps:
-            order += [m for m in str(sweep["params"].get("methods", "")).split(",") if m]
+        for sweep in self.sweeps:   # a grown sweep's config lists the methods it has now, its params the first
+            listed = sweep.get("config", {}).get("methods") or str(sweep["params"].get("methods", "")).split(",")
+            order += [m for m in listed if m]
         order += list(self.trials["method"])
         seen = sorted(set(order), key=order.index)
         return sorted(seen, key=lambda m: (m != "none", seen.index(m)))
@@ -122,6 +124,18 @@ def choose_experiment(uri: str, experiment: str | None) -> str:
         raise ReportError(f"the store {uri} holds several experiments; pick one with --experiment: "
                           f"{', '.join(sorted(with_sweeps))}")
     return with_sweeps[0]
+
+
+def choose_primary(results: Results, asked: str | None) -> None:
+    """``results.primary``: ``asked`` (``bench report --primary``), else the one the sweeps were run with
+    (``bench run --primary``); an asked method without a trial in the report is refused."""
+    recorded = {s.get("config", {}).get("primary") for s in results.sweeps} - {None}
+    primary = asked or (next(iter(recorded)) if len(recorded) == 1 else None)
+    ran = list(dict.fromkeys(results.trials["method"])) if "method" in results.trials else []
+    if asked is not None and asked not in ran:
+        raise ReportError(f"--primary {asked}: no trial of that method in experiment {results.experiment!r} "
+                          f"(its methods: {', '.join(ran) or 'none'})")
+    results.primary = primary
 
 
 def read_store(uri: str, experiment: str, sweep: str | None = None, with_filters: bool = True) -> Results:

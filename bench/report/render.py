@@ -19,7 +19,7 @@ from ..files import write_bytes
 from ..tracking import Store
 from ..version import __version__
 from .axis import protocol_comparison
-from .equal import equal_target, fig_equal_target, field_quoted, stability
+from .equal import equal_target, fig_equal_target, fig_forest, field_quoted, stability
 from .analysis import (ALPHA, _missing, at_sparsity, best_table, config_table, equal_sparsity, latency_table,
                        layer_table, method_table, notes, problem_table, quoted_table, training_noise)
 from .figures import _plt, fig_equal_sparsity, fig_filters, fig_losses, fig_tradeoff, fig_trajectories
@@ -67,7 +67,8 @@ def build_report(results: Results, out: str | Path, registry: Mapping[str, Metho
                        ("losses.png", lambda: fig_losses(results)),
                        ("filters.png", lambda: fig_filters(results)),
                        ("accuracy_at_targets.png", lambda: fig_equal_sparsity(results) if results.targets else None),
-                       ("accuracy_at_equal_target.png", lambda: fig_equal_target(results))):
+                       ("accuracy_at_equal_target.png", lambda: fig_equal_target(results)),
+                       ("paired_differences.png", lambda: fig_forest(results))):
         if results.finished.empty:
             break
         fig = make()
@@ -147,14 +148,24 @@ def _sections(results: Results, registry: Mapping[str, MethodInfo], figures: Map
             "the smallest true difference, in points, the comparison would have found 80 % of the time (the paired "
             "t-test's power from the noncentral t, with its seeds' spread, at Holm's strictest step: the level over "
             "the number of comparisons tested); `bench report --detect D` adds the seeds each would need for D "
-            "points. The accuracies and "
-            "tests are on test accuracy; the best method is the one of highest mean selection accuracy. vs scratch: against the same widths trained "
+            "points. The accuracies and tests are on test accuracy; the best method is the one of highest mean "
+            "selection accuracy. " + (
+                f"Primary method {results.primary} (`--primary`): the table compares it with every other method "
+                f"(column 'vs {results.primary}': that method minus {results.primary}) and with its own controls, "
+                "one Holm family of the other methods plus its controls, instead of every method against the best "
+                "and random. " if results.primary else "") + "vs scratch: against the same widths trained "
             "from the seed's initialisation for the same epochs (`--controls scratch-e`). " + (
                 "vs scratch-B: the same widths trained for the same compute (`--controls scratch-b`, Liu et al.'s "
                 "Scratch-B): round(epochs x dense FLOPs / pruned FLOPs) epochs, at most `--scratch-b-max-factor` "
                 "times the epochs; its row states its epochs and on how many seeds the cap bit. "
                 if "vs scratch-B" in table.columns else "") + results.choice_note()
             + caption), table, figure=figure))
+    if "paired_differences.png" in figures:
+        out.append(Section("Paired differences at equal target", "Every paired comparison of the tables above, one "
+                           "row each ('A - B', in accuracy points): each seed's difference (dots), the mean with its "
+                           "95 % interval (Student's t), zero marked by the grey line; filled where the difference is "
+                           f"beyond noise after Holm's correction at {ALPHA:g}, hollow where it is not.",
+                           figure="paired_differences.png"))
     for label, table, text in protocol_comparison(results):
         out.append(Section(f"Protocol against protocol: {label}", " ".join(text) + (
             " Each method's final test accuracy under every protocol and fine-tuning of the sweep (mean over seeds "

@@ -40,6 +40,7 @@ from ..names import (  # noqa: E402
     ERROR_TAG,
     EXPERIMENT_KIND_TAG,
     GIT_COMMIT_TAG,
+    GROWN_TAG,
     KIND_TAG,
     NOTE_TAG,
     PARENT_TAG,
@@ -369,6 +370,17 @@ class Store:
         client.log_batch(run.info.run_id, params=[Param(k, _short(v)) for k, v in params.items()])
         client.log_dict(run.info.run_id, {**sweep_config, "name": name}, SWEEP_CONFIG)
         return run.info.run_id, name
+
+    def update_sweep(self, run_id: str, sweep_config: Mapping[str, Any], sweep_key: str, added: str) -> None:
+        """A grown sweep (bench/growth.py): its parent run's ``sweep.json`` and sweep key become the grown
+        sweep's, and the tag ``bench.grown`` lists what each growth added (its first params stay as they were:
+        MLflow params cannot change)."""
+        client = self.client
+        before = client.get_run(run_id).data.tags.get(GROWN_TAG)
+        entry = f"{time.strftime('%Y-%m-%d %H:%M:%S')}: {added}"
+        client.log_dict(run_id, {**sweep_config, "name": client.get_run(run_id).info.run_name}, SWEEP_CONFIG)
+        client.set_tag(run_id, SWEEP_KEY_TAG, sweep_key)
+        client.set_tag(run_id, GROWN_TAG, (f"{before}\n{entry}" if before else entry)[-5000:])
 
     def find_sweeps(self, experiment_id: str, name: str | None = None, key: str | None = None) -> list[SweepRecord]:
         """Sweeps (parent runs) of an experiment, newest first, optionally only those of a name or sweep key."""
