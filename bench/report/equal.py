@@ -41,7 +41,7 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE
     return m, m - half, m + half
 
 
-def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float]:
+def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
     """``a`` against ``b`` on the seeds both have: n, the mean difference a - b with its 95 % interval, and the
     two-sided p-value of the paired t-test, the standard deviation and the per-seed differences (nan with fewer than two seeds, or when every seed differs by the
     same amount: no spread to test)."""
@@ -306,7 +306,7 @@ def _cell(r: Mapping[str, Any], p: float) -> str:
     return f"{head}, p={p:.3g} ({_word(r, p)}{power})"
 
 
-def _flipped(r: Mapping[str, float], p: float) -> tuple[dict[str, float], float]:
+def _flipped(r: Mapping[str, Any], p: float) -> tuple[dict[str, Any], float]:
     """The same comparison read from the other side."""
     return {**r, "diff": -r["diff"], "lo": -r["hi"], "hi": -r["lo"], "diffs": [-d for d in r.get("diffs", [])]}, p
 
