@@ -105,7 +105,7 @@ def contents_problem(snapshot: Any, info: Mapping[str, Any], expected: Expected 
     if expected is None:
         return None
     epochs = expected.epochs.get(str(info.get("trial_key")))
-    if snapshot["epoch"] < 1 or (epochs is not None and snapshot["epoch"] >= epochs):
+    if snapshot["epoch"] < (0 if "part" in snapshot else 1) or (epochs is not None and snapshot["epoch"] >= epochs):
         return f"its epoch {snapshot['epoch']} is not one a trial of {epochs or 'its'} epochs keeps"
     wrong = _differs("model", _shapes(snapshot["model"]), expected.model) or \
         _differs("masks", _shapes(snapshot["masks"]["masks"]), expected.masks)
@@ -191,7 +191,8 @@ def latest(storage: str | os.PathLike, key: str, parent_run_id: str, map_locatio
     record), or None. An incomplete or unverifiable one is skipped for the one before it (``note`` hears
     why); an altered one, or one that is not a trial's state, raises :class:`CheckpointError` naming it."""
     found = sorted(((folder, info) for folder, info in _records(storage, parent_run_id)
-                    if info.get("trial_key") == key), key=lambda c: -int(c[1].get("epoch", 0)))
+                    if info.get("trial_key") == key),   # a shared phase's split after its epoch's checkpoint
+                   key=lambda c: (-int(c[1].get("epoch", 0)), -int(bool(c[1].get("split")))))
     for folder, info in found:
         wrong = problem(folder, info)
         if wrong is not None and wrong[0] == "altered":

@@ -199,6 +199,11 @@ class TrialConfig:
     #: a target search's probe stops at the first epoch where every one of these metrics is above its value (its
     #: search's highest target plus the tolerance): it can only overshoot from there. Not part of the key
     stop_above: Mapping[str, float] | None = None
+    #: a shared phase (bench/phases.py), not a trial: {"name", "split": the epoch S it ends inside, "signature":
+    #: what its branches share, "plain": shared by methods that do nothing while it trains}; its key is its own
+    phase: Mapping[str, Any] | None = None
+    #: a branch: the key of the shared phase it starts from (not part of the key: it computes the same trial)
+    shared: str | None = None
 
     def overshoot(self, metrics: Mapping[str, Any]) -> str | None:
         """Why a probe with ``metrics`` (an epoch's) stops: every :attr:`stop_above` metric past its bound (the
@@ -222,6 +227,8 @@ class TrialConfig:
         """Readable and unique within a sweep: ``l1l2-lam0.5-s0``; a non-default zeroing rule is spelled out."""
         if self.control is not None:
             return f"{self.control['kind']}-{self.control['of']}"
+        if self.phase is not None:
+            return str(self.phase["name"])
         parts = [self.method]
         if self.sweep_axis == "lam" or (self.sweep_axis is not None and self.target is None):
             parts.append(f"{self.sweep_axis}{self.swept_value:g}")   # a ratio does nothing under prune-to-target
@@ -238,11 +245,13 @@ class TrialConfig:
         resume); where the data files are and whether they may be downloaded are not part of it. Computed once
         per trial (a folder's fingerprint reads its files), on the driver: :meth:`payload` carries it."""
         from .data import data_key  # lazy: keeps bench --help, import bench.api free of torch
+        if self.phase is not None:   # found again by what its branches share, whichever trial it trains as
+            return hashlib.sha256(f"phase:{self.phase['signature']}".encode()).hexdigest()[:16]
         d = self.to_dict()
         for later in ("target", "control"):   # the trials of the regularize protocol keep the keys they had
             if d[later] is None:
                 del d[later]
-        del d["stop_above"]   # when a probe may stop does not change what it computes until then
+        del d["stop_above"], d["phase"], d["shared"]   # when a probe stops, where a branch starts: the same trial
         for f in S.declared(TrainSettings):
             if f.metadata["role"] != TRIAL or d["train"][f.name] == f.metadata["key_default"]:
                 d["train"].pop(f.name)
@@ -259,6 +268,7 @@ class TrialConfig:
         d["target"] = list(self.target) if self.target is not None else None
         d["control"] = json.loads(json.dumps(self.control)) if self.control is not None else None
         d["stop_above"] = dict(self.stop_above) if self.stop_above is not None else None
+        d["phase"] = dict(self.phase) if self.phase is not None else None
         return d
 
     def payload(self) -> dict[str, Any]:
@@ -278,7 +288,8 @@ class TrialConfig:
                                    else f.default)
         target = d.get("target")
         trial = cls(d["method"], dict(d["options"]), d["zeroing"], int(d["seed"]), train,
-                    (str(target[0]), float(target[1])) if target else None, d.get("control"), d.get("stop_above"))
+                    (str(target[0]), float(target[1])) if target else None, d.get("control"), d.get("stop_above"),
+                    d.get("phase"), d.get("shared"))
         for cached in ("name", "key"):
             if d.get(cached):
                 trial.__dict__[cached] = d[cached]
@@ -383,6 +394,10 @@ class SweepConfig:
         group=WHERE, min=0, shown_default="1 when there are GPUs and --device is not cpu, else 0")
     max_concurrent: int = setting(0, "at most N trials at once", role=RUNTIME, group=WHERE, min=0,
                                   shown_default="as resources allow", cli={"metavar": "N"})
+    share: bool = setting(True, "train each shared phase once: trials that train alike up to their first pruning step "
+                          "branch from one checkpoint (docs/comparing.md); --no-share runs every trial straight through",
+                          role=RUNTIME, group=WHERE, flag="--no-share", shown_default="shared",
+                          cli={"action": "store_const", "const": False})
     max_failures: int = setting(0, "retry a trial that raised up to N times, from its last checkpoint, in its MLflow run",
                                 role=RUNTIME, group=WHERE, min=0, cli={"metavar": "N"})
 

@@ -51,6 +51,7 @@ RUN_ID_KEY = "mlflow_run_id"
 TARGETS_ARTIFACT = "targets.json"    # a target search's records, on the sweep's run (bench/targets.py)
 LATENCY_ARTIFACT = "latency.json"   # bench report --latency: compact against dense after the sweep (bench/latency.py)
 TRIAL_KEY = "trial_key"
+PHASE_SPLIT = "phase_split"          # a shared phase's last result: the epoch S it ended inside (bench/phases.py)
 
 # MLflow tags of bench's runs (bench/tracking/ writes them; the report and the benchmarks read them).
 PARENT_TAG = "mlflow.parentRunId"
@@ -61,6 +62,7 @@ ERROR_TAG = "bench.error"
 RESUMED_TAG = "bench.resumed"
 GROWN_TAG = "bench.grown"            # a sweep grown by seeds, methods, targets or controls: what each growth added
 OVERSHOOT_TAG = "bench.overshoot"     # a target search's probe stopped early: past every target (why, at which epoch)
+SHARED_TAG = "bench.shared_phase"     # a branch's run: the epochs it took from its shared phase's run
 CONTINUED_TAG = "bench.continued"     # a trial run continued from a checkpoint: "from epoch N"
 FILTERS_REMOVED_TAG = "bench.filters_removed"
 MODEL_ERROR_TAG = "bench.model_error"  # why a finished trial's compact model is not an MLflow Model

@@ -121,13 +121,21 @@ class TrialRecorder:
         self.trial, self.key, self.data, self.tracking, self.device = trial, key, data, tracking, device
         self.report = report
         self.snapshot = earlier[0] if earlier is not None else None
-        self.run = TrialRun(tracking, trial.name, trial_params(trial),
+        record = earlier[1] if earlier is not None else {}
+        params = {**trial_params(trial), **({"phase": trial.phase["name"]} if trial.phase is not None else {})}
+        self.run = TrialRun(tracking, trial.name, params,
                             {"trial": trial.to_dict(), N.TRIAL_KEY: key, "device": device,
                              "data": {"name": data.name, "source": data.source, "train": data.n_train,
                                       "test": data.n_test}},
-                            key, device, continues=earlier[1]["run_id"] if earlier is not None else None,
-                            system_metrics=trial.train.system_metrics_interval)
-        if self.snapshot is not None:
+                            key, device, continues=record.get("run_id"),
+                            system_metrics=trial.train.system_metrics_interval,
+                            kind="trial" if trial.phase is None else "phase")
+        if record.get("phase_run_id"):   # a branch of a shared phase: its run starts with the phase's epochs
+            split = int(record["split"])
+            self.run.copy_epochs(record["phase_run_id"], split - 1)
+            self.run.set_tag(N.SHARED_TAG, f"epochs 1-{split - 1} and epoch {split}'s training steps from the shared "
+                                           f"phase run {record['phase_run_id']}")
+        elif self.snapshot is not None:
             self.run.set_tag(N.CONTINUED_TAG, f"from epoch {self.snapshot['epoch']}")
         self.reported: dict[str, Any] = {}
         self.compact: Any = None
@@ -146,6 +154,16 @@ class TrialRecorder:
             checkpoints.write(Path(folder), state, {"trial_key": self.key, "epoch": epoch, "run_id": self.run.run_id,
                                                     "parent_run_id": self.tracking.parent_run_id})
             self.report(dict(self.reported), Path(folder))
+
+    def split(self, state: dict[str, Any]) -> None:
+        """A shared phase's end (bench/phases.py): its checkpoint, inside epoch ``state["epoch"] + 1``,
+        reported as the phase's last result."""
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoints.write(Path(folder), state, {"trial_key": self.key, "epoch": state["epoch"], "split": True,
+                                                    "run_id": self.run.run_id,
+                                                    "parent_run_id": self.tracking.parent_run_id})
+            self.report({**self.reported, "epoch": state["epoch"], N.PHASE_SPLIT: state["epoch"] + 1,
+                         N.TRIAL_KEY: self.key, N.RUN_ID_KEY: self.run.run_id}, Path(folder))
 
     def finish(self, model, structure) -> dict[str, float]:
         """The compact model: measured, saved as the run's ``compact_model.pt`` (and, for a model bench cannot

@@ -27,7 +27,7 @@ from typing import Any
 
 from methods import MethodError
 
-from . import growth, guard
+from . import growth, guard, phases
 from . import names as N
 from .checkpoints import CheckpointError, Expected, check_sweep
 from .config import ConfigError, SweepConfig, TrainSettings, TrialConfig, redact
@@ -180,15 +180,16 @@ def locate(sweep: SweepConfig, trials: list[TrialConfig], uri: str, *, resume: b
     located = Located(uri, experiment_id, record)
     if record is not None:
         keys = {t.key for t in trials}
+        phase_keys = {p.key for p in phases.shared(trials)[0]} if sweep.share and not sweep.searching else set()
         located.done = {k: r for k, r in store.finished_trials(experiment_id, record.run_id).items()
-                        if k in keys or sweep.searching or sweep.controls}   # probes, controls: found as they come
+                        if k in keys | phase_keys or sweep.searching or sweep.controls}   # probes, controls: as they come
         if sweep.searching:
             probes = len(set(located.done) - keys)
             write(f"resume sweep {record.name!r} ({record.status}): {len(set(located.done) & keys)} of {len(trials)} "
                   f"baseline trials and {probes} probes finished; the searches continue from those probes")
         else:
             main = len(set(located.done) & keys)
-            controls = f" and {len(located.done) - main} controls" if sweep.controls else ""
+            controls = f" and {len(set(located.done) - keys - phase_keys)} controls" if sweep.controls else ""
             write(f"resume sweep {record.name!r} ({record.status}): {main} of {len(trials)} trials{controls} "
                   f"finished, running the other {len(trials) - main}" + (" and the missing controls"
                                                                           if sweep.controls else ""))
@@ -392,11 +393,13 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
             # closes the records if this process dies abruptly, and ends what is left of its local Ray
             guard.start(uri, experiment_id, parent, LOCAL_RAY_GROUPS)
         try:
-            outcomes = (runner or run_sweep)(sweep, todo, data, tracking,
-                                             run_name=f"{name}-{time.strftime('%H%M%S')}",
-                                             **({"searches": searches} if searches is not None else {}),
-                                             **({"reserve": reserve} if runner is None else {})) \
-                if todo or searches is not None else []
+            todo, outcomes = phases.first(sweep, todo, done, lambda batch: (runner or run_sweep)(
+                sweep, batch, data, tracking, run_name=f"{name}-phases-{time.strftime('%H%M%S')}",
+                **({"reserve": reserve} if runner is None else {})), write)
+            outcomes = outcomes if outcomes is not None else (runner or run_sweep)(
+                sweep, todo, data, tracking, run_name=f"{name}-{time.strftime('%H%M%S')}",
+                **({"searches": searches} if searches is not None else {}),
+                **({"reserve": reserve} if runner is None else {})) if todo or searches is not None else []
             if sweep.controls and all(o.status == "FINISHED" for o in outcomes):
                 # the controls of every finished trial (their widths are known now), once all of them finished
                 controls = known_controls if known_controls is not None else \
@@ -442,7 +445,10 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
         records = _log_targets(uri, parent, settled)
         if not all(s.finished for s in settled):   # Tune stopped (Ctrl-C) before the searches were done
             status, code, note = "KILLED", EXIT_INTERRUPTED, "interrupted before the target searches finished"
-    store.log_summary(parent, summary_metrics(outcomes, records))
+    trained, shared = phases.epochs_trained(trials, set(done)) if sweep.share and not sweep.searching else \
+        (sum(t.train.epochs for t in trials), 0)
+    store.log_summary(parent, {**summary_metrics(outcomes, records), "trial_epochs_trained": trained,
+                               "trial_epochs_shared": shared})
     store.end_run(parent, status, note)
     print_summary(outcomes, write)
     if records is not None:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .progress import Eta
 from .recording import TrialRecorder
-from .trainer import resolve_device, train
+from .trainer import resolve_device
 from .usercode import load_plugins
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep Tune's own tables quiet; progress is ours
@@ -47,7 +47,7 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from . import checkpoints, guard  # noqa: E402
+from . import checkpoints, guard, phases  # noqa: E402
 from . import names as N
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .datatypes import Dataset, StreamData  # noqa: E402
@@ -100,11 +100,10 @@ class ClusterError(RuntimeError):
 
 def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: TrackingInfo, threads: int,
                plugins: tuple[str, ...] = (), storage: str = "ray_results") -> None:
-    """Tune's function trainable: one trial, recorded by bench/recording.py's :class:`TrialRecorder` and
-    reported to Tune every epoch with a checkpoint of the epoch (the two newest kept per trial:
-    bench/checkpoints.py). A trial that an earlier attempt (a retry, or the sweep before it was interrupted)
-    left a checkpoint of continues from that epoch in the same MLflow run."""
-
+    """Tune's function trainable: one trial, recorded by bench/recording.py's :class:`TrialRecorder` and reported
+    to Tune every epoch with a checkpoint of the epoch (the two newest kept per trial: bench/checkpoints.py). A
+    trial that an earlier attempt (a retry, or the sweep before it was interrupted) left a checkpoint of continues
+    from that epoch in the same MLflow run; a branch of a shared phase without one starts from the phase's."""
     torch.set_num_threads(max(1, threads))
     load_plugins(plugins)
     trial = TrialConfig.from_dict(config["trial"])   # validated on the driver; carries its name and key
@@ -112,10 +111,10 @@ def _run_trial(config: dict[str, Any], data: Dataset | StreamData, tracking: Tra
     device = str(resolve_device(trial.train.device))
     # the newest checkpoint an earlier attempt left (verified, read as tensors and plain data only); a resumed
     # sweep is a new Tuner with new trial ids, so checkpoints are found by the trial key and the sweep's run
-    earlier = checkpoints.latest(storage, key, tracking.parent_run_id, map_location=device)
+    earlier = phases.start_of(trial, storage, tracking.parent_run_id, device)
     recorder = TrialRecorder(trial, key, data, tracking, device, _tune_report, earlier)
     try:
-        last = train(trial, data, recorder.on_epoch, recorder.finish, keep=recorder.keep, resume=recorder.snapshot)
+        last = phases.run(trial, data, recorder)   # a trial, or a shared phase up to its split
         why = trial.overshoot({**last, "epoch": recorder.reported.get("epoch", 0)}) \
             if recorder.reported.get("epoch", 0) < trial.train.epochs else None
         if why is not None:   # a probe stopped early: its run FINISHED, the tag says why (an overshoot)
@@ -180,11 +179,12 @@ class _Progress(tune.Callback):
         self.write(f"[{self._elapsed()}] start  {self._name(trial)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        filters = N.filters_line(result)
+        if N.PHASE_SPLIT in result:   # a shared phase's end, not an epoch (bench/phases.py)
+            return self.write(f"[{self._elapsed()}] split  {self._name(trial)} in epoch {result[N.PHASE_SPLIT]}")
         self.write(f"[{self._elapsed()}] {self._name(trial):<28} epoch {int(result['epoch']):>3}/"
                    f"{trial.config['trial']['train']['epochs']}  "
                    f"acc {result[N.TEST_ACCURACY]:.4f}  loss {result[N.TRAIN_LOSS]:.4f}  "
-                   f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {filters}  "
+                   f"sparsity {result[N.TOTAL_SPARSITY]:6.1%}  filters {N.filters_line(result)}  "
                    f"({result.get('epoch_time_s', 0):.1f}s/epoch)")
         self.eta.epoch(trial.trial_id, int(result["epoch"]))
         self.status()
@@ -589,7 +589,7 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
         trial = by_key[key]
         if result.error is not None:
             outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error_text(result.error), key, trial)
-        elif metrics.get("epoch") == trial.train.epochs:
+        elif metrics.get("epoch") == trial.train.epochs or N.PHASE_SPLIT in metrics:   # a phase ends at its split
             outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
         elif (why := trial.overshoot(metrics)) is not None:   # a probe stopped past every target: search data
             outcomes[key] = TrialOutcome(trial.name, "OVERSHOT", metrics, why, key, trial)

@@ -20,6 +20,7 @@ the same config and seed give identical metrics, on either path.
 """
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -219,25 +220,33 @@ class _Loop:
                     if isinstance(param, torch.Tensor):
                         param.mul_(scale)
 
-    def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float]]:
-        """Continue from a snapshot (:meth:`snapshot`): returns the first epoch to run and the last metrics."""
+    def restore(self, snapshot: Mapping[str, Any]) -> tuple[int, dict[str, float], dict[str, Any] | None]:
+        """Continue from a snapshot (:meth:`snapshot`): returns the first epoch to run, the last metrics and,
+        from a shared phase's snapshot, that epoch's training half (the epoch then continues from its pruning
+        steps). A snapshot whose method state is None leaves the method as it was built (a phase shared by
+        methods that do nothing while it trains: bench/phases.py)."""
         self.model.load_state_dict(snapshot["model"])
-        self.optimizer.load_state_dict(snapshot["optimizer"])
+        # a copy: the optimizer takes the snapshot's tensors as its own state (momentum updated in place), and
+        # one snapshot may start several trials (the branches of a shared phase)
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
         self.masks.load_state_dict(snapshot["masks"])
-        self.method.load_state_dict(snapshot["method"])
+        if snapshot["method"] is not None:
+            self.method.load_state_dict(snapshot["method"])
         _set_random_states(snapshot["rng"], self.generator, self.device)
         if "draws" in snapshot["rng"]:
             self.state.draws.set_state(snapshot["rng"]["draws"].cpu())
         self.state.step = int(snapshot["step"])
-        return int(snapshot["epoch"]) + 1, dict(snapshot["last"])
+        part = snapshot.get("part")
+        return int(snapshot["epoch"]) + 1, dict(snapshot["last"]), dict(part) if part is not None else None
 
-    def snapshot(self, epoch: int, last: dict[str, float]) -> dict[str, Any]:
-        """What the trial needs to continue after ``epoch`` (:func:`train`'s ``keep``)."""
+    def snapshot(self, epoch: int, last: dict[str, float], part: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the trial needs to continue after ``epoch`` (:func:`train`'s ``keep``); with ``part``, the next
+        epoch's training half (a shared phase's end: :func:`train`'s ``split``)."""
         return {"epoch": epoch, "step": self.state.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "masks": self.masks.state_dict(),
                 "method": self.method.state_dict(),
                 "rng": {**_random_states(self.generator, self.device), "draws": self.state.draws.get_state()},
-                "last": last}
+                "last": last, **({"part": part} if part is not None else {})}
 
     def steps(self, epoch: int) -> tuple[float, float]:
         """One epoch's training steps (module docstring); returns the mean task loss and the train accuracy."""
@@ -287,11 +296,15 @@ class _Loop:
         state.log(accuracy_before_pruning=before, accuracy_after_pruning=state.evaluate(),
                   **{N.PRUNE_STEP_TARGET: goal, N.PRUNE_STEP_ACHIEVED: achieved})
 
-    def epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch: the method's hooks, the steps, the zeroing rule's epoch part, then the measurements."""
-        tc, config, method, model, state = self.tc, self.config, self.method, self.model, self.state
+    def epoch(self, epoch: int, part: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """One epoch: the method's hooks, the steps, then (:meth:`measure`) the pruning steps, the zeroing rule's
+        epoch part and the measurements. ``part``: the epoch's training half as a shared phase left it."""
+        return self.measure(epoch, self.train_half(epoch) if part is None else part)
+
+    def enter(self, epoch: int) -> tuple[float, bool]:
+        """Set up ``epoch``'s phase (its learning rate, penalty, hooks, removals); returns (lr, rewound)."""
+        tc, method, state = self.tc, self.method, self.state
         state.epoch = epoch
-        state.extra_metrics = {}
         first, phase = self.plan.phase(epoch)
         lr = rate(tc.lr, epoch - first + 1 if phase.rewind else epoch, self.schedule, tc.warmup_epochs)
         for group in self.optimizer.param_groups:
@@ -300,6 +313,14 @@ class _Loop:
         self.closed_form = bool(self.weight) and method.closed_form_grad   # the penalty's gradient without autograd
         self.hooks = phase.hooks
         state.removal_open = phase.removal
+        return lr, phase.rewind
+
+    def train_half(self, epoch: int) -> dict[str, Any]:
+        """``epoch`` up to its pruning steps: the hooks and the training steps. What a shared phase ends with
+        (bench/phases.py): everything before it is the same for every trial that branches from it."""
+        method, model, state = self.method, self.model, self.state
+        lr, _ = self.enter(epoch)
+        state.extra_metrics = {}
         start = time.perf_counter()
         if self.hooks:
             method.on_epoch_start(model, state)
@@ -307,12 +328,23 @@ class _Loop:
         steps_end = time.perf_counter()
         if self.hooks:
             method.on_epoch_end(model, state)
+        return {"lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy, "steps_time": steps_end - start,
+                "hooks_time": time.perf_counter() - steps_end, "extra": dict(state.extra_metrics)}
+
+    def measure(self, epoch: int, part: Mapping[str, Any]) -> dict[str, float]:
+        """The rest of ``epoch`` after :meth:`train_half`: its pruning steps, the zeroing rule's epoch part, the
+        measurements."""
+        tc, config, method, model, state = self.tc, self.config, self.method, self.model, self.state
+        lr, _ = self.enter(epoch)
+        state.extra_metrics = dict(part["extra"])
+        train_loss, train_accuracy = float(part["train_loss"]), float(part["train_accuracy"])
+        start = time.perf_counter()
         for step in self.plan.steps_at(epoch):
             self.prune_step(step)
         hook_end = time.perf_counter()
         self.rule.on_epoch_end(self.masks)
-        train_time = time.perf_counter() - start
-        zeroing_time = start + train_time - hook_end
+        zeroing_time = time.perf_counter() - hook_end
+        train_time = part["steps_time"] + part["hooks_time"] + (hook_end - start) + zeroing_time
         if not math.isfinite(train_loss):
             raise TrialDiverged(f"training loss is {train_loss} at epoch {epoch} of {config.name}; "
                                 "lower the learning rate or the penalty")
@@ -334,8 +366,8 @@ class _Loop:
             N.LR: lr,
             **filters,
             "epoch_time_s": train_time,
-            "steps_time_s": steps_end - start,
-            "method_hook_time_s": hook_end - steps_end,
+            "steps_time_s": part["steps_time"],
+            "method_hook_time_s": part["hooks_time"] + (hook_end - start),
             "zeroing_metrics_time_s": zeroing_time + metrics_time,
             **state.extra_metrics,
         }
@@ -345,7 +377,8 @@ def train(config: TrialConfig, data: Dataset | StreamData,
           report: Callable[[int, dict[str, float]], None] | None = None,
           finish: Callable[[nn.Module, Structure], dict[str, float]] | None = None,
           keep: Callable[[int, dict[str, Any]], None] | None = None,
-          resume: Mapping[str, Any] | None = None) -> dict[str, float]:
+          resume: Mapping[str, Any] | None = None,
+          split: tuple[int, Callable[[dict[str, Any]], None]] | None = None) -> dict[str, float]:
     """Train one trial; ``report(epoch, metrics)`` is called after every epoch. Returns the last metrics.
 
     A target search's probe stops after the first epoch past every target of its search
@@ -362,13 +395,21 @@ def train(config: TrialConfig, data: Dataset | StreamData,
     a snapshot, continues the trial from the epoch after it: on CPU with the same threads the remaining epochs
     give exactly the metrics of an uninterrupted trial, on either data path (the streaming path's per-image
     crops are drawn from seeds of the trial seed, the epoch and the batch: ``bench.batches``).
+
+    ``split``, (epoch S, hand): a shared phase (bench/phases.py) trains up to the training half of epoch S (its
+    steps and hooks, before its pruning steps), hands that snapshot to ``hand`` and returns the metrics of epoch
+    S - 1. A trial resumed from that snapshot continues epoch S from its pruning steps, exactly as it would have
+    run straight through.
     """
     loop = _Loop(config, data)
-    first, last = loop.restore(resume) if resume is not None else (1, {})
+    first, last, part = loop.restore(resume) if resume is not None else (1, {}, None)
     epochs = config.train.epochs
     try:
         for epoch in range(first, epochs + 1):
-            last = loop.epoch(epoch)
+            if split is not None and epoch == split[0]:   # a shared phase ends inside this epoch
+                split[1](loop.snapshot(epoch - 1, last, loop.train_half(epoch)))
+                break
+            last, part = loop.epoch(epoch, part), None
             if finish is not None and epoch == epochs:
                 last.update(finish(loop.model, loop.structure))
             if report is not None:

@@ -159,7 +159,7 @@ def test_bench_resume_takes_the_saved_settings_and_only_runtime_overrides(tmp_pa
     assert sweep.train.epochs == 1   # what a trial computes is the saved sweep's
     assert set(session.runtime_keys()) == {"tracking_uri", "storage_path", "ray_address", "ray_cpus", "cpus_per_trial",
                                            "gpus_per_trial", "max_concurrent", "max_failures", "data_dir",
-                                           "download", "latency_time", "system_metrics_interval"}
+                                           "download", "latency_time", "system_metrics_interval", "share"}
     experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
     assert Store(uri).find_sweeps(experiment_id, name="s1")[0].key == sweep.key   # the same trials as saved
     # `bench resume NAME --tracking-uri URI` (the README's form): the store given wins, once

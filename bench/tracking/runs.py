@@ -79,10 +79,12 @@ class TrialRun:
     """The child run of one trial: params and config at start, metrics per epoch, a final status."""
 
     def __init__(self, info: TrackingInfo, name: str, params: Mapping[str, Any], config: Mapping[str, Any],
-                 trial_key: str, device: str, continues: str | None = None, system_metrics: float = 0) -> None:
+                 trial_key: str, device: str, continues: str | None = None, system_metrics: float = 0,
+                 kind: str = "trial") -> None:
         """A new run, or with ``continues`` (the run of an earlier attempt that left a checkpoint) that run
         reopened: the trial goes on in it from the checkpoint's epoch. ``system_metrics``: seconds between
-        the samples of MLflow's system metrics (:meth:`watch_system`), 0 for none."""
+        the samples of MLflow's system metrics (:meth:`watch_system`), 0 for none. ``kind``: ``trial``, or
+        ``phase`` for a shared phase (bench/phases.py), which the report and the API never read as a trial."""
         self.store = Store(info.uri)
         self.client = self.store.client
         self.info = info
@@ -99,7 +101,7 @@ class TrialRun:
                     self.client.delete_tag(continues, ERROR_TAG)   # the interruption is over
                 self.watch_system(system_metrics, resume=True)
                 return
-        tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: "trial", TRIAL_KEY_TAG: trial_key,
+        tags = {PARENT_TAG: info.parent_run_id, KIND_TAG: kind, TRIAL_KEY_TAG: trial_key,
                 **provenance(device), **dict(info.tags)}
         run = self.client.create_run(info.experiment_id, run_name=name, tags=tags)
         self.run_id = run.info.run_id
@@ -158,6 +160,15 @@ class TrialRun:
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, epoch) for k, v in values.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow's per-request limit
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
+
+    def copy_epochs(self, run_id: str, last: int) -> None:
+        """Every metric run ``run_id`` logged for epochs 1 to ``last`` (a shared phase's), logged here at the same
+        epochs: a branch's run shows its whole curve."""
+        source = self.client.get_run(run_id).data.metrics
+        metrics = [Metric(k, m.value, m.timestamp, m.step) for k in source
+                   for m in self.client.get_metric_history(run_id, k) if 1 <= m.step <= last]
         for i in range(0, len(metrics), 1000):  # MLflow's per-request limit
             self.client.log_batch(self.run_id, metrics=metrics[i:i + 1000])
 
