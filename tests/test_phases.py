@@ -101,3 +101,60 @@ def test_an_iterative_trial_splits_at_its_first_pruning_step():
 def test_trials_that_train_differently_before_the_pruning_step_share_nothing(methods):
     trials = build_sweep({**STUDY, "methods": methods, "seeds": [0], "target_flops_reduction": [0.5]}).trials()
     assert groups(trials) == [] and shared(trials)[0] == []
+
+
+@pytest.mark.slow
+def test_bench_run_shares_phases_resumes_after_a_kill_inside_one_and_ends_as_without_sharing(tmp_path):
+    """A sweep with shared phases killed (SIGKILL to its process group) while a phase trains, then `bench
+    resume`: every trial FINISHED once, each with exactly the final metrics of the same trial trained straight
+    through (here, in this process), and fewer trial-epochs trained, as its sweep run records."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from bench import session
+    from helpers import bench, read_until, start_bench, wait_until_closed
+
+    settings = {"protocol": "prune-to-target", "methods": ["none", "l1l2", "taylor"], "target_flops_reduction":
+                [0.5, 0.75], "epochs": 3, "sparse_epochs": 2, "dataset": "synthetic", "limit_train": 256,
+                "limit_test": 64, "latency_time": 0, "device": "cpu", "max_concurrent": 1}
+    argv = [x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", ",".join(map(str, v))
+                                                     if isinstance(v, list) else str(v))]
+    run = start_bench(tmp_path, "run", *argv, "--experiment", "share", "--name", "s1", group=True)
+    lines = read_until(run, lambda seen: any(" epoch   1/3" in line and "phase-" in line for line in seen))
+    assert any(line.startswith("share  2 shared phases (2 to run) for 5 trials") and "9 trial-epochs instead of 15"
+               in line for line in lines), lines
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    wait_until_closed(client, "share")   # the guardian marks the killed sweep's runs KILLED
+    proc = bench(tmp_path, "resume", "s1", "--experiment", "share")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([client.get_experiment_by_name("share").experiment_id])
+    trials = [r for r in runs if r.data.tags.get(N.KIND_TAG) == "trial"]
+    assert len(trials) == 5 and all(r.info.status == "FINISHED" for r in trials)   # each trial once
+    phases = [r for r in runs if r.data.tags.get(N.KIND_TAG) == "phase"]
+    assert len(phases) == 2 and all(r.info.status == "FINISHED" for r in phases)
+    sweep = next(r for r in runs if r.data.tags.get(N.KIND_TAG) == "sweep")
+    assert (sweep.data.metrics["trial_epochs_trained"], sweep.data.metrics["trial_epochs_shared"]) == (9, 10)
+    keys = (N.TEST_ACCURACY, N.TRAIN_LOSS, N.FLOPS_REDUCTION)
+    recorded = {r.info.run_name: {k: r.data.metrics[k] for k in keys} for r in trials}
+    _, data = session.prepare(build_sweep(settings), write=lambda line: None)
+    for trial in build_sweep(settings).trials():   # straight through, as --no-share runs them
+        straight = train(trial, data)
+        assert recorded[trial.name] == {k: straight[k] for k in keys}, trial.name
+        assert [m.step for m in client.get_metric_history(
+            next(r.info.run_id for r in trials if r.info.run_name == trial.name), N.TEST_ACCURACY)] == [1, 2, 3]
+
+
+def test_no_share_plans_no_phase_and_runs_every_trial_straight_through():
+    from bench.phases import first
+
+    sweep = build_sweep({**STUDY, "share": False})
+    launched: list = []
+    todo, outcomes = first(sweep, sweep.trials(), {}, launched.append, lambda line: None)
+    assert launched == [] and outcomes is None and all(t.shared is None for t in todo)
+    sweep = build_sweep(STUDY)
+    todo, outcomes = first(sweep, sweep.trials(), {}, lambda batch: launched.append(batch) or [], lambda line: None)
+    assert [len(b) for b in launched] == [6] and sum(t.shared is not None for t in todo) == 27

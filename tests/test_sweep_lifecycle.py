@@ -172,9 +172,12 @@ def cluster_and_server(tmp_path, postgres):
 
 def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_and_server):
     """The multi-user stack: a sweep on a two-node Ray cluster writes every trial to an `mlflow server` backed
-    by PostgreSQL, with the artifacts served by the server."""
+    by PostgreSQL, with the artifacts served by the server; its trials branch from shared phases (a seed's
+    criterion and dense reference train their first epoch once), the phases' checkpoints read through the storage
+    path by whichever node runs a branch."""
     address, head, uri, server = cluster_and_server
-    proc = bench(tmp_path, "run", "--methods", "none,l1l2", "--lambdas", "0.1", "--seeds", "0,1", "--epochs", "2",
+    proc = bench(tmp_path, "run", "--methods", "none,taylor", "--protocol", "prune-to-target", "--target-flops-reduction",
+                 "0.5", "--sparse-epochs", "1", "--seeds", "0,1", "--epochs", "2",
                  *QUICK, "--ray-address", address, "--tracking-uri", uri, "--experiment", "on-cluster",
                  "--name", "cluster-sweep")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -191,13 +194,17 @@ def test_sweep_on_a_ray_cluster_logging_to_an_mlflow_server(tmp_path, cluster_an
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert sorted((c.data.params["method"], c.data.params["seed"]) for c in children) == [
-        ("l1l2", "0"), ("l1l2", "1"), ("none", "0"), ("none", "1")]
+        ("none", "0"), ("none", "1"), ("taylor", "0"), ("taylor", "1")]
+    phases = [r for r in runs if r.data.tags.get("bench.kind") == "phase"]   # one per seed, not trials
+    assert len(phases) == 2 and all(r.info.status == "FINISHED" and "phase" in r.data.params for r in phases)
+    assert all(N.SHARED_TAG in c.data.tags for c in children)
     for child in children:
         for key in (N.TEST_ACCURACY, N.TOTAL_SPARSITY, "filters_alive/conv1"):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2]
         assert Path(client.download_artifacts(child.info.run_id, "config.json")).is_file()
-    l1l2 = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "l1l2"}
-    assert l1l2["0"][N.TRAIN_LOSS] != l1l2["1"][N.TRAIN_LOSS]  # seeds are a real axis
+    taylor = {c.data.params["seed"]: c.data.metrics for c in children if c.data.params["method"] == "taylor"}
+    assert taylor["0"][N.TRAIN_LOSS] != taylor["1"][N.TRAIN_LOSS]  # seeds are a real axis
+    assert parents[0].data.metrics["trial_epochs_trained"] == 6 and parents[0].data.metrics["trial_epochs_shared"] == 4
     assert (tmp_path / "server" / "artifacts").is_dir()   # served by the tracking server, stored beside it
     models = client.search_logged_models(experiment_ids=[runs[0].info.experiment_id])
     assert len(models) == 4   # the compact models went through the server too
