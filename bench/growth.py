@@ -2,7 +2,7 @@
 --resume``, or ``bench resume N --seeds ...``) runs only the new trials, under the same MLflow parent run, so the
 report pools them with the others as one study. The lists are merged, never shrunk: a seed, method, target or
 control the sweep has stays in it. Every other setting must be the sweep's own; a changed one is refused before any
-work, naming each setting that differs and its two values. No torch, Ray or MLflow here."""
+work, naming each setting that differs and its two values. No torch or Ray here."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,9 @@ from typing import Any
 
 from . import settings as S
 from .config import ConfigError, SweepConfig, TrainSettings
-from .config_layers import build_sweep
+from .config_layers import build_sweep, from_saved
 from .settings import RUNTIME
+from .tracking import Store
 
 #: the lists a sweep grows by (a grown sweep has the union of its own and the new command's)
 GROWS = ("methods", "seeds", "target_sparsity", "target_flops_reduction", "target_params_reduction", "controls",
@@ -64,6 +65,12 @@ def differences(saved: SweepConfig, asked: SweepConfig) -> list[str]:
     return out
 
 
+def within(saved: SweepConfig, asked: SweepConfig) -> bool:
+    """Whether ``asked`` is ``saved`` grown: the same other settings, and every seed, method, target and control
+    of ``saved`` in it (how ``bench run ... --resume`` without ``--name`` finds the sweep it grows)."""
+    return not differences(saved, asked) and all(set(getattr(saved, k)) <= set(getattr(asked, k)) for k in GROWS)
+
+
 def grow(saved: SweepConfig, asked: SweepConfig) -> SweepConfig:
     """The sweep ``saved`` grown by what ``asked`` adds (its seeds, methods, targets and controls merged in; the
     primary method ``asked``'s when it names one; where it runs ``asked``'s). Refused, naming every difference,
@@ -104,3 +111,26 @@ def added(saved: SweepConfig, grown: SweepConfig) -> str:
         if new:
             parts.append(f"{word} {_shown(new)}")
     return "; ".join(parts) or "nothing"
+
+
+def unchanged(sweep: SweepConfig, record) -> SweepConfig:
+    if record.key and sweep.key != record.key:
+        raise ConfigError(f"sweep {record.name!r}: its saved config no longer gives the same trials (the methods' "
+                          "defaults or the registry changed since it ran); start a new sweep")
+    return sweep
+
+
+def grown_sweep(uri: str, sweep: SweepConfig):
+    """``bench run ... --resume`` with more seeds, methods, targets or controls than the sweep it continues (the
+    one named ``--name``, else the latest whose other settings are these): that sweep grown by what this command
+    adds (bench/py) and its record; (``sweep``, None) where there is none or it has the same trials."""
+    store = Store(uri)
+    experiment_id = store.experiment_id_of(sweep.experiment_name)
+    records = [] if experiment_id is None else store.find_sweeps(experiment_id, name=sweep.name)
+    for record in records:
+        if record.key == sweep.key:
+            return sweep, None   # locate() resumes it
+        saved = unchanged(from_saved(record.config, **runtime_of(sweep)), record)
+        if sweep.name or within(saved, sweep):   # a named sweep grows or says why not
+            return grow(saved, sweep), record
+    return sweep, None   # locate() says there is nothing to resume

@@ -71,8 +71,8 @@ def run(sweep: SweepConfig, uri: str, *, resume: bool = False, record=None, dry_
     """``bench run`` (``record`` None) or ``bench resume`` (the saved sweep's record): prepare, locate and
     execute; returns the exit status. ``command`` (the command line) becomes the sweep run's description;
     ``ended``, a dict, receives the sweep's ``name`` and ``run_id`` once known (``bench.run``)."""
-    if resume and record is None and sweep.name:
-        sweep, record = grown_sweep(uri, sweep)
+    if resume and record is None:
+        sweep, record = growth.grown_sweep(uri, sweep)
     trials, data = prepare(sweep, write)
     if sweep.searching:   # a target search: the trials known in advance are the baselines
         trials = [t for t in trials if t.sweep_axis is None]
@@ -217,30 +217,11 @@ def saved_sweep(uri: str, name: str, experiment: str | None, overrides: Mapping[
     experiment, record = found[0]
     allowed = {k: v for k, v in overrides.items() if k in runtime_keys() and v is not None}
     allowed.update(tracking_uri=uri, experiment=experiment, name=record.name)   # where it was found wins
-    sweep = _unchanged(from_saved(record.config, **allowed), record)
+    sweep = growth.unchanged(from_saved(record.config, **allowed), record)
     more = {k: v for k, v in overrides.items() if k in growth.ASKABLE and v is not None}
     if more:   # bench resume NAME --seeds ...: the sweep grows by them
         sweep = growth.grow(sweep, from_saved(record.config, **allowed, **more))
     return sweep, record
-
-
-def _unchanged(sweep: SweepConfig, record) -> SweepConfig:
-    if record.key and sweep.key != record.key:
-        raise ConfigError(f"sweep {record.name!r}: its saved config no longer gives the same trials (the methods' "
-                          "defaults or the registry changed since it ran); start a new sweep")
-    return sweep
-
-
-def grown_sweep(uri: str, sweep: SweepConfig):
-    """``bench run ... --name N --resume`` where sweep N has other trials: N grown by what this command adds
-    (bench/growth.py) and N's record; (``sweep``, None) where N does not exist or has the same trials."""
-    store = Store(uri)
-    experiment_id = store.experiment_id_of(sweep.experiment_name)
-    records = store.find_sweeps(experiment_id, name=sweep.name) if experiment_id is not None else []
-    if not records or records[0].key == sweep.key:
-        return sweep, None   # locate() resumes it, or says it is not there
-    saved = _unchanged(from_saved(records[0].config, **growth.runtime_of(sweep)), records[0])
-    return growth.grow(saved, sweep), records[0]
 
 
 def known_sweeps(uri: str, experiment: str | None) -> str:

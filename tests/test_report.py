@@ -611,7 +611,7 @@ def test_a_primary_method_is_compared_with_every_other_method_and_its_own_contro
     tests = [paired(seeds["l1l2"], seeds["taylor"]), paired(seeds["l1l2"], seeds["random"]),
              paired(seeds["l1l2"], dict(enumerate(scratch["l1l2"])))]
     adjusted = holm([t["p"] for t in tests])
-    assert "of the 3 paired comparisons this table makes (l1l2 (the primary method) against each other" in text[0]
+    assert "of the 3 paired comparisons this table makes (the primary method, l1l2, against each other" in text[0]
     # a row reads that method minus the primary
     assert rows.loc["taylor", "vs l1l2"].startswith(f"{-tests[0]['diff'] * 100:.2f} [") \
         and f"p={adjusted[0]:.3g}" in rows.loc["taylor", "vs l1l2"]

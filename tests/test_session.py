@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import names as N
-from bench import session
+from bench import growth, session
 from bench.config import ConfigError
 from bench.config_layers import build_sweep
 from bench.outcomes import TrialOutcome
@@ -192,7 +192,7 @@ def test_a_sweep_that_is_running_cannot_be_resumed_a_second_time(tmp_path):
 def grow_with(tmp_path, asked: dict, calls: list):
     """``bench run ... --name s1 --resume`` with ``asked``: the sweep s1 grown by it, run by the stand-in."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep, record = session.grown_sweep(uri, build_sweep({**asked, "name": "s1"}))
+    sweep, record = growth.grown_sweep(uri, build_sweep({**asked, "name": "s1"}))
     lines: list[str] = []
     located = session.locate(sweep, sweep.trials(), uri, resume=True, record=record, write=lines.append)
     code = session.execute(sweep, sweep.trials(), None, located, runner=runner_with({}, calls), write=lines.append)
@@ -240,3 +240,12 @@ def test_growing_a_sweep_refuses_any_other_changed_setting_naming_both_values(tm
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment_id = MlflowClient(uri).get_experiment_by_name("lenet5-synthetic").experiment_id
     assert len(MlflowClient(uri).search_runs([experiment_id])) == 3   # refused before any run was made
+
+
+def test_a_resume_without_a_name_grows_the_latest_sweep_whose_other_settings_are_these(tmp_path):
+    start(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep, record = growth.grown_sweep(uri, build_sweep({**SETTINGS, "seeds": [0, 1]}))
+    assert record.name == "s1" and sweep.seeds == (0, 1) and sweep.name == "s1"
+    # another training setting: not a growth of s1, so nothing is found to resume (and locate says so)
+    assert growth.grown_sweep(uri, build_sweep({**SETTINGS, "seeds": [0, 1], "epochs": 2})) [1] is None

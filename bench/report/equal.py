@@ -141,9 +141,11 @@ def _seeds(rows: pd.DataFrame, column: str) -> dict[int, float]:
 def _fmt_ci(mean: float, lo: float, hi: float, scale: float = 100.0) -> str:
     if math.isnan(mean):
         return "-"
-    if math.isnan(lo):
-        return f"{mean * scale:.2f}"
-    return f"{mean * scale:.2f} [{lo * scale:.2f}, {hi * scale:.2f}]"
+
+    def f(x: float) -> str:
+        text = f"{x * scale:.2f}"
+        return "0.00" if text == "-0.00" else text   # a zero difference is not negative
+    return f(mean) if math.isnan(lo) else f"{f(mean)} [{f(lo)}, {f(hi)}]"
 
 
 def equal_target(results: Results) -> list[tuple[str, pd.DataFrame, list[str]]]:
@@ -246,8 +248,7 @@ def _table(panel: Mapping[str, Any]) -> tuple[str, pd.DataFrame, list[str]]:
         if tested:
             named = (named.rstrip(".") + ("; " + power if power else "") + ".")
         on = " validation" if panel["acc"] != TEST else ""
-        design = (f"{primary} (the primary method) against each other method and its own controls"
-                  if primary else "")
+        design = f"the primary method, {primary}, against each other method and its own controls" if primary else ""
         text = [f"At {label}: the highest mean{on} accuracy is {best}'s; of the {len(comparisons)} paired "
                 f"comparisons this table makes{' (' + design + ')' if design else ''}, after Holm's correction at "
                 f"{ALPHA:g}: {named}"]
