@@ -118,6 +118,36 @@ def free_port() -> int:
 
 # -- `bench` as a user runs it: a subprocess of this interpreter --------------------------------------------
 
+_EMPTY_STORE: list[Path] = []
+
+
+def empty_store(folder: Path) -> str:
+    """An empty MLflow sqlite store as ``folder/mlflow.db`` (what bench creates in an empty folder), copied from
+    one made once per test process: creating a store runs MLflow's schema migrations, about 3 s of CPU, which
+    every test that runs a sweep would otherwise pay. Kept as it is when the folder has one. Returns its URI."""
+    import shutil
+    import tempfile
+
+    if not _EMPTY_STORE:
+        from mlflow.tracking import MlflowClient
+
+        made = Path(tempfile.mkdtemp(prefix="bench-empty-store-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{made}").search_experiments(max_results=1)
+        _EMPTY_STORE.append(made)
+    target = Path(folder) / "mlflow.db"
+    if not target.exists():
+        shutil.copyfile(_EMPTY_STORE[0], target)
+    return f"sqlite:///{target}"
+
+
+def _store_for(cwd: Path, argv: tuple[str, ...], env: dict | None) -> None:
+    """`bench run` writing to the default store of ``cwd`` starts with an empty store there (:func:`empty_store`);
+    a command given another store, or told one by the environment, is left as it is."""
+    if argv[:1] == ("run",) and "--tracking-uri" not in argv and "--dry-run" not in argv \
+            and "MLFLOW_TRACKING_URI" not in (env or {}) and not any(a.startswith("--config") for a in argv):
+        empty_store(cwd)
+
+
 def _command(argv: tuple[str, ...], env: dict | None) -> dict:
     """The keywords that run ``bench ARGV...`` under this interpreter, output unbuffered."""
     return {"args": [sys.executable, "-m", "bench.cli", *argv], "text": True,
@@ -126,12 +156,14 @@ def _command(argv: tuple[str, ...], env: dict | None) -> dict:
 
 def bench(cwd: Path, *argv: str, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``bench ARGV...`` run to its end in ``cwd``; stdout and stderr captured."""
+    _store_for(cwd, argv, env)
     return subprocess.run(**_command(argv, env), cwd=cwd, capture_output=True, timeout=timeout)
 
 
 def start_bench(cwd: Path, *argv: str, env: dict | None = None, group: bool = False) -> subprocess.Popen:
     """``bench ARGV...`` started in ``cwd``, stdout and stderr on one text pipe; ``group``: in its own process
     group (a session), so that a signal can reach it and everything it starts."""
+    _store_for(cwd, argv, env)
     return subprocess.Popen(**_command(argv, env), cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=group)
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from helpers import empty_store
+
 pytestmark = pytest.mark.slow
 
 
@@ -22,6 +24,7 @@ def test_run_load_results_load_targets_and_export_from_python(tmp_path):
     """A target search run in-process: NISP at 50 % filter sparsity removes floor(0.5 F) filters of each LeNet
     conv in one probe (a ratio method starts at the target), so the exported model has exactly 10 and 25 filters,
     the recorded widths; the search's record says so; and reading it back imports neither torch nor Ray."""
+    empty_store(tmp_path)   # bench.run's default store (tests/helpers.py)
     ran = _python(tmp_path, """
 import json, bench
 s = bench.run(methods=["none", "nisp"], target_sparsity=[0.5], dataset="synthetic", epochs=2,

@@ -11,6 +11,7 @@ from bench.config import ConfigError
 from bench.config_layers import build_sweep
 from bench.outcomes import TrialOutcome
 from bench.tracking import Store, TrialRun
+from helpers import empty_store
 
 SETTINGS = {"methods": ["none", "l1l2"], "lambdas": [0.1], "dataset": "synthetic", "epochs": 1, "device": "cpu"}
 
@@ -51,7 +52,7 @@ def runner_with(results: dict[str, str], calls: list):
 
 def start(tmp_path, settings=SETTINGS, resume=False, record=None, results=None, calls=None):
     sweep = build_sweep({**settings, "name": "s1"} if record is None and not resume else settings)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path)
     trials = sweep.trials()
     lines: list[str] = []
     located = session.locate(sweep, trials, uri, resume=resume, record=record, write=lines.append)
@@ -180,7 +181,7 @@ def test_a_sweep_that_is_running_cannot_be_resumed_a_second_time(tmp_path):
         return inner(sweep, todo, data, tracking, run_name)
 
     sweep = build_sweep({**SETTINGS, "name": "s1"})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path)
     located = session.locate(sweep, sweep.trials(), uri, write=lambda line: None)
     assert session.execute(sweep, sweep.trials(), None, located, runner=runner, write=lambda line: None) == 0
     assert len(refusals) == 1 and refusals[0].startswith("sweep 's1' is running now (bench pid ")
