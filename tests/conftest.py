@@ -31,14 +31,3 @@ def registry_snapshot():
         if name.startswith("bench_plugin_"):
             del sys.modules[name]
 
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist's ``--dist loadgroup`` (pyproject.toml), the tests that use a module-scoped fixture (a
-    sweep run once for several tests) go to one worker, which builds the fixture once."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        shared = sorted(name for name, defs in (info.name2fixturedefs.items() if info else ())
-                        if defs and defs[-1].scope in ("module", "package", "session") and not name.startswith("_")
-                        and defs[-1].baseid)
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(f"{item.nodeid.split('::')[0]}:{','.join(shared)}"))
