@@ -116,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "failed or never started) run again. The sweep's own settings come from its MLflow "
                             "record; only where it runs can change, and it can grow by seeds, methods, targets and controls.")
     resume.add_argument("sweep_name", metavar="NAME", help="the sweep's name, as `bench run` printed it")
-    where = resume.add_argument_group("where it is recorded and where it runs")
+    where = resume.add_argument_group("where it is recorded and where it runs (each unless given: the sweep's)")
     grows = resume.add_argument_group("what it grows by (merged with the sweep's own: only the new trials run)")
-    add_arguments(resume, _setting_classes(), keep=lambda f: f.metadata["resume"],
+    add_arguments(resume, _setting_classes(), keep=lambda f: f.metadata["resume"], defaults=False,
                   groups={title: grows if title == WHAT else where for title in GROUPS})
     export = sub.add_parser("export", help="write a trial's compact model (removed filters deleted)", epilog=EXIT_DONE,
                             description="Write the compact model a trial saved when it finished: every removed "

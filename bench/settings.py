@@ -190,10 +190,11 @@ def check_fields(obj: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
                   keep: Callable[[dataclasses.Field], bool] = lambda f: True,
-                  groups: dict[str, Any] | None = None) -> None:
+                  groups: dict[str, Any] | None = None, defaults: bool = True) -> None:
     """One option per declared setting of ``classes`` that ``keep`` accepts, in argument groups by the
     setting's ``group``. Every default is None, so that a config file can sit between the declared defaults
-    and the command line."""
+    and the command line. ``defaults`` False leaves the declared defaults out of the help (``bench resume``,
+    whose settings default to the sweep's own)."""
     groups = {} if groups is None else groups
     for cls in classes:
         hints = typing.get_type_hints(cls)
@@ -204,7 +205,7 @@ def add_arguments(parser: argparse.ArgumentParser, classes: Iterable[type],
             group = f.metadata["group"]
             if group not in groups:
                 groups[group] = parser.add_argument_group(group)
-            kwargs: dict[str, Any] = {"default": None, "help": _help_line(f)}
+            kwargs: dict[str, Any] = {"default": None, "help": _help_line(f) if defaults else f.metadata["help"]}
             base, _ = _non_none(hints[f.name])
             if base is bool and "action" not in f.metadata["cli"]:
                 kwargs.update(action="store_const", const=True)
