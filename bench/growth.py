@@ -123,7 +123,7 @@ def unchanged(sweep: SweepConfig, record) -> SweepConfig:
 def grown_sweep(uri: str, sweep: SweepConfig):
     """``bench run ... --resume`` with more seeds, methods, targets or controls than the sweep it continues (the
     one named ``--name``, else the latest whose other settings are these): that sweep grown by what this command
-    adds (bench/py) and its record; (``sweep``, None) where there is none or it has the same trials."""
+    adds, and its record; (``sweep``, None) where there is none or it has the same trials."""
     store = Store(uri)
     experiment_id = store.experiment_id_of(sweep.experiment_name)
     records = [] if experiment_id is None else store.find_sweeps(experiment_id, name=sweep.name)

@@ -113,20 +113,21 @@ def _phase(first: TrialConfig, split: int, sig: str) -> TrialConfig:
     return replace(first, phase={"name": name, "split": split, "signature": sig, "plain": plain}, shared=None)
 
 
-def shared(trials: Sequence[TrialConfig], done: set[str] = frozenset()  # type: ignore[assignment]
-           ) -> tuple[list[TrialConfig], list[TrialConfig]]:
-    """``trials`` planned for sharing: (the phases, the trials with each branch marked by its phase's key)."""
-    found = groups(trials, done)
+def shared(trials: Sequence[TrialConfig], done: set[str] = frozenset(),  # type: ignore[assignment]
+           found: list[Group] | None = None) -> tuple[list[TrialConfig], list[TrialConfig]]:
+    """``trials`` planned for sharing: (the phases, the trials with each branch marked by its phase's key);
+    ``found``: their :func:`groups`, when already known."""
+    found = groups(trials, done) if found is None else found
     branch = {b.key: b for g in found for b in g.branches}
     return [g.phase for g in found], [branch.get(t.key, t) for t in trials]
 
 
-def epochs_trained(trials: Sequence[TrialConfig], done: set[str] = frozenset()  # type: ignore[assignment]
-                   ) -> tuple[int, int]:
+def epochs_trained(trials: Sequence[TrialConfig], done: set[str] = frozenset(),  # type: ignore[assignment]
+                   found: list[Group] | None = None) -> tuple[int, int]:
     """(trial-epochs trained, trial-epochs shared) of ``trials`` planned for sharing: a phase trains S epochs
     (the last one's training half), a branch the E - S after it, a trial run straight through its E; a branch
-    shares S."""
-    found = groups(trials, done)
+    shares S. ``found``: their :func:`groups`, when already known."""
+    found = groups(trials, done) if found is None else found
     branched = {b.key: g.split for g in found for b in g.branches}
     trained = sum(g.split for g in found) + sum(t.train.epochs - branched.get(t.key, 0) for t in trials)
     return trained, sum(branched.values())
@@ -173,12 +174,13 @@ def first(sweep, todo: list[TrialConfig], done: Mapping[str, Any], launch: Calla
     interrupted, their outcomes (not run) instead."""
     if not sweep.share or sweep.searching or not todo:
         return todo, None
-    found, planned = shared(todo, set(done))
+    planned_groups = groups(todo, set(done))   # planned once, read twice below
+    found, planned = shared(todo, found=planned_groups)
     pending = [p for p in found if p.key not in done]
     branches = sum(t.shared is not None for t in planned)
     if not branches:
         return todo, None
-    trained, _ = epochs_trained(todo, set(done))
+    trained, _ = epochs_trained(todo, found=planned_groups)
     write(f"share  {len(found)} shared phase{'s' * (len(found) != 1)} ({len(pending)} to run) for {branches} trials "
           f"that train alike up to their pruning step: {trained} trial-epochs instead of "
           f"{sum(t.train.epochs for t in todo)} (--no-share runs every trial straight through)")
