@@ -346,10 +346,11 @@ class SweepConfig:
         (), "add control trials, per finished trial, of the network at its final widths trained from the seed's "
         "initialisation (Liu et al. 2019): scratch-e (or scratch) for the same epochs; scratch-b for the same "
         "compute, epochs x dense FLOPs / pruned FLOPs rounded, at most --scratch-b-max-factor times the epochs; "
-        "`random` is a method", role=SWEEP, group=WHAT, resume=True, shown_default="none",
+        "with --primary, of the primary method's trials only; `random` is a method", role=SWEEP, group=WHAT, resume=True, shown_default="none",
         cli={"type": S.parse_items, "metavar": "scratch-e,scratch-b"})
     primary: str | None = setting(None, "the method the study is about: the report compares it with every other method and "
-                                  "its own controls (one Holm family of M+1), not every method with the best and random",
+                                  "its own controls (one Holm family of M+1), not every method with the best and random; "
+                                  "--controls then run for its trials only",
                                   role=SWEEP, group=WHAT, resume=True, cli={"metavar": "METHOD"})
     scratch_b_max_factor: float = setting(2.0, "Scratch-B trains at most this many times the epochs (Liu et al.'s "
                                           "ImageNet cap; their CIFAR recipe caps nothing: a large value)",

@@ -501,12 +501,14 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
 
 
 def control_trials(sweep: SweepConfig, outcomes: list, store) -> list[TrialConfig]:
-    """The ``--controls`` trials of every finished prune-to-target trial among ``outcomes``, in their order: its
+    """The ``--controls`` trials of every finished prune-to-target trial among ``outcomes`` (of the ``--primary``
+    method's trials only, where the sweep names one: its comparisons use no other control), in their order: its
     widths read from the groups its run kept (``kept_groups.json``)."""
     out = []
     for o in outcomes:
         t = o.trial
-        if o.status != "FINISHED" or t is None or t.target is None or t.control is not None:
+        if o.status != "FINISHED" or t is None or t.target is None or t.control is not None \
+                or sweep.primary not in (None, t.method):
             continue
         kept = store.read_json_artifact(o.metrics[N.RUN_ID_KEY], N.KEPT_GROUPS)
         if kept is None:

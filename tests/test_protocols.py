@@ -167,6 +167,28 @@ def test_scratch_b_trains_the_pruned_widths_for_the_same_compute_capped():
     assert e.key == old.key and e.train.epochs == 6 and e.name == f"scratch-{source.name}" and b.key != e.key
 
 
+def test_with_a_primary_method_controls_are_built_for_its_trials_only(tmp_path):
+    """--primary l1l2 --controls scratch: the report compares l1l2 with its own scratch control only, so only l1l2's
+    finished trials get one (without --primary, every finished pruned trial does); widths read from kept_groups."""
+    from bench.outcomes import TrialOutcome
+    from bench.session import control_trials
+    from bench.tracking import Store
+    from tests.helpers import empty_store
+
+    store = Store(empty_store(tmp_path))
+    run_id, _ = store.start_sweep_run(store.prepare_experiment("c"), "s", {}, {}, "k")
+    store.log_json_artifact(run_id, N.KEPT_GROUPS, {"conv1": [0, 1, 2], "conv2": [0, 4]})
+    settings = {"methods": ["l1l2", "random"], "epochs": 4, "dataset": "synthetic", "protocol": "prune-to-target",
+                "target_flops_reduction": (0.5,), "controls": ("scratch",)}
+    for primary, expected in ((None, ["l1l2", "random"]), ("l1l2", ["l1l2"])):
+        sweep = build_sweep({**settings, "primary": primary})
+        outcomes = [TrialOutcome(t.name, "FINISHED", {N.RUN_ID_KEY: run_id, N.FLOPS_REDUCTION: 0.5}, trial=t)
+                    for t in sweep.trials() if t.target is not None]
+        controls = control_trials(sweep, outcomes, store)
+        assert [c.control["method"] for c in controls] == expected
+        assert all(c.control["widths"] == {"conv1": 3, "conv2": 2} and c.method == "none" for c in controls)
+
+
 @pytest.mark.parametrize("settings,message", [
     ({"controls": ("scratch", "scratch-e")}, "--controls scratch,scratch-e names a control twice"),
     ({"controls": ("scratch-c",)}, "unknown control 'scratch-c'; controls: scratch-e, scratch-b, scratch"),
