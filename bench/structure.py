@@ -2,9 +2,11 @@
 
 :func:`derive` traces the model once with Torch-Pruning's ``DependencyGraph`` (a maintained library that follows
 channels through residual additions, concatenations, splits, depthwise convs, flattening and pooling) and turns
-each of its pruning groups rooted at a ``Conv2d`` into a :class:`methods.groups.Unit`: the convs and BatchNorms
-whose output channels are removed together, and the input channels of every conv or linear layer that reads
-them (:class:`Feed`). From that one description come:
+each of its pruning groups rooted at a ``Conv2d``, or at a ``Linear`` that runs at positions (tokens, pixels: a
+transformer block's MLP), into a :class:`methods.groups.Unit`: the convs, linear layers and BatchNorms whose
+output channels are removed together, and the input channels of every conv or linear layer that reads them
+(:class:`Feed`). A classifier's linear layers (on one vector per example) are not units. From that one
+description come:
 
 - the per-epoch counts (:func:`counts`): trainable parameters and forward FLOPs of the network with removed groups
   deleted, exactly what ``FlopCounterMode`` and a parameter count measure on the compact model
@@ -17,7 +19,8 @@ A unit is *prunable* unless: it holds the layer that produces the logits (the la
 runs) or the model's input; it is coupled (several filters share its channels: the convs writing into a residual
 stream, or a squeeze-and-excitation gate multiplying a conv's output) and ``prune_coupled`` is off; one of its convs matches an ``exclude`` pattern (``fnmatch`` on module
 names) or the model's own ``sparsity_exclude``; it touches a layer the compact model cannot rebuild (a grouped,
-non-depthwise conv; a normalisation other than BatchNorm; a parameter-holding module of another kind); or the
+non-depthwise conv; a LayerNorm over its channels, whose statistics would change; a normalisation other than
+BatchNorm; attention; a parameter-holding module of another kind); or the
 check fails (:func:`check_units`): a dependency library can mis-group an operation it does not know (channel
 padding in option-A shortcuts, a LayerNorm over channels), so before any trial each unit's removal is tried once
 on the masked model and on a compacted copy, which must give the same outputs. Every reason is kept in
@@ -28,6 +31,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -68,7 +72,7 @@ class Structure:
     units: tuple[Unit, ...]
     feeds: dict[str, tuple[Feed, ...]]
     modules: dict[str, nn.Module]                     # every counted layer (conv, linear, BatchNorm), by name
-    out_hw: dict[str, int]                            # output positions per example of every conv
+    out_hw: dict[str, int]                            # output positions per example of every conv and linear
     skipped: dict[str, str] = field(default_factory=dict)   # unit name -> why it is not prunable
     extra_params: int = 0                             # parameters of layers not counted here (fixed)
     extra_flops: int = 0                              # FLOPs FlopCounterMode sees outside convs and linears
@@ -101,11 +105,13 @@ class Structure:
 
 # -- deriving ------------------------------------------------------------------------------------------------
 
-def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int]]:
-    """Names of the conv and linear layers in the order they run, and each conv's output positions. A forward
-    that fails raises :class:`StructureError` naming the innermost module that was running."""
+def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int], set[str]]:
+    """Names of the conv and linear layers in the order they run, each one's output positions, and the linear
+    layers that run at positions (on tokens or pixels: an input of more than two dimensions). A forward that
+    fails raises :class:`StructureError` naming the innermost module that was running."""
     order: list[str] = []
     out_hw: dict[str, int] = {}
+    positional: set[str] = set()
     running: list[str] = []
 
     def enter(name):
@@ -118,6 +124,10 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], 
                 order.append(name)
             if isinstance(module, nn.Conv2d):
                 out_hw[name] = int(output.shape[2] * output.shape[3])
+            elif isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):   # tokens or pixels it runs on
+                out_hw[name] = int(output.numel() // max(1, output.shape[0] * module.out_features))
+                if output.dim() > 2:
+                    positional.add(name)
         return record
 
     handles = []
@@ -135,7 +145,7 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], 
     finally:
         for h in handles:
             h.remove()
-    return order, out_hw
+    return order, out_hw, positional
 
 
 def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = False,
@@ -148,13 +158,17 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(names.values())}
     with eval_mode(model):
-        order, out_hw = _forward_order(model, example)
+        order, out_hw, positional = _forward_order(model, example)
         if not order:
             raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
         logits = order[-1]
         try:
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
-            groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d], ignored_layers=[]))
+            with warnings.catch_warnings():   # parameters used outside a module (ViT's class token, ConvNeXt's
+                # layer scale): Torch-Pruning's notice that it would prune their last dimension; such channels are
+                # residual streams, refused or checked below
+                warnings.filterwarnings("ignore", message="Unwrapped parameters")
+                graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+            groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear], ignored_layers=[]))
         except Exception as err:
             frame = traceback.extract_tb(err.__traceback__)[-1]
             where = f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
@@ -169,7 +183,8 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     skipped: dict[str, str] = {}
     ops: dict[str, tuple[str, ...]] = {}
     for group in groups:
-        convs, norms, unit_feeds, problems, op_names = [], [], [], [], []
+        convs, norms, unit_feeds, op_names = [], [], [], []
+        problems: dict[str, list[str]] = {}   # what the compact model cannot rebuild: kind -> layer names
         size = None
         for item in group:
             dep, idxs = item.dep, [int(i) for i in item.idxs]
@@ -182,45 +197,48 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
             if size is None:
                 size = len(idxs)
             if outgoing:
-                if isinstance(module, nn.Conv2d):
-                    if module.groups > 1 and not is_depthwise(module):
-                        problems.append(f"grouped convolution {name}")
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    if isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module):
+                        problems.setdefault("grouped convolution", []).append(name)
                     convs.append((name, module, idxs))
                 elif isinstance(module, _NORMS):
                     norms.append((name, module, idxs))
-                elif any(True for _ in module.parameters(recurse=False)) or isinstance(module, nn.Linear):
-                    problems.append(f"{type(module).__name__} {name}")
+                elif isinstance(module, nn.LayerNorm):
+                    problems.setdefault(_LAYER_NORM, []).append(name)
+                elif any(True for _ in module.parameters(recurse=False)):
+                    problems.setdefault(type(module).__name__, []).append(name)
             elif isinstance(module, (nn.Conv2d, nn.Linear)):
                 if isinstance(module, nn.Conv2d) and module.groups > 1:
-                    problems.append(f"grouped convolution {name}")
+                    problems.setdefault("grouped convolution", []).append(name)
                 unit_feeds.append((name, idxs))
             elif any(True for _ in module.parameters(recurse=False)):
-                problems.append(f"{type(module).__name__} {name}")
-        if not convs or size is None:
-            continue
+                problems.setdefault(type(module).__name__, []).append(name)
+        if not convs or size is None or all(isinstance(m, nn.Linear) and n not in positional for n, m, _ in convs):
+            continue   # a classifier's linear layers (on one vector per example, after pooling or a flatten)
         convs.sort(key=lambda c: position[c[0]])
         norms.sort(key=lambda c: position[c[0]])
         size = len(convs[0][2])
         parts, norm_parts = [], []
         for name, module, idxs in convs + norms:
             if idxs != list(range(idxs[0], idxs[0] + size)):
-                problems.append(f"a non-contiguous channel mapping into {name}")
+                problems.setdefault("a non-contiguous channel mapping into", []).append(name)
                 continue
-            (parts if isinstance(module, nn.Conv2d) else norm_parts).append(Part(name, module, idxs[0]))
+            (parts if isinstance(module, (nn.Conv2d, nn.Linear)) else norm_parts).append(Part(name, module, idxs[0]))
         unit = Unit(convs[0][0], size, tuple(parts), tuple(norm_parts), group)
         ops[unit.name] = tuple(dict.fromkeys(op_names))
         member_names = [p.name for p in unit.convs]
         unit_feed = []
         for name, idxs in unit_feeds:
             if len(idxs) % size:
-                problems.append(f"an input mapping into {name} of {len(idxs)} positions for {size} channels")
+                problems.setdefault("an input mapping of another size than the channels into", []).append(name)
                 continue
             unit_feed.append(Feed(name, torch.tensor(idxs, dtype=torch.long).view(size, -1)))
         reason = None
         if logits in member_names:
             reason = "produces the logits"
         elif problems:
-            reason = "touches " + ", ".join(dict.fromkeys(problems)) + " (not rebuilt by the compact model)"
+            reason = "touches " + "; ".join(_listed(kind, names) for kind, names in problems.items()) + \
+                " (not rebuilt by the compact model)"
         elif any(n in excluded for n in member_names):
             reason = "excluded by the model (sparsity_exclude)"
         elif any(fnmatch.fnmatchcase(n, pattern) for n in member_names for pattern in exclude):
@@ -236,13 +254,25 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     units.sort(key=lambda u: position[u.name])
     modules = {n: m for n, m in model.named_modules() if isinstance(m, _COUNTED)}
     structure = Structure(tuple(units), feeds, modules, {n: out_hw.get(n, 0) for n in modules
-                                                         if isinstance(modules[n], nn.Conv2d)}, skipped, ops=ops)
+                                                         if not isinstance(modules[n], _NORMS)}, skipped, ops=ops)
     dense_params, dense_flops = counts(structure, {})
     structure.extra_params = sum(p.numel() for p in model.parameters() if p.requires_grad) - dense_params
     structure.extra_flops = measured_flops(model, input_shape) - dense_flops
     if check:
         structure = check_units(model, structure, input_shape)
     return structure
+
+
+_LAYER_NORM = "LayerNorm"
+
+
+def _listed(kind: str, names: list[str], most: int = 2) -> str:
+    """``LayerNorm a, b and 3 more``, with why for a LayerNorm."""
+    names = list(dict.fromkeys(names))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    why = (", normalising over these channels (removing some would change the statistics of the rest)"
+           if kind == _LAYER_NORM else "")
+    return f"{kind} {', '.join(names[:most])}{more}{why}"
 
 
 def _op_name(target: str) -> str:
@@ -300,15 +330,14 @@ def removed_channels(structure: Structure, removed: Mapping[str, torch.Tensor]
         groups = gone.nonzero().flatten()
         for part in unit.convs:
             m = part.module
-            mark(out, part.name, m.out_channels, groups + part.offset)
+            mark(out, part.name, width(m), groups + part.offset)
             if is_depthwise(m):
                 mark(inp, part.name, m.in_channels, groups + part.offset)
         for part in unit.norms:
             mark(out, part.name, part.module.num_features, groups + part.offset)
         for feed in structure.feeds.get(unit.name, ()):
             m = structure.modules[feed.layer]
-            mark(inp, feed.layer, m.in_channels if isinstance(m, nn.Conv2d) else m.in_features,
-                 feed.index[groups].flatten())
+            mark(inp, feed.layer, width(m, inputs=True), feed.index[groups].flatten())
     return out, inp
 
 
@@ -321,8 +350,8 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
             kept = m.num_features - int(out[name].sum()) if name in out else m.num_features
             params += 2 * kept if m.affine else 0
             continue
-        cout = (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features) - (int(out[name].sum()) if name in out else 0)
-        cin = (m.in_channels if isinstance(m, nn.Conv2d) else m.in_features) - (int(inp[name].sum()) if name in inp else 0)
+        cout = width(m) - (int(out[name].sum()) if name in out else 0)
+        cin = width(m, inputs=True) - (int(inp[name].sum()) if name in inp else 0)
         bias = cout if m.bias is not None else 0
         if isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
@@ -330,9 +359,9 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
             macs = cout * per_filter
             params += macs + bias
             flops += 2 * macs * structure.out_hw.get(name, 0)
-        else:
+        else:   # once per token or pixel it runs on (one, after a flatten)
             params += cout * cin + bias
-            flops += 2 * cout * cin
+            flops += 2 * cout * cin * structure.out_hw.get(name, 1)
     return params + structure.extra_params, flops + structure.extra_flops
 
 
@@ -384,15 +413,18 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
     return out
 
 
-def _kept(gone: torch.Tensor | None, m: nn.Module, inputs: bool = False) -> torch.Tensor:
+def width(m: nn.Module, inputs: bool = False) -> int:
+    """Output (or input) channels of a conv, features of a linear layer, channels of a BatchNorm."""
     if isinstance(m, nn.BatchNorm2d):
-        size = m.num_features
-    elif isinstance(m, nn.Conv2d):
-        size = m.in_channels if inputs else m.out_channels
-    else:
-        size = m.in_features if inputs else m.out_features
+        return m.num_features
+    if isinstance(m, nn.Conv2d):
+        return m.in_channels if inputs else m.out_channels
+    return m.in_features if inputs else m.out_features
+
+
+def _kept(gone: torch.Tensor | None, m: nn.Module, inputs: bool = False) -> torch.Tensor:
     if gone is None:
-        return torch.arange(size)
+        return torch.arange(width(m, inputs))
     return (~gone).nonzero().flatten()
 
 

@@ -68,10 +68,12 @@ class Unit:
         return self.filters > 1
 
     def _rows(self, part: Part, tensor: torch.Tensor) -> torch.Tensor:
-        """The rows of this unit's groups in ``tensor`` (a member's parameter, its gradient or a copy of it)."""
-        if part.offset == 0 and tensor.shape[0] == self.size:
-            return tensor
-        return tensor[part.offset:part.offset + self.size]
+        """The rows of this unit's groups in ``tensor`` (a member's parameter, its gradient or a copy of it); a
+        linear layer's (out, in) rows as (out, in, 1, 1): a linear row is a filter of 1x1 kernels, so every
+        method's conv formulas hold for it unchanged."""
+        rows = tensor if part.offset == 0 and tensor.shape[0] == self.size else \
+            tensor[part.offset:part.offset + self.size]
+        return rows[:, :, None, None] if rows.dim() == 2 else rows
 
     def grad_rows(self, part: Part) -> torch.Tensor:
         """The rows of this unit's groups in a member conv's weight gradient (created as zeros when unset), to

@@ -236,7 +236,11 @@ def hooked_loss_increases(model: nn.Module, units, alive: Mapping[str, torch.Ten
             def zero(offset: int):
                 def hook(module, inputs, output):
                     output = output.clone()
-                    output.view(k, n, *output.shape[1:])[rows, :, channels + offset] = 0
+                    view = output.view(k, n, *output.shape[1:])
+                    if isinstance(module, nn.Linear):   # channels last: (..., tokens or pixels, features)
+                        view[rows, ..., channels + offset] = 0
+                    else:
+                        view[rows, :, channels + offset] = 0
                     return output
                 return hook
 

@@ -59,6 +59,12 @@ class NISP(PruneThenFinetune):
 
     def check_model(self, model: nn.Module) -> None:
         classifier(model)
+        attention = attention_modules(model)
+        if attention:
+            raise MethodError(f"{type(model).__name__} has attention ({attention[0]}"
+                              f"{f' and {len(attention) - 1} more' if len(attention) > 1 else ''}): NISP propagates "
+                              "importance back through |W| of linear layers and elementwise activations, which "
+                              "attention is not (its softmax mixes positions by the weights' signs)")
 
     def importance(self, model: nn.Module, state: MethodState) -> dict[str, torch.Tensor]:
         """The propagated scores of every group (Inf-FS on the final responses, back through |W|); they shrink
@@ -81,6 +87,14 @@ def classifier(model: nn.Module) -> nn.Linear:
     if not linears:
         raise MethodError(f"{type(model).__name__} has no linear classifier: NISP needs a final response layer")
     return linears[-1]
+
+
+def attention_modules(model: nn.Module) -> list[str]:
+    """Names of the model's attention modules: ``nn.MultiheadAttention`` and any module with ``num_heads`` (Swin's
+    windowed attention, a user's), the innermost of nested ones."""
+    def attends(m: nn.Module) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads")
+    return [n for n, m in model.named_modules() if attends(m) and not any(attends(c) for c in m.modules() if c is not m)]
 
 
 @torch.no_grad()
@@ -145,7 +159,7 @@ def inf_fs(responses: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
 
 _IDENTITY = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid,
              nn.Hardsigmoid, nn.Tanh, nn.Mish, nn.PReLU, nn.Dropout, nn.Dropout2d, nn.Identity,
-             nn.modules.batchnorm._BatchNorm)
+             nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
 
 def _surrogate_forward(m: nn.Module):
@@ -170,14 +184,16 @@ def _swap(params: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
 
 def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores: torch.Tensor
                       ) -> dict[str, torch.Tensor]:
-    """Importance of every conv filter, by conv name: the FRL scores propagated back through |W| (one VJP).
+    """Importance of every conv filter and linear row, by layer name: the FRL scores propagated back through |W|
+    (one VJP).
 
     The surrogate network is the model itself with, for the duration of the call, every conv and linear weight
-    replaced by |W| and every bias by 0, BatchNorms, activation and dropout modules turned into the identity and
+    replaced by |W| and every bias by 0, BatchNorms, LayerNorms, activation and dropout modules turned into the identity and
     max pooling modules into average pooling (their ``forward`` replaced), run at a positive input: every activation is then
     non-negative, so activations written as functions (``torch.relu`` in a ``forward``) pass the scores through
     as the identity would. Residual additions and concatenations are linear and need nothing. The FRL's scores
-    are propagated with ``torch.autograd.grad`` to every conv's output (no parameter's ``.grad`` is touched)."""
+    are propagated with ``torch.autograd.grad`` to every conv's and linear layer's output (no parameter's ``.grad``
+    is touched)."""
     last = classifier(model)
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     swapped = [(m.weight, m.weight.detach().abs()) for _, m in layers]
@@ -191,7 +207,7 @@ def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores
         if forward is not None:
             module.forward = forward
             replaced.append(module)
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
             handles.append(module.register_forward_hook(
                 lambda m, inputs, output, name=name: outputs.__setitem__(name, output)))
     param = next(model.parameters())
@@ -215,8 +231,18 @@ def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores
             h.remove()
         for module in replaced:
             del module.forward
-    return {n: (g.sum(dim=(0, 2, 3)) if g is not None else torch.zeros(outputs[n].shape[1])).detach().cpu()
-            for n, g in zip(names, grads)}
+    linear = {n for n, _ in layers if isinstance(dict(layers)[n], nn.Linear)}
+    return {n: _per_channel(g, outputs[n], n in linear) for n, g in zip(names, grads)}
+
+
+def _per_channel(grad: torch.Tensor | None, output: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A layer's propagated scores per output channel: summed over the batch and the positions (a conv's (N, C,
+    H, W); a linear layer's (..., C) over every token or pixel it ran on)."""
+    width = output.shape[-1] if channels_last else output.shape[1]
+    if grad is None:
+        return torch.zeros(width)
+    summed = grad.reshape(-1, width).sum(0) if channels_last else grad.sum(dim=(0, 2, 3))
+    return summed.detach().cpu()
 
 
 def group_importance(scores: dict[str, torch.Tensor], unit) -> torch.Tensor:

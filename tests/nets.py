@@ -97,3 +97,23 @@ class NotANumber(WithFeatures):
 
     def forward(self, x):
         return super().forward(x)[0] * float("nan")
+
+
+def tiny_vit(num_classes=10, in_channels=3):
+    """torchvision's VisionTransformer, two layers of width 64 (4 heads, MLP 128) on 32x32 inputs, patches of 8."""
+    from torchvision.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128,
+                              num_classes=num_classes)
+    if in_channels != 3:
+        model.conv_proj = nn.Conv2d(in_channels, 64, 8, stride=8)
+    return model
+
+
+def tiny_convnext(num_classes=10, in_channels=3):
+    """torchvision's ConvNeXt with one block per stage (depths 1,1,1,1), widths 16-32-64-128."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    model = ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, 64, 1), CNBlockConfig(64, 128, 1),
+                      CNBlockConfig(128, None, 1)], num_classes=num_classes)
+    if in_channels != 3:
+        model.features[0][0] = nn.Conv2d(in_channels, 16, 4, stride=4)
+    return model
