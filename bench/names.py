@@ -42,8 +42,8 @@ def filters_line(values: Mapping[str, float], sep: str = " ", most: int = 8) -> 
     thinned = [layer for layer in alive if values.get(SPARSITY.format(layer), 0) > 0]
     shown = " ".join(f"{layer}{sep}{alive[layer]}" for layer in thinned[:5])
     more = f" and {len(thinned) - 5} more" if len(thinned) > 5 else ""
-    return (f"{sum(alive.values())} in {len(alive)} convs; thinned: {shown}{more}" if thinned
-            else f"{sum(alive.values())} in {len(alive)} convs, none removed")
+    return (f"{sum(alive.values())} in {len(alive)} layers; thinned: {shown}{more}" if thinned
+            else f"{sum(alive.values())} in {len(alive)} layers, none removed")
 
 
 # Keys a trial reports to Ray Tune beside its metrics (the sweep's summary reads them back).

@@ -101,5 +101,5 @@ def test_progress_lines_list_every_layer_of_a_small_model_and_only_the_thinned_o
     for i in range(20):
         large[f"filters_alive/l{i}"] = 8 if i in (2, 4, 6, 8, 10, 12, 14) else 10
         large[f"sparsity/l{i}"] = 0.2 if i in (2, 4, 6, 8, 10, 12, 14) else 0.0
-    assert N.filters_line(large, "=") == "186 in 20 convs; thinned: l2=8 l4=8 l6=8 l8=8 l10=8 and 2 more"
-    assert N.filters_line({k: (10 if k.startswith("filters") else 0.0) for k in large}) == "200 in 20 convs, none removed"
+    assert N.filters_line(large, "=") == "186 in 20 layers; thinned: l2=8 l4=8 l6=8 l8=8 l10=8 and 2 more"
+    assert N.filters_line({k: (10 if k.startswith("filters") else 0.0) for k in large}) == "200 in 20 layers, none removed"

@@ -1,0 +1,184 @@
+"""Every torchvision classification model through one prune-to-target trial: which pass, which are refused and why.
+
+    python benchmarks/torchvision_models.py                    # every model; writes docs/models.md
+    python benchmarks/torchvision_models.py -k vit,convnext    # the models whose name holds one of these
+    python benchmarks/torchvision_models.py --timeout 300      # seconds per model (default 600)
+
+Each model runs in a process of its own (a crash or the time limit costs that model only) as a user would run it:
+`bench run --model torchvision:NAME --image-size S --dataset synthetic --limit-train 16 --limit-test 16 --protocol
+prune-to-target --methods l1l2 --target-flops-reduction 0.3 --epochs 2 --sparse-epochs 1 --prune-coupled`, in
+process (``bench.session.prepare``, then ``bench.trainer.train``), on CPU. Where the constructor takes a smaller
+configuration (ViT's ``image_size``), the model comes from a one-line model file calling
+``torchvision.models.get_model(NAME, **kwargs)``, named in the table. After the trial the compact model is built
+and its outputs compared with the masked model's on a batch. A model passes when the trial finishes within one
+group of the target and the compact model gives the masked outputs; it is refused when bench stops it before
+training (the reason as bench prints it); anything else is a failure, with its error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = 64                # the image size of every model not listed below
+#: per model: the image size, and constructor arguments for a smaller configuration (said in the table)
+SMALLER: dict[str, dict] = {
+    **{f"vit_{s}_{p}": {"image": 32, "kwargs": {"image_size": 32}} for s in "bl" for p in (16, 32)},
+    "vit_h_14": {"image": 28, "kwargs": {"image_size": 28}},
+    "inception_v3": {"image": 96, "kwargs": {}},
+    "maxvit_t": {"image": 224, "kwargs": {}},     # its attention partitions need 224 (7 x 32)
+}
+TARGET = 0.3
+
+
+def _settings(name: str, folder: Path) -> dict:
+    small = SMALLER.get(name, {})
+    model = f"torchvision:{name}"
+    if small.get("kwargs"):
+        path = folder / f"{name}_small.py"
+        path.write_text("import torchvision\n\n\ndef build(num_classes=10):\n"
+                        f"    return torchvision.models.get_model({name!r}, num_classes=num_classes, "
+                        f"**{small['kwargs']!r})\n")
+        model = f"{path}:build"
+    return {"model": model, "methods": ["l1l2"], "dataset": "synthetic", "epochs": 2, "sparse_epochs": 1,
+            "device": "cpu", "image_size": small.get("image", IMAGE), "limit_train": 16, "limit_test": 16,
+            "batch_size": 16, "protocol": "prune-to-target", "target_flops_reduction": (TARGET,),
+            "prune_coupled": True}
+
+
+def one(name: str) -> dict:
+    """One model's trial, in this process: its record for the table."""
+    import warnings
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from bench import names as N
+    from bench.config import ConfigError
+    from bench.config_layers import build_sweep
+    from bench.session import prepare
+    from bench.structure import compact
+    from bench.trainer import train
+
+    torch.manual_seed(0)
+    out: dict = {"model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
+                 "kwargs": SMALLER.get(name, {}).get("kwargs", {})}
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as folder:
+        sweep = build_sweep(_settings(name, Path(folder)))
+        t0 = time.monotonic()
+        try:
+            trials, data = prepare(sweep, write=lines.append)
+        except ConfigError as err:
+            return {**out, "result": "refused", "why": str(err).splitlines()[0]}
+        out["units"] = next((line.rsplit(": ", 1)[1].split(" [")[0].strip() for line in lines
+                             if line.startswith("model ")), "")
+        out["kept"] = [line[len("kept   "):] for line in lines if line.startswith("kept ")]
+        rows: dict = {}
+        checked: dict = {}
+
+        def finish(model, structure):
+            small = compact(model, structure).eval()
+            model.eval()
+            example = torch.randn(4, *data.input_shape, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                want, got = model(example), small(example)
+            checked["diff"] = float((got - want).abs().max() / max(1.0, float(want.abs().max())))
+            return {}
+
+        train(trials[0], data, report=lambda e, m: rows.__setitem__(e, dict(m)), finish=finish)
+        last = rows[max(rows)]
+        reached = float(last.get(N.FLOPS_REDUCTION, 0.0))
+        out.update(reached=reached, seconds=round(time.monotonic() - t0, 1), diff=checked.get("diff"))
+        ok = reached >= TARGET and checked.get("diff", 1.0) <= 1e-4
+        out["result"] = "passes" if ok else "fails"
+        if not ok:
+            out["why"] = (f"reached {reached:.3f} of the FLOPs" if reached < TARGET else
+                          f"compact outputs differ from the masked model's by {checked.get('diff'):.2e}")
+    return out
+
+
+def _row(r: dict) -> str:
+    config = f"{r['image']} px" + (f", `{', '.join(f'{k}={v}' for k, v in r['kwargs'].items())}`" if r["kwargs"] else "")
+    if r["result"] == "passes":
+        kept = "".join(f"; not pruned: {k[:140]}{'...' if len(k) > 140 else ''}" for k in r.get("kept", [])[:1])
+        kept += f" (and {len(r['kept']) - 1} more)" if len(r.get("kept", [])) > 1 else ""
+        detail = f"{r['units']}; {100 * r['reached']:.1f} % fewer FLOPs; compact = masked{kept} ({r['seconds']} s)"
+    else:
+        detail = r.get("why", "").replace("|", "\\|")
+    return f"| `{r['model']}` | {config} | **{r['result']}** | {detail} |"
+
+
+def write_table(records: list[dict], path: Path, command: str, wall: float) -> None:
+    import torch
+    import torchvision
+    counts = {k: sum(r["result"] == k for r in records) for k in ("passes", "refused", "fails", "timeout")}
+    text = [
+        "# Which torchvision models run",
+        "",
+        "Every classification model of `torchvision.models.list_models(module=torchvision.models)` through one "
+        "prune-to-target trial: `l1l2`, 30 % fewer FLOPs, `--prune-coupled`, 2 epochs (1 sparse), 16 synthetic "
+        "images, on CPU; then the compact model against the masked one on a batch. A model *passes* when the "
+        "trial lands within one group of the target and the compact model gives the masked outputs; it is "
+        "*refused* when bench stops it before training, with the reason it prints; *fails* or *timeout* is "
+        "anything else. What is pruned is what the channel structure allows (docs/methods.md, \"Prunable "
+        "units\"): conv filters, the MLP channels of transformer blocks; the units left out are listed by "
+        "`bench run` with their reasons (a residual stream through LayerNorm or attention, for one).",
+        "",
+        f"{len(records)} models: {counts['passes']} pass, {counts['refused']} refused, {counts['fails']} fail, "
+        f"{counts['timeout']} over the time limit. torch {torch.__version__}, torchvision {torchvision.__version__}; "
+        f"made by `{command}` in {wall / 60:.0f} minutes on a 2-core CPU.",
+        "",
+        "| model | configuration | result | units; FLOPs removed, or the reason |",
+        "|---|---|---|---|",
+        *(_row(r) for r in records),
+        "",
+    ]
+    path.write_text("\n".join(text))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="only the models whose name holds one of these (comma separated)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "models.md"), help="the table (default docs/models.md)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one)))
+        return 0
+    import torchvision.models
+    names = [n for n in torchvision.models.list_models(module=torchvision.models)
+             if not args.k or any(k in n for k in args.k.split(","))]
+    records, start = [], time.monotonic()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    for i, name in enumerate(names, 1):
+        t0 = time.monotonic()
+        try:
+            done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
+                                  timeout=args.timeout, env=env)
+            last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+            record = json.loads(last) if last.startswith("{") else {
+                "model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
+                "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "fails",
+                "why": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        except subprocess.TimeoutExpired:
+            record = {"model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
+                      "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "timeout",
+                      "why": f"over {args.timeout:.0f} s on this CPU"}
+        records.append(record)
+        print(f"[{i}/{len(names)}] {name}: {record['result']} ({time.monotonic() - t0:.0f} s) "
+              f"{record.get('why', '')[:160]}", flush=True)
+    command = "python benchmarks/torchvision_models.py" + (f" -k {args.k}" if args.k else "")
+    write_table(records, Path(args.out), command, time.monotonic() - start)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
