@@ -3,6 +3,9 @@
     python benchmarks/torchvision_models.py                    # every model; writes docs/models.md
     python benchmarks/torchvision_models.py -k vit,convnext    # the models whose name holds one of these
     python benchmarks/torchvision_models.py --timeout 300      # seconds per model (default 600)
+    python benchmarks/torchvision_models.py --records r.jsonl  # each model's record appended there as it ends;
+                                                               # run again: the models it holds are not redone
+    python benchmarks/torchvision_models.py --records r.jsonl --render   # the table from the records only
 
 Each model runs in a process of its own (a crash or the time limit costs that model only) as a user would run it:
 `bench run --model torchvision:NAME --image-size S --dataset synthetic --limit-train 16 --limit-test 16 --protocol
@@ -108,16 +111,20 @@ def _row(r: dict) -> str:
     if r["result"] == "passes":
         kept = "".join(f"; not pruned: {k[:140]}{'...' if len(k) > 140 else ''}" for k in r.get("kept", [])[:1])
         kept += f" (and {len(r['kept']) - 1} more)" if len(r.get("kept", [])) > 1 else ""
-        detail = f"{r['units']}; {100 * r['reached']:.1f} % fewer FLOPs; compact = masked{kept} ({r['seconds']} s)"
+        detail = f"{r['units']}; {100 * r['reached']:.1f} % fewer FLOPs; compact = masked{kept}"
     else:
         detail = r.get("why", "").replace("|", "\\|")
     return f"| `{r['model']}` | {config} | **{r['result']}** | {detail} |"
 
 
-def write_table(records: list[dict], path: Path, command: str, wall: float) -> None:
+def write_table(records: list[dict], path: Path, command: str, names: list[str]) -> None:
     import torch
     import torchvision
     counts = {k: sum(r["result"] == k for r in records) for k in ("passes", "refused", "fails", "timeout")}
+    done = {r["model"] for r in records}
+    missing = [n for n in names if n not in done]
+    pending = (f" Not run yet: {len(missing)} models ({', '.join(f'`{n}`' for n in missing)}); `{command}` runs "
+               "them." if missing else "")
     text = [
         "# Which torchvision models run",
         "",
@@ -130,9 +137,9 @@ def write_table(records: list[dict], path: Path, command: str, wall: float) -> N
         "units\"): conv filters, the MLP channels of transformer blocks; the units left out are listed by "
         "`bench run` with their reasons (a residual stream through LayerNorm or attention, for one).",
         "",
-        f"{len(records)} models: {counts['passes']} pass, {counts['refused']} refused, {counts['fails']} fail, "
-        f"{counts['timeout']} over the time limit. torch {torch.__version__}, torchvision {torchvision.__version__}; "
-        f"made by `{command}` in {wall / 60:.0f} minutes on a 2-core CPU.",
+        f"{len(records)} of {len(names)} models: {counts['passes']} pass, {counts['refused']} refused, "
+        f"{counts['fails']} fail, {counts['timeout']} over the time limit. torch {torch.__version__}, torchvision "
+        f"{torchvision.__version__}; made by `{command}` on a 2-core CPU.{pending}",
         "",
         "| model | configuration | result | units; FLOPs removed, or the reason |",
         "|---|---|---|---|",
@@ -147,6 +154,9 @@ def main() -> int:
     parser.add_argument("-k", default="", help="only the models whose name holds one of these (comma separated)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "models.md"), help="the table (default docs/models.md)")
+    parser.add_argument("--records", help="a JSON-lines file: each model's record appended as it ends; the models "
+                        "it already holds are not run again")
+    parser.add_argument("--render", action="store_true", help="write the table from --records, running nothing")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -155,9 +165,21 @@ def main() -> int:
     import torchvision.models
     names = [n for n in torchvision.models.list_models(module=torchvision.models)
              if not args.k or any(k in n for k in args.k.split(","))]
-    records, start = [], time.monotonic()
+    records: list[dict] = []
+    if args.records and Path(args.records).exists():
+        held = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
+        records = [r for r in held if r["model"] in names]
+    command = "python benchmarks/torchvision_models.py" + (f" -k {args.k}" if args.k else "") + \
+        (f" --records {args.records}" if args.records else "")
+    if args.render:
+        write_table(sorted(records, key=lambda r: names.index(r["model"])), Path(args.out), command, names)
+        print(f"wrote {args.out}")
+        return 0
+    done = {r["model"] for r in records}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     for i, name in enumerate(names, 1):
+        if name in done:
+            continue
         t0 = time.monotonic()
         try:
             done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
@@ -172,10 +194,12 @@ def main() -> int:
                       "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "timeout",
                       "why": f"over {args.timeout:.0f} s on this CPU"}
         records.append(record)
+        if args.records:
+            with open(args.records, "a") as f:
+                f.write(json.dumps(record) + "\n")
         print(f"[{i}/{len(names)}] {name}: {record['result']} ({time.monotonic() - t0:.0f} s) "
               f"{record.get('why', '')[:160]}", flush=True)
-    command = "python benchmarks/torchvision_models.py" + (f" -k {args.k}" if args.k else "")
-    write_table(records, Path(args.out), command, time.monotonic() - start)
+    write_table(sorted(records, key=lambda r: names.index(r["model"])), Path(args.out), command, names)
     print(f"wrote {args.out}")
     return 0
 
