@@ -592,7 +592,7 @@ def test_a_no_difference_verdict_says_what_difference_it_could_have_seen():
     results.detect = 1.0
     [(_, table, text)] = equal_target(results)
     needed = next(n for n in range(2, 1000) if detectable(r["sd"], n) <= 0.01)
-    assert f"to see 1 points, {needed} to {needed} seeds" in text[0]
+    assert f"to see 1 point, {needed} seeds" in text[0]
     assert f"{needed} seeds for the asked size" in table.set_index("method").loc["l1l2", "vs random"]
 
 

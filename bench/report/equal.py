@@ -114,7 +114,8 @@ def power_sentence(comparisons: Sequence[dict], detect: float | None = None) -> 
     if detect is not None:
         needed = [r.get("needed") for r in comparisons if "detectable" in r]
         known = sorted(n for n in needed if n is not None)
-        said += (f"; to see {detect:g} points, {known[0]} to {known[-1]} seeds" if known else "") + \
+        span = f"{known[0]}" if known and known[0] == known[-1] else f"{known[0]} to {known[-1]}" if known else ""
+        said += (f"; to see {detect:g} point{'s' * (detect != 1)}, {span} seeds" if known else "") + \
             (f" ({len(needed) - len(known)} comparison(s) would need more than 1000)"
              if len(known) < len(needed) else "")
     return said
