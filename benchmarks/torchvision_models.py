@@ -175,10 +175,10 @@ def main() -> int:
         write_table(sorted(records, key=lambda r: names.index(r["model"])), Path(args.out), command, names)
         print(f"wrote {args.out}")
         return 0
-    done = {r["model"] for r in records}
+    finished = {r["model"] for r in records}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     for i, name in enumerate(names, 1):
-        if name in done:
+        if name in finished:
             continue
         t0 = time.monotonic()
         try:
