@@ -106,11 +106,28 @@ def one(name: str) -> dict:
     return out
 
 
+def _why_kept(line: str) -> str:
+    """A unit bench left out, in a few words: ``features.6.1: touches LayerNorm a, b ...`` -> ``touches
+    LayerNorm``."""
+    reason = line.split(": ", 1)[1] if ": " in line else line
+    if reason.startswith("touches "):
+        kinds = [part.strip().split(" ")[0] for part in reason[len("touches "):].split(";")]
+        return "touches " + " and ".join(dict.fromkeys(kinds))
+    for short in ("produces the logits", "coupled", "excluded", "changes the outputs of the compact model"):
+        if short in reason:
+            return short
+    return reason[:60]
+
+
 def _row(r: dict) -> str:
     config = f"{r['image']} px" + (f", `{', '.join(f'{k}={v}' for k, v in r['kwargs'].items())}`" if r["kwargs"] else "")
     if r["result"] == "passes":
-        kept = "".join(f"; not pruned: {k[:140]}{'...' if len(k) > 140 else ''}" for k in r.get("kept", [])[:1])
-        kept += f" (and {len(r['kept']) - 1} more)" if len(r.get("kept", [])) > 1 else ""
+        reasons: dict[str, int] = {}
+        for line in r.get("kept", []):
+            reason = _why_kept(line)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        kept = (f"; not pruned: {sum(reasons.values())} unit(s) ("
+                + ", ".join(f"{why}: {n}" for why, n in reasons.items()) + ")") if reasons else ""
         detail = f"{r['units']}; {100 * r['reached']:.1f} % fewer FLOPs; compact = masked{kept}"
     else:
         detail = r.get("why", "").replace("|", "\\|")
