@@ -19,8 +19,8 @@ A unit is *prunable* unless: it holds the layer that produces the logits (the la
 runs) or the model's input; it is coupled (several filters share its channels: the convs writing into a residual
 stream, or a squeeze-and-excitation gate multiplying a conv's output) and ``prune_coupled`` is off; one of its convs matches an ``exclude`` pattern (``fnmatch`` on module
 names) or the model's own ``sparsity_exclude``; it touches a layer the compact model cannot rebuild (a grouped,
-non-depthwise conv; a LayerNorm over its channels, whose statistics would change; a normalisation other than
-BatchNorm; attention; a parameter-holding module of another kind); or the
+non-depthwise conv; a normalisation other than BatchNorm or a LayerNorm over the channels (rebuilt as
+:class:`PaddedLayerNorm`); attention; a parameter-holding module of another kind); or the
 check fails (:func:`check_units`): a dependency library can mis-group an operation it does not know (channel
 padding in option-A shortcuts, a LayerNorm over channels), so before any trial each unit's removal is tried once
 on the masked model and on a compacted copy, which must give the same outputs. Every reason is kept in
@@ -42,10 +42,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods.base import eval_mode
-from methods.groups import Part, Unit, is_depthwise
+from methods.groups import Part, Unit, channels_last, is_depthwise
 
-_NORMS = (nn.BatchNorm2d,)
-_COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+_NORMS = (nn.BatchNorm2d, nn.LayerNorm)
+_COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm)
 
 
 class StructureError(ValueError):
@@ -65,6 +65,17 @@ class Feed:
     index: torch.Tensor     # (size, per), long
 
 
+@dataclass(frozen=True)
+class Tensor:
+    """A parameter used outside any layer (ConvNeXt's layer scale) on a unit's channels, along dimension ``dim``
+    (Torch-Pruning's rule: its last of more than one entry): ``index[i]`` are group i's entries."""
+
+    name: str
+    dim: int
+    index: torch.Tensor     # (size, k), long
+    per: int                # entries of the parameter per index along ``dim``
+
+
 @dataclass
 class Structure:
     """A model's prunable units (model order), their consumers, and what :func:`counts` needs."""
@@ -77,6 +88,7 @@ class Structure:
     extra_params: int = 0                             # parameters of layers not counted here (fixed)
     extra_flops: int = 0                              # FLOPs FlopCounterMode sees outside convs and linears
     ops: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)   # unit -> traced operations
+    tensors: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)   # unit -> parameters outside layers
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -100,7 +112,8 @@ class Structure:
         skipped = {**self.skipped, **{n: reason for n in drop}}
         return Structure(tuple(u for u in self.units if u.name not in drop),
                          {k: v for k, v in self.feeds.items() if k not in drop}, self.modules, self.out_hw,
-                         skipped, self.extra_params, self.extra_flops, self.ops)
+                         skipped, self.extra_params, self.extra_flops, self.ops,
+                         {k: v for k, v in self.tensors.items() if k not in drop})
 
 
 # -- deriving ------------------------------------------------------------------------------------------------
@@ -157,6 +170,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     example = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
     names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(names.values())}
+    param_names = {id(p): n for n, p in model.named_parameters()}
     with eval_mode(model):
         order, out_hw, positional = _forward_order(model, example)
         if not order:
@@ -182,8 +196,9 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     feeds: dict[str, tuple[Feed, ...]] = {}
     skipped: dict[str, str] = {}
     ops: dict[str, tuple[str, ...]] = {}
+    unit_params: dict[str, tuple[Tensor, ...]] = {}
     for group in groups:
-        convs, norms, unit_feeds, op_names = [], [], [], []
+        convs, norms, unit_feeds, op_names, tensors = [], [], [], [], []
         problems: dict[str, list[str]] = {}   # what the compact model cannot rebuild: kind -> layer names
         size = None
         for item in group:
@@ -191,6 +206,9 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
             module = dep.target.module
             name = names.get(module)
             outgoing = dep.handler.__name__.startswith("prune_out")
+            if isinstance(module, nn.Parameter) and id(module) in param_names:   # used outside a layer
+                tensors.append((param_names[id(module)], module, idxs))
+                continue
             if name is None:   # an operation (add, concat, reshape, ...), not a module
                 op_names.append(_op_name(dep.target.name))
                 continue
@@ -201,10 +219,10 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
                     if isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module):
                         problems.setdefault("grouped convolution", []).append(name)
                     convs.append((name, module, idxs))
+                elif isinstance(module, nn.LayerNorm) and len(module.normalized_shape) != 1:
+                    problems.setdefault("LayerNorm over several dimensions", []).append(name)
                 elif isinstance(module, _NORMS):
                     norms.append((name, module, idxs))
-                elif isinstance(module, nn.LayerNorm):
-                    problems.setdefault(_LAYER_NORM, []).append(name)
                 elif any(True for _ in module.parameters(recurse=False)):
                     problems.setdefault(type(module).__name__, []).append(name)
             elif isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -233,6 +251,14 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
                 problems.setdefault("an input mapping of another size than the channels into", []).append(name)
                 continue
             unit_feed.append(Feed(name, torch.tensor(idxs, dtype=torch.long).view(size, -1)))
+        unit_tensors = []
+        for name, param, idxs in tensors:
+            dims = [d for d, n in enumerate(param.shape) if n > 1]
+            if not dims or len(idxs) % size or max(idxs) >= param.shape[dims[-1]]:
+                problems.setdefault("a parameter of another layout", []).append(name)
+                continue
+            unit_tensors.append(Tensor(name, dims[-1], torch.tensor(idxs, dtype=torch.long).view(size, -1),
+                                       param.numel() // param.shape[dims[-1]]))
         reason = None
         if logits in member_names:
             reason = "produces the logits"
@@ -251,10 +277,13 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
             continue
         units.append(unit)
         feeds[unit.name] = tuple(unit_feed)
+        if unit_tensors:
+            unit_params[unit.name] = tuple(unit_tensors)
     units.sort(key=lambda u: position[u.name])
     modules = {n: m for n, m in model.named_modules() if isinstance(m, _COUNTED)}
     structure = Structure(tuple(units), feeds, modules, {n: out_hw.get(n, 0) for n in modules
-                                                         if not isinstance(modules[n], _NORMS)}, skipped, ops=ops)
+                                                         if not isinstance(modules[n], _NORMS)}, skipped, ops=ops,
+                          tensors=unit_params)
     dense_params, dense_flops = counts(structure, {})
     structure.extra_params = sum(p.numel() for p in model.parameters() if p.requires_grad) - dense_params
     structure.extra_flops = measured_flops(model, input_shape) - dense_flops
@@ -263,16 +292,11 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     return structure
 
 
-_LAYER_NORM = "LayerNorm"
-
-
 def _listed(kind: str, names: list[str], most: int = 2) -> str:
-    """``LayerNorm a, b and 3 more``, with why for a LayerNorm."""
+    """``MultiheadAttention a, b and 3 more``."""
     names = list(dict.fromkeys(names))
     more = f" and {len(names) - most} more" if len(names) > most else ""
-    why = (", normalising over these channels (removing some would change the statistics of the rest)"
-           if kind == _LAYER_NORM else "")
-    return f"{kind} {', '.join(names[:most])}{more}{why}"
+    return f"{kind} {', '.join(names[:most])}{more}"
 
 
 def _op_name(target: str) -> str:
@@ -334,7 +358,7 @@ def removed_channels(structure: Structure, removed: Mapping[str, torch.Tensor]
             if is_depthwise(m):
                 mark(inp, part.name, m.in_channels, groups + part.offset)
         for part in unit.norms:
-            mark(out, part.name, part.module.num_features, groups + part.offset)
+            mark(out, part.name, width(part.module), groups + part.offset)
         for feed in structure.feeds.get(unit.name, ()):
             m = structure.modules[feed.layer]
             mark(inp, feed.layer, width(m, inputs=True), feed.index[groups].flatten())
@@ -346,9 +370,9 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
     out, inp = removed_channels(structure, removed)
     params = flops = 0
     for name, m in structure.modules.items():
-        if isinstance(m, nn.BatchNorm2d):
-            kept = m.num_features - int(out[name].sum()) if name in out else m.num_features
-            params += 2 * kept if m.affine else 0
+        if isinstance(m, _NORMS):   # a scale and a shift per channel, where it has them
+            kept = width(m) - (int(out[name].sum()) if name in out else 0)
+            params += kept * sum(t is not None for t in (m.weight, m.bias))
             continue
         cout = width(m) - (int(out[name].sum()) if name in out else 0)
         cin = width(m, inputs=True) - (int(inp[name].sum()) if name in inp else 0)
@@ -362,6 +386,11 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
         else:   # once per token or pixel it runs on (one, after a flatten)
             params += cout * cin + bias
             flops += 2 * cout * cin * structure.out_hw.get(name, 1)
+    for unit, tensors in structure.tensors.items():   # parameters outside layers: their entries on removed groups
+        gone = removed.get(unit)
+        if gone is not None:
+            for t in tensors:
+                params -= int(gone.sum()) * t.index.shape[1] * t.per
     return params + structure.extra_params, flops + structure.extra_flops
 
 
@@ -392,6 +421,10 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
                 m.running_var = m.running_var[idx].clone()
             m.num_features = len(idx)
             continue
+        if isinstance(m, nn.LayerNorm):
+            parent, _, leaf = name.rpartition(".")
+            setattr(out.get_submodule(parent) if parent else out, leaf, PaddedLayerNorm(m, keep_out))
+            continue
         w = m.weight
         o, i = keep_out.to(w.device), keep_in.to(w.device)
         depthwise = isinstance(m, nn.Conv2d) and is_depthwise(m)
@@ -408,15 +441,56 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
             m.out_channels, m.in_channels = len(o), len(o) if is_depthwise(m) else len(i)
         else:
             m.out_features, m.in_features = len(o), len(i)
+    for unit, tensors in structure.tensors.items():
+        gone = removed[unit]
+        if bool(gone.any()):
+            for t in tensors:
+                param = out.get_parameter(t.name)
+                keep = t.index[~gone].flatten().to(param.device)
+                parent, _, leaf = t.name.rpartition(".")
+                setattr(out.get_submodule(parent) if parent else out, leaf,
+                        nn.Parameter(param.index_select(t.dim, keep).clone(), param.requires_grad))
     if hasattr(out, "widths"):   # the registered models' own record of their conv widths
         out.widths = tuple(m.out_channels for m in out.modules() if isinstance(m, nn.Conv2d))
     return out
 
 
+class PaddedLayerNorm(nn.Module):
+    """A LayerNorm of the compact model whose input lost channels: it normalises the kept ones with the statistics
+    of the full width, the removed channels counted as the zeros they are in the masked model (mean = sum / C,
+    variance = (sum of squared deviations + (C - kept) * mean^2) / C), so its outputs equal the masked LayerNorm's
+    at the kept channels. ``channels``: the kept channels' indices; a ``LayerNorm2d`` (torchvision's, timm's)
+    normalises dimension 1, any other LayerNorm the last."""
+
+    def __init__(self, norm: nn.LayerNorm, channels: torch.Tensor) -> None:
+        super().__init__()
+        idx = channels.to(norm.weight.device if norm.weight is not None else "cpu")
+        self.weight = nn.Parameter(norm.weight[idx].clone()) if norm.weight is not None else None
+        self.bias = nn.Parameter(norm.bias[idx].clone()) if norm.bias is not None else None
+        self.full, self.eps = int(norm.normalized_shape[0]), float(norm.eps)
+        self.dim = -1 if channels_last(norm) else 1
+        self.normalized_shape = (len(idx),)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.sum(self.dim, keepdim=True) / self.full
+        centred = x - mean
+        var = (centred.square().sum(self.dim, keepdim=True) + (self.full - x.shape[self.dim]) * mean.square()) / self.full
+        y = centred * torch.rsqrt(var + self.eps)
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        if self.weight is not None:
+            y = y * self.weight.view(shape)
+        if self.bias is not None:
+            y = y + self.bias.view(shape)
+        return y
+
+
 def width(m: nn.Module, inputs: bool = False) -> int:
-    """Output (or input) channels of a conv, features of a linear layer, channels of a BatchNorm."""
+    """Output (or input) channels of a conv, features of a linear layer, channels of a BatchNorm or LayerNorm."""
     if isinstance(m, nn.BatchNorm2d):
         return m.num_features
+    if isinstance(m, nn.LayerNorm):
+        return int(m.normalized_shape[0])
     if isinstance(m, nn.Conv2d):
         return m.in_channels if inputs else m.out_channels
     return m.in_features if inputs else m.out_features

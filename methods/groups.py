@@ -40,6 +40,13 @@ class Part:
     offset: int = 0
 
 
+def channels_last(module: nn.Module) -> bool:
+    """Whether a member's output has its channels on the last axis: a linear layer's (tokens or pixels first) and a
+    LayerNorm's, but a ``LayerNorm2d``'s (torchvision's, timm's) are on axis 1, as a conv's and a BatchNorm's."""
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm)
+                                             and not type(module).__name__.endswith("2d"))
+
+
 def is_depthwise(conv: nn.Module) -> bool:
     """A conv whose every output channel reads exactly one input channel (groups == in == out channels)."""
     return isinstance(conv, nn.Conv2d) and conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
@@ -93,9 +100,8 @@ class Unit:
         out: list[tuple[nn.Parameter, int]] = []
         for p in self.convs:
             out += [(p.module.weight, p.offset)] + ([(p.module.bias, p.offset)] if p.module.bias is not None else [])
-        for p in self.norms:
-            if getattr(p.module, "affine", False):
-                out += [(p.module.weight, p.offset), (p.module.bias, p.offset)]
+        for p in self.norms:   # a BatchNorm's or LayerNorm's scale and shift, where it has them
+            out += [(t, p.offset) for t in (p.module.weight, p.module.bias) if t is not None]
         return out
 
     def parameters(self) -> list[torch.Tensor]:

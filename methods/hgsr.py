@@ -31,6 +31,7 @@ from torch import nn
 
 from .registry import register_method
 from .base import HparamsBase, MethodState, PruneThenFinetune, eval_mode, option
+from .groups import channels_last
 
 
 @register_method
@@ -237,7 +238,7 @@ def hooked_loss_increases(model: nn.Module, units, alive: Mapping[str, torch.Ten
                 def hook(module, inputs, output):
                     output = output.clone()
                     view = output.view(k, n, *output.shape[1:])
-                    if isinstance(module, nn.Linear):   # channels last: (..., tokens or pixels, features)
+                    if channels_last(module):   # (..., tokens or pixels, features)
                         view[rows, ..., channels + offset] = 0
                     else:
                         view[rows, :, channels + offset] = 0

@@ -160,8 +160,28 @@ def test_a_group_the_compact_model_does_not_reproduce_is_unprunable_and_names_th
 
 
 def test_layers_the_compact_model_cannot_rebuild_are_refused_by_name():
-    structure = derive(build_model(f"{NETS}:ChannelNorm", SHAPE, 10), SHAPE)
-    assert "LayerNorm norm" in structure.skipped["a"]
+    model = nn.Sequential(OrderedDict([("a", nn.Conv2d(3, 8, 3)), ("norm", nn.GroupNorm(2, 8)),
+                                       ("b", nn.Conv2d(8, 4, 3)), ("pool", nn.AdaptiveAvgPool2d(1)),
+                                       ("flatten", nn.Flatten())]))
+    assert derive(model, SHAPE).skipped["a"] == "touches GroupNorm norm (not rebuilt by the compact model)"
+
+
+def test_a_layernorm_over_a_units_channels_is_rebuilt_with_the_full_widths_statistics():
+    """A LayerNorm over a conv's channels (channels last, as ConvNeXt's): its scale and shift are zeroed with the
+    group, and the compact model's PaddedLayerNorm normalises the kept channels as the masked LayerNorm did over
+    all of them, the removed ones zeros."""
+    torch.manual_seed(0)
+    model = build_model(f"{NETS}:ChannelNorm", SHAPE, 10).eval()
+    structure = derive(model, SHAPE, check=True)
+    unit = structure.by_name["a"]
+    assert [p.name for p in unit.norms] == ["norm"]
+    FilterMasks(structure).remove("a", [1, 4, 6])
+    assert float(model.norm.weight[4].detach()) == 0 == float(model.norm.bias[4].detach())
+    small = compact(model, structure).eval()
+    assert small.norm.full == 8 and small.norm.weight.shape == (5,) and small.a.out_channels == 5
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        assert (small(x) - model(x)).abs().max().item() < 1e-5
 
 
 def test_the_logits_layer_and_excluded_layers_are_never_pruned():

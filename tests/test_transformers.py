@@ -13,7 +13,7 @@ from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
 from bench.session import prepare
-from bench.structure import compact, counts, derive, measured_flops, removed_groups
+from bench.structure import compact, counts, derive, measured_flops, removed_groups, width
 from bench.trainer import train
 from methods import list_methods
 
@@ -23,21 +23,31 @@ from test_structure import remove_at_random
 NETS = str(Path(__file__).with_name("nets.py"))
 SHAPE = (3, 32, 32)
 MODELS = {"tiny_vit": [f"encoder.layers.encoder_layer_{i}.mlp.0" for i in (0, 1)],
-          "tiny_convnext": [f"features.{s}.0.block.3" for s in (1, 3, 5, 7)]}
+          # each stage's residual stream (its stem or downsampling conv, LayerNorms, layer scale), then its MLP
+          "tiny_convnext": [f"features.{s}.{i}" for s, i in ((0, 0), (1, "0.block.3"), (2, 1), (3, "0.block.3"),
+                                                             (4, 1), (5, "0.block.3"), (6, 1), (7, "0.block.3"))]}
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_mlp_hidden_channels_are_units_counted_exactly_and_compacted_to_the_masked_outputs(name):
-    """A unit per MLP: its first linear layer's rows (weight and bias), the next one's input columns; the
-    residual streams stay refused by name (LayerNorm statistics, attention), the classifier is not a unit.
-    Parameters and FLOPs counted from the structure equal the compact model's, measured by FlopCounterMode."""
+def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compacted_to_the_masked_outputs(name):
+    """A unit per MLP: its first linear layer's rows (weight and bias), the next one's input columns; ConvNeXt's
+    residual streams with --prune-coupled (LayerNorms over them rebuilt as PaddedLayerNorm, the layer scale
+    sliced), ViT's refused by name (attention); the classifier is not a unit. Random removals in every unit: the
+    compact model gives the masked outputs; parameters and FLOPs counted from the structure equal the compact
+    model's, measured by FlopCounterMode."""
     torch.manual_seed(0)
     model = build_model(f"{NETS}:{name}", SHAPE, 10).eval()
     structure = derive(model, SHAPE, prune_coupled=True, check=True)
     assert list(structure.eligible) == MODELS[name]
-    assert all(len(u.convs) == 1 and not u.norms for u in structure.units)
-    stream = next(reason for unit, reason in structure.skipped.items() if unit in ("conv_proj", "features.0.0"))
-    assert "LayerNorm" in stream and ("MultiheadAttention" in stream) == (name == "tiny_vit")
+    mlps = [u for u in structure.units if ".mlp." in u.name or ".block." in u.name]
+    assert all(len(u.convs) == 1 and not u.norms and u.name not in structure.tensors for u in mlps)
+    if name == "tiny_vit":   # its residual stream feeds attention, which the compact model does not rebuild
+        assert structure.skipped["conv_proj"].startswith("touches MultiheadAttention encoder.layers.encoder_layer_1")
+    else:   # a stream: the downsampling conv, every block's output linear and depthwise conv, the LayerNorms
+        stream = structure.by_name["features.2.1"]
+        assert [p.name for p in stream.convs] == ["features.2.1", "features.3.0.block.0", "features.3.0.block.5"]
+        assert [p.name for p in stream.norms] == ["features.3.0.block.2", "features.4.0"]
+        assert [t.name for t in structure.tensors["features.2.1"]] == ["features.3.0.layer_scale"]
     assert not {"heads.head", "classifier.2"} & {*structure.eligible, *structure.skipped}   # a classifier: no unit
     dense = counts(structure, {})
     assert dense == (sum(p.numel() for p in model.parameters()), measured_flops(model, SHAPE))
@@ -51,9 +61,9 @@ def test_mlp_hidden_channels_are_units_counted_exactly_and_compacted_to_the_mask
     params, flops = counts(structure, removed)
     assert params == sum(p.numel() for p in small.parameters()) < dense[0]
     assert flops == measured_flops(small, SHAPE) < dense[1]
-    first = structure.units[0]
-    kept = first.size - int(removed[first.name].sum())
-    assert dict(small.named_modules())[first.name].out_features == kept
+    layers = dict(small.named_modules())
+    for unit in structure.units:
+        assert width(layers[unit.name]) == unit.size - int(removed[unit.name].sum())
 
 
 def test_a_classifiers_linear_layers_are_not_units():
@@ -102,11 +112,14 @@ def test_every_method_prunes_mlp_channels_to_a_flops_target_or_is_refused_before
     assert all(torch.isfinite(torch.tensor(v)) for v in rows[2].values() if isinstance(v, float))
 
 
-def test_hgsrs_own_selection_zeroes_linear_channels_on_the_last_axis():
+@pytest.mark.parametrize("name", MODELS)
+def test_hgsrs_own_selection_zeroes_linear_and_layernorm_channels_on_their_axis(name):
     """HGSR's pruning step measures each group's loss increase with forward hooks that zero its channels: a linear
-    layer's on the last axis (tokens or pixels first), so its own selection runs on ViT's MLP channels."""
-    settings = {"model": f"{NETS}:tiny_vit", "methods": ["hgsr"], "dataset": "synthetic", "epochs": 2,
-                "device": "cpu", "image_size": 32, "batch_size": 32, "options": {"hgsr": {"samples": 16}}}
+    layer's and a LayerNorm's on the last axis (tokens or pixels first), a LayerNorm2d's on axis 1, so its own
+    selection runs on ViT's MLP channels and ConvNeXt's streams."""
+    settings = {"model": f"{NETS}:{name}", "methods": ["hgsr"], "dataset": "synthetic", "epochs": 2,
+                "device": "cpu", "image_size": 32, "batch_size": 32, "options": {"hgsr": {"samples": 16}},
+                "prune_coupled": True}
     trial = build_sweep(settings).trials()[0]
     rows = {}
     train(trial, make_synthetic(SHAPE, n_train=64, n_test=32), report=lambda e, m: rows.__setitem__(e, dict(m)))
