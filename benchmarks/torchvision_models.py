@@ -3,6 +3,7 @@
     python benchmarks/torchvision_models.py                    # every model; writes docs/models.md
     python benchmarks/torchvision_models.py -k vit,convnext    # the models whose name holds one of these
     python benchmarks/torchvision_models.py --timeout 300      # seconds per model (default 600)
+    python benchmarks/torchvision_models.py --memory-gb 8      # address space per model (default 16 GiB)
     python benchmarks/torchvision_models.py --records r.jsonl  # each model's record appended there as it ends;
                                                                # run again: the models it holds are not redone
     python benchmarks/torchvision_models.py --records r.jsonl --render   # the table from the records only
@@ -166,10 +167,20 @@ def write_table(records: list[dict], path: Path, command: str, names: list[str])
     path.write_text("\n".join(text))
 
 
+def _limit(gib: float):
+    def apply() -> None:
+        import resource
+        size = int(gib * 2 ** 30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+    return apply
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", default="", help="only the models whose name holds one of these (comma separated)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model (default 600)")
+    parser.add_argument("--memory-gb", type=float, default=16, help="address space per model's process (default 16 "
+                        "GiB): a model that needs more fails with MemoryError instead of starving the machine")
     parser.add_argument("--out", default=str(ROOT / "docs" / "models.md"), help="the table (default docs/models.md)")
     parser.add_argument("--records", help="a JSON-lines file: each model's record appended as it ends; the models "
                         "it already holds are not run again")
@@ -200,7 +211,7 @@ def main() -> int:
         t0 = time.monotonic()
         try:
             done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                                  timeout=args.timeout, env=env)
+                                  timeout=args.timeout, env=env, preexec_fn=_limit(args.memory_gb))
             last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
             record = json.loads(last) if last.startswith("{") else {
                 "model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
@@ -209,7 +220,7 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             record = {"model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
                       "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "timeout",
-                      "why": f"over {args.timeout:.0f} s on this CPU"}
+                      "why": f"over {args.timeout:.0f} s on this CPU (2 cores)"}
         records.append(record)
         if args.records:
             with open(args.records, "a") as f:
