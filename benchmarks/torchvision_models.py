@@ -200,7 +200,7 @@ def main() -> int:
         held = [json.loads(line) for line in Path(args.records).read_text().splitlines() if line.strip()]
         records = [r for r in held if r["model"] in names]
     command = "python benchmarks/torchvision_models.py" + (f" -k {args.k}" if args.k else "") + \
-        (f" --records {args.records}" if args.records else "")
+        f" --timeout {args.timeout:g} --memory-gb {args.memory_gb:g}" + (f" --records {args.records}" if args.records else "")
     if args.render:
         write_table(sorted(records, key=lambda r: names.index(r["model"])), Path(args.out), command, names)
         print(f"wrote {args.out}")
