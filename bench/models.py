@@ -409,8 +409,7 @@ def _first_conv_for(model: nn.Module, in_channels: int, source: str) -> nn.Modul
                          f"{in_channels} input channels")
     new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
-    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-    setattr(parent, name.rpartition(".")[2], new)
+    model.set_submodule(name, new)
     model.bench_notes = [f"{source}: first conv {name} rebuilt for {in_channels} input channel"
                          f"{'s' * (in_channels != 1)} (it expects {conv.in_channels}; fresh weights)"]
     return model

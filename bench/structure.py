@@ -422,8 +422,7 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
             m.num_features = len(idx)
             continue
         if isinstance(m, nn.LayerNorm):
-            parent, _, leaf = name.rpartition(".")
-            setattr(out.get_submodule(parent) if parent else out, leaf, PaddedLayerNorm(m, keep_out))
+            out.set_submodule(name, PaddedLayerNorm(m, keep_out))
             continue
         w = m.weight
         o, i = keep_out.to(w.device), keep_in.to(w.device)

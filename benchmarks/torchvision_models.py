@@ -56,6 +56,12 @@ def _settings(name: str, folder: Path) -> dict:
             "prune_coupled": True}
 
 
+def _base(name: str) -> dict:
+    """What every record of ``name`` holds: the model, its image size and constructor arguments."""
+    small = SMALLER.get(name, {})
+    return {"model": name, "image": small.get("image", IMAGE), "kwargs": small.get("kwargs", {})}
+
+
 def one(name: str) -> dict:
     """One model's trial, in this process: its record for the table."""
     import warnings
@@ -70,8 +76,7 @@ def one(name: str) -> dict:
     from bench.trainer import train
 
     torch.manual_seed(0)
-    out: dict = {"model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
-                 "kwargs": SMALLER.get(name, {}).get("kwargs", {})}
+    out: dict = _base(name)
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as folder:
         sweep = build_sweep(_settings(name, Path(folder)))
@@ -216,13 +221,9 @@ def main() -> int:
                                   timeout=args.timeout, env=env, preexec_fn=_limit(args.memory_gb))
             last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
             record = json.loads(last) if last.startswith("{") else {
-                "model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
-                "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "fails",
-                "why": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+                **_base(name), "result": "fails", "why": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
         except subprocess.TimeoutExpired:
-            record = {"model": name, "image": SMALLER.get(name, {}).get("image", IMAGE),
-                      "kwargs": SMALLER.get(name, {}).get("kwargs", {}), "result": "timeout",
-                      "why": f"over {args.timeout:.0f} s on this CPU (2 cores)"}
+            record = {**_base(name), "result": "timeout", "why": f"over {args.timeout:.0f} s on this CPU (2 cores)"}
         records.append(record)
         if args.records:
             with open(args.records, "a") as f:

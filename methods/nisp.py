@@ -231,7 +231,7 @@ def filter_importance(model: nn.Module, input_shape: tuple[int, ...], frl_scores
             h.remove()
         for module in replaced:
             del module.forward
-    linear = {n for n, _ in layers if isinstance(dict(layers)[n], nn.Linear)}
+    linear = {n for n, m in layers if isinstance(m, nn.Linear)}
     return {n: _per_channel(g, outputs[n], n in linear) for n, g in zip(names, grads)}
 
 
