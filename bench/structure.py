@@ -5,8 +5,8 @@ channels through residual additions, concatenations, splits, depthwise convs, fl
 each of its pruning groups rooted at a ``Conv2d``, or at a ``Linear`` that runs at positions (tokens, pixels: a
 transformer block's MLP), into a :class:`methods.groups.Unit`: the convs, linear layers and BatchNorms whose
 output channels are removed together, and the input channels of every conv or linear layer that reads them
-(:class:`Feed`). A classifier's linear layers (on one vector per example) are not units. From that one
-description come:
+(:class:`Feed`). A classifier's linear layers (on one vector per example) are not units. The heads of each
+``nn.MultiheadAttention`` are a unit too (``bench/attention.py``). From that one description come:
 
 - the per-epoch counts (:func:`counts`): trainable parameters and forward FLOPs of the network with removed groups
   deleted, exactly what ``FlopCounterMode`` and a parameter count measure on the compact model
@@ -29,6 +29,7 @@ on the masked model and on a compacted copy, which must give the same outputs. E
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import traceback
 import warnings
@@ -42,10 +43,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods.base import eval_mode
-from methods.groups import Part, Unit, channels_last, is_depthwise
+from methods.groups import Part, Unit, is_depthwise
+
+from . import attention as heads
+from .attention import Attention
+from .layers import HeadAttention, PaddedLayerNorm
 
 _NORMS = (nn.BatchNorm2d, nn.LayerNorm)
-_COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm)
+_COUNTED = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.LayerNorm, nn.MultiheadAttention)
 
 
 class StructureError(ValueError):
@@ -89,6 +94,7 @@ class Structure:
     extra_flops: int = 0                              # FLOPs FlopCounterMode sees outside convs and linears
     ops: dict[str, tuple[str, ...]] = field(default_factory=dict, repr=False)   # unit -> traced operations
     tensors: dict[str, tuple[Tensor, ...]] = field(default_factory=dict)   # unit -> parameters outside layers
+    attention: dict[str, Attention] = field(default_factory=dict)   # every MultiheadAttention that ran, by name
 
     @property
     def eligible(self) -> tuple[str, ...]:
@@ -102,7 +108,7 @@ class Structure:
         """Output channels of every conv of a prunable unit, by conv name (what ``total_sparsity`` counts)."""
         out: dict[str, int] = {}
         for unit in self.units:
-            for part in unit.convs:
+            for part in unit.layers:
                 out[part.name] = out.get(part.name, 0) + unit.size
         return out
 
@@ -113,19 +119,29 @@ class Structure:
         return Structure(tuple(u for u in self.units if u.name not in drop),
                          {k: v for k, v in self.feeds.items() if k not in drop}, self.modules, self.out_hw,
                          skipped, self.extra_params, self.extra_flops, self.ops,
-                         {k: v for k, v in self.tensors.items() if k not in drop})
+                         {k: v for k, v in self.tensors.items() if k not in drop}, self.attention)
 
 
 # -- deriving ------------------------------------------------------------------------------------------------
 
-def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict[str, int], set[str]]:
-    """Names of the conv and linear layers in the order they run, each one's output positions, and the linear
-    layers that run at positions (on tokens or pixels: an input of more than two dimensions). A forward that
-    fails raises :class:`StructureError` naming the innermost module that was running."""
+def _forward_order(model: nn.Module, example: torch.Tensor
+                   ) -> tuple[list[str], dict[str, int], set[str], dict[str, Attention]]:
+    """Names of the conv and linear layers in the order they run, each one's output positions, the linear
+    layers that run at positions (on tokens or pixels: an input of more than two dimensions), and where each
+    ``MultiheadAttention`` ran. A forward that fails raises :class:`StructureError` naming the innermost module
+    that was running."""
     order: list[str] = []
     out_hw: dict[str, int] = {}
     positional: set[str] = set()
     running: list[str] = []
+    ran: dict[str, Attention] = {}
+
+    def attended(name):
+        def record(module, args, kwargs, output):
+            query, key = args[0] if args else kwargs["query"], args[1] if len(args) > 1 else kwargs["key"]
+            axis = 0 if query.dim() == 2 else 1 if module.batch_first else 0
+            ran[name] = Attention(int(query.shape[axis]), int(key.shape[axis]), f"{name}.out_proj")
+        return record
 
     def enter(name):
         return lambda module, inputs: running.append(name)
@@ -147,6 +163,8 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], 
     for n, m in model.named_modules():
         if n:
             handles += [m.register_forward_pre_hook(enter(n)), m.register_forward_hook(leave(n))]
+        if isinstance(m, nn.MultiheadAttention):
+            handles.append(m.register_forward_hook(attended(n), with_kwargs=True))
     try:
         with torch.no_grad():
             model(example)
@@ -158,7 +176,9 @@ def _forward_order(model: nn.Module, example: torch.Tensor) -> tuple[list[str], 
     finally:
         for h in handles:
             h.remove()
-    return order, out_hw, positional
+    for where in ran.values():   # out_proj runs inside the attention's fused kernel, unseen by its hooks
+        out_hw[where.out_proj] = where.tokens
+    return order, out_hw, positional, ran
 
 
 def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = False,
@@ -172,7 +192,7 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     position = {n: i for i, n in enumerate(names.values())}
     param_names = {id(p): n for n, p in model.named_parameters()}
     with eval_mode(model):
-        order, out_hw, positional = _forward_order(model, example)
+        order, out_hw, positional, ran = _forward_order(model, example)
         if not order:
             raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
         logits = order[-1]
@@ -279,11 +299,20 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         feeds[unit.name] = tuple(unit_feed)
         if unit_tensors:
             unit_params[unit.name] = tuple(unit_tensors)
+    head_units, head_feeds, refused = heads.head_units(model, ran)
+    for attn, why in refused.items():   # its heads, and any channels inside it (a qkv layer): one reason
+        inside = {n for n in [*skipped, *(u.name for u in units)] if n.startswith(attn + ".")}
+        units = [u for u in units if u.name not in inside]
+        skipped.update({n: why for n in [*inside, attn]})
+    for unit in head_units:
+        layer, index = head_feeds[unit.name]
+        units.append(unit)
+        feeds[unit.name] = (Feed(layer, index),)
     units.sort(key=lambda u: position[u.name])
     modules = {n: m for n, m in model.named_modules() if isinstance(m, _COUNTED)}
     structure = Structure(tuple(units), feeds, modules, {n: out_hw.get(n, 0) for n in modules
                                                          if not isinstance(modules[n], _NORMS)}, skipped, ops=ops,
-                          tensors=unit_params)
+                          tensors=unit_params, attention=ran)
     dense_params, dense_flops = counts(structure, {})
     structure.extra_params = sum(p.numel() for p in model.parameters() if p.requires_grad) - dense_params
     structure.extra_flops = measured_flops(model, input_shape) - dense_flops
@@ -313,7 +342,7 @@ def measured_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     param = next(model.parameters())
     x = torch.zeros((1, *input_shape), device=param.device, dtype=param.dtype)
     with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(x)
+        heads.explicit(model)(x)   # attention as matrix products FlopCounterMode counts (bench/attention.py)
     return int(counter.get_total_flops())
 
 
@@ -324,8 +353,8 @@ def removed_groups(unit: Unit, modules: Mapping[str, nn.Module] | None = None) -
     """Boolean vector over a unit's groups: True where the group is removed (every parameter a removal zeroes
     is zero). ``modules``: look the members up by name there (a copy of the model) instead."""
     if modules is not None:
-        unit = Unit(unit.name, unit.size, tuple(Part(p.name, modules[p.name], p.offset) for p in unit.convs),
-                    tuple(Part(p.name, modules[p.name], p.offset) for p in unit.norms))
+        unit = Unit(unit.name, unit.size, tuple(dataclasses.replace(p, module=modules[p.name]) for p in unit.convs),
+                    tuple(dataclasses.replace(p, module=modules[p.name]) for p in unit.norms))
     zero = None
     for rows in unit.parameters():
         z = rows.reshape(rows.shape[0], -1).abs().amax(1) == 0 if rows.dim() > 1 else rows == 0
@@ -354,7 +383,8 @@ def removed_channels(structure: Structure, removed: Mapping[str, torch.Tensor]
         groups = gone.nonzero().flatten()
         for part in unit.convs:
             m = part.module
-            mark(out, part.name, width(m), groups + part.offset)
+            rows = (groups[:, None] * part.per + torch.arange(part.per)).flatten()
+            mark(out, part.name, width(m), rows + part.offset)
             if is_depthwise(m):
                 mark(inp, part.name, m.in_channels, groups + part.offset)
         for part in unit.norms:
@@ -370,6 +400,12 @@ def counts(structure: Structure, removed: Mapping[str, torch.Tensor]) -> tuple[i
     out, inp = removed_channels(structure, removed)
     params = flops = 0
     for name, m in structure.modules.items():
+        if isinstance(m, nn.MultiheadAttention):   # input projection, attention products; out_proj on its own
+            if name in structure.attention:
+                p, f = heads.cost(m, m.embed_dim - (int(out[name].sum()) // 3 if name in out else 0),
+                                  structure.attention[name])
+                params, flops = params + p, flops + f
+            continue
         if isinstance(m, _NORMS):   # a scale and a shift per channel, where it has them
             kept = width(m) - (int(out[name].sum()) if name in out else 0)
             params += kept * sum(t is not None for t in (m.weight, m.bias))
@@ -407,8 +443,15 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
     modules = dict(out.named_modules())
     removed = {u.name: removed_groups(u, modules) for u in structure.units}
     gone_out, gone_in = removed_channels(structure, removed)
+    rebuilt = {structure.attention[n].out_proj for n in gone_out if n in structure.attention}
     for name in set(gone_out) | set(gone_in):
         m = modules[name]
+        if name in structure.attention:   # the kept heads, out_proj's columns with them
+            rows = _kept(gone_out[name], m)
+            out.set_submodule(name, HeadAttention(m, rows[rows < m.embed_dim][::m.head_dim] // m.head_dim))
+            continue
+        if name in rebuilt:
+            continue
         keep_out = _kept(gone_out.get(name), m)
         keep_in = _kept(gone_in.get(name), m, inputs=True)
         if isinstance(m, nn.BatchNorm2d):
@@ -454,42 +497,14 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
     return out
 
 
-class PaddedLayerNorm(nn.Module):
-    """A LayerNorm of the compact model whose input lost channels: it normalises the kept ones with the statistics
-    of the full width, the removed channels counted as the zeros they are in the masked model (mean = sum / C,
-    variance = (sum of squared deviations + (C - kept) * mean^2) / C), so its outputs equal the masked LayerNorm's
-    at the kept channels. ``channels``: the kept channels' indices; a ``LayerNorm2d`` (torchvision's, timm's)
-    normalises dimension 1, any other LayerNorm the last."""
-
-    def __init__(self, norm: nn.LayerNorm, channels: torch.Tensor) -> None:
-        super().__init__()
-        idx = channels.to(norm.weight.device if norm.weight is not None else "cpu")
-        self.weight = nn.Parameter(norm.weight[idx].clone()) if norm.weight is not None else None
-        self.bias = nn.Parameter(norm.bias[idx].clone()) if norm.bias is not None else None
-        self.full, self.eps = int(norm.normalized_shape[0]), float(norm.eps)
-        self.dim = -1 if channels_last(norm) else 1
-        self.normalized_shape = (len(idx),)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.sum(self.dim, keepdim=True) / self.full
-        centred = x - mean
-        var = (centred.square().sum(self.dim, keepdim=True) + (self.full - x.shape[self.dim]) * mean.square()) / self.full
-        y = centred * torch.rsqrt(var + self.eps)
-        shape = [1] * x.dim()
-        shape[self.dim] = -1
-        if self.weight is not None:
-            y = y * self.weight.view(shape)
-        if self.bias is not None:
-            y = y + self.bias.view(shape)
-        return y
-
-
 def width(m: nn.Module, inputs: bool = False) -> int:
     """Output (or input) channels of a conv, features of a linear layer, channels of a BatchNorm or LayerNorm."""
     if isinstance(m, nn.BatchNorm2d):
         return m.num_features
     if isinstance(m, nn.LayerNorm):
         return int(m.normalized_shape[0])
+    if isinstance(m, nn.MultiheadAttention):   # query, key and value rows of in_proj_weight
+        return 3 * m.embed_dim
     if isinstance(m, nn.Conv2d):
         return m.in_channels if inputs else m.out_channels
     return m.in_features if inputs else m.out_features
@@ -522,9 +537,9 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
         saved = []
         try:   # one group of each unit zeroed in the model itself, restored after
             for name in names:
-                for param, offset in units[name].slices():
-                    saved.append((param, offset, param[offset].clone()))
-                    param[offset] = 0
+                for param, offset, per in units[name].slices():
+                    saved.append((param, offset, param[offset:offset + per].clone()))
+                    param[offset:offset + per] = 0
             with eval_mode(model):
                 want = model(x)
                 got = compact(model, structure, share=True).eval()(x)
@@ -532,7 +547,7 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
             return False
         finally:
             for param, offset, row in reversed(saved):
-                param[offset] = row
+                param[offset:offset + len(row)] = row
         if got.shape != want.shape:
             return False
         return bool((got - want).abs().max() <= tolerance * max(1.0, float(want.abs().max())))

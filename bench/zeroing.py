@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from methods.groups import Unit, kernel_norms
+from methods.groups import Unit, group_rows, kernel_norms
 from methods.kernel_norms import NORM_SCALES
 
 from .structure import Structure
@@ -44,12 +44,12 @@ class FilterMasks:
         self.optimizer = optimizer
         self.layers = structure.eligible
         self._units: dict[str, Unit] = {u.name: u for u in structure.units}
-        self._slices: dict[str, list[tuple[nn.Parameter, int]]] = {}
+        self._slices: dict[str, list[tuple[nn.Parameter, int, int]]] = {}
         self._masks: dict[str, torch.Tensor] = {}
         self._dirty: dict[str, bool] = {}
         for name in self.layers:
             unit = self._units[name]
-            weight = unit.convs[0].module.weight
+            weight = unit.convs[0].weight
             self._slices[name] = unit.slices()
             self._masks[name] = torch.ones(unit.size, device=weight.device, dtype=weight.dtype)
             self._dirty[name] = False
@@ -133,24 +133,22 @@ class FilterMasks:
             if not self._dirty[name]:
                 continue
             mask = self._masks[name]
-            for p, offset in self._slices[name]:
+            for p, offset, per in self._slices[name]:
                 if p.grad is not None:
-                    _rows(p.grad, offset, mask).mul_(_shaped(mask, p))
+                    rows = group_rows(p.grad, offset, len(mask), per)
+                    rows.mul_(_shaped(mask, rows))
 
     @torch.no_grad()
     def _apply_layer(self, name: str) -> None:
         mask = self._masks[name]
-        for p, offset in self._slices[name]:
-            m = _shaped(mask, p)
-            _rows(p, offset, mask).mul_(m)
+        for p, offset, per in self._slices[name]:
+            rows = group_rows(p, offset, len(mask), per)
+            m = _shaped(mask, rows)
+            rows.mul_(m)
             if self.optimizer is not None:
                 for value in self.optimizer.state.get(p, {}).values():
                     if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                        _rows(value, offset, mask).mul_(m)
-
-
-def _rows(t: torch.Tensor, offset: int, mask: torch.Tensor) -> torch.Tensor:
-    return t if offset == 0 and t.shape[0] == mask.shape[0] else t[offset:offset + mask.shape[0]]
+                        group_rows(value, offset, len(mask), per).mul_(m)
 
 
 def _shaped(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

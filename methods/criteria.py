@@ -73,6 +73,8 @@ class Criterion(PostHocMethod):
                     raise MethodError(f"{self.name} scores Torch-Pruning groups: bind the units that "
                                       "bench.structure.derive gives (Method.bind)")
                 scores = scorer(unit.group)
+                if scores is not None and unit.per > 1 and scores.numel() == unit.size * unit.per:
+                    scores = scores.view(unit.size, unit.per).mean(1)   # a head: the mean of its channels' scores
                 if scores is None or scores.numel() != unit.size:
                     raise MethodError(f"{self.name}: Torch-Pruning's criterion gave no score per group of {layer}")
                 out[layer] = scores.detach().float()

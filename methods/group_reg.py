@@ -50,19 +50,17 @@ def entries(unit: Unit) -> list[Entry]:
     the layers that read them (from its Torch-Pruning group; without one, its own convs and BatchNorms)."""
     out: list[Entry] = []
     if unit.group is None:
-        groups = torch.arange(unit.size)
-        for p in unit.convs:
-            out.append(_entry(p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
-        for p in unit.norms:
-            if getattr(p.module, "affine", False):
-                out.append(_entry(p.module.weight, 0, torch.arange(p.offset, p.offset + unit.size), groups))
+        for p in unit.convs + tuple(p for p in unit.norms if getattr(p.module, "affine", False)):
+            out.append(_entry(p.weight, 0, torch.arange(p.offset, p.offset + unit.size * p.per),
+                              torch.arange(unit.size).repeat_interleave(p.per)))
         return out
-    for item in unit.group:
+    for item in unit.group:   # root channels to groups: an attention head's ``per`` channels are one group
         dep, idxs = item.dep, item.idxs
         module, handler = dep.target.module, dep.handler.__name__
         if not isinstance(module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
             continue
-        index, root = torch.as_tensor([int(i) for i in idxs]), torch.as_tensor([int(r) for r in item.root_idxs])
+        index = torch.as_tensor([int(i) for i in idxs])
+        root = torch.as_tensor([int(r) for r in item.root_idxs]) // unit.per
         if handler in ("prune_out_channels", "prune_batchnorm_out_channels"):
             if isinstance(module, nn.BatchNorm2d) and not module.affine:
                 continue

@@ -33,11 +33,38 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Part:
-    """Output channels ``offset .. offset + size - 1`` of one module of a unit (a conv or a BatchNorm)."""
+    """Output channels ``offset .. offset + size - 1`` of one module of a unit (a conv or a BatchNorm); with
+    ``per`` > 1, group i is rows ``offset + i * per .. offset + (i + 1) * per - 1`` of the parameters
+    ``prefix + "weight"`` and ``prefix + "bias"`` (an attention head's query, key or value rows in a
+    ``MultiheadAttention``'s ``in_proj_weight``: three parts of one module)."""
 
     name: str
     module: nn.Module
     offset: int = 0
+    per: int = 1
+    prefix: str = ""
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return getattr(self.module, self.prefix + "weight")
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return getattr(self.module, self.prefix + "bias", None)
+
+    @property
+    def layer_groups(self) -> int:
+        """Groups of its layer (F_l of eq. 2): a conv's filters, a linear layer's rows, an attention's query, key
+        and value blocks of its heads (3 x heads)."""
+        return self.weight.shape[0] // self.per
+
+
+def group_rows(tensor: torch.Tensor, offset: int, size: int, per: int = 1) -> torch.Tensor:
+    """The rows of ``size`` groups starting at row ``offset`` of ``tensor``, indexed by group along the first
+    dimension: ``per`` rows each, as (size, per, ...) when ``per`` > 1. A view: zeroing a group's rows zeroes
+    ``tensor``'s."""
+    rows = tensor if offset == 0 and tensor.shape[0] == size * per else tensor[offset:offset + size * per]
+    return rows if per == 1 else rows.unflatten(0, (size, per))
 
 
 def channels_last(module: nn.Module) -> bool:
@@ -45,6 +72,14 @@ def channels_last(module: nn.Module) -> bool:
     LayerNorm's, but a ``LayerNorm2d``'s (torchvision's, timm's) are on axis 1, as a conv's and a BatchNorm's."""
     return isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm)
                                              and not type(module).__name__.endswith("2d"))
+
+
+def attention_modules(model: nn.Module) -> list[str]:
+    """Names of the model's attention modules: ``nn.MultiheadAttention`` and any module with ``num_heads`` (Swin's
+    windowed attention, a user's), the innermost of nested ones."""
+    def attends(m: nn.Module) -> bool:
+        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads")
+    return [n for n, m in model.named_modules() if attends(m) and not any(attends(c) for c in m.modules() if c is not m)]
 
 
 def is_depthwise(conv: nn.Module) -> bool:
@@ -66,8 +101,19 @@ class Unit:
 
     @property
     def filters(self) -> int:
-        """Member convs that are filters of their own (not depthwise): a group's coupling multiplicity."""
-        return max(1, sum(not is_depthwise(p.module) for p in self.convs))
+        """Member convs that are filters of their own (not depthwise): a group's coupling multiplicity (the
+        query, key and value parts of a head are one module, one filter)."""
+        return max(1, len({id(p.module) for p in self.convs if not is_depthwise(p.module)}))
+
+    @property
+    def per(self) -> int:
+        """Rows of each member per group: 1, or an attention head's dimension."""
+        return self.convs[0].per if self.convs else 1
+
+    @property
+    def layers(self) -> tuple[Part, ...]:
+        """The member convs, linear layers and attentions, each once (a head unit's three parts are one layer)."""
+        return tuple({p.name: p for p in reversed(self.convs)}.values())[::-1]
 
     @property
     def coupled(self) -> bool:
@@ -77,38 +123,37 @@ class Unit:
     def _rows(self, part: Part, tensor: torch.Tensor) -> torch.Tensor:
         """The rows of this unit's groups in ``tensor`` (a member's parameter, its gradient or a copy of it); a
         linear layer's (out, in) rows as (out, in, 1, 1): a linear row is a filter of 1x1 kernels, so every
-        method's conv formulas hold for it unchanged."""
-        rows = tensor if part.offset == 0 and tensor.shape[0] == self.size else \
-            tensor[part.offset:part.offset + self.size]
+        method's conv formulas hold for it unchanged; an attention head's (per, in) rows of a part likewise as
+        (heads, per * in, 1, 1)."""
+        rows = group_rows(tensor, part.offset, self.size, part.per)
+        if part.per > 1:
+            rows = rows.view(self.size, -1)
         return rows[:, :, None, None] if rows.dim() == 2 else rows
 
     def grad_rows(self, part: Part) -> torch.Tensor:
         """The rows of this unit's groups in a member conv's weight gradient (created as zeros when unset), to
         add a closed-form penalty gradient into."""
-        weight = part.module.weight
+        weight = part.weight
         if weight.grad is None:
             weight.grad = torch.zeros_like(weight)
         return self._rows(part, weight.grad)
 
     def weights(self) -> list[tuple[Part, torch.Tensor]]:
         """Each member conv with its weight rows of this unit's groups (a view, indexed by group)."""
-        return [(p, self._rows(p, p.module.weight)) for p in self.convs]
+        return [(p, self._rows(p, p.weight)) for p in self.convs]
 
-    def slices(self) -> list[tuple[nn.Parameter, int]]:
-        """Every parameter a removal zeroes, with the offset of this unit's rows in it: member convs' weights
-        and biases, member BatchNorms' weights and biases."""
-        out: list[tuple[nn.Parameter, int]] = []
-        for p in self.convs:
-            out += [(p.module.weight, p.offset)] + ([(p.module.bias, p.offset)] if p.module.bias is not None else [])
-        for p in self.norms:   # a BatchNorm's or LayerNorm's scale and shift, where it has them
-            out += [(t, p.offset) for t in (p.module.weight, p.module.bias) if t is not None]
+    def slices(self) -> list[tuple[nn.Parameter, int, int]]:
+        """Every parameter a removal zeroes, with the offset of this unit's rows in it and the rows per group:
+        member convs' (linear layers', attentions') weights and biases, member norms' weights and biases."""
+        out: list[tuple[nn.Parameter, int, int]] = []
+        for p in (*self.convs, *self.norms):   # a BatchNorm's or LayerNorm's scale and shift, where it has them
+            out += [(t, p.offset, p.per) for t in (p.weight, p.bias) if t is not None]
         return out
 
     def parameters(self) -> list[torch.Tensor]:
         """The rows of :meth:`slices` as views indexed by group along their first dimension (zeroing a view's
         row zeroes the parameter's)."""
-        return [param if offset == 0 and param.shape[0] == self.size else param[offset:offset + self.size]
-                for param, offset in self.slices()]
+        return [group_rows(param, offset, self.size, per) for param, offset, per in self.slices()]
 
 
 def kernel_norms(unit: Unit, norm_scale: str = "filters") -> torch.Tensor:
@@ -118,7 +163,7 @@ def kernel_norms(unit: Unit, norm_scale: str = "filters") -> torch.Tensor:
     for part, w in unit.weights():
         norms = w.abs().flatten(1).sum(dim=1)
         if norm_scale == "filters":
-            norms = norms / part.module.weight.shape[0]
+            norms = norms / part.layer_groups
         elif norm_scale != "none":
             raise ValueError(f"norm_scale must be one of ('filters', 'none'), got {norm_scale!r}")
         total = norms if total is None else total + norms

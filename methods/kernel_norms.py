@@ -58,6 +58,6 @@ def add_kernel_norm_grad(units: Sequence[Unit], norm_scale: str,
         if unit.filters > 1:
             part_coef = part_coef / unit.filters
         for part, w in unit.weights():
-            c = part_coef / part.module.weight.shape[0] if norm_scale == "filters" else part_coef
+            c = part_coef / part.layer_groups if norm_scale == "filters" else part_coef
             grad = unit.grad_rows(part)
             grad.addcmul_(torch.sign(w), c.view(-1, *([1] * (w.dim() - 1))))

@@ -81,15 +81,15 @@ class L0SGL(Method):
             u = self._u[name] = hard_threshold(weight.detach(), self.threshold)
         return u
 
-    def _member_convs(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
-        """Every member conv of every unit, once (U is kept per conv)."""
-        return list({p.name: p.module for unit in self.units(model) for p in unit.convs}.items())
+    def _member_weights(self, model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+        """Every member conv's weight (an attention's in_proj_weight), once (U is kept per conv)."""
+        return list({p.name: p.weight for unit in self.units(model) for p in unit.convs}.items())
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         hp = self.hparams
 
         def term(unit: Unit) -> torch.Tensor:
-            split = sum((w - unit._rows(p, self._copy(p.name, p.module.weight))).square().sum()
+            split = sum((w - unit._rows(p, self._copy(p.name, p.weight))).square().sum()
                         for p, w in unit.weights())
             return hp.lam * unit_weighted_group_lasso(unit, hp.eps) + 0.5 * self.beta * split
 
@@ -109,7 +109,7 @@ class L0SGL(Method):
             coef = torch.rsqrt(sq.add_(hp.eps)).mul_(hp.lam * math.sqrt(size)).add_(self.beta)
             for part, w in members:
                 grad = unit.grad_rows(part)
-                u = unit._rows(part, self._copy(part.name, part.module.weight))
+                u = unit._rows(part, self._copy(part.name, part.weight))
                 grad.addcmul_(w, coef.view(-1, *([1] * (w.dim() - 1))), value=weight).add_(u, alpha=-weight * self.beta)
 
     @torch.no_grad()
@@ -121,14 +121,14 @@ class L0SGL(Method):
     @torch.no_grad()
     def after_step(self, model: nn.Module, state: MethodState) -> None:
         t = self.threshold
-        for name, conv in self._member_convs(model):
-            torch.hardshrink(conv.weight, t, out=self._copy(name, conv.weight))
+        for name, weight in self._member_weights(model):
+            torch.hardshrink(weight, t, out=self._copy(name, weight))
 
     @torch.no_grad()
     def on_epoch_end(self, model: nn.Module, state: MethodState) -> None:
-        for name, conv in self._member_convs(model):
-            self._w[name] = conv.weight.detach().clone()
-            conv.weight.copy_(self._copy(name, conv.weight))
+        for name, weight in self._member_weights(model):
+            self._w[name] = weight.detach().clone()
+            weight.copy_(self._copy(name, weight))
         for unit in self.units(model):
             empty = None
             for part, _ in unit.weights():
@@ -141,11 +141,11 @@ class L0SGL(Method):
         if state.epoch > 1 and (state.epoch - 1) % self.hparams.beta_every == 0:
             self.beta *= self.hparams.beta_growth
         restored = {}
-        for name, conv in self._member_convs(model):
+        for name, weight in self._member_weights(model):
             w = self._w.pop(name, None)
             if w is not None:
-                conv.weight.copy_(w)
-                restored[name] = conv
+                weight.copy_(w)
+                restored[name] = weight
         for unit in self.units(model):   # removed groups stay zero
             alive = state.alive(unit.name)
             for part, w in unit.weights():

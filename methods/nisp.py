@@ -31,7 +31,7 @@ from torch import nn
 
 from .registry import register_method
 from .base import HparamsBase, MethodError, MethodState, PruneThenFinetune, eval_mode, option
-from .groups import is_depthwise
+from .groups import attention_modules, is_depthwise
 
 
 @register_method
@@ -87,14 +87,6 @@ def classifier(model: nn.Module) -> nn.Linear:
     if not linears:
         raise MethodError(f"{type(model).__name__} has no linear classifier: NISP needs a final response layer")
     return linears[-1]
-
-
-def attention_modules(model: nn.Module) -> list[str]:
-    """Names of the model's attention modules: ``nn.MultiheadAttention`` and any module with ``num_heads`` (Swin's
-    windowed attention, a user's), the innermost of nested ones."""
-    def attends(m: nn.Module) -> bool:
-        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads")
-    return [n for n, m in model.named_modules() if attends(m) and not any(attends(c) for c in m.modules() if c is not m)]
 
 
 @torch.no_grad()

@@ -117,3 +117,35 @@ def tiny_convnext(num_classes=10, in_channels=3):
     if in_channels != 3:
         model.features[0][0] = nn.Conv2d(in_channels, 16, 4, stride=4)
     return model
+
+
+class UserAttention(nn.Module):
+    """Attention written as users (and timm) write it: one ``qkv`` linear layer reshaped into ``num_heads`` heads,
+    then ``proj``; not a ``MultiheadAttention``."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads, self.qkv, self.proj = num_heads, nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n, t, c = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(n, t, c))
+
+
+class UserViT(nn.Module):
+    """Patches of 8 embedded in 32 channels, one block (UserAttention with 4 heads, an MLP of 64), mean-pooled."""
+
+    def __init__(self, num_classes=10, in_channels=3):
+        super().__init__()
+        self.embed = nn.Conv2d(in_channels, 32, 8, stride=8)
+        self.norm1, self.attn = nn.LayerNorm(32), UserAttention(32, 4)
+        self.norm2, self.mlp = nn.LayerNorm(32), nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+        self.head = nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(2).transpose(1, 2)
+        x = x + self.attn(self.norm1(x))
+        x = x + self.mlp(self.norm2(x))
+        return self.head(x.mean(1))

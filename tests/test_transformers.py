@@ -1,11 +1,13 @@
-"""Linear channels as units: the MLP hidden channels of ViT and ConvNeXt (torchvision's classes in small
-configurations, tests/nets.py), what is refused and why, the counts and the compact model, every method on them."""
+"""Linear channels and attention heads as units: the MLP hidden channels of ViT and ConvNeXt and ViT's heads
+(torchvision's classes in small configurations, tests/nets.py), what is refused and why, the counts and the
+compact model, every method on them."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench import names as N
 from bench.config import ConfigError
@@ -13,16 +15,19 @@ from bench.config_layers import build_sweep
 from bench.data import make_synthetic
 from bench.models import build_model
 from bench.session import prepare
+from bench.console import describe_structure
+from bench.layers import HeadAttention
 from bench.structure import compact, counts, derive, measured_flops, removed_groups, width
 from bench.trainer import train
-from methods import list_methods
+from methods import get_method, list_methods
 
 from helpers import trained_methods
+from state_standin import State
 from test_structure import remove_at_random
 
 NETS = str(Path(__file__).with_name("nets.py"))
 SHAPE = (3, 32, 32)
-MODELS = {"tiny_vit": [f"encoder.layers.encoder_layer_{i}.mlp.0" for i in (0, 1)],
+MODELS = {"tiny_vit": [f"encoder.layers.encoder_layer_{i}.{u}" for i in (0, 1) for u in ("self_attention", "mlp.0")],
           # each stage's residual stream (its stem or downsampling conv, LayerNorms, layer scale), then its MLP
           "tiny_convnext": [f"features.{s}.{i}" for s, i in ((0, 0), (1, "0.block.3"), (2, 1), (3, "0.block.3"),
                                                              (4, 1), (5, "0.block.3"), (6, 1), (7, "0.block.3"))]}
@@ -30,11 +35,12 @@ MODELS = {"tiny_vit": [f"encoder.layers.encoder_layer_{i}.mlp.0" for i in (0, 1)
 
 @pytest.mark.parametrize("name", MODELS)
 def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compacted_to_the_masked_outputs(name):
-    """A unit per MLP: its first linear layer's rows (weight and bias), the next one's input columns; ConvNeXt's
-    residual streams with --prune-coupled (LayerNorms over them rebuilt as PaddedLayerNorm, the layer scale
-    sliced), ViT's refused by name (attention); the classifier is not a unit. Random removals in every unit: the
-    compact model gives the masked outputs; parameters and FLOPs counted from the structure equal the compact
-    model's, measured by FlopCounterMode."""
+    """A unit per MLP: its first linear layer's rows (weight and bias), the next one's input columns; a unit of
+    heads per ViT attention (each head its query, key and value rows, its out_proj columns); ConvNeXt's residual
+    streams with --prune-coupled (LayerNorms over them rebuilt as PaddedLayerNorm, the layer scale sliced), ViT's
+    refused by name (attention); the classifier is not a unit. Random removals in every unit: the compact model
+    gives the masked outputs, with num_heads and head_dim consistent; parameters and FLOPs counted from the
+    structure equal the compact model's, measured by FlopCounterMode."""
     torch.manual_seed(0)
     model = build_model(f"{NETS}:{name}", SHAPE, 10).eval()
     structure = derive(model, SHAPE, prune_coupled=True, check=True)
@@ -43,6 +49,11 @@ def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compac
     assert all(len(u.convs) == 1 and not u.norms and u.name not in structure.tensors for u in mlps)
     if name == "tiny_vit":   # its residual stream feeds attention, which the compact model does not rebuild
         assert structure.skipped["conv_proj"].startswith("touches MultiheadAttention encoder.layers.encoder_layer_1")
+        attention = structure.by_name["encoder.layers.encoder_layer_0.self_attention"]
+        assert (attention.size, attention.per, attention.filters) == (4, 16, 1)
+        assert [(p.offset, p.prefix) for p in attention.convs] == [(0, "in_proj_"), (64, "in_proj_"), (128, "in_proj_")]
+        (feed,) = structure.feeds[attention.name]
+        assert feed.layer == attention.name + ".out_proj" and feed.index[1].tolist() == list(range(16, 32))
     else:   # a stream: the downsampling conv, every block's output linear and depthwise conv, the LayerNorms
         stream = structure.by_name["features.2.1"]
         assert [p.name for p in stream.convs] == ["features.2.1", "features.3.0.block.0", "features.3.0.block.5"]
@@ -63,7 +74,41 @@ def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compac
     assert flops == measured_flops(small, SHAPE) < dense[1]
     layers = dict(small.named_modules())
     for unit in structure.units:
-        assert width(layers[unit.name]) == unit.size - int(removed[unit.name].sum())
+        kept = unit.size - int(removed[unit.name].sum())
+        if unit.per > 1:
+            m = layers[unit.name]
+            assert (m.num_heads, m.head_dim, m.out_proj.in_features) == (kept, 16, kept * 16)
+            assert kept == unit.size or isinstance(m, HeadAttention) and m.q_weight.shape == (kept * 16, 64)
+        else:
+            assert width(layers[unit.name]) == kept
+
+
+def test_attention_flops_are_counted_where_torchs_fused_kernels_hide_them():
+    """On a CPU, MultiheadAttention runs fused kernels FlopCounterMode does not count; the structure counts each
+    attention's input projection (2 * 3E * E per token), both attention products (2 * T * T * E each) and its
+    out_proj (2 * E * E per token) by hand: tiny_vit's two layers (E = 64, T = 16 patches + the class token)."""
+    model = build_model(f"{NETS}:tiny_vit", SHAPE, 10).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fused:
+        model(torch.zeros(1, *SHAPE))
+    e, t = 64, 17
+    assert measured_flops(model, SHAPE) - fused.get_total_flops() == 2 * (2 * 3 * e * e * t + 4 * t * t * e
+                                                                          + 2 * e * e * t)
+    structure = derive(model, SHAPE)
+    one = torch.tensor([False, True, False, False])
+    dense, pruned = counts(structure, {}), counts(structure, {"encoder.layers.encoder_layer_0.self_attention": one})
+    assert dense[1] - pruned[1] == 2 * 3 * 16 * e * t + 4 * t * t * 16 + 2 * e * 16 * t
+    assert dense[0] - pruned[0] == 3 * 16 * (e + 1) + e * 16
+
+
+def test_attention_the_compact_model_cannot_rebuild_is_refused_in_one_line_and_the_rest_prunes():
+    """A user's attention (one qkv linear layer reshaped into heads, not a MultiheadAttention): its heads and the
+    channels inside it are refused in one line naming the module and why; the MLP is still a unit."""
+    model = build_model(f"{NETS}:UserViT", SHAPE, 10).eval()
+    structure = derive(model, SHAPE, check=True)
+    assert structure.eligible == ("mlp.0",)
+    lines = [line for line in describe_structure(structure) if "attn" in line]
+    assert lines == ["kept   attn.qkv, attn: attention heads not rebuilt by the compact model: UserAttention is not "
+                     "torch's nn.MultiheadAttention"]
 
 
 def test_a_classifiers_linear_layers_are_not_units():
@@ -91,9 +136,9 @@ REFUSED = {("tiny_vit", "nisp"): "has attention", ("tiny_vit", "bn-scale"): "no 
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("method", [m for m in trained_methods(list_methods(), heavy=True) if m != "none"] + ["bn-scale"])
-def test_every_method_prunes_mlp_channels_to_a_flops_target_or_is_refused_before_training(name, method):
-    """Prune-to-target 30 % fewer FLOPs on the MLP channels: reached within one group, removed channels zero;
-    the methods that cannot work on these units are refused before any training, saying why."""
+def test_every_method_prunes_mlp_channels_and_heads_to_a_flops_target_or_is_refused_before_training(name, method):
+    """Prune-to-target 30 % fewer FLOPs on the MLP channels (and ViT's heads): reached within one group; the
+    methods that cannot work on these units are refused before any training, saying why."""
     settings = {"model": f"{NETS}:{name}", "methods": [method], "dataset": "synthetic", "epochs": 2,
                 "sparse_epochs": 1, "device": "cpu", "image_size": 32, "batch_size": 32, "prune_coupled": True,
                 "protocol": "prune-to-target", "target_flops_reduction": (0.3,), "limit_train": 64,
@@ -124,3 +169,19 @@ def test_hgsrs_own_selection_zeroes_linear_and_layernorm_channels_on_their_axis(
     rows = {}
     train(trial, make_synthetic(SHAPE, n_train=64, n_test=32), report=lambda e, m: rows.__setitem__(e, dict(m)))
     assert 0 < rows[2][N.TOTAL_SPARSITY] < 1
+
+
+def test_a_criterion_scores_a_head_by_the_mean_of_its_channels_group_scores():
+    """Torch-Pruning's criteria score a head through a group over the attention's channels (query, key and value
+    rows of each channel, its out_proj column): magnitude-l1 gives channel c the mean of those four l1 norms and a
+    head the mean over its 16 channels, computed here by hand."""
+    torch.manual_seed(0)
+    model = build_model(f"{NETS}:tiny_vit", SHAPE, 10).eval()
+    method = get_method("magnitude-l1")()
+    method.bind(derive(model, SHAPE).units)
+    layer = "encoder.layers.encoder_layer_1.self_attention"
+    got = method.importance(model, State(model, SHAPE, method=method))[layer]
+    attention = model.get_submodule(layer)
+    w, out = attention.in_proj_weight.detach().abs(), attention.out_proj.weight.detach().abs()
+    channel = (w[:64].sum(1) + w[64:128].sum(1) + w[128:].sum(1) + out.sum(0)) / 4
+    torch.testing.assert_close(got, channel.view(4, 16).mean(1))
