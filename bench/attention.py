@@ -105,6 +105,22 @@ def cost(m: nn.Module, kept: int, where: Attention) -> tuple[int, int]:
     return params, flops
 
 
+def _macs(m: HeadAttention, inputs: tuple, output: object) -> None:
+    """Torch-Pruning's count of a ``MultiheadAttention`` (``multihead_attention_counter_hook``: query scaling,
+    the three projections and their biases, per head QK^T, softmax and AV, out_proj with its bias) for the kept
+    heads' width ``w`` in place of the embedding's: the same number when every head is kept."""
+    q, k = inputs[0], inputs[1]
+    axis = 1 if m.batch_first and q.dim() == 3 else 0
+    t, s, e, w = q.shape[axis], k.shape[axis], m.embed_dim, m.num_heads * m.head_dim
+    batch = q.shape[0] if m.batch_first and q.dim() == 3 else q.shape[1] if q.dim() == 3 else 1
+    ops = t * w + (t + 2 * s) * e * w + (t + 2 * s) * w * (m.q_bias is not None)
+    ops += m.num_heads * (2 * t * s * m.head_dim + t * s) + t * e * (w + 1)
+    m.__flops__ += int(ops * batch)
+
+
+tp.utils.op_counter.MODULES_MAPPING[HeadAttention] = _macs   # what bench.compact.torch_pruning_macs counts
+
+
 def explicit(model: nn.Module) -> nn.Module:
     """``model`` itself when it holds no ``MultiheadAttention``; else a copy sharing its tensors with each one run
     as :class:`HeadAttention` (all heads): what ``FlopCounterMode`` counts in full."""

@@ -193,14 +193,16 @@ def load_compact(path: str | Path, map_location: str | torch.device = "cpu") -> 
     return model.eval(), info
 
 
-def save_first_filters(path: str | Path, model: nn.Module, structure: Structure) -> Path:
-    """Write the first prunable conv's weights, removed filters included (as zeros), as a float32 ``.npy``
-    of shape (filters, in_channels, kh, kw): what the report draws as the learned filters (paper Fig. 5),
-    readable without torch."""
+def save_first_filters(path: str | Path, model: nn.Module, structure: Structure) -> Path | None:
+    """Write the first prunable conv's weights (or linear layer's, as 1x1 kernels), removed filters included (as
+    zeros), as a float32 ``.npy`` of shape (filters, in_channels, kh, kw): what the report draws as the learned
+    filters (paper Fig. 5), readable without torch. None when no unit has one (only attention heads)."""
 
     path = Path(path)
-    weight = structure.units[0].convs[0].module.weight
-    np.save(path, weight.detach().float().cpu().numpy())
+    weight = next((p.weight for u in structure.units for p in u.convs if p.per == 1), None)
+    if weight is None:
+        return None
+    np.save(path, (weight[:, :, None, None] if weight.dim() == 2 else weight).detach().float().cpu().numpy())
     return path
 
 

@@ -71,8 +71,8 @@ class HeadAttention(nn.Module):
                                                                                    m.v_proj_weight))
         b = m.in_proj_bias
         self.q_bias, self.k_bias, self.v_bias = (take(b, k * e) for k in range(3)) if b is not None else (None,) * 3
-        self.out_proj = nn.Linear(len(keep), e, bias=m.out_proj.bias is not None, device=w.device if w is not None
-                                  else m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)
+        self.out_proj = type(m.out_proj)(len(keep), e, bias=m.out_proj.bias is not None,   # as the attention's own
+                                         device=m.out_proj.weight.device, dtype=m.out_proj.weight.dtype)
         self.out_proj.weight = nn.Parameter(m.out_proj.weight.index_select(1, keep) if not share or len(keep) < e
                                             else m.out_proj.weight)
         if m.out_proj.bias is not None:

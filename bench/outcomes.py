@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import guard
+from . import names as N
 from .config import TrialConfig
 
 EXIT_OK = 0
@@ -28,6 +29,14 @@ class TrialOutcome:
     error: str | None = None
     key: str | None = None
     trial: TrialConfig | None = field(default=None, repr=False, compare=False)
+
+
+def finished_outcome(trial: TrialConfig, run: Any) -> TrialOutcome:
+    """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics (a probe it
+    stopped at an overshoot: OVERSHOT, data of its search, not a point to interpolate)."""
+    why = run.data.tags.get(N.OVERSHOOT_TAG)
+    return TrialOutcome(trial.name, "OVERSHOT" if why else "FINISHED",
+                        {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, why, key=trial.key, trial=trial)
 
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')

@@ -180,7 +180,8 @@ class TrialRecorder:
             self.run.log_artifact(path)
             if not rebuildable(train.model):   # loads without the model's code
                 self.run.log_artifact(export_program(small, data.input_shape, Path(folder) / N.COMPACT_PROGRAM))
-            self.run.log_artifact(save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure))
+            if (first := save_first_filters(Path(folder) / N.FIRST_FILTERS, model, structure)) is not None:
+                self.run.log_artifact(first)
             kept = {u.name: (~removed_groups(u)).nonzero().flatten().tolist() for u in structure.units}
             (Path(folder) / N.KEPT_GROUPS).write_text(json.dumps(kept))
             self.run.log_artifact(Path(folder) / N.KEPT_GROUPS)

@@ -37,7 +37,7 @@ from .data import load_dataset
 from .metrics import reachable
 from .models import ModelError, default_input, display_name
 from .outcomes import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_TRIALS_FAILED, NO_SPACE,  # noqa: F401
-                       TrialOutcome, ending)
+                       TrialOutcome, ending, finished_outcome)
 from .protocols import first as first_protocol
 from .protocols.prune_to_target import control_kind
 from .recording import summary_metrics, sweep_params, tracking_info
@@ -322,11 +322,11 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
     uri, experiment_id, record, done = located.uri, located.experiment_id, located.record, located.done
     store = Store(uri)
     todo = [t for t in trials if t.key not in done]
-    previous = [_finished(t, done[t.key]) for t in trials if t.key in done]
+    previous = [finished_outcome(t, done[t.key]) for t in trials if t.key in done]
     searches = None
     if sweep.searching:
         known = {t.key for t in trials}
-        previous += [_finished(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
+        previous += [finished_outcome(_probe_trial(sweep, run), run) for key, run in done.items() if key not in known]
         searches = target_searches(sweep, previous)
     if record is not None:
         ended.update(name=record.name, run_id=record.run_id)
@@ -386,7 +386,7 @@ def _execute(sweep: SweepConfig, trials: list[TrialConfig], data, located: Locat
                 controls = known_controls if known_controls is not None else \
                     control_trials(sweep, previous + outcomes, store)
                 missing = [c for c in controls if c.key not in done]
-                previous += [_finished(c, done[c.key]) for c in controls if c.key in done]
+                previous += [finished_outcome(c, done[c.key]) for c in controls if c.key in done]
                 if missing:
                     write(f"controls {len(missing)} trial{'s' * (len(missing) != 1)}: "
                           + ", ".join(sorted({c.control["kind"] for c in missing if c.control})) + " of every finished "
@@ -491,7 +491,7 @@ def _abort(tracking, name: str, trials: list[TrialConfig], write: Callable[[str]
     store = Store(tracking.uri)
     store.close_open_children(tracking.experiment_id, tracking.parent_run_id)
     finished = store.finished_trials(tracking.experiment_id, tracking.parent_run_id)
-    outcomes = [_finished(t, finished[t.key]) if t.key in finished else
+    outcomes = [finished_outcome(t, finished[t.key]) if t.key in finished else
                 TrialOutcome(t.name, "KILLED", {}, "terminated", t.key) for t in trials]
     status, _, note = ending(outcomes)
     store.end_run(tracking.parent_run_id, status, f"terminated; {note}" if note else None)
@@ -538,14 +538,6 @@ def control_trial(sweep: SweepConfig, source: TrialConfig, widths: Mapping[str, 
         control.update(factor=round(factor, 6), capped=factor > sweep.scratch_b_max_factor)
         train = replace(train, epochs=epochs)
     return TrialConfig("none", {}, "none", source.seed, train, None, control)
-
-
-def _finished(trial: TrialConfig, run) -> Any:
-    """The outcome of a trial that finished in an earlier run, from that MLflow run's last metrics (a probe it
-    stopped at an overshoot: OVERSHOT, data of its search, not a point to interpolate)."""
-    why = run.data.tags.get(N.OVERSHOOT_TAG)
-    return TrialOutcome(trial.name, "OVERSHOT" if why else "FINISHED",
-                        {**run.data.metrics, N.RUN_ID_KEY: run.info.run_id}, why, key=trial.key, trial=trial)
 
 
 def _log_targets(uri: str, run_id: str, searches: list) -> list[dict]:

@@ -10,7 +10,6 @@ Without ``--ray-address`` (or ``RAY_ADDRESS``) a local Ray starts with the comma
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import pickle
 import signal
@@ -47,51 +46,12 @@ from ray import tune  # noqa: E402
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
-from . import checkpoints, guard, phases  # noqa: E402
+from . import checkpoints, guard, phases, quiet  # noqa: E402,F401  (quiet: filters on Ray's loggers)
 from . import names as N
 from .config import SweepConfig, TrialConfig  # noqa: E402
 from .datatypes import Dataset, StreamData  # noqa: E402
-from .outcomes import TrialOutcome, error_text  # noqa: E402
+from .outcomes import TrialOutcome, error_text, finished_outcome  # noqa: E402
 from .tracking import Store, TrackingInfo  # noqa: E402
-
-
-class _NoTuneRestoreHint(logging.Filter):
-    """Tune suggests ``Tuner.restore`` after an interruption, warns that it stops on a signal, lists the trials
-    that did not complete and those that left no result: bench says all of it itself (the summary's statuses,
-    ``interrupted ...; continue with `bench resume NAME```)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(text in message for text in ("Tuner.restore", "Stop signal received",
-                                                    "Trials did not complete", "Failed to fetch metrics"))
-
-
-for _name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
-    logging.getLogger(_name).addFilter(_NoTuneRestoreHint())
-
-
-class _NoTrialTraceback(logging.Filter):
-    """Tune logs every failed trial's traceback on the driver; bench prints one line for it (``FAILED NAME
-    ...; error in FOLDER``, the folder's error.txt holds the traceback) and the error in the summary."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Trial task failed for trial")
-
-
-logging.getLogger("ray.tune.execution.tune_controller").addFilter(_NoTrialTraceback())
-
-
-class _NoLocalAuthNotice(logging.Filter):
-    """A new local Ray turns on Ray's token authentication (its default; the token is kept in
-    ``~/.ray/auth_token``) and says so at every start. That Ray lives and dies with the command, so the notice
-    is dropped; the authentication stays on, and a cluster's own settings are not touched (it is not started
-    here; ``RAY_AUTH_MODE`` set by the user is honoured by Ray as always)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Token authentication is enabled for this Ray cluster" not in record.getMessage()
-
-
-logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_NoLocalAuthNotice())
 
 
 class ClusterError(RuntimeError):
@@ -503,9 +463,13 @@ class _StopAll(tune.Stopper):
         return self.tripped
 
 
+#: how many times one sweep's trials start again after Ray lost their workers (its memory monitor killed them)
+LOST_WORKER_RESTARTS = 3
+
+
 def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | StreamData, tracking: TrackingInfo,
               write: Callable[[str], None] = print, run_name: str | None = None, searches: list | None = None,
-              reserve: guard.Reserve | None = None) -> list[TrialOutcome]:
+              reserve: guard.Reserve | None = None, restarts: int = 0) -> list[TrialOutcome]:
     """Run ``trials`` on Ray Tune (connected with :func:`ray_session`); one outcome per trial. With
     ``searches`` (a target search: ``SweepConfig.searches``, possibly holding probes of an earlier run), the
     trials run first and the searches' probes after them; the outcomes then hold every probe too.
@@ -513,7 +477,10 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     A trial that raises is retried up to ``sweep.max_failures`` times (each attempt is its own MLflow run),
     then recorded FAILED; the others go on. A trial whose worker was lost has its run closed FAILED here. A
     trial that met a full disk stops the sweep: ``reserve`` (space set aside by the driver) is freed so that
-    every run can be closed, and the other trials are stopped (KILLED, resumable once space is back).
+    every run can be closed, and the other trials are stopped (KILLED, resumable once space is back). Workers
+    Ray lost in a way Tune does not handle (its memory monitor killing them while they train ends ``fit`` with
+    a RuntimeError) have their runs closed KILLED, and the trials not finished start again from their checkpoints,
+    up to :data:`LOST_WORKER_RESTARTS` times.
     """
     stopper = _StopAll()
 
@@ -557,6 +524,23 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     )
     try:
         grid = tuner.fit()  # Ray Tune stops gracefully on Ctrl-C and returns what it has
+    except RuntimeError as err:
+        if not isinstance(err.__cause__, ray.exceptions.RayError):
+            raise
+        lost = str(err.__cause__).strip().splitlines()[0]
+        store = Store(tracking.uri)
+        store.close_open_children(tracking.experiment_id, tracking.parent_run_id, "KILLED", f"Ray lost its worker: {lost}")
+        if searches is not None or restarts >= LOST_WORKER_RESTARTS:
+            raise ClusterError(f"Ray lost trial workers ({lost}){' again' * (restarts > 0)}: the sweep stopped, its "
+                               "runs are closed and `bench resume` continues it without redoing finished work; when "
+                               "Ray's memory monitor killed them, free memory or lower --max-concurrent") from None
+        done = store.finished_trials(tracking.experiment_id, tracking.parent_run_id)
+        left = [t for t in trials if t.key not in done]
+        write(f"ray    lost trial workers ({lost}): {len(left)} unfinished trial(s) start again from their "
+              f"checkpoints ({restarts + 1} of at most {LOST_WORKER_RESTARTS}); lower --max-concurrent if it recurs")
+        return [finished_outcome(t, done[t.key]) for t in trials if t.key in done] + (run_sweep(
+            sweep, left, data, tracking, write, f"{run_name}-restart{restarts + 1}" if run_name else None, None,
+            reserve, restarts + 1) if left else [])
     finally:
         progress.close()
         sys.stdout.flush()

@@ -406,3 +406,31 @@ def test_a_full_disk_stops_the_sweep_with_one_line_closes_every_run_and_a_resume
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     finished = {r.info.run_name for r in _runs(uri, "lenet5-synthetic") if r.info.status == "FINISHED"}
     assert finished == {"full", "l1l2-lam0.1-s0", "l1l2-lam0.1-s1", "l1l2-lam0.5-s0", "l1l2-lam0.5-s1"}
+
+
+def test_trials_whose_workers_rays_memory_monitor_kills_start_again_and_the_sweep_finishes(tmp_path):
+    """Ray's memory monitor kills a trial's worker while it trains (tests/hog_plugin.py takes memory past the
+    kill threshold the test gives Ray, once): Tune cannot handle that loss itself and ends ``fit``; the sweep
+    closes that run KILLED naming the memory, keeps the trial that finished (not run again) and starts the
+    other again from its checkpoint, in a run of its own that finishes: exit 0."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    threshold = (memory.total - memory.available + 2.5 * 2 ** 30) / memory.total
+    env = {"BENCH_HOG_AFTER_EPOCH": "l1l2:1", "BENCH_HOG_FLAG": str(tmp_path / "hogged"), "BENCH_HOG_GB": "5",
+           "RAY_memory_usage_threshold": f"{threshold:.3f}", "RAY_memory_monitor_refresh_ms": "100"}
+    argv = ["run", "--methods", "none,l1l2", "--lambdas", "0.5", "--epochs", "2", *QUICK, "--limit-train", "256",
+            "--limit-test", "128", "--max-concurrent", "1", "--name", "oom",
+            "--plugin", str(Path(__file__).with_name("hog_plugin.py"))]
+    done = bench(tmp_path, *argv, env=env)
+    out = done.stdout
+    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    assert (tmp_path / "hogged").exists()
+    assert "lost trial workers (" in out and "memory" in out and \
+        "1 unfinished trial(s) start again from their checkpoints (1 of at most 3)" in out, out[-3000:]
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "lenet5-synthetic")
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("l1l2-lam0.5-s0", "FINISHED"), ("l1l2-lam0.5-s0", "KILLED"), ("none-s0", "FINISHED"), ("oom", "FINISHED")]
+    killed = next(r for r in runs if r.info.status == "KILLED")
+    assert killed.data.tags["bench.error"].startswith("Ray lost its worker:") and "memory" in \
+        killed.data.tags["bench.error"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -185,3 +186,29 @@ def test_a_criterion_scores_a_head_by_the_mean_of_its_channels_group_scores():
     w, out = attention.in_proj_weight.detach().abs(), attention.out_proj.weight.detach().abs()
     channel = (w[:64].sum(1) + w[64:128].sum(1) + w[128:].sum(1) + out.sum(0)) / 4
     torch.testing.assert_close(got, channel.view(4, 16).mean(1))
+
+
+def test_a_compact_vits_measurements_export_and_first_filters(tmp_path):
+    """What a finished trial saves of a ViT whose heads were pruned: its MACs as Torch-Pruning counts a
+    MultiheadAttention (the kept heads' width in place of the embedding's: one head of 16 fewer in 17 tokens is
+    80,257 fewer, by hand), the exported program giving the compact outputs, and the first filters (the MLP's rows as
+    1x1 kernels: the first unit is an attention)."""
+    from bench import compact as C
+
+    torch.manual_seed(0)
+    model = build_model(f"{NETS}:tiny_vit", SHAPE, 10).eval()
+    structure = derive(model, SHAPE)
+    dense = C.measure(model, structure, SHAPE, min_run_time=0)[1]["compact_macs"]
+    assert dense == C.torch_pruning_macs(model, SHAPE)   # every head kept: Torch-Pruning's own count
+    with torch.no_grad():
+        for rows in structure.by_name["encoder.layers.encoder_layer_0.self_attention"].parameters():
+            rows[1] = 0
+    small, got = C.measure(model, structure, SHAPE, min_run_time=0)
+    t, e, d = 17, 64, 16
+    assert dense - got["compact_macs"] == t * d + 3 * t * e * d + 3 * t * d + (2 * t * t * d + t * t) + t * e * d
+    program = torch.export.load(C.export_program(small, SHAPE, tmp_path / "vit.pt2")).module()
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-5)
+    first = C.save_first_filters(tmp_path / "first.npy", model, structure)
+    assert first is not None and np.load(first).shape == (128, 64, 1, 1)
