@@ -95,6 +95,30 @@ def _group(m: nn.MultiheadAttention, out_name: str, out_proj: nn.Module) -> Grou
     return group
 
 
+class Opaque(tp.pruner.function.BasePruningFunc):
+    """How Torch-Pruning sees an attention module whose heads are refused: a layer of ``widths[module]`` (input,
+    output) channels that it does not trace into (Swin's window partitions and shifts make its tracing stall), with
+    no dependency between its input and output channels, and never pruned (a unit touching it is refused)."""
+
+    TARGET_MODULES = (nn.Module,)
+
+    def __init__(self, widths: dict[nn.Module, tuple]) -> None:
+        super().__init__()
+        self.widths = widths
+
+    def prune_out_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
+        raise NotImplementedError("an attention the compact model does not rebuild is not pruned")
+
+    def prune_in_channels(self, layer: nn.Module, idxs: list) -> nn.Module:
+        raise NotImplementedError("an attention the compact model does not rebuild is not pruned")
+
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        return self.widths.get(layer, (None, None))[1]
+
+    def get_in_channels(self, layer: nn.Module) -> int | None:
+        return self.widths.get(layer, (None, None))[0]
+
+
 def cost(m: nn.Module, kept: int, where: Attention) -> tuple[int, int]:
     """(parameters, FLOPs) of an attention's input projection and attention products with ``kept`` of each of
     its query, key and value rows (``out_proj`` is counted as the linear layer it is)."""

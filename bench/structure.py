@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods.base import eval_mode
-from methods.groups import Part, Unit, is_depthwise
+from methods.groups import Part, Unit, attention_modules, is_depthwise
 
 from . import attention as heads
 from .attention import Attention
@@ -124,17 +124,19 @@ class Structure:
 
 # -- deriving ------------------------------------------------------------------------------------------------
 
-def _forward_order(model: nn.Module, example: torch.Tensor
-                   ) -> tuple[list[str], dict[str, int], set[str], dict[str, Attention]]:
+def _forward_order(model: nn.Module, example: torch.Tensor, attention: Sequence[nn.Module] = ()
+                   ) -> tuple[list[str], dict[str, int], set[str], dict[str, Attention], dict[nn.Module, tuple]]:
     """Names of the conv and linear layers in the order they run, each one's output positions, the linear
-    layers that run at positions (on tokens or pixels: an input of more than two dimensions), and where each
-    ``MultiheadAttention`` ran. A forward that fails raises :class:`StructureError` naming the innermost module
-    that was running."""
+    layers that run at positions (on tokens or pixels: an input of more than two dimensions), where each
+    ``MultiheadAttention`` ran, and the (input, output) channels of each module of ``attention`` (its channels
+    last). A forward that fails raises :class:`StructureError` naming the innermost module that was
+    running."""
     order: list[str] = []
     out_hw: dict[str, int] = {}
     positional: set[str] = set()
     running: list[str] = []
     ran: dict[str, Attention] = {}
+    opaque: dict[nn.Module, tuple] = {}
 
     def attended(name):
         def record(module, args, kwargs, output):
@@ -151,6 +153,9 @@ def _forward_order(model: nn.Module, example: torch.Tensor
             running.pop()
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 order.append(name)
+            elif module in attention and inputs:
+                out = output[0] if isinstance(output, (tuple, list)) else output
+                opaque[module] = (int(inputs[0].shape[-1]), int(out.shape[-1]))
             if isinstance(module, nn.Conv2d):
                 out_hw[name] = int(output.shape[2] * output.shape[3])
             elif isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):   # tokens or pixels it runs on
@@ -178,7 +183,7 @@ def _forward_order(model: nn.Module, example: torch.Tensor
             h.remove()
     for where in ran.values():   # out_proj runs inside the attention's fused kernel, unseen by its hooks
         out_hw[where.out_proj] = where.tokens
-    return order, out_hw, positional, ran
+    return order, out_hw, positional, ran, opaque
 
 
 def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = False,
@@ -192,7 +197,9 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     position = {n: i for i, n in enumerate(names.values())}
     param_names = {id(p): n for n, p in model.named_parameters()}
     with eval_mode(model):
-        order, out_hw, positional, ran = _forward_order(model, example)
+        other = [model.get_submodule(n) for n in attention_modules(model)]   # what is not a MultiheadAttention
+        order, out_hw, positional, ran, opaque = _forward_order(
+            model, example, [m for m in other if not isinstance(m, nn.MultiheadAttention)])
         if not order:
             raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
         logits = order[-1]
@@ -201,7 +208,8 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
                 # layer scale): Torch-Pruning's notice that it would prune their last dimension; such channels are
                 # residual streams, refused or checked below
                 warnings.filterwarnings("ignore", message="Unwrapped parameters")
-                graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+                graph = tp.DependencyGraph().build_dependency(   # attention it cannot rebuild: not traced into
+                    model, example_inputs=example, customized_pruners={type(m): heads.Opaque(opaque) for m in opaque})
             groups = list(graph.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear], ignored_layers=[]))
         except Exception as err:
             frame = traceback.extract_tb(err.__traceback__)[-1]
@@ -231,6 +239,9 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
                 continue
             if name is None:   # an operation (add, concat, reshape, ...), not a module
                 op_names.append(_op_name(dep.target.name))
+                continue
+            if module in opaque:
+                problems.setdefault(type(module).__name__, []).append(name)
                 continue
             if size is None:
                 size = len(idxs)

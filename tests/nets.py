@@ -109,6 +109,17 @@ def tiny_vit(num_classes=10, in_channels=3):
     return model
 
 
+def tiny_swin(num_classes=10, in_channels=3):
+    """torchvision's SwinTransformer, two blocks per stage of widths 16-32-64-128 (1-8 heads), windows of 4, on
+    32x32 inputs (patches of 2)."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    model = SwinTransformer(patch_size=[2, 2], embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8],
+                            window_size=[4, 4], num_classes=num_classes)
+    if in_channels != 3:
+        model.features[0][0] = nn.Conv2d(in_channels, 16, 2, stride=2)
+    return model
+
+
 def tiny_convnext(num_classes=10, in_channels=3):
     """torchvision's ConvNeXt with one block per stage (depths 1,1,1,1), widths 16-32-64-128."""
     from torchvision.models.convnext import CNBlockConfig, ConvNeXt

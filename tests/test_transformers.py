@@ -31,7 +31,9 @@ SHAPE = (3, 32, 32)
 MODELS = {"tiny_vit": [f"encoder.layers.encoder_layer_{i}.{u}" for i in (0, 1) for u in ("self_attention", "mlp.0")],
           # each stage's residual stream (its stem or downsampling conv, LayerNorms, layer scale), then its MLP
           "tiny_convnext": [f"features.{s}.{i}" for s, i in ((0, 0), (1, "0.block.3"), (2, 1), (3, "0.block.3"),
-                                                             (4, 1), (5, "0.block.3"), (6, 1), (7, "0.block.3"))]}
+                                                             (4, 1), (5, "0.block.3"), (6, 1), (7, "0.block.3"))],
+          # the MLPs only: its shifted-window attention is not rebuilt, nor the streams that feed it
+          "tiny_swin": [f"features.{s}.{b}.mlp.0" for s in (1, 3, 5, 7) for b in (0, 1)]}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -48,7 +50,11 @@ def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compac
     assert list(structure.eligible) == MODELS[name]
     mlps = [u for u in structure.units if ".mlp." in u.name or ".block." in u.name]
     assert all(len(u.convs) == 1 and not u.norms and u.name not in structure.tensors for u in mlps)
-    if name == "tiny_vit":   # its residual stream feeds attention, which the compact model does not rebuild
+    if name == "tiny_swin":   # its attention's heads refused in one line, its streams naming it
+        assert structure.skipped["features.1.0.attn"] == ("attention heads not rebuilt by the compact model: "
+                                                          "ShiftedWindowAttention is not torch's nn.MultiheadAttention")
+        assert structure.skipped["features.6.reduction"].startswith("touches ShiftedWindowAttention features.7.1.attn")
+    elif name == "tiny_vit":   # its residual stream feeds attention, which the compact model does not rebuild
         assert structure.skipped["conv_proj"].startswith("touches MultiheadAttention encoder.layers.encoder_layer_1")
         attention = structure.by_name["encoder.layers.encoder_layer_0.self_attention"]
         assert (attention.size, attention.per, attention.filters) == (4, 16, 1)
@@ -102,14 +108,16 @@ def test_attention_flops_are_counted_where_torchs_fused_kernels_hide_them():
 
 
 def test_attention_the_compact_model_cannot_rebuild_is_refused_in_one_line_and_the_rest_prunes():
-    """A user's attention (one qkv linear layer reshaped into heads, not a MultiheadAttention): its heads and the
-    channels inside it are refused in one line naming the module and why; the MLP is still a unit."""
+    """A user's attention (one qkv linear layer reshaped into heads, not a MultiheadAttention): its heads are
+    refused in one line naming the module and why (Torch-Pruning does not trace into it), the stream that feeds it
+    names it; the MLP is still a unit."""
     model = build_model(f"{NETS}:UserViT", SHAPE, 10).eval()
     structure = derive(model, SHAPE, check=True)
     assert structure.eligible == ("mlp.0",)
-    lines = [line for line in describe_structure(structure) if "attn" in line]
-    assert lines == ["kept   attn.qkv, attn: attention heads not rebuilt by the compact model: UserAttention is not "
-                     "torch's nn.MultiheadAttention"]
+    assert describe_structure(structure) == [
+        "kept   embed: touches UserAttention attn (not rebuilt by the compact model)",
+        "kept   attn: attention heads not rebuilt by the compact model: UserAttention is not torch's "
+        "nn.MultiheadAttention"]
 
 
 def test_a_classifiers_linear_layers_are_not_units():
@@ -130,9 +138,8 @@ def _one_group_flops(structure):
     return out / dense
 
 
-REFUSED = {("tiny_vit", "nisp"): "has attention", ("tiny_vit", "bn-scale"): "no BatchNorm",
-           ("tiny_vit", "slimming"): "no BatchNorm", ("tiny_convnext", "bn-scale"): "no BatchNorm",
-           ("tiny_convnext", "slimming"): "no BatchNorm"}
+REFUSED = {**{(name, "nisp"): "has attention" for name in ("tiny_vit", "tiny_swin")},
+           **{(name, method): "no BatchNorm" for name in MODELS for method in ("bn-scale", "slimming")}}
 
 
 @pytest.mark.parametrize("name", MODELS)
