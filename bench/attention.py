@@ -15,7 +15,8 @@ FLOPs: on a CPU torch runs a ``MultiheadAttention`` through fused kernels that `
 (matrix products it counts, the same outputs).
 
 Other attention (Swin's shifted windows, a user's module with ``num_heads``) is not rebuilt: its heads are
-refused in one line naming it (``heads_refused``), and the rest of the model prunes.
+refused in one line naming it (:func:`head_units`), Torch-Pruning does not trace into it (:class:`Opaque`), the
+units that touch it are refused naming it, and the rest of the model prunes.
 """
 from __future__ import annotations
 

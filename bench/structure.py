@@ -311,14 +311,14 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         if unit_tensors:
             unit_params[unit.name] = tuple(unit_tensors)
     head_units, head_feeds, refused = heads.head_units(model, ran)
-    for attn, why in refused.items():   # its heads, and any channels inside it (a qkv layer): one reason
-        inside = {n for n in [*skipped, *(u.name for u in units)] if n.startswith(attn + ".")}
-        units = [u for u in units if u.name not in inside]
-        skipped.update({n: why for n in [*inside, attn]})
+    skipped.update(refused)
     for unit in head_units:
-        layer, index = head_feeds[unit.name]
+        if unit.name in excluded or any(fnmatch.fnmatchcase(unit.name, p) for p in exclude):
+            skipped[unit.name] = "excluded by the model (sparsity_exclude)" if unit.name in excluded else \
+                "excluded by --exclude-layers"
+            continue
         units.append(unit)
-        feeds[unit.name] = (Feed(layer, index),)
+        feeds[unit.name] = (Feed(*head_feeds[unit.name]),)
     units.sort(key=lambda u: position[u.name])
     modules = {n: m for n, m in model.named_modules() if isinstance(m, _COUNTED)}
     structure = Structure(tuple(units), feeds, modules, {n: out_hw.get(n, 0) for n in modules

@@ -219,3 +219,11 @@ def test_a_compact_vits_measurements_export_and_first_filters(tmp_path):
         torch.testing.assert_close(program(x), model(x), rtol=1e-4, atol=1e-5)
     first = C.save_first_filters(tmp_path / "first.npy", model, structure)
     assert first is not None and np.load(first).shape == (128, 64, 1, 1)
+
+
+def test_exclude_layers_leaves_an_attentions_heads_out():
+    """--exclude-layers (fnmatch on unit names) holds for a unit of heads as for a conv."""
+    model = build_model(f"{NETS}:tiny_vit", SHAPE, 10).eval()
+    structure = derive(model, SHAPE, exclude=["*layer_0.self_attention"])
+    assert structure.skipped["encoder.layers.encoder_layer_0.self_attention"] == "excluded by --exclude-layers"
+    assert "encoder.layers.encoder_layer_1.self_attention" in structure.eligible
