@@ -31,7 +31,7 @@ def alive_filters(structure: Structure, removed: dict[str, torch.Tensor] | None 
     out: dict[str, int] = {}
     for unit in structure.units:
         alive = unit.size - int(removed[unit.name].sum())
-        for part in unit.convs:
+        for part in unit.layers:
             out[part.name] = out.get(part.name, 0) + alive
     return out
 

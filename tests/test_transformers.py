@@ -18,6 +18,7 @@ from bench.models import build_model
 from bench.session import prepare
 from bench.console import describe_structure
 from bench.layers import HeadAttention
+from bench.metrics import alive_filters
 from bench.structure import compact, counts, derive, measured_flops, removed_groups, width
 from bench.trainer import train
 from methods import get_method, list_methods
@@ -80,8 +81,10 @@ def test_mlp_channels_and_layernorm_streams_are_units_counted_exactly_and_compac
     assert params == sum(p.numel() for p in small.parameters()) < dense[0]
     assert flops == measured_flops(small, SHAPE) < dense[1]
     layers = dict(small.named_modules())
+    alive = alive_filters(structure, removed)   # what each epoch records per layer: heads of an attention
     for unit in structure.units:
         kept = unit.size - int(removed[unit.name].sum())
+        assert alive[unit.name] == kept and structure.filters()[unit.name] == unit.size
         if unit.per > 1:
             m = layers[unit.name]
             assert (m.num_heads, m.head_dim, m.out_proj.in_features) == (kept, 16, kept * 16)
