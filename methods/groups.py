@@ -75,10 +75,10 @@ def channels_last(module: nn.Module) -> bool:
 
 
 def attention_modules(model: nn.Module) -> list[str]:
-    """Names of the model's attention modules: ``nn.MultiheadAttention`` and any module with ``num_heads`` (Swin's
-    windowed attention, a user's), the innermost of nested ones."""
+    """Names of the model's attention modules: ``nn.MultiheadAttention`` and any module with ``num_heads`` or
+    ``n_heads`` (Swin's windowed attention, MaxViT's, a user's), the innermost of nested ones."""
     def attends(m: nn.Module) -> bool:
-        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads")
+        return isinstance(m, nn.MultiheadAttention) or hasattr(m, "num_heads") or hasattr(m, "n_heads")
     return [n for n, m in model.named_modules() if attends(m) and not any(attends(c) for c in m.modules() if c is not m)]
 
 
