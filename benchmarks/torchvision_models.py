@@ -128,9 +128,11 @@ def _why_kept(line: str) -> str:
     LayerNorm``."""
     reason = line.split(": ", 1)[1] if ": " in line else line
     if reason.startswith("touches "):
-        kinds = [part.strip().split(" ")[0] for part in reason[len("touches "):].split(";")]
+        kinds = [part.strip().split(" into ")[0] if part.strip().startswith("a ") else part.strip().split(" ")[0]
+                 for part in reason[len("touches "):].split(";")]
         return "touches " + " and ".join(dict.fromkeys(kinds))
-    for short in ("produces the logits", "coupled", "excluded", "changes the outputs of the compact model"):
+    for short in ("produces the logits", "coupled", "excluded", "changes the outputs of the compact model",
+                  "attention heads not rebuilt"):
         if short in reason:
             return short
     return reason[:60]
@@ -140,9 +142,10 @@ def _row(r: dict) -> str:
     config = f"{r['image']} px" + (f", `{', '.join(f'{k}={v}' for k, v in r['kwargs'].items())}`" if r["kwargs"] else "")
     if r["result"] == "passes":
         reasons: dict[str, int] = {}
-        for line in r.get("kept", []):
+        for line in r.get("kept", []):   # "a, b, c and 4 more: reason"
+            names, _, more = line.split(": ", 1)[0].partition(" and ")
             reason = _why_kept(line)
-            reasons[reason] = reasons.get(reason, 0) + 1
+            reasons[reason] = reasons.get(reason, 0) + len(names.split(", ")) + int(more.split()[0] if more else 0)
         kept = (f"; not pruned: {sum(reasons.values())} unit(s) ("
                 + ", ".join(f"{why}: {n}" for why, n in reasons.items()) + ")") if reasons else ""
         beyond = (f" (target {100 * r['target']:g} %: {100 * TARGET:g} % is beyond its prunable units, at most "
