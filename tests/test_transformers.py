@@ -121,6 +121,12 @@ def test_attention_the_compact_model_cannot_rebuild_is_refused_in_one_line_and_t
         "kept   embed: touches UserAttention attn (not rebuilt by the compact model)",
         "kept   attn: attention heads not rebuilt by the compact model: UserAttention is not torch's "
         "nn.MultiheadAttention"]
+    # a target only the refused heads could reach: one error before any training
+    sweep = build_sweep({"model": f"{NETS}:UserViT", "methods": ["taylor"], "dataset": "synthetic", "epochs": 2,
+                         "sparse_epochs": 1, "image_size": 32, "protocol": "prune-to-target",
+                         "target_flops_reduction": (0.9,), "limit_train": 64, "limit_test": 32})
+    with pytest.raises(ConfigError, match=r"^--target-flops-reduction 0.9 cannot be reached: at most 25.4% \(flops\)"):
+        prepare(sweep, write=lambda line: None)
 
 
 def test_a_classifiers_linear_layers_are_not_units():
