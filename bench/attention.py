@@ -134,7 +134,9 @@ def _macs(m: HeadAttention, inputs: tuple, output: object) -> None:
     """Torch-Pruning's count of a ``MultiheadAttention`` (``multihead_attention_counter_hook``: query scaling,
     the three projections and their biases, per head QK^T, softmax and AV, out_proj with its bias) for the kept
     heads' width ``w`` in place of the embedding's: the same number when every head is kept."""
-    q, k = inputs[0], inputs[1]
+    if not inputs:   # called with keywords only: Torch-Pruning's hooks do not see them
+        return
+    q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
     axis = 1 if m.batch_first and q.dim() == 3 else 0
     t, s, e, w = q.shape[axis], k.shape[axis], m.embed_dim, m.num_heads * m.head_dim
     batch = q.shape[0] if m.batch_first and q.dim() == 3 else q.shape[1] if q.dim() == 3 else 1
