@@ -107,6 +107,7 @@ class _Progress(tune.Callback):
         self.write = write
         self.on_disk_full = on_disk_full
         self.done = 0
+        self.keys: dict[str, str] = {}   # Tune's trial id -> the trial's key (a result may come back without config)
         self.start = time.monotonic()
         self.eta = Eta(self.total or bound or 0, self.epochs, bound=not self.total)
         self.every, self.last_status = every, self.start
@@ -132,6 +133,7 @@ class _Progress(tune.Callback):
             self.bar = None
 
     def _name(self, trial) -> str:
+        self.keys[trial.trial_id] = trial.config["trial"]["key"]
         return trial.config["trial"]["name"]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -544,7 +546,7 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     finally:
         progress.close()
         sys.stdout.flush()
-    outcomes = collect_outcomes(grid, trials, probes=searches is not None)
+    outcomes = collect_outcomes(grid, trials, probes=searches is not None, ids=progress.keys)
     for o in outcomes:
         if o.status == "FAILED":  # the trial closes its own run; a lost worker cannot
             Store(tracking.uri).close_open_children(tracking.experiment_id, tracking.parent_run_id, "FAILED",
@@ -552,9 +554,11 @@ def run_sweep(sweep: SweepConfig, trials: list[TrialConfig], data: Dataset | Str
     return outcomes
 
 
-def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> list[TrialOutcome]:
+def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False, ids: dict[str, str] | None = None
+                     ) -> list[TrialOutcome]:
     """One outcome per trial: FINISHED (all epochs reported), FAILED (raised) or KILLED (stopped or never run);
-    with ``probes``, also one per trial a target search added."""
+    with ``probes``, also one per trial a target search added. ``ids``: trial keys by Tune's trial id (its
+    folder's name), for a result that comes back without its config (a worker killed while it started)."""
     by_key = {t.key: t for t in trials}
     if probes:
         for result in grid:
@@ -568,11 +572,15 @@ def collect_outcomes(grid, trials: list[TrialConfig], probes: bool = False) -> l
         key = metrics.get(N.TRIAL_KEY)
         if key is None and result.config and "trial" in result.config:
             key = result.config["trial"]["key"]
+        if key is None and result.path:
+            key = (ids or {}).get(Path(result.path).name)
         if key not in by_key:
             continue
         trial = by_key[key]
-        if result.error is not None:
-            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error_text(result.error), key, trial)
+        if result.error is not None:   # Tune's text of it where the worker died before raising anything
+            error = error_text(result.error) if isinstance(result.error, BaseException) else next(
+                (line for line in str(result.error).splitlines() if line and not line.startswith("Failure #")), "")
+            outcomes[key] = TrialOutcome(trial.name, "FAILED", metrics, error, key, trial)
         elif metrics.get("epoch") == trial.train.epochs or N.PHASE_SPLIT in metrics:   # a phase ends at its split
             outcomes[key] = TrialOutcome(trial.name, "FINISHED", metrics, key=key, trial=trial)
         elif (why := trial.overshoot(metrics)) is not None:   # a probe stopped past every target: search data

@@ -438,3 +438,17 @@ def test_trials_whose_workers_rays_memory_monitor_kills_start_again_and_the_swee
         ("l1l2-lam0.5-s0", "FINISHED"), ("none-s0", "FINISHED"), ("oom", "FINISHED")], out[-4000:]
     continued = next(r for r in runs if r.info.run_name == "l1l2-lam0.5-s0")   # its run, closed KILLED, reopened
     assert continued.data.tags["bench.continued"] == "from epoch 1" and N.TOTAL_SPARSITY in continued.data.metrics
+
+
+def test_a_trial_whose_worker_is_killed_as_it_starts_is_failed_with_rays_reason(tmp_path):
+    """With Ray's kill threshold below what the machine already uses, the memory monitor kills each trial's worker
+    as it starts: Tune returns that trial without its config; it is still found (by its folder) and recorded
+    FAILED with Ray's first line, not KILLED "not run", and the sweep exits 1 with the resume advice."""
+    env = {"RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
+    done = bench(tmp_path, "run", "--methods", "none", "--epochs", "1", *QUICK, "--limit-train", "128",
+                 "--limit-test", "64", "--name", "starved", env=env)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("none-s0 "))
+    assert row.split()[1] == "FAILED", done.stdout[-3000:]
+    assert "killed due to the node running low on memory" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "not run" not in done.stdout
