@@ -29,7 +29,7 @@ from torch import nn
 from torch_pruning.dependency import Dependency, Group
 from torch_pruning.dependency.node import Node
 
-from methods.groups import Part, Unit, attention_modules
+from methods.groups import Part, Unit
 
 from .layers import HeadAttention
 
@@ -43,6 +43,14 @@ class Attention:
     out_proj: str
 
 
+def positions(m: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(examples, positions) of an attention's query, key or value ``x``: (T, E) unbatched, (N, T, E) with
+    ``batch_first``, else (T, N, E)."""
+    if x.dim() == 2:
+        return 1, int(x.shape[0])
+    return (int(x.shape[0]), int(x.shape[1])) if m.batch_first else (int(x.shape[1]), int(x.shape[0]))
+
+
 def rebuildable(m: nn.Module) -> str | None:
     """Why the heads of attention module ``m`` cannot be rebuilt, or None when they can."""
     if not isinstance(m, nn.MultiheadAttention):
@@ -54,12 +62,13 @@ def rebuildable(m: nn.Module) -> str | None:
     return None
 
 
-def head_units(model: nn.Module, ran: dict[str, Attention]) -> tuple[list[Unit], dict[str, tuple[str, torch.Tensor]],
-                                                                         dict[str, str]]:
-    """The head unit of every rebuildable attention that ran (``ran``: from the forward), each with its
-    ``out_proj`` feed (layer, (heads, d) input columns), and why the others' heads are refused, by name."""
+def head_units(model: nn.Module, names: list[str], ran: dict[str, Attention]
+               ) -> tuple[list[Unit], dict[str, tuple[str, torch.Tensor]], dict[str, str]]:
+    """The head unit of every rebuildable attention of ``names`` (the model's ``attention_modules``) that ran
+    (``ran``: from the forward), each with its ``out_proj`` feed (layer, (heads, d) input columns), and why the
+    others' heads are refused, by name."""
     units, feeds, refused = [], {}, {}
-    for name in attention_modules(model):
+    for name in names:
         m = model.get_submodule(name)
         why = rebuildable(m)
         if why is None and name not in ran:
@@ -137,9 +146,8 @@ def _macs(m: HeadAttention, inputs: tuple, output: object) -> None:
     if not inputs:   # called with keywords only: Torch-Pruning's hooks do not see them
         return
     q, k = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
-    axis = 1 if m.batch_first and q.dim() == 3 else 0
-    t, s, e, w = q.shape[axis], k.shape[axis], m.embed_dim, m.num_heads * m.head_dim
-    batch = q.shape[0] if m.batch_first and q.dim() == 3 else q.shape[1] if q.dim() == 3 else 1
+    batch, t = positions(m, q)
+    s, e, w = positions(m, k)[1], m.embed_dim, m.num_heads * m.head_dim
     ops = t * w + (t + 2 * s) * e * w + (t + 2 * s) * w * (m.q_bias is not None)
     ops += m.num_heads * (2 * t * s * m.head_dim + t * s) + t * e * (w + 1)
     m.__flops__ += int(ops * batch)

@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from methods.base import eval_mode
-from methods.groups import Part, Unit, attention_modules, is_depthwise
+from methods.groups import Part, Unit, attention_modules, group_rows, is_depthwise
 
 from . import attention as heads
 from .attention import Attention
@@ -141,8 +141,8 @@ def _forward_order(model: nn.Module, example: torch.Tensor, attention: Sequence[
     def attended(name):
         def record(module, args, kwargs, output):
             query, key = args[0] if args else kwargs["query"], args[1] if len(args) > 1 else kwargs["key"]
-            axis = 0 if query.dim() == 2 else 1 if module.batch_first else 0
-            ran[name] = Attention(int(query.shape[axis]), int(key.shape[axis]), f"{name}.out_proj")
+            ran[name] = Attention(heads.positions(module, query)[1], heads.positions(module, key)[1],
+                                  f"{name}.out_proj")
         return record
 
     def enter(name):
@@ -197,9 +197,9 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     position = {n: i for i, n in enumerate(names.values())}
     param_names = {id(p): n for n, p in model.named_parameters()}
     with eval_mode(model):
-        other = [model.get_submodule(n) for n in attention_modules(model)]   # what is not a MultiheadAttention
-        order, out_hw, positional, ran, opaque = _forward_order(
-            model, example, [m for m in other if not isinstance(m, nn.MultiheadAttention)])
+        attention = attention_modules(model)
+        other = [m for m in map(model.get_submodule, attention) if not isinstance(m, nn.MultiheadAttention)]
+        order, out_hw, positional, ran, opaque = _forward_order(model, example, other)
         if not order:
             raise StructureError(f"{type(model).__name__} has no Conv2d or Linear layer")
         logits = order[-1]
@@ -296,10 +296,8 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         elif problems:
             reason = "touches " + "; ".join(_listed(kind, names) for kind, names in problems.items()) + \
                 " (not rebuilt by the compact model)"
-        elif any(n in excluded for n in member_names):
-            reason = "excluded by the model (sparsity_exclude)"
-        elif any(fnmatch.fnmatchcase(n, pattern) for n in member_names for pattern in exclude):
-            reason = "excluded by --exclude-layers"
+        elif (why := _excluded(member_names, excluded, exclude)) is not None:
+            reason = why
         elif unit.coupled and not prune_coupled:
             reason = (f"coupled: {unit.filters} filters share these channels (a residual stream, or a gate) "
                       f"({', '.join(member_names)}); pruned with --prune-coupled")
@@ -310,12 +308,11 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
         feeds[unit.name] = tuple(unit_feed)
         if unit_tensors:
             unit_params[unit.name] = tuple(unit_tensors)
-    head_units, head_feeds, refused = heads.head_units(model, ran)
+    head_units, head_feeds, refused = heads.head_units(model, attention, ran)
     skipped.update(refused)
     for unit in head_units:
-        if unit.name in excluded or any(fnmatch.fnmatchcase(unit.name, p) for p in exclude):
-            skipped[unit.name] = "excluded by the model (sparsity_exclude)" if unit.name in excluded else \
-                "excluded by --exclude-layers"
+        if (why := _excluded([unit.name], excluded, exclude)) is not None:
+            skipped[unit.name] = why
             continue
         units.append(unit)
         feeds[unit.name] = (Feed(*head_feeds[unit.name]),)
@@ -330,6 +327,16 @@ def derive(model: nn.Module, input_shape: Sequence[int], prune_coupled: bool = F
     if check:
         structure = check_units(model, structure, input_shape)
     return structure
+
+
+def _excluded(names: Sequence[str], excluded: set[str], exclude: Sequence[str]) -> str | None:
+    """Why a unit of these member layers is left out by the model's ``sparsity_exclude`` or ``--exclude-layers``
+    (``fnmatch`` patterns), or None."""
+    if any(n in excluded for n in names):
+        return "excluded by the model (sparsity_exclude)"
+    if any(fnmatch.fnmatchcase(n, pattern) for n in names for pattern in exclude):
+        return "excluded by --exclude-layers"
+    return None
 
 
 def _listed(kind: str, names: list[str], most: int = 2) -> str:
@@ -457,9 +464,8 @@ def compact(model: nn.Module, structure: Structure, share: bool = False) -> nn.M
     rebuilt = {structure.attention[n].out_proj for n in gone_out if n in structure.attention}
     for name in set(gone_out) | set(gone_in):
         m = modules[name]
-        if name in structure.attention:   # the kept heads, out_proj's columns with them
-            rows = _kept(gone_out[name], m)
-            out.set_submodule(name, HeadAttention(m, rows[rows < m.embed_dim][::m.head_dim] // m.head_dim))
+        if name in structure.attention:   # the kept heads (its unit's groups), out_proj's columns with them
+            out.set_submodule(name, HeadAttention(m, (~removed[name]).nonzero().flatten()))
             continue
         if name in rebuilt:
             continue
@@ -549,16 +555,17 @@ def check_units(model: nn.Module, structure: Structure, input_shape: Sequence[in
         try:   # one group of each unit zeroed in the model itself, restored after
             for name in names:
                 for param, offset, per in units[name].slices():
-                    saved.append((param, offset, param[offset:offset + per].clone()))
-                    param[offset:offset + per] = 0
+                    rows = group_rows(param, offset, units[name].size, per)
+                    saved.append((rows, rows[0].clone()))
+                    rows[0] = 0
             with eval_mode(model):
                 want = model(x)
                 got = compact(model, structure, share=True).eval()(x)
         except Exception:
             return False
         finally:
-            for param, offset, row in reversed(saved):
-                param[offset:offset + len(row)] = row
+            for rows, first in reversed(saved):
+                rows[0] = first
         if got.shape != want.shape:
             return False
         return bool((got - want).abs().max() <= tolerance * max(1.0, float(want.abs().max())))

@@ -229,16 +229,9 @@ def hooked_loss_increases(model: nn.Module, units, alive: Mapping[str, torch.Ten
         inc = torch.full((mask.numel(),), float("inf"), dtype=torch.float64)
         groups = mask.nonzero().flatten().tolist()
         if unit.per > 1:   # an attention head's channels never leave its module: its parameters zeroed, a pass each
-            rows = unit.parameters()
             for g in groups:
-                saved = [r[g].clone() for r in rows]
-                for r in rows:
-                    r[g] = 0
-                try:
+                with zeroed({unit.name: unit.parameters()}, {unit.name: torch.tensor([g])}):
                     inc[g] = float(F.cross_entropy(model(x), y)) - base
-                finally:
-                    for r, v in zip(rows, saved):
-                        r[g] = v
             out[unit.name] = inc
             continue
         for start in range(0, len(groups), per_batch):
